@@ -1,0 +1,74 @@
+#include "autograd/gradcheck.h"
+
+#include <cmath>
+
+#include "autograd/node.h"
+#include "core/random.h"
+
+namespace seqlab {
+namespace {
+double weighted_sum(const Tensor& y, const Tensor& w) {
+  const double* py = y.data<double>();
+  const double* pw = w.data<double>();
+  double s = 0;
+  for (int64_t i = 0, n = y.numel(); i < n; ++i) s += py[i] * pw[i];
+  return s;
+}
+}  // namespace
+
+GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                          const std::vector<Tensor>& inputs, double eps, double tol, uint64_t seed) {
+  for (const Tensor& x : inputs)
+    SEQLAB_CHECK(!x.requires_grad() || x.dtype() == DType::f64, "gradcheck: inputs must be float64");
+  for (const Tensor& x : inputs)
+    if (x.defined()) const_cast<Tensor&>(x).zero_grad();
+
+  Tensor y = f(inputs);
+  SEQLAB_CHECK(y.dtype() == DType::f64, "gradcheck: output must be float64");
+  Generator gen(seed);
+  Tensor w = randn(y.shape(), 0, 1, DType::f64, gen);
+  backward(y, w);
+
+  GradcheckResult r;
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const Tensor& x = inputs[k];
+    if (!x.requires_grad()) continue;
+    Tensor analytic = x.grad().defined() ? x.grad() : Tensor::zeros_like(x);
+    double* px = x.data<double>();
+    std::vector<double> numeric(static_cast<size_t>(x.numel()));
+    {
+      NoGradGuard ng;
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        double orig = px[i];
+        px[i] = orig + eps;
+        double fp = weighted_sum(f(inputs), w);
+        px[i] = orig - eps;
+        double fm = weighted_sum(f(inputs), w);
+        px[i] = orig;
+        numeric[static_cast<size_t>(i)] = (fp - fm) / (2 * eps);
+      }
+    }
+    const double* pa = analytic.data<double>();
+    double max_num = 0, max_diff = 0;
+    int64_t worst = 0;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      double d = std::abs(pa[i] - numeric[static_cast<size_t>(i)]);
+      if (!(d <= max_diff)) {  // also catches NaN
+        max_diff = d;
+        worst = i;
+      }
+      max_num = std::max(max_num, std::abs(numeric[static_cast<size_t>(i)]));
+    }
+    double rel = max_diff / std::max(max_num, 1e-3);
+    if (std::isnan(max_diff)) rel = INFINITY;
+    r.max_rel_error = std::max(r.max_rel_error, rel);
+    if (!(rel <= tol)) r.ok = false;
+    r.report += str("input ", k, " ", to_string(x.shape()), ": rel error ", rel, " (worst index ", worst,
+                    ": analytic ", pa[worst], ", numeric ", numeric[static_cast<size_t>(worst)], ")\n");
+  }
+  for (const Tensor& x : inputs)
+    if (x.defined()) const_cast<Tensor&>(x).zero_grad();
+  return r;
+}
+
+}  // namespace seqlab

@@ -1,0 +1,159 @@
+#include "core/tensor.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace seqlab {
+
+namespace {
+template <typename F>
+decltype(auto) dispatch_any(DType t, F&& f) {
+  switch (t) {
+    case DType::f32: return f.template operator()<float>();
+    case DType::f64: return f.template operator()<double>();
+    case DType::i32: return f.template operator()<int32_t>();
+  }
+  throw Error("unknown dtype");
+}
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, DType dtype) {
+  for (int64_t d : shape) SEQLAB_CHECK(d >= 0, "empty: negative size in shape ", to_string(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(seqlab::numel(shape)) * dtype_size(dtype));
+  impl->shape = shape;
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype) {
+  Tensor t = empty(shape, dtype);
+  std::memset(t.raw_data(), 0, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
+  Tensor t = empty(shape, dtype);
+  t.fill(value);
+  return t;
+}
+
+Tensor Tensor::zeros_like(const Tensor& like) { return zeros(like.shape(), like.dtype()); }
+
+Tensor Tensor::from_vector(const std::vector<double>& values, const Shape& shape, DType dtype) {
+  SEQLAB_CHECK(static_cast<int64_t>(values.size()) == seqlab::numel(shape), "from_vector: ", values.size(),
+               " values for shape ", to_string(shape));
+  Tensor t = empty(shape, dtype);
+  dispatch_any(dtype, [&]<typename T>() {
+    T* p = t.data<T>();
+    for (size_t i = 0; i < values.size(); ++i) p[i] = static_cast<T>(values[i]);
+  });
+  return t;
+}
+
+const Shape& Tensor::shape() const {
+  SEQLAB_CHECK(defined(), "shape(): undefined tensor");
+  return impl_->shape;
+}
+
+int64_t Tensor::size(int64_t axis) const { return shape()[norm_axis(axis, dim(), "size")]; }
+int64_t Tensor::numel() const { return seqlab::numel(shape()); }
+DType Tensor::dtype() const {
+  SEQLAB_CHECK(defined(), "dtype(): undefined tensor");
+  return impl_->dtype;
+}
+Device Tensor::device() const { return impl_->storage->device; }
+void* Tensor::raw_data() const {
+  SEQLAB_CHECK(defined(), "raw_data(): undefined tensor");
+  return impl_->storage->block.ptr;
+}
+
+Tensor Tensor::view(const Shape& shape) const {
+  SEQLAB_CHECK(seqlab::numel(shape) == numel(), "view: cannot view ", to_string(this->shape()), " as ",
+               to_string(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->shape = shape;
+  impl->dtype = impl_->dtype;
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::clone() const {
+  Tensor t = empty(shape(), dtype());
+  std::memcpy(t.raw_data(), raw_data(), nbytes());
+  return t;
+}
+
+Tensor Tensor::to(DType dtype) const {
+  Tensor t = empty(shape(), dtype);
+  t.copy_from(*this);
+  return t;
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  SEQLAB_CHECK(src.numel() == numel(), "copy_from: ", to_string(src.shape()), " into ", to_string(shape()));
+  if (src.dtype() == dtype()) {
+    std::memmove(raw_data(), src.raw_data(), nbytes());
+    return;
+  }
+  dispatch_any(dtype(), [&]<typename D>() {
+    dispatch_any(src.dtype(), [&]<typename S>() {
+      const S* s = src.data<S>();
+      D* d = data<D>();
+      for (int64_t i = 0, n = numel(); i < n; ++i) d[i] = static_cast<D>(s[i]);
+    });
+  });
+}
+
+void Tensor::fill(double value) {
+  dispatch_any(dtype(), [&]<typename T>() { std::fill_n(data<T>(), numel(), static_cast<T>(value)); });
+}
+
+double Tensor::item() const {
+  SEQLAB_CHECK(numel() == 1, "item: tensor of shape ", to_string(shape()), " has ", numel(), " elements, expected 1");
+  return dispatch_any(dtype(), [&]<typename T>() { return static_cast<double>(data<T>()[0]); });
+}
+
+std::vector<double> Tensor::to_vector() const {
+  std::vector<double> v(static_cast<size_t>(numel()));
+  dispatch_any(dtype(), [&]<typename T>() {
+    const T* p = data<T>();
+    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>(p[i]);
+  });
+  return v;
+}
+
+bool Tensor::shares_storage(const Tensor& other) const {
+  return defined() && other.defined() && impl_->storage == other.impl_->storage;
+}
+
+bool Tensor::requires_grad() const { return defined() && impl_->requires_grad; }
+
+Tensor& Tensor::set_requires_grad(bool on) {
+  SEQLAB_CHECK(defined(), "set_requires_grad: undefined tensor");
+  SEQLAB_CHECK(is_leaf(), "set_requires_grad: only leaf tensors can be marked (use detach() first)");
+  impl_->requires_grad = on;
+  return *this;
+}
+
+Tensor Tensor::grad() const { return defined() ? impl_->grad : Tensor(); }
+void Tensor::set_grad(const Tensor& g) { impl_->grad = g; }
+void Tensor::zero_grad() { impl_->grad = Tensor(); }
+
+Tensor Tensor::detach() const {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->shape = impl_->shape;
+  impl->dtype = impl_->dtype;
+  return Tensor(std::move(impl));
+}
+
+const std::shared_ptr<Node>& Tensor::grad_fn() const {
+  static const std::shared_ptr<Node> none;
+  return defined() ? impl_->grad_fn : none;
+}
+int Tensor::output_nr() const { return impl_->output_nr; }
+
+}  // namespace seqlab

@@ -1,0 +1,61 @@
+// Test helpers shared by every suite: closeness checks that report the worst index, both values
+// and the difference, and a gradcheck wrapper.
+#pragma once
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "autograd/gradcheck.h"
+#include "core/tensor.h"
+
+namespace seqlab::testing {
+
+struct CloseResult {
+  bool ok = true;
+  std::string message;
+};
+
+/// |a - b| <= atol + rtol * |b| elementwise; the message names the worst index.
+inline CloseResult close(const std::vector<double>& a, const std::vector<double>& b, double rtol, double atol) {
+  if (a.size() != b.size()) return {false, "size " + std::to_string(a.size()) + " vs " + std::to_string(b.size())};
+  double worst = -1;
+  size_t wi = 0;
+  bool ok = true;
+  for (size_t i = 0; i < a.size(); ++i) {
+    double d = std::abs(a[i] - b[i]);
+    double excess = d - (atol + rtol * std::abs(b[i]));
+    if (std::isnan(a[i]) != std::isnan(b[i])) excess = INFINITY;
+    if (excess > 0) ok = false;
+    if (excess > worst || i == 0) {
+      worst = excess;
+      wi = i;
+    }
+  }
+  if (ok) return {true, ""};
+  return {false, "worst index " + std::to_string(wi) + ": " + std::to_string(a[wi]) + " vs " +
+                     std::to_string(b[wi]) + " (diff " + std::to_string(std::abs(a[wi] - b[wi])) + ")"};
+}
+
+}  // namespace seqlab::testing
+
+/// Checks two tensors (or a tensor and a vector<double>) are close; reports the worst index.
+#define CHECK_CLOSE(a, b, rtol, atol)                                                          \
+  do {                                                                                         \
+    auto r_ = ::seqlab::testing::close(::seqlab::testing::values(a), ::seqlab::testing::values(b), \
+                                       (rtol), (atol));                                        \
+    CHECK_MESSAGE(r_.ok, r_.message);                                                          \
+  } while (0)
+
+/// Runs gradcheck and checks it passes, printing the per-input report when it does not.
+#define CHECK_GRADCHECK(f, inputs)                        \
+  do {                                                    \
+    auto g_ = ::seqlab::gradcheck((f), (inputs));         \
+    CHECK_MESSAGE(g_.ok, g_.report);                      \
+  } while (0)
+
+namespace seqlab::testing {
+inline std::vector<double> values(const Tensor& t) { return t.to_vector(); }
+inline std::vector<double> values(const std::vector<double>& v) { return v; }
+}  // namespace seqlab::testing
