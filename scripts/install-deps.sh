@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what seqlab needs to build, from Debian 12 packages only. Idempotent: installs nothing
+# (and skips apt-get update) when every package is already present. Runs apt as root or via sudo.
+set -euo pipefail
+
+packages=(
+  g++ cmake ninja-build pkg-config
+  libtbb-dev          # oneTBB: the one thread pool
+  libcli11-dev        # the seqlab command line
+  libspdlog-dev       # logging
+  libhdf5-dev         # metrics and checkpoints
+  doctest-dev         # tests
+  libopenblas-dev     # GEMM (pthread variant)
+  libkissfft-dev      # FFTs for the S4 convolution
+  libtoml11-dev       # configs
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "install-deps: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
