@@ -1,1 +1,187 @@
-// placeholder: filled in by the foundation work (issue 2)
+// Unary ops: gradchecks in float64 (inputs kept away from kinks and from small log/sqrt arguments),
+// forward/backward kernels against naive loops in float32/float64, and PyTorch's edge rules.
+#include <cmath>
+
+#include "autograd/ops.h"
+#include "core/kernels/unary.h"
+#include "ops_testing.h"
+
+using namespace seqlab;
+using namespace seqlab::testing;
+
+namespace {
+
+using UnaryOp = Tensor (*)(const Tensor&);
+using Fwd = Tensor (*)(const Tensor&);
+using Bwd = Tensor (*)(const Tensor&, const Tensor&);
+
+void gradcheck_unary(const char* name, const std::function<Tensor(const Tensor&)>& op, Tensor x) {
+  CHECK_OP_GRADCHECK(name, [op](const std::vector<Tensor>& in) { return op(in[0]); }, std::vector<Tensor>{x});
+}
+
+double sigmoid_ref(double v) { return 1 / (1 + std::exp(-v)); }
+double gelu_ref(double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); }
+
+// One unary function as the test sees it: kernels, reference derivative, and the input range.
+struct Case {
+  const char* name;
+  Fwd fwd;
+  Bwd bwd;
+  bool bwd_takes_y;  // backward's second argument is y (else x)
+  double (*f)(double);
+  double (*df)(double);
+  double lo, hi;
+};
+
+const Case kCases[] = {
+    {"exp", &kernels::exp_forward, &kernels::exp_backward, true, [](double v) { return std::exp(v); },
+     [](double v) { return std::exp(v); }, -5, 5},
+    {"log", &kernels::log_forward, &kernels::log_backward, false, [](double v) { return std::log(v); },
+     [](double v) { return 1 / v; }, 0.1, 10},
+    {"sqrt", &kernels::sqrt_forward, &kernels::sqrt_backward, true, [](double v) { return std::sqrt(v); },
+     [](double v) { return 0.5 / std::sqrt(v); }, 0.1, 10},
+    {"tanh", &kernels::tanh_forward, &kernels::tanh_backward, true, [](double v) { return std::tanh(v); },
+     [](double v) { return 1 - std::tanh(v) * std::tanh(v); }, -4, 4},
+    {"sigmoid", &kernels::sigmoid_forward, &kernels::sigmoid_backward, true, sigmoid_ref,
+     [](double v) { return sigmoid_ref(v) * (1 - sigmoid_ref(v)); }, -8, 8},
+    {"silu", &kernels::silu_forward, &kernels::silu_backward, false, [](double v) { return v * sigmoid_ref(v); },
+     [](double v) { return sigmoid_ref(v) * (1 + v * (1 - sigmoid_ref(v))); }, -8, 8},
+    {"gelu", &kernels::gelu_forward, &kernels::gelu_backward, false, gelu_ref,
+     [](double v) { return 0.5 * (1 + std::erf(v / std::sqrt(2.0))) + v * std::exp(-v * v / 2) / std::sqrt(2 * M_PI); },
+     -5, 5},
+    {"relu", &kernels::relu_forward, &kernels::relu_backward, true, [](double v) { return v > 0 ? v : 0.0; },
+     [](double v) { return v > 0 ? 1.0 : 0.0; }, -3, 3},
+    {"abs", &kernels::abs_forward, &kernels::abs_backward, false, [](double v) { return std::abs(v); },
+     [](double v) { return v > 0 ? 1.0 : -1.0; }, -3, 3},
+};
+
+}  // namespace
+
+TEST_CASE("ops/exp: gradcheck") { gradcheck_unary("exp", [](const Tensor& x) { return seqlab::exp(x); }, gc_input({2, 3}, 1)); }
+TEST_CASE("ops/log: gradcheck") {
+  gradcheck_unary("log", [](const Tensor& x) { return seqlab::log(x); }, gc_input({2, 3}, 2, 0.5, 3.0));
+}
+TEST_CASE("ops/sqrt: gradcheck") {
+  gradcheck_unary("sqrt", [](const Tensor& x) { return seqlab::sqrt(x); }, gc_input({2, 3}, 3, 0.5, 3.0));
+}
+TEST_CASE("ops/tanh: gradcheck") { gradcheck_unary("tanh", [](const Tensor& x) { return seqlab::tanh(x); }, gc_input({2, 3}, 4)); }
+TEST_CASE("ops/sigmoid: gradcheck") {
+  gradcheck_unary("sigmoid", [](const Tensor& x) { return sigmoid(x); }, gc_input({2, 3}, 5));
+  gradcheck_unary("sigmoid", [](const Tensor& x) { return sigmoid(x); },
+                  Tensor::from_vector({-30, -6, 6, 30}, {4}, DType::f64).set_requires_grad());
+}
+TEST_CASE("ops/silu: gradcheck") {
+  gradcheck_unary("silu", [](const Tensor& x) { return silu(x); }, gc_input({2, 3}, 6));
+  gradcheck_unary("silu", [](const Tensor& x) { return silu(x); },
+                  Tensor::from_vector({-30, -6, 6, 30}, {4}, DType::f64).set_requires_grad());
+}
+TEST_CASE("ops/gelu: gradcheck") {
+  gradcheck_unary("gelu", [](const Tensor& x) { return gelu(x); }, gc_input({2, 3}, 7));
+  gradcheck_unary("gelu", [](const Tensor& x) { return gelu(x); },
+                  Tensor::from_vector({-7, -3, 3, 7}, {4}, DType::f64).set_requires_grad());
+}
+TEST_CASE("ops/softplus: gradcheck") {
+  gradcheck_unary("softplus", [](const Tensor& x) { return softplus(x); }, gc_input({2, 3}, 8));
+  // Both sides of the threshold (the function jumps by log1p(e^-t) there, so stay clear of it).
+  Tensor x = Tensor::from_vector({-25, -3, -0.5, 0.2, 0.8, 1.5, 3, 25}, {8}, DType::f64).set_requires_grad();
+  gradcheck_unary("softplus", [](const Tensor& t) { return softplus(t); }, x);
+  gradcheck_unary("softplus", [](const Tensor& t) { return softplus(t, 1.0); }, x);
+}
+TEST_CASE("ops/relu: gradcheck") {
+  Tensor x = Tensor::from_vector({-1.5, -0.3, 0.4, 2.0, -0.01, 0.02}, {2, 3}, DType::f64).set_requires_grad();
+  gradcheck_unary("relu", [](const Tensor& t) { return relu(t); }, x);
+}
+
+TEST_CASE("ops/unary: chained ops") {
+  Tensor x = gc_input({3, 2}, 9, 0.5, 2.0);
+  gradcheck_unary("unary chain", [](const Tensor& t) { return seqlab::tanh(gelu(seqlab::log(seqlab::sqrt(t)) * 2.0)); }, x);
+}
+
+TEST_CASE("kernels/unary: forward and backward match naive loops") {
+  for (DType dt : {DType::f32, DType::f64}) {
+    // float32 maths (libm's float functions) against double references.
+    const double tol = dt == DType::f32 ? 1e-5 : 1e-13;
+    for (const Case& c : kCases) {
+      CAPTURE(c.name);
+      CAPTURE(dtype_name(dt));
+      Generator g(10);
+      Tensor x = rand_uniform({300001}, c.lo, c.hi, dt, g);
+      Tensor dy = rand_uniform({300001}, -1, 1, dt, g);
+      std::vector<double> vx = x.to_vector(), vdy = dy.to_vector(), ey(vx.size()), edx(vx.size());
+      for (size_t i = 0; i < vx.size(); ++i) {
+        ey[i] = c.f(vx[i]);
+        edx[i] = vdy[i] * c.df(vx[i]);
+      }
+      Tensor y = c.fwd(x);
+      CHECK_CLOSE(y, ey, tol, tol);
+      CHECK_CLOSE(c.bwd(dy, c.bwd_takes_y ? y : x), edx, 10 * tol, tol);
+    }
+  }
+}
+
+TEST_CASE("kernels/softplus: threshold as PyTorch") {
+  for (DType dt : {DType::f32, DType::f64}) {
+    Generator g(11);
+    Tensor x = rand_uniform({300001}, -30, 30, dt, g);
+    Tensor dy = rand_uniform({300001}, -1, 1, dt, g);
+    std::vector<double> vx = x.to_vector(), vdy = dy.to_vector(), ey(vx.size()), edx(vx.size());
+    for (double thr : {20.0, 1.0}) {
+      for (size_t i = 0; i < vx.size(); ++i) {
+        ey[i] = vx[i] > thr ? vx[i] : std::log1p(std::exp(vx[i]));
+        edx[i] = vx[i] > thr ? vdy[i] : vdy[i] * sigmoid_ref(vx[i]);
+      }
+      CHECK_CLOSE(kernels::softplus_forward(x, thr), ey, 1e-6, 1e-30);
+      CHECK_CLOSE(kernels::softplus_backward(dy, x, thr), edx, 1e-6, 1e-30);
+    }
+  }
+  Tensor x = Tensor::from_vector({25, 19, -100}, {3}, DType::f64);
+  CHECK_CLOSE(kernels::softplus_forward(x), (std::vector<double>{25, std::log1p(std::exp(19.0)), std::exp(-100.0)}),
+              1e-15, 0);
+}
+
+TEST_CASE("kernels/unary: values PyTorch gives, and no overflow at the extremes") {
+  // torch.nn.functional.gelu(torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64))
+  CHECK_CLOSE(kernels::gelu_forward(Tensor::from_vector({1.0, -1.0, 0.5}, {3}, DType::f64)),
+              (std::vector<double>{0.8413447460685429, -0.15865525393145707, 0.34573123063700656}), 1e-14, 0);
+  for (DType dt : {DType::f32, DType::f64}) {
+    Tensor x = Tensor::from_vector({-1000, 1000, -100, 100}, {4}, dt);
+    CHECK_CLOSE(kernels::sigmoid_forward(x), (std::vector<double>{0, 1, std::exp(-100.0), 1}), 1e-6, 1e-30);
+    CHECK_CLOSE(kernels::silu_forward(x), (std::vector<double>{0, 1000, -100 * std::exp(-100.0), 100}), 1e-6, 1e-30);
+    CHECK_CLOSE(kernels::softplus_forward(x), (std::vector<double>{0, 1000, std::exp(-100.0), 100}), 1e-6, 1e-30);
+    Tensor y = kernels::relu_forward(Tensor::from_vector({-1, 0, 2}, {3}, dt));
+    CHECK_CLOSE(kernels::relu_backward(Tensor::ones({3}, dt), y), (std::vector<double>{0, 0, 1}), 0, 0);
+  }
+}
+
+TEST_CASE("ops/unary: errors name the op") {
+  std::string m = error_of([] { seqlab::tanh(Tensor::zeros({2}, DType::i32)); });
+  CHECK(m.find("tanh") != std::string::npos);
+  CHECK_THROWS_AS(kernels::tanh_backward(Tensor::zeros({2}), Tensor::zeros({3})), Error);
+}
+
+TEST_CASE("kernels/unary: the vectorised float exp, tanh and sigmoid are within a few ulp") {
+  std::vector<double> v;
+  for (double t = -20; t <= 20; t += 0.001) v.push_back(t);
+  for (double t : {1e-8, -1e-6, 1e-4, 0.3, 0.6249, 0.6251, -0.7, 80.0, -80.0, 88.0, -87.0}) v.push_back(t);
+  Tensor x = Tensor::from_vector(v, {static_cast<int64_t>(v.size())}, DType::f32);
+  std::vector<double> xs = x.to_vector(), ee(xs.size()), et(xs.size()), es(xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    ee[i] = std::exp(xs[i]);
+    et[i] = std::tanh(xs[i]);
+    es[i] = sigmoid_ref(xs[i]);
+  }
+  CHECK_CLOSE(kernels::exp_forward(x), ee, 3e-7, 0);
+  CHECK_CLOSE(kernels::tanh_forward(x), et, 3e-7, 0);
+  CHECK_CLOSE(kernels::sigmoid_forward(x), es, 4e-7, 0);
+  const double inf = INFINITY, nan = NAN;
+  Tensor e = kernels::exp_forward(Tensor::from_vector({-200, 200, inf, -inf, nan}, {5}));
+  CHECK(e.to_vector()[0] == 0);
+  CHECK(e.to_vector()[1] == inf);
+  CHECK(e.to_vector()[2] == inf);
+  CHECK(e.to_vector()[3] == 0);
+  CHECK(std::isnan(e.to_vector()[4]));
+  std::vector<double> t = kernels::tanh_forward(Tensor::from_vector({-inf, inf, nan}, {3})).to_vector();
+  CHECK(t[0] == -1);
+  CHECK(t[1] == 1);
+  CHECK(std::isnan(t[2]));
+}

@@ -1,0 +1,27 @@
+// Shape kernels (no autograd). Storage is contiguous row-major, so every one of these except
+// reshape copies. They move bytes, so they work for any dtype (int32 too).
+#pragma once
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace seqlab::kernels {
+
+/// The shape `to` with its one -1 resolved so that it holds numel(from) elements; throws naming op.
+Shape resolve_reshape(const Shape& from, const Shape& to, const char* op);
+/// Normalised, validated permutation (each axis once, negatives allowed); throws naming op.
+std::vector<int64_t> norm_permutation(const std::vector<int64_t>& dims, const Shape& shape, const char* op);
+/// The permutation q with q[p[i]] = i.
+std::vector<int64_t> inverse_permutation(const std::vector<int64_t>& p);
+/// Copy with axes reordered: out.shape[i] = x.shape[dims[i]] (blocked when the last axis moves).
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+/// Copy with two axes swapped.
+Tensor transpose(const Tensor& x, int64_t axis0, int64_t axis1);
+/// Copy of x[..., start:end, ...] along `axis` (negative axis/start/end count from the end).
+Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);
+/// Zeros of x_shape with dy written at [start, start + dy.size(axis)) along `axis` (slice's gradient).
+Tensor slice_backward(const Tensor& dy, const Shape& x_shape, int64_t axis, int64_t start);
+/// Joins tensors along `axis`; every other size and the dtype must match.
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
+
+}  // namespace seqlab::kernels
