@@ -1,1 +1,296 @@
-// placeholder: filled in by the foundation work (issue 2)
+// Matrix products on CBLAS. OpenBLAS runs one thread (core/parallel.cpp); a large GEMM is cut into
+// row (or column) blocks of the output, one single-threaded sgemm/dgemm per TBB task, so seqlab has
+// one thread pool. Blocks depend only on the sizes and the thread count, and each output element
+// is computed by one call, so results are bit-identical for a given thread count.
+#include "core/kernels/matmul.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <climits>
+#include <vector>
+
+#include "core/parallel.h"
+
+namespace seqlab::kernels {
+namespace {
+
+// Below this many multiply-adds one call beats the cost of waking a second thread (~10 us).
+constexpr int64_t kSplitWork = int64_t{1} << 20;
+// A block narrower than this loses more to re-packing the shared operand than it gains.
+constexpr int64_t kMinBlock = 32;
+// Rows per partial in column_sum: fixed, so the summation order never depends on the thread count.
+constexpr int64_t kSumChunk = 256;
+
+CBLAS_TRANSPOSE op(bool t) { return t ? CblasTrans : CblasNoTrans; }
+
+void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
+               int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, op(ta), op(tb), static_cast<blasint>(M), static_cast<blasint>(N),
+              static_cast<blasint>(K), 1.0f, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
+              static_cast<blasint>(ldc));
+}
+void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const double* a, int64_t lda, const double* b,
+               int64_t ldb, double beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, op(ta), op(tb), static_cast<blasint>(M), static_cast<blasint>(N),
+              static_cast<blasint>(K), 1.0, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
+              static_cast<blasint>(ldc));
+}
+
+// One block of the output: rows [r0, r1) and columns [c0, c1) of c = op(a) @ op(b) + beta * c.
+template <typename T>
+void gemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* a, const T* b, T beta, T* c,
+                int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  int64_t rows = r1 - r0, cols = c1 - c0;
+  if (rows <= 0 || cols <= 0) return;
+  if (K == 0) {  // BLAS leaves c untouched for an empty inner axis; the product is zero
+    for (int64_t i = r0; i < r1; ++i)
+      for (int64_t j = c0; j < c1; ++j) c[i * N + j] = beta == T(0) ? T(0) : beta * c[i * N + j];
+    return;
+  }
+  int64_t lda = ta ? M : K, ldb = tb ? K : N;
+  const T* ab = ta ? a + r0 : a + r0 * K;  // op(a) row r is column r of a when transposed
+  const T* bb = tb ? b + c0 * K : b + c0;
+  blas_gemm(ta, tb, rows, cols, K, ab, lda, bb, ldb, beta, c + r0 * N + c0, N);
+}
+
+// How many blocks to cut one product into: 1 when small or single-threaded.
+int64_t n_blocks(int64_t M, int64_t N, int64_t K, int64_t want) {
+  if (want <= 1 || M * N * K < kSplitWork) return 1;
+  return std::max<int64_t>(1, std::min(want, std::max(M, N) / kMinBlock));
+}
+
+void check_blas_size(int64_t M, int64_t N, int64_t K) {
+  SEQLAB_CHECK(M < INT_MAX && N < INT_MAX && K < INT_MAX,
+               "gemm: sizes (", M, ", ", N, ", ", K, ") exceed what BLAS indexes with 32-bit ints");
+}
+
+// Runs product i's block `blk` of `nb`: split along rows when M >= N, else along columns.
+template <typename T>
+void run_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* a, const T* b, T beta, T* c,
+               int64_t blk, int64_t nb) {
+  if (M >= N) gemm_block(ta, tb, M, N, K, a, b, beta, c, M * blk / nb, M * (blk + 1) / nb, 0, N);
+  else gemm_block(ta, tb, M, N, K, a, b, beta, c, 0, M, N * blk / nb, N * (blk + 1) / nb);
+}
+
+std::string flags(bool ta, bool tb) { return str("(trans_a=", ta, ", trans_b=", tb, ")"); }
+
+struct MatmulDims {
+  int64_t L = 1, M = 0, N = 0, K = 0;
+  bool shared_b = false;
+  Shape out;
+};
+
+MatmulDims matmul_dims(const Shape& sa, const Shape& sb, bool ta, bool tb) {
+  SEQLAB_CHECK(sa.size() >= 2 && sb.size() >= 2, "matmul: needs operands of rank >= 2, got shapes ", to_string(sa),
+               " and ", to_string(sb));
+  MatmulDims d;
+  size_t ra = sa.size(), rb = sb.size();
+  d.M = ta ? sa[ra - 1] : sa[ra - 2];
+  d.K = ta ? sa[ra - 2] : sa[ra - 1];
+  int64_t kb = tb ? sb[rb - 1] : sb[rb - 2];
+  d.N = tb ? sb[rb - 2] : sb[rb - 1];
+  SEQLAB_CHECK(d.K == kb, "matmul: shapes ", to_string(sa), " and ", to_string(sb), " ", flags(ta, tb),
+               " do not multiply: inner sizes ", d.K, " and ", kb, " differ");
+  if (rb == 2) {
+    d.shared_b = ra > 2;
+  } else {
+    SEQLAB_CHECK(ra == rb && std::equal(sa.begin(), sa.end() - 2, sb.begin()), "matmul: shapes ", to_string(sa),
+                 " and ", to_string(sb), " need equal leading axes (batched) or a 2-D second operand (shared)");
+  }
+  for (size_t i = 0; i + 2 < ra; ++i) d.L *= sa[i];
+  d.out.assign(sa.begin(), sa.end() - 2);
+  d.out.push_back(d.M);
+  d.out.push_back(d.N);
+  check_blas_size(d.L * d.M, d.N, d.K);
+  return d;
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* a, const T* b, T beta, T* c) {
+  batched_gemm(trans_a, trans_b, 1, M, N, K, a, 0, b, 0, beta, c, 0);
+}
+
+template <typename T>
+void batched_gemm(bool ta, bool tb, int64_t L, int64_t M, int64_t N, int64_t K, const T* a, int64_t stride_a,
+                  const T* b, int64_t stride_b, T beta, T* c, int64_t stride_c) {
+  if (L == 0 && stride_c == 0) {  // an empty sum still sets c to beta * c
+    L = 1;
+    K = 0;
+  }
+  if (L <= 0 || M <= 0 || N <= 0) return;
+  // Shared b and untransposed a: consecutive products' rows are contiguous, so it is one GEMM.
+  if (L > 1 && stride_b == 0 && !ta && stride_a == M * K && stride_c == M * N) {
+    M *= L;
+    L = 1;
+  }
+  // Summed into one c with the inner axis running down stored rows of both: one GEMM over L*K.
+  if (L > 1 && stride_c == 0 && ta && !tb && stride_a == K * M && stride_b == K * N) {
+    K *= L;
+    L = 1;
+  }
+  int64_t threads = num_threads();
+  if (stride_c == 0 || L == 1) {
+    // Products that accumulate into one c run in batch order; each is split into blocks.
+    int64_t nb = n_blocks(M, N, K, threads);
+    for (int64_t i = 0; i < L; ++i) {
+      const T* ai = a + i * stride_a;
+      const T* bi = b + i * stride_b;
+      T bt = i == 0 ? beta : T(1);
+      parallel_for(0, nb, 1, [&](int64_t lo, int64_t hi) {
+        for (int64_t blk = lo; blk < hi; ++blk) run_block(ta, tb, M, N, K, ai, bi, bt, c, blk, nb);
+      });
+    }
+    return;
+  }
+  // Independent products: tasks over (product, block); products split only when too few to share.
+  int64_t nb = L >= threads ? 1 : n_blocks(M, N, K, (threads + L - 1) / L);
+  int64_t work = M * N * K / nb;
+  int64_t grain = L * work * nb < kSplitWork ? L * nb : std::max<int64_t>(1, kSplitWork / std::max<int64_t>(work, 1));
+  parallel_for(0, L * nb, grain, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      int64_t i = t / nb;
+      run_block(ta, tb, M, N, K, a + i * stride_a, b + i * stride_b, beta, c + i * stride_c, t % nb, nb);
+    }
+  });
+}
+
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float, float*);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*, const double*, double, double*);
+template void batched_gemm<float>(bool, bool, int64_t, int64_t, int64_t, int64_t, const float*, int64_t,
+                                  const float*, int64_t, float, float*, int64_t);
+template void batched_gemm<double>(bool, bool, int64_t, int64_t, int64_t, int64_t, const double*, int64_t,
+                                   const double*, int64_t, double, double*, int64_t);
+
+Tensor matmul_forward(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  SEQLAB_CHECK(a.dtype() == b.dtype(), "matmul: dtypes differ: ", dtype_name(a.dtype()), " ", to_string(a.shape()),
+               " and ", dtype_name(b.dtype()), " ", to_string(b.shape()));
+  MatmulDims d = matmul_dims(a.shape(), b.shape(), ta, tb);
+  Tensor y = Tensor::empty(d.out, a.dtype());
+  dispatch_float(a.dtype(), "matmul", [&]<typename T>() {
+    int64_t sb = d.L > 1 && !d.shared_b ? d.K * d.N : 0;
+    batched_gemm<T>(ta, tb, d.L, d.M, d.N, d.K, a.data<T>(), d.M * d.K, b.data<T>(), sb, T(0), y.data<T>(),
+                    d.M * d.N);
+  });
+  return y;
+}
+
+std::array<Tensor, 2> matmul_backward(const Tensor& dy, const Tensor& a, const Tensor& b, const Shape& a_shape,
+                                      const Shape& b_shape, bool ta, bool tb, bool need_da, bool need_db) {
+  MatmulDims d = matmul_dims(a_shape, b_shape, ta, tb);
+  SEQLAB_CHECK(dy.shape() == d.out, "matmul backward: gradient of shape ", to_string(dy.shape()), ", expected ",
+               to_string(d.out));
+  std::array<Tensor, 2> g;
+  dispatch_float(dy.dtype(), "matmul", [&]<typename T>() {
+    int64_t L = d.L, M = d.M, N = d.N, K = d.K;
+    int64_t sa = M * K, sy = M * N, sb = L > 1 && !d.shared_b ? K * N : 0;
+    const T* py = dy.data<T>();
+    if (need_da) {
+      const T* pb = b.data<T>();
+      g[0] = Tensor::empty(a_shape, dy.dtype());
+      T* da = g[0].data<T>();
+      // y = op(a) op(b):  d op(a) = dy op(b)^T, transposed back when a was
+      if (!ta) batched_gemm<T>(false, !tb, L, M, K, N, py, sy, pb, sb, T(0), da, sa);
+      else batched_gemm<T>(tb, true, L, K, M, N, pb, sb, py, sy, T(0), da, sa);
+    }
+    if (need_db) {
+      const T* pa = a.data<T>();
+      g[1] = Tensor::empty(b_shape, dy.dtype());
+      T* db = g[1].data<T>();
+      // d op(b) = op(a)^T dy, transposed back when b was; a shared b sums over the batch (stride 0)
+      if (!tb) batched_gemm<T>(!ta, false, L, K, N, M, pa, sa, py, sy, T(0), db, sb);
+      else batched_gemm<T>(true, ta, L, N, K, M, py, sy, pa, sa, T(0), db, sb);
+    }
+  });
+  return g;
+}
+
+Tensor column_sum(const Tensor& x, int64_t C) {
+  SEQLAB_CHECK(C >= 0 && (C == 0 || x.numel() % C == 0), "column_sum: ", to_string(x.shape()),
+               " is not a multiple of ", C, " columns");
+  Tensor out = Tensor::empty({C}, x.dtype());
+  if (C == 0) return out;
+  int64_t R = x.numel() / C;
+  dispatch_float(x.dtype(), "column_sum", [&]<typename T>() {
+    const T* px = x.data<T>();
+    int64_t n_chunks = std::max<int64_t>(1, (R + kSumChunk - 1) / kSumChunk);
+    std::vector<double> partial(static_cast<size_t>(n_chunks * C), 0.0);
+    parallel_for(0, n_chunks, std::max<int64_t>(1, 65536 / (kSumChunk * C)), [&](int64_t lo, int64_t hi) {
+      for (int64_t k = lo; k < hi; ++k) {
+        double* acc = partial.data() + k * C;
+        for (int64_t r = k * kSumChunk, r1 = std::min(R, r + kSumChunk); r < r1; ++r)
+          for (int64_t j = 0; j < C; ++j) acc[j] += static_cast<double>(px[r * C + j]);
+      }
+    });
+    T* po = out.data<T>();
+    for (int64_t j = 0; j < C; ++j) {
+      double s = 0;
+      for (int64_t k = 0; k < n_chunks; ++k) s += partial[static_cast<size_t>(k * C + j)];
+      po[j] = static_cast<T>(s);
+    }
+  });
+  return out;
+}
+
+namespace {
+void check_linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  SEQLAB_CHECK(w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input of shape ",
+               to_string(x.shape()), " does not fit weight of shape ", to_string(w.shape()),
+               " (expected x (..., in) and w (out, in))");
+  SEQLAB_CHECK(x.dtype() == w.dtype(), "linear: dtypes differ: input ", dtype_name(x.dtype()), ", weight ",
+               dtype_name(w.dtype()));
+  if (b.defined()) {
+    SEQLAB_CHECK(b.shape() == Shape{w.size(0)}, "linear: bias of shape ", to_string(b.shape()),
+                 " does not fit weight of shape ", to_string(w.shape()), " (expected (", w.size(0), ",))");
+    SEQLAB_CHECK(b.dtype() == w.dtype(), "linear: dtypes differ: bias ", dtype_name(b.dtype()), ", weight ",
+                 dtype_name(w.dtype()));
+  }
+}
+}  // namespace
+
+Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
+  check_linear(x, w, b);
+  int64_t in = w.size(1), out = w.size(0), R = numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  check_blas_size(R, out, in);
+  Shape ys = x.shape();
+  ys.back() = out;
+  Tensor y = Tensor::empty(ys, x.dtype());
+  dispatch_float(x.dtype(), "linear", [&]<typename T>() {
+    T* py = y.data<T>();
+    // The bias is written first and the GEMM adds onto it (beta = 1): no second pass over y.
+    if (b.defined()) {
+      const T* pb = b.data<T>();
+      parallel_for(0, R, std::max<int64_t>(1, 65536 / std::max<int64_t>(out, 1)), [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) std::copy(pb, pb + out, py + r * out);
+      });
+    }
+    gemm<T>(false, true, R, out, in, x.data<T>(), w.data<T>(), b.defined() ? T(1) : T(0), py);
+  });
+  return y;
+}
+
+std::array<Tensor, 3> linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, bool need_dx,
+                                      bool need_dw, bool need_db) {
+  int64_t out = dy.size(-1), R = numel(Shape(dy.shape().begin(), dy.shape().end() - 1));
+  int64_t in = w.defined() ? w.size(1) : x.defined() ? x.size(-1) : 0;
+  std::array<Tensor, 3> g;
+  dispatch_float(dy.dtype(), "linear", [&]<typename T>() {
+    const T* py = dy.data<T>();
+    if (need_dx) {  // dx (R, in) = dy (R, out) @ w (out, in)
+      Shape xs = dy.shape();
+      xs.back() = in;
+      g[0] = Tensor::empty(xs, dy.dtype());
+      gemm<T>(false, false, R, in, out, py, w.data<T>(), T(0), g[0].data<T>());
+    }
+    if (need_dw) {  // dw (out, in) = dy^T (out, R) @ x (R, in)
+      g[1] = Tensor::empty({out, in}, dy.dtype());
+      gemm<T>(true, false, out, in, R, py, x.data<T>(), T(0), g[1].data<T>());
+    }
+  });
+  if (need_db) g[2] = column_sum(dy, out);
+  return g;
+}
+
+}  // namespace seqlab::kernels
