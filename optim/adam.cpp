@@ -1,1 +1,61 @@
-// placeholder: filled in by the foundation work (issue 2)
+// Adam / AdamW update: one fused in-place loop per parameter, in the parameter's dtype.
+#include "optim/adam.h"
+
+#include <cmath>
+
+#include "core/parallel.h"
+
+namespace seqlab::optim {
+
+void AdamOptions::validate() const {
+  SEQLAB_CHECK(lr >= 0, "AdamOptions.lr: expected >= 0, got ", lr);
+  SEQLAB_CHECK(beta1 >= 0 && beta1 < 1, "AdamOptions.beta1: expected in [0, 1), got ", beta1);
+  SEQLAB_CHECK(beta2 >= 0 && beta2 < 1, "AdamOptions.beta2: expected in [0, 1), got ", beta2);
+  SEQLAB_CHECK(eps >= 0, "AdamOptions.eps: expected >= 0, got ", eps);
+  SEQLAB_CHECK(weight_decay >= 0, "AdamOptions.weight_decay: expected >= 0, got ", weight_decay);
+}
+
+Adam::Adam(const std::vector<nn::NamedParam>& params, const AdamOptions& options)
+    : Adam(make_param_groups(params, options.lr, options.weight_decay), options, false) {}
+
+Adam::Adam(std::vector<ParamGroup> groups, const AdamOptions& options) : Adam(std::move(groups), options, false) {}
+
+Adam::Adam(std::vector<ParamGroup> groups, const AdamOptions& options, bool decoupled)
+    : Optimizer((options.validate(), std::move(groups)), {"exp_avg", "exp_avg_sq"}),
+      options_(options),
+      decoupled_(decoupled) {}
+
+AdamW::AdamW(const std::vector<nn::NamedParam>& params, const AdamOptions& options)
+    : Adam(make_param_groups(params, options.lr, options.weight_decay), options, true) {}
+
+AdamW::AdamW(std::vector<ParamGroup> groups, const AdamOptions& options) : Adam(std::move(groups), options, true) {}
+
+void Adam::update(const ParamGroup& group, Tensor& p, const Tensor& g, std::vector<Tensor>& state) {
+  const double t = static_cast<double>(step_count());
+  const double bc1 = 1 - std::pow(options_.beta1, t);
+  const double bc2_sqrt = std::sqrt(1 - std::pow(options_.beta2, t));
+  dispatch_float(p.dtype(), "Adam", [&]<typename T>() {
+    T* pp = p.data<T>();
+    const T* pg = g.data<T>();
+    T* m = state[0].data<T>();
+    T* v = state[1].data<T>();
+    const T b1c = static_cast<T>(1 - options_.beta1), b2 = static_cast<T>(options_.beta2),
+            b2c = static_cast<T>(1 - options_.beta2), eps = static_cast<T>(options_.eps);
+    const T step_size = static_cast<T>(group.lr / bc1), bc2s = static_cast<T>(bc2_sqrt);
+    const T l2 = decoupled_ ? T(0) : static_cast<T>(group.weight_decay);
+    const T shrink = static_cast<T>(1 - group.lr * group.weight_decay);
+    const bool decay = decoupled_ && group.weight_decay != 0;
+    parallel_for(0, p.numel(), kOptimGrain, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        if (decay) pp[i] *= shrink;
+        T gi = pg[i];
+        if (l2 != T(0)) gi += l2 * pp[i];
+        m[i] += b1c * (gi - m[i]);  // lerp, as torch
+        v[i] = b2 * v[i] + b2c * gi * gi;
+        pp[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2s + eps);
+      }
+    });
+  });
+}
+
+}  // namespace seqlab::optim
