@@ -45,14 +45,16 @@ TEST_CASE("tensor: handles share storage; clone, view, detach, to") {
 }
 
 TEST_CASE("allocator: freed blocks are reused, not returned to the OS") {
-  AllocatorStats s0 = allocator_stats();
   void* first;
+  AllocatorStats s0;
   {
     Tensor t = Tensor::empty({1 << 20});  // 4 MiB
     first = t.raw_data();
+    s0 = allocator_stats();
   }
   AllocatorStats s1 = allocator_stats();
   CHECK(s1.cached_bytes >= s0.cached_bytes + (4u << 20));
+  CHECK(s1.in_use_bytes + (4u << 20) <= s0.in_use_bytes);
   Tensor t2 = Tensor::empty({1 << 20});
   CHECK(t2.raw_data() == first);
   AllocatorStats s2 = allocator_stats();

@@ -1,0 +1,82 @@
+// SequenceModel: the wrapper every family shares, so models differ only in their mixer.
+//   input:  Linear(C -> D)   or Embedding(V, D) for token tasks     (B, T, C) -> (B, T, D)
+//   blocks: n x [x = x + Dropout(mixer(norm(x)))]  (pre-norm residual) (B, T, D)
+//   norm_f: final LayerNorm / RMSNorm
+//   head:   "last"    Linear(D -> P*C') on the last step           -> (B, P, C')
+//           "flatten" Linear(T*D -> P*C') over every step          -> (B, P, C')
+//           "token"   Linear(D -> V) at every position            -> (B, T, V) logits
+// RevIN (optional) normalises the input window and denormalises the forecast.
+// Parameter names: input.weight, blocks.<i>.norm.weight, blocks.<i>.mixer.<...>, norm_f.weight,
+// head.weight, revin.weight.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "layers/linear.h"
+#include "layers/module.h"
+#include "layers/options.h"
+#include "layers/revin.h"
+#include "layers/sequence_layer.h"
+
+namespace seqlab::nn {
+
+struct ModelOptions {
+  std::string layer = "lstm";   // registry name of the mixer
+  LayerArgs layer_args;         // the mixer's own options
+  int64_t in_channels = 0;      // C (ignored for token tasks)
+  int64_t vocab_size = 0;       // V > 0: token input and the "token" head
+  int64_t d_model = 64;         // D
+  int64_t n_layers = 2;
+  int64_t seq_len = 0;          // T, needed by the "flatten" head
+  int64_t pred_len = 1;         // P
+  int64_t out_channels = 0;     // C' (0: same as in_channels)
+  std::string head = "last";    // last | flatten | token
+  std::string norm = "layernorm";  // layernorm | rmsnorm
+  double dropout = 0.0;         // on each block's residual branch
+  bool revin = false;
+  bool revin_affine = true;
+  bool revin_detach_stats = true;  // false only for gradient checks through the statistics
+  /// Throws naming the field and what was expected.
+  void validate() const;
+};
+
+/// One pre-norm residual block: x + dropout(mixer(norm(x))).
+class Block : public Module {
+ public:
+  Block(std::shared_ptr<Module> norm, std::shared_ptr<SequenceLayer> mixer, double dropout);
+  Tensor forward(const Tensor& x) override;
+  /// One time step through the same block (B, D) -> (B, D).
+  Tensor step(const Tensor& x_t, StepState& state);
+  SequenceLayer& mixer() { return *mixer_; }
+
+ private:
+  std::shared_ptr<Module> norm_;
+  std::shared_ptr<SequenceLayer> mixer_;
+  double dropout_;
+};
+
+class SequenceModel : public Module {
+ public:
+  explicit SequenceModel(ModelOptions options);
+  /// Forecasting: x (B, T, C) float -> (B, P, C'). Token tasks: ids (B, T) int32 -> (B, T, V).
+  Tensor forward(const Tensor& x) override;
+  const ModelOptions& options() const { return options_; }
+  /// True when every block's mixer has a step mode (token head only).
+  bool has_step() const;
+  /// Step-mode state for a batch of B.
+  std::vector<StepState> init_state(int64_t batch, DType dtype) const;
+  /// Token tasks: ids (B) int32 at one position -> logits (B, V), constant memory in T.
+  Tensor step(const Tensor& ids_t, std::vector<StepState>& state);
+
+ private:
+  Tensor trunk(Tensor h);  // blocks + final norm
+  ModelOptions options_;
+  Tensor embedding_;                    // (V, D) for token tasks
+  std::shared_ptr<Linear> input_;       // for series
+  std::vector<std::shared_ptr<Block>> blocks_;
+  std::shared_ptr<Module> norm_f_;
+  std::shared_ptr<Linear> head_;
+  std::shared_ptr<RevIN> revin_;
+};
+
+}  // namespace seqlab::nn

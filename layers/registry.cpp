@@ -1,0 +1,45 @@
+// The literal table of built-in layer types. Adding a type: include its header and add one line.
+#include "layers/registry.h"
+
+#include <mutex>
+
+namespace seqlab::nn {
+namespace {
+
+std::vector<LayerType>& table() {
+  static std::vector<LayerType> types = {
+      // name          summary                                                   factory
+  };
+  return types;
+}
+
+std::mutex& table_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+}  // namespace
+
+const std::vector<LayerType>& layer_types() { return table(); }
+
+void register_layer(LayerType type) {
+  std::lock_guard lock(table_mutex());
+  SEQLAB_CHECK(!type.name.empty() && type.make, "register_layer: a layer type needs a name and a factory");
+  for (const auto& t : table())
+    SEQLAB_CHECK(t.name != type.name, "register_layer: a layer type named '", type.name, "' already exists");
+  table().push_back(std::move(type));
+}
+
+std::shared_ptr<SequenceLayer> make_layer(const std::string& type, int64_t d_model, LayerArgs& args) {
+  for (const auto& t : layer_types())
+    if (t.name == type) {
+      auto layer = t.make(d_model, args);
+      args.finish();
+      return layer;
+    }
+  std::string known;
+  for (const auto& t : layer_types()) known += (known.empty() ? "" : ", ") + t.name;
+  throw Error(str(args.where(), ": unknown layer type '", type, "' (known: ", known, ")"));
+}
+
+}  // namespace seqlab::nn

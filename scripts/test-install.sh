@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the build tree at $1 into a temporary prefix, builds examples/custom_layer against it
+# with find_package(seqlab), and runs it (it trains a model that names its own layer type).
+set -euo pipefail
+build=$(realpath "$1")
+src=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cmake --install "$build" --prefix "$work/prefix" >/dev/null
+cmake -S "$src/examples/custom_layer" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+cmake --build "$work/build" -j2 >/dev/null
+"$work/build/custom_layer"
