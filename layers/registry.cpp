@@ -3,12 +3,17 @@
 
 #include <mutex>
 
+#include "layers/rnn.h"
+
 namespace seqlab::nn {
 namespace {
 
 std::vector<LayerType>& table() {
   static std::vector<LayerType> types = {
-      // name          summary                                                   factory
+      // name          summary                                                        factory
+      {"rnn",         "Elman RNN (tanh), fused BPTT",                                 make_rnn},
+      {"lstm",        "LSTM (Hochreiter & Schmidhuber 1997), fused BPTT",             make_lstm},
+      {"gru",         "GRU (Cho et al. 2014), fused BPTT",                            make_gru},
   };
   return types;
 }
