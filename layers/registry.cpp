@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "layers/rnn.h"
+#include "layers/s4d.h"
 
 namespace seqlab::nn {
 namespace {
@@ -14,6 +15,7 @@ std::vector<LayerType>& table() {
       {"rnn",         "Elman RNN (tanh), fused BPTT",                                 make_rnn},
       {"lstm",        "LSTM (Hochreiter & Schmidhuber 1997), fused BPTT",             make_lstm},
       {"gru",         "GRU (Cho et al. 2014), fused BPTT",                            make_gru},
+      {"s4d",         "S4D diagonal state space layer (Gu et al. 2022), FFT conv",    make_s4d},
   };
   return types;
 }

@@ -1,1 +1,398 @@
-// placeholder: filled in by the layers work (issue 3)
+// S4D (layers/s4d, autograd/ops/s4d, core/kernels/s4d): float64 gradchecks of the two fused ops and
+// of the whole layer (input and every parameter), fused ops against their composite references
+// (float64 tight, float32), the FFT path against the direct loops, PyTorch reference values
+// (tests/fixtures/gen_s4d.py), step mode against the parallel forward, options and the factory.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <numbers>
+#include <string>
+#include <vector>
+
+#include "autograd/node.h"
+#include "autograd/ops.h"
+#include "autograd/ops/s4d.h"
+#include "core/kernels/s4d.h"
+#include "core/random.h"
+#include "fixtures.h"
+#include "layers/s4d.h"
+#include "testing.h"
+
+using namespace seqlab;
+
+namespace {
+
+using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+
+Tensor rnd(const Shape& s, uint64_t seed, double mean = 0, double std = 1, DType dt = DType::f64) {
+  Generator gen(seed);
+  return randn(s, mean, std, dt, gen);
+}
+
+// Kernel parameters away from the init (dt in a range where the kernel varies over a few steps).
+struct KParams {
+  Tensor log_dt, log_A_real, A_imag, C;
+  std::vector<Tensor> all() const { return {log_dt, log_A_real, A_imag, C}; }
+};
+KParams kparams(int64_t S, int64_t D, int64_t M, uint64_t seed, DType dt = DType::f64) {
+  Generator gen(seed);
+  KParams p;
+  p.log_dt = rand_uniform({D}, std::log(0.05), std::log(0.5), dt, gen);
+  p.log_A_real = randn({D, M}, std::log(0.5), 0.3, dt, gen);
+  std::vector<double> ai(static_cast<size_t>(D * M));
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t m = 0; m < M; ++m) ai[d * M + m] = 3.14159265358979 * m + 0.3 * gen.normal();
+  p.A_imag = Tensor::from_vector(ai, {D, M}, dt);
+  p.C = S == 1 ? randn({D, M, 2}, 0, 0.7, dt, gen) : randn({S, D, M, 2}, 0, 0.7, dt, gen);
+  return p;
+}
+
+std::vector<Tensor> leaves(const std::vector<Tensor>& xs, DType dt) {
+  std::vector<Tensor> out;
+  for (const Tensor& x : xs) out.push_back(x.to(dt).set_requires_grad());
+  return out;
+}
+
+// Output and gradients of sum(f(inputs) * w) w.r.t. every input (fresh leaves of dtype dt).
+struct Run {
+  Tensor y;
+  std::vector<Tensor> g;
+};
+Run run(const Fn& f, const std::vector<Tensor>& inputs, const Tensor& w, DType dt) {
+  std::vector<Tensor> in = leaves(inputs, dt);
+  Run r;
+  r.y = f(in);
+  backward(r.y, w.to(dt));
+  for (const Tensor& x : in) r.g.push_back(x.grad());
+  return r;
+}
+
+void compare(const Run& a, const Run& b, double rtol, double atol) {
+  CHECK_CLOSE(a.y, b.y, rtol, atol);
+  REQUIRE(a.g.size() == b.g.size());
+  for (size_t i = 0; i < a.g.size(); ++i) {
+    INFO("gradient of input " << i);
+    CHECK_CLOSE(a.g[i], b.g[i], rtol, atol);
+  }
+}
+
+double max_rel(const Tensor& a, const Tensor& b) {
+  std::vector<double> x = a.to_vector(), y = b.to_vector();
+  double md = 0, mb = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    md = std::max(md, std::abs(x[i] - y[i]));
+    mb = std::max(mb, std::abs(y[i]));
+  }
+  return md / std::max(mb, 1e-12);
+}
+
+Fn kernel_fused(int64_t T) {
+  return [T](const std::vector<Tensor>& in) { return s4d_kernel(in[0], in[1], in[2], in[3], T); };
+}
+Fn kernel_ref(int64_t T) {
+  return [T](const std::vector<Tensor>& in) { return s4d_kernel_reference(in[0], in[1], in[2], in[3], T); };
+}
+Fn conv_fused() {
+  return [](const std::vector<Tensor>& in) { return causal_conv_fft(in[0], in[1]); };
+}
+Fn conv_ref() {
+  return [](const std::vector<Tensor>& in) { return causal_conv_reference(in[0], in[1]); };
+}
+
+nn::S4D make_layer(int64_t D, int64_t N, bool bidirectional, uint64_t seed, const std::string& init = "lin") {
+  Generator gen(seed);
+  return nn::S4D(nn::S4DOptions{.d_model = D, .d_state = N, .init = init, .bidirectional = bidirectional}, gen);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Fused ops
+
+TEST_CASE("layers/s4d: kernel op gradcheck (one and two directions)") {
+  for (int64_t S : {1, 2}) {
+    KParams p = kparams(S, 3, 2, 11 + S);
+    std::vector<Tensor> in = leaves(p.all(), DType::f64);
+    auto g = gradcheck(kernel_fused(6), in);
+    INFO("S = " << S << "\n" << g.report);
+    CHECK(g.ok);
+    MESSAGE("s4d_kernel gradcheck S=" << S << ": max rel error " << g.max_rel_error);
+  }
+}
+
+TEST_CASE("layers/s4d: conv op gradcheck (causal and two-sided)") {
+  for (int64_t S : {1, 2}) {
+    Tensor u = rnd({2, 5, 3}, 21);
+    Tensor K = S == 1 ? rnd({3, 5}, 22) : rnd({2, 3, 5}, 23);
+    std::vector<Tensor> in = leaves({u, K}, DType::f64);
+    auto g = gradcheck(conv_fused(), in);
+    INFO("S = " << S << "\n" << g.report);
+    CHECK(g.ok);
+    MESSAGE("causal_conv_fft gradcheck S=" << S << ": max rel error " << g.max_rel_error);
+  }
+}
+
+TEST_CASE("layers/s4d: kernel fused vs composite reference, float64 and float32") {
+  for (int64_t S : {1, 2}) {
+    int64_t D = 3, M = 4, T = 9;
+    KParams p = kparams(S, D, M, 31 + S);
+    Tensor w = rnd(S == 1 ? Shape{D, T} : Shape{S, D, T}, 33);
+    Run a = run(kernel_fused(T), p.all(), w, DType::f64), b = run(kernel_ref(T), p.all(), w, DType::f64);
+    compare(a, b, 1e-10, 1e-12);
+    double worst = max_rel(a.y, b.y);
+    for (size_t i = 0; i < a.g.size(); ++i) worst = std::max(worst, max_rel(a.g[i], b.g[i]));
+    MESSAGE("s4d_kernel fused vs reference f64 S=" << S << ": max rel diff " << worst);
+    Run a32 = run(kernel_fused(T), p.all(), w, DType::f32);
+    compare(a32, b, 1e-4, 1e-5);
+  }
+}
+
+TEST_CASE("layers/s4d: conv fused vs composite reference, float64 and float32") {
+  for (int64_t S : {1, 2}) {
+    int64_t B = 2, T = 7, D = 3;
+    Tensor u = rnd({B, T, D}, 41), K = rnd(S == 1 ? Shape{D, T} : Shape{S, D, T}, 42), w = rnd({B, T, D}, 43);
+    Run a = run(conv_fused(), {u, K}, w, DType::f64), b = run(conv_ref(), {u, K}, w, DType::f64);
+    compare(a, b, 1e-12, 1e-12);
+    Run a32 = run(conv_fused(), {u, K}, w, DType::f32);  // the FFT path
+    compare(a32, b, 1e-4, 1e-5);
+    double worst = max_rel(a32.y, b.y);
+    for (size_t i = 0; i < a32.g.size(); ++i) worst = std::max(worst, max_rel(a32.g[i], b.g[i]));
+    MESSAGE("causal_conv_fft (FFT, f32) vs reference S=" << S << ": max rel diff " << worst);
+  }
+}
+
+TEST_CASE("layers/s4d: FFT convolution equals the direct loops at awkward lengths") {
+  for (int64_t T : {1, 2, 13, 97, 336}) {
+    for (int64_t S : {1, 2}) {
+      int64_t B = 2, D = 5;
+      Tensor u = rnd({B, T, D}, 50 + T, 0, 1, DType::f32);
+      Tensor K = rnd(S == 1 ? Shape{D, T} : Shape{S, D, T}, 60 + T, 0, 1.0 / std::sqrt(double(T)), DType::f32);
+      Tensor dy = rnd({B, T, D}, 70 + T, 0, 1, DType::f32);
+      Tensor y_fft = kernels::causal_conv_fft_forward(u, K);
+      Tensor y_dir = kernels::causal_conv_direct_forward(u.to(DType::f64), K.to(DType::f64));
+      auto g_fft = kernels::causal_conv_fft_backward(dy, u, K, true, true);
+      auto g_dir = kernels::causal_conv_direct_backward(dy.to(DType::f64), u.to(DType::f64), K.to(DType::f64), true,
+                                                        true);
+      INFO("T = " << T << ", S = " << S);
+      CHECK_CLOSE(y_fft, y_dir, 1e-4, 1e-5);
+      CHECK_CLOSE(g_fft.du, g_dir.du, 1e-4, 1e-5);
+      CHECK_CLOSE(g_fft.dK, g_dir.dK, 1e-4, 1e-4);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layer
+
+TEST_CASE("layers/s4d: gradcheck of the input and every parameter") {
+  for (bool bi : {false, true}) {
+    nn::S4D layer = make_layer(4, 4, bi, 7);
+    layer.to(DType::f64);
+    // move dt to where the kernel varies within T = 5 steps
+    {
+      NoGradGuard ng;
+      layer.named_parameters()[0].tensor.copy_from(rand_uniform({4}, std::log(0.1), std::log(0.6), DType::f64));
+    }
+    std::vector<Tensor> in{rnd({2, 5, 4}, 8).set_requires_grad()};
+    for (const Tensor& p : layer.parameters()) in.push_back(p);
+    Fn f = [&](const std::vector<Tensor>& xs) { return layer.forward(xs[0]); };
+    auto g = gradcheck(f, in);
+    INFO("bidirectional = " << bi << "\n" << g.report);
+    CHECK(g.ok);
+    MESSAGE("S4D layer gradcheck bidirectional=" << bi << ": max rel error " << g.max_rel_error);
+  }
+}
+
+TEST_CASE("layers/s4d: PyTorch reference values (float64 and float32)") {
+  auto fx = testing::load_fixture("s4d.txt");
+  for (std::string prefix : {"", "bi."}) {
+    Tensor x = testing::fixture_tensor(fx, prefix + "x");
+    bool bi = !prefix.empty();
+    int64_t D = x.size(2), N = 2 * testing::fixture_tensor(fx, prefix + "log_A_real").size(1);
+    for (DType dt : {DType::f64, DType::f32}) {
+      nn::S4D layer = make_layer(D, N, bi, 1);
+      layer.to(dt);  // before loading, so float64 values are not rounded through float32
+      std::map<std::string, Tensor> state;
+      for (const auto& np : layer.named_parameters()) state[np.name] = testing::fixture_tensor(fx, prefix + np.name);
+      layer.load_state_dict(state);
+      Tensor xin = x.to(dt).set_requires_grad();
+      Tensor out = layer.forward(xin);
+      backward(out, testing::fixture_tensor(fx, prefix + "w").to(dt));
+      double rtol = dt == DType::f64 ? 1e-10 : 1e-4, atol = dt == DType::f64 ? 1e-12 : 1e-5;
+      INFO(prefix << " dtype " << std::string(dtype_name(dt)));
+      CHECK_CLOSE(out, testing::fixture_tensor(fx, prefix + "out"), rtol, atol);
+      double worst = max_rel(out, testing::fixture_tensor(fx, prefix + "out"));
+      CHECK_CLOSE(xin.grad(), testing::fixture_tensor(fx, prefix + "grad.x"), rtol, atol);
+      worst = std::max(worst, max_rel(xin.grad(), testing::fixture_tensor(fx, prefix + "grad.x")));
+      for (const auto& np : layer.named_parameters()) {
+        INFO("grad of " << np.name);
+        Tensor ref = testing::fixture_tensor(fx, prefix + "grad." + np.name);
+        CHECK_CLOSE(np.tensor.grad(), ref, rtol, atol);
+        worst = std::max(worst, max_rel(np.tensor.grad(), ref));
+      }
+      MESSAGE("S4D vs PyTorch " << std::string(bi ? "bidirectional " : "unidirectional ")
+                                << std::string(dtype_name(dt)) << ": max rel diff " << worst);
+    }
+  }
+}
+
+TEST_CASE("layers/s4d: step mode equals the parallel forward") {
+  for (std::string init : {"lin", "inv", "real"}) {
+    for (DType dt : {DType::f64, DType::f32}) {
+      int64_t B = 2, T = 9, D = 3;
+      nn::S4D layer = make_layer(D, 8, false, 5, init);
+      layer.eval();
+      layer.to(dt);
+      {
+        NoGradGuard ng;  // a dt range where the state carries information over the 9 steps
+        layer.named_parameters()[0].tensor.copy_from(rand_uniform({D}, std::log(0.05), std::log(0.5), dt));
+      }
+      Tensor x = rnd({B, T, D}, 9, 0, 1, dt);
+      Tensor y;
+      {
+        NoGradGuard ng;
+        y = layer.forward(x);
+      }
+      nn::StepState st = layer.init_state(B, dt);
+      std::vector<double> xv = x.to_vector(), yv = y.to_vector(), stepped(yv.size());
+      for (int64_t t = 0; t < T; ++t) {
+        std::vector<double> xt(static_cast<size_t>(B * D));
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t d = 0; d < D; ++d) xt[b * D + d] = xv[(b * T + t) * D + d];
+        Tensor yt = layer.step(Tensor::from_vector(xt, {B, D}, dt), st);
+        CHECK(!yt.requires_grad());
+        std::vector<double> yts = yt.to_vector();
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t d = 0; d < D; ++d) stepped[(b * T + t) * D + d] = yts[b * D + d];
+      }
+      INFO("init " << init << " dtype " << std::string(dtype_name(dt)));
+      CHECK_CLOSE(stepped, yv, dt == DType::f64 ? 1e-10 : 1e-4, dt == DType::f64 ? 1e-12 : 1e-5);
+    }
+  }
+  nn::S4D bi = make_layer(3, 4, true, 5);
+  CHECK(!bi.has_step());
+  CHECK(contains(error_of([&] { bi.init_state(1, DType::f32); }), "bidirectional"));
+}
+
+TEST_CASE("layers/s4d: initialisation, parameter names and optimizer options") {
+  Generator gen(3);
+  nn::S4D layer(nn::S4DOptions{.d_model = 4, .d_state = 8, .init = "inv", .lr_scale_ssm = 0.1}, gen);
+  auto np = layer.named_parameters();
+  std::vector<std::string> names;
+  for (const auto& p : np) names.push_back(p.name);
+  CHECK(names == std::vector<std::string>{"log_dt", "log_A_real", "A_imag", "C", "D", "out_proj.weight",
+                                          "out_proj.bias"});
+  for (int i = 0; i < 3; ++i) {
+    CHECK(!np[i].options.weight_decay);
+    CHECK(np[i].options.lr_scale == doctest::Approx(0.1));
+  }
+  for (size_t i = 3; i < np.size(); ++i) {
+    CHECK(np[i].options.weight_decay);
+    CHECK(np[i].options.lr_scale == 1.0);
+  }
+  CHECK(np[3].tensor.shape() == Shape{4, 4, 2});
+  for (double v : np[0].tensor.to_vector()) {  // dt in [1e-3, 1e-1)
+    CHECK(v >= std::log(1e-3));
+    CHECK(v < std::log(1e-1));
+  }
+  std::vector<double> ai = np[2].tensor.to_vector(), lar = np[1].tensor.to_vector();
+  CHECK(ai[1] == doctest::Approx(8 / std::numbers::pi * (8.0 / 3 - 1)));  // S4D-Inv, n = 1
+  CHECK(lar[0] == doctest::Approx(std::log(0.5)));
+  nn::S4D lin = make_layer(2, 6, false, 1, "lin");
+  CHECK(lin.named_parameters()[2].tensor.to_vector()[2] == doctest::Approx(2 * std::numbers::pi));
+  nn::S4D real = make_layer(2, 6, true, 1, "real");
+  CHECK(real.named_parameters()[1].tensor.to_vector()[2] == doctest::Approx(std::log(3.0)));
+  CHECK(real.named_parameters()[2].tensor.to_vector()[2] == 0.0);
+  CHECK(real.named_parameters()[3].tensor.shape() == Shape{2, 2, 3, 2});
+  CHECK(real.kernel(10).shape() == Shape{2, 2, 10});
+}
+
+TEST_CASE("layers/s4d: options validation and the factory") {
+  CHECK(contains(error_of([] { nn::S4D({.d_model = 0}); }), "S4DOptions.d_model"));
+  CHECK(contains(error_of([] { nn::S4D({.d_model = 2, .d_state = 5}); }), "S4DOptions.d_state"));
+  CHECK(contains(error_of([] { nn::S4D({.d_model = 2, .init = "legs"}); }), "'legs'"));
+  CHECK(contains(error_of([] { nn::S4D({.d_model = 2, .dt_min = 0.1, .dt_max = 0.01}); }), "dt_min"));
+  CHECK(contains(error_of([] { nn::S4D({.d_model = 2, .dropout = 1.0}); }), "S4DOptions.dropout"));
+  CHECK(contains(error_of([] { nn::S4D({.d_model = 2, .lr_scale_ssm = 0}); }), "S4DOptions.lr_scale_ssm"));
+  nn::LayerArgs args("layer 's4d'");
+  args.set("d_state", int64_t{16}).set("init", std::string("real")).set("bidirectional", true).set("dropout", 0.1);
+  auto l = nn::make_s4d(8, args);
+  CHECK(l->d_model() == 8);
+  CHECK(!l->has_step());
+  auto* s = dynamic_cast<nn::S4D*>(l.get());
+  REQUIRE(s);
+  CHECK(s->options().d_state == 16);
+  CHECK(s->options().init == "real");
+  nn::LayerArgs bad("layer 's4d'");
+  bad.set("d_sate", int64_t{16});
+  CHECK(contains(error_of([&] { nn::make_s4d(8, bad); }), "d_sate"));
+  Tensor x = Tensor::zeros({2, 3, 5});
+  CHECK(contains(error_of([&] { l->forward(x); }), "(B, T, 8)"));
+}
+
+// Timing at the brief's size; skipped by default: run with -tc='layers/s4d: timing*' --no-skip.
+TEST_CASE("layers/s4d: timing forward+backward at B=32, T=336, D=64" * doctest::skip()) {
+  int64_t B = 32, T = 336, D = 64;
+  for (bool bi : {false, true}) {
+    nn::S4D layer = make_layer(D, 64, bi, 1);
+    Tensor x = rnd({B, T, D}, 2, 0, 1, DType::f32).set_requires_grad();
+    Tensor w = rnd({B, T, D}, 3, 0, 1, DType::f32);
+    std::vector<double> ms, ms_k, ms_c;
+    for (int rep = 0; rep < 7; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      Tensor y = layer.forward(x);
+      backward(y, w);
+      auto t1 = std::chrono::steady_clock::now();
+      ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      layer.zero_grad();
+      x.zero_grad();
+    }
+    // the two fused ops alone, forward + backward
+    Tensor K = layer.kernel(T).detach();
+    for (int rep = 0; rep < 7; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      Tensor k = layer.kernel(T);
+      backward(k, K);
+      auto t1 = std::chrono::steady_clock::now();
+      Tensor y = kernels::causal_conv_fft_forward(x.detach(), K);
+      auto gc = kernels::causal_conv_fft_backward(w, x.detach(), K, true, true);
+      auto t2 = std::chrono::steady_clock::now();
+      ms_k.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      ms_c.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+      layer.zero_grad();
+    }
+    // the direct loops for the same convolution (the float64 path's algorithm), float32 and float64
+    std::vector<double> ms_d32, ms_d64;
+    Tensor x64 = x.detach().to(DType::f64), K64 = K.to(DType::f64), w64 = w.to(DType::f64);
+    for (int rep = 0; rep < 3; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      kernels::causal_conv_direct_forward(x.detach(), K);
+      kernels::causal_conv_direct_backward(w, x.detach(), K, true, true);
+      auto t1 = std::chrono::steady_clock::now();
+      kernels::causal_conv_direct_forward(x64, K64);
+      kernels::causal_conv_direct_backward(w64, x64, K64, true, true);
+      auto t2 = std::chrono::steady_clock::now();
+      ms_d32.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      ms_d64.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+    }
+    auto med = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    MESSAGE("S4D bidirectional=" << bi << " fwd+bwd median " << med(ms) << " ms; kernel op " << med(ms_k)
+                                 << " ms; FFT conv " << med(ms_c) << " ms; direct conv f32 " << med(ms_d32)
+                                 << " ms, f64 " << med(ms_d64) << " ms");
+  }
+}

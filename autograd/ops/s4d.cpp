@@ -1,1 +1,103 @@
-// placeholder: filled in by the layers work (issue 3)
+// s4d_kernel and causal_conv_fft over core/kernels/s4d (fused forward, hand-written backward), and
+// their composite references from primitive ops. The references need sin and cos, which are not
+// primitive ops in seqlab, so two tiny local ops (with their derivatives) live here.
+#include "autograd/ops/s4d.h"
+
+#include <cmath>
+#include <vector>
+
+#include "autograd/node.h"
+#include "autograd/ops.h"
+#include "core/kernels/loops.h"
+#include "core/kernels/s4d.h"
+
+namespace seqlab {
+
+// K = Vandermonde(C', exp(dtA));  gradients: see kernels::s4d_kernel_backward (stores only the parameters)
+Tensor s4d_kernel(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag, const Tensor& C,
+                  int64_t T) {
+  Tensor K = kernels::s4d_kernel_forward(log_dt, log_A_real, A_imag, C, T);
+  return record("s4d_kernel", K, {log_dt, log_A_real, A_imag, C},
+                [log_dt = log_dt.detach(), log_A_real = log_A_real.detach(), A_imag = A_imag.detach(),
+                 C = C.detach()](const Tensor& dK) {
+                  auto g = kernels::s4d_kernel_backward(dK, log_dt, log_A_real, A_imag, C);
+                  return grads{g.dlog_dt, g.dlog_A_real, g.dA_imag, g.dC};
+                });
+}
+
+// y = K * u;  du = correlate(dy, K), dK = sum_b correlate(dy, u)  (stores u and K)
+Tensor causal_conv_fft(const Tensor& u, const Tensor& K) {
+  Tensor y = kernels::causal_conv_forward(u, K);
+  bool need_u = u.requires_grad(), need_K = K.requires_grad();
+  return record("causal_conv_fft", y, {u, K},
+                [u = u.detach(), K = K.detach(), need_u, need_K](const Tensor& dy) {
+                  auto g = kernels::causal_conv_backward(dy, u, K, need_u, need_K);
+                  return grads{g.du, g.dK};
+                });
+}
+
+namespace {
+
+// y = cos(x);  dx = -dy sin(x)
+Tensor cos_op(const Tensor& x) {
+  Tensor y = kernels::unary_map(x, "cos", [](auto v) { return std::cos(v); });
+  return record("cos", y, {x}, [x = x.detach()](const Tensor& dy) {
+    Tensor s = kernels::unary_map(x, "cos", [](auto v) { return -std::sin(v); });
+    return grads{kernels::binary_map(dy, s, "cos", [](auto a, auto b) { return a * b; })};
+  });
+}
+// y = sin(x);  dx = dy cos(x)
+Tensor sin_op(const Tensor& x) {
+  Tensor y = kernels::unary_map(x, "sin", [](auto v) { return std::sin(v); });
+  return record("sin", y, {x}, [x = x.detach()](const Tensor& dy) {
+    Tensor c = kernels::unary_map(x, "sin", [](auto v) { return std::cos(v); });
+    return grads{kernels::binary_map(dy, c, "sin", [](auto a, auto b) { return a * b; })};
+  });
+}
+
+}  // namespace
+
+Tensor s4d_kernel_reference(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag, const Tensor& C,
+                            int64_t T) {
+  int64_t D = log_dt.size(0), M = log_A_real.size(1);
+  int64_t S = C.dim() == 4 ? C.size(0) : 1;
+  std::vector<double> lv(static_cast<size_t>(T));
+  for (int64_t l = 0; l < T; ++l) lv[l] = static_cast<double>(l);
+  Tensor l = Tensor::from_vector(lv, {1, 1, T}, C.dtype());                     // (1, 1, T)
+  Tensor dt = reshape(exp(log_dt), {D, 1});                                      // (D, 1)
+  Tensor ar = neg(exp(log_A_real)), ai = A_imag;                                 // (D, M)
+  Tensor xr = ar * dt, xi = ai * dt;                                             // dtA (D, M)
+  Tensor ez = exp(xr);
+  Tensor zr1 = add_scalar(ez * cos_op(xi), -1.0), zi = ez * sin_op(xi);          // exp(dtA) - 1
+  Tensor den = ar * ar + ai * ai;                                                // |A|^2
+  Tensor qr = (zr1 * ar + zi * ai) / den, qi = (zi * ar - zr1 * ai) / den;       // (exp(dtA) - 1) / A
+  Tensor c = reshape(C, {S, D, M, 2});
+  Tensor cr = reshape(slice(c, 3, 0, 1), {S, D, M}), ci = reshape(slice(c, 3, 1, 2), {S, D, M});
+  Tensor cpr = cr * qr - ci * qi, cpi = cr * qi + ci * qr;                       // C' (S, D, M)
+  Tensor xl_r = reshape(xr, {D, M, 1}) * l, xl_i = reshape(xi, {D, M, 1}) * l;   // dtA l (D, M, T)
+  Tensor el = exp(xl_r);
+  Tensor wr = el * cos_op(xl_i), wi = el * sin_op(xl_i);                         // exp(dtA l)
+  Tensor re = reshape(cpr, {S, D, M, 1}) * wr - reshape(cpi, {S, D, M, 1}) * wi;  // (S, D, M, T)
+  Tensor K = mul_scalar(sum(re, {2}), 2.0);                                      // (S, D, T)
+  return C.dim() == 4 ? K : reshape(K, {D, T});
+}
+
+Tensor causal_conv_reference(const Tensor& u, const Tensor& K) {
+  int64_t B = u.size(0), T = u.size(1), D = u.size(2);
+  int64_t S = K.dim() == 3 ? K.size(0) : 1;
+  Tensor k = reshape(K, {S, D, T});
+  auto column = [&](int64_t s, int64_t j) { return reshape(slice(slice(k, 0, s, s + 1), 2, j, j + 1), {D}); };
+  Tensor y = u * column(0, 0);
+  for (int64_t j = 1; j < T; ++j) {  // causal lag j: u[t - j]
+    Tensor shifted = concat({Tensor::zeros({B, j, D}, u.dtype()), slice(u, 1, 0, T - j)}, 1);
+    y = y + shifted * column(0, j);
+  }
+  if (S == 2)
+    for (int64_t j = 0; j + 1 < T; ++j) {  // anti-causal lag -(j + 1): u[t + 1 + j]
+      Tensor shifted = concat({slice(u, 1, j + 1, T), Tensor::zeros({B, j + 1, D}, u.dtype())}, 1);
+      y = y + shifted * column(1, j);
+    }
+  return y;
+}
+
+}  // namespace seqlab

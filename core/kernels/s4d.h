@@ -1,0 +1,48 @@
+// S4D loops (Gu et al. 2022, "On the Parameterization and Initialization of Diagonal State Space
+// Models"; state-spaces/s4 models/s4/s4d.py): the SSM convolution kernel by a Vandermonde product
+// and its hand-written backward, the causal (and two-sided) long convolution by real FFTs (float)
+// or direct loops (double, and the reference), and one recurrent step.
+// Glossary: B batch, T time, D channels, M = N/2 conjugate pairs, S kernel directions (1 or 2).
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace seqlab::kernels {
+
+/// K[s, d, l] = 2 Re(sum_m C'[s, d, m] exp(dtA[d, m] l)), C' = C (exp(dtA) - 1) / A, dtA = A dt,
+/// A = -exp(log_A_real) + i A_imag, dt = exp(log_dt). log_dt (D), log_A_real and A_imag (D, M),
+/// C (D, M, 2) or (S, D, M, 2) (real, imag). Returns K of shape C.shape[:-2] + (T).
+Tensor s4d_kernel_forward(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag, const Tensor& C,
+                          int64_t T);
+
+struct S4DKernelGrads {
+  Tensor dlog_dt, dlog_A_real, dA_imag, dC;
+};
+/// Gradients of sum(dK * K) w.r.t. every kernel parameter (recomputes the Vandermonde powers).
+S4DKernelGrads s4d_kernel_backward(const Tensor& dK, const Tensor& log_dt, const Tensor& log_A_real,
+                                   const Tensor& A_imag, const Tensor& C);
+
+struct ConvGrads {
+  Tensor du, dK;
+};
+/// y[b, t, d] = sum_{j<=t} K[0, d, j] u[b, t-j, d] (+ sum_{j<T-1-t} K[1, d, j] u[b, t+1+j, d] when K is
+/// (2, D, T): the anti-causal half, s4.py's bidirectional layout). u (B, T, D), K (D, T) or (2, D, T).
+/// float32: real FFTs of a fast length >= 2T - 1; float64: the direct loops.
+Tensor causal_conv_forward(const Tensor& u, const Tensor& K);
+/// du = correlate(dy, K), dK = sum over batch of correlate(dy, u); undefined when not needed.
+ConvGrads causal_conv_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K);
+
+/// The same convolution by direct O(T^2) loops, any float dtype (the reference for the FFT path).
+Tensor causal_conv_direct_forward(const Tensor& u, const Tensor& K);
+ConvGrads causal_conv_direct_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K);
+/// The FFT path, float32 only.
+Tensor causal_conv_fft_forward(const Tensor& u, const Tensor& K);
+ConvGrads causal_conv_fft_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K);
+
+/// One recurrent step (B = 1 in the SSM): s = exp(dtA) s + (exp(dtA) - 1) / A * u_t,
+/// y_t = 2 Re(sum_m C s) + D_skip u_t. u_t (B, D); state (B, D, M, 2) updated in place; C (D, M, 2).
+Tensor s4d_step_forward(const Tensor& u_t, const Tensor& state, const Tensor& log_dt, const Tensor& log_A_real,
+                        const Tensor& A_imag, const Tensor& C, const Tensor& D_skip);
+
+}  // namespace seqlab::kernels
