@@ -19,6 +19,7 @@ int g_threads = 0;
 void set_num_threads(int n) {
   std::lock_guard lock(g_mu);
   if (n <= 0) n = static_cast<int>(tbb::info::default_concurrency());
+  g_control.reset();  // the old limit must go first: two live controls apply the lower
   g_control = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
                                                     static_cast<size_t>(n));
   g_threads = n;

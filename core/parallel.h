@@ -2,6 +2,7 @@
 // OpenBLAS is pinned to one thread and large GEMMs are split over TBB tasks instead (see
 // docs/ARCHITECTURE.md, "Threads"), because two pools of 2 threads on 2 cores fight each other.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
