@@ -1,1 +1,135 @@
-// placeholder: filled in by the layers work (issue 3)
+// Mamba-1 block: projections through Linear, the causal conv (+ SiLU) and the selective scan
+// (+ delta bias, softplus and the silu(z) gate) through fused ops; step mode runs the conv buffer
+// and the SSM recurrence one token at a time in constant memory. Init follows mamba_simple.py.
+#include "layers/mamba.h"
+
+#include <cmath>
+#include <variant>
+
+#include "autograd/ops.h"
+#include "autograd/ops/conv1d.h"
+#include "autograd/ops/scan.h"
+#include "core/kernels/conv1d.h"
+#include "core/kernels/scan.h"
+
+namespace seqlab::nn {
+
+void MambaOptions::validate() const {
+  SEQLAB_CHECK(d_model > 0, "MambaOptions.d_model: expected a positive width, got ", d_model);
+  SEQLAB_CHECK(d_state > 0 && d_state <= 256, "MambaOptions.d_state: expected 1..256, got ", d_state);
+  SEQLAB_CHECK(d_conv >= 1, "MambaOptions.d_conv: expected a kernel width >= 1, got ", d_conv);
+  SEQLAB_CHECK(expand >= 1, "MambaOptions.expand: expected an integer >= 1, got ", expand);
+  SEQLAB_CHECK(dt_rank >= 0, "MambaOptions.dt_rank: expected a positive rank or 0 (auto), got ", dt_rank);
+  SEQLAB_CHECK(dt_min > 0 && dt_max >= dt_min, "MambaOptions.dt_min/dt_max: expected 0 < dt_min <= dt_max, got ",
+               dt_min, " and ", dt_max);
+  SEQLAB_CHECK(dt_init_floor > 0, "MambaOptions.dt_init_floor: expected a positive value, got ", dt_init_floor);
+  SEQLAB_CHECK(scan_chunk >= 1, "MambaOptions.scan_chunk: expected a positive chunk length, got ", scan_chunk);
+}
+
+CausalConv1d::CausalConv1d(int64_t channels, int64_t kernel, Generator& gen) {
+  // PyTorch's Conv1d default with groups = channels: fan_in = K, bound 1/sqrt(K).
+  double bound = 1.0 / std::sqrt(static_cast<double>(kernel));
+  weight_ = register_parameter("weight", rand_uniform({channels, kernel}, -bound, bound, DType::f32, gen));
+  bias_ = register_parameter("bias", rand_uniform({channels}, -bound, bound, DType::f32, gen));
+}
+
+Tensor CausalConv1d::forward(const Tensor& x) { return causal_conv1d(x, weight_, bias_, false); }
+
+Mamba::Mamba(const MambaOptions& options, Generator& gen) : options_(options) {
+  options_.validate();
+  const int64_t D = options_.d_model, E = options_.d_inner(), N = options_.d_state, R = options_.resolved_dt_rank();
+  in_proj_ = register_module("in_proj", std::make_shared<Linear>(LinearOptions{D, 2 * E, false}, gen));
+  conv1d_ = register_module("conv1d", std::make_shared<CausalConv1d>(E, options_.d_conv, gen));
+  x_proj_ = register_module("x_proj", std::make_shared<Linear>(LinearOptions{E, R + 2 * N, false}, gen));
+  dt_proj_ = register_module("dt_proj", std::make_shared<Linear>(LinearOptions{R, E, true}, gen));
+  {
+    NoGradGuard ng;
+    // dt_proj.weight ~ U(-R^-1/2, R^-1/2); dt_proj.bias = softplus^-1(dt), dt log-uniform in
+    // [dt_min, dt_max] floored at dt_init_floor, so softplus(bias) starts in that range.
+    double std = 1.0 / std::sqrt(static_cast<double>(R));
+    Tensor w = dt_proj_->weight(), b = dt_proj_->bias();  // handles sharing the parameters' storage
+    w.copy_from(rand_uniform({E, R}, -std, std, DType::f64, gen));
+    std::vector<double> inv_dt(static_cast<size_t>(E));
+    const double lo = std::log(options_.dt_min), hi = std::log(options_.dt_max);
+    for (auto& v : inv_dt) {
+      double dt = std::max(std::exp(gen.uniform() * (hi - lo) + lo), options_.dt_init_floor);
+      v = dt + std::log(-std::expm1(-dt));
+    }
+    b.copy_from(Tensor::from_vector(inv_dt, {E}, DType::f64));
+  }
+  std::vector<double> a_log(static_cast<size_t>(E * N));
+  for (int64_t c = 0; c < E; ++c)
+    for (int64_t n = 0; n < N; ++n) a_log[c * N + n] = std::log(static_cast<double>(n + 1));  // S4D-Real
+  A_log_ = register_parameter("A_log", Tensor::from_vector(a_log, {E, N}), ParamOptions{false, 1.0});
+  D_ = register_parameter("D", Tensor::ones({E}), ParamOptions{false, 1.0});
+  out_proj_ = register_module("out_proj", std::make_shared<Linear>(LinearOptions{E, D, false}, gen));
+}
+
+Tensor Mamba::forward(const Tensor& u) {
+  SEQLAB_CHECK(u.dim() == 3 && u.size(2) == options_.d_model, "Mamba: input of shape ", to_string(u.shape()),
+               ", expected (B, T, ", options_.d_model, ")");
+  const int64_t E = options_.d_inner(), N = options_.d_state, R = options_.resolved_dt_rank();
+  Tensor xz = (*in_proj_)(u);                                                   // (B, T, 2E)
+  Tensor x = slice(xz, -1, 0, E);                                               // (B, T, E)
+  Tensor z = slice(xz, -1, E, 2 * E);                                           // (B, T, E)
+  x = causal_conv1d(x, conv1d_->weight(), conv1d_->bias(), /*silu=*/true);      // (B, T, E)
+  Tensor x_dbl = (*x_proj_)(x);                                                 // (B, T, R + 2N)
+  Tensor dt = slice(x_dbl, -1, 0, R);                                           // (B, T, R)
+  Tensor Bm = slice(x_dbl, -1, R, R + N);                                       // (B, T, N)
+  Tensor Cm = slice(x_dbl, -1, R + N, R + 2 * N);                               // (B, T, N)
+  Tensor delta = linear(dt, dt_proj_->weight());                                // (B, T, E), bias in the scan
+  Tensor A = -exp(A_log_);                                                      // (E, N)
+  SelectiveScanOptions so{z, dt_proj_->bias(), /*delta_softplus=*/true, options_.scan_chunk};
+  Tensor y = selective_scan(x, delta, A, Bm, Cm, D_, so);                       // (B, T, E), gated
+  return (*out_proj_)(y);                                                       // (B, T, D)
+}
+
+StepState Mamba::init_state(int64_t batch, DType dtype) const {
+  const int64_t E = options_.d_inner();
+  return {{Tensor::zeros({batch, E, options_.d_conv - 1}, dtype), Tensor::zeros({batch, E, options_.d_state}, dtype)}};
+}
+
+Tensor Mamba::step(const Tensor& u_t, StepState& state) {
+  SEQLAB_CHECK(u_t.dim() == 2 && u_t.size(1) == options_.d_model, "Mamba::step: input of shape ",
+               to_string(u_t.shape()), ", expected (B, ", options_.d_model, ")");
+  SEQLAB_CHECK(state.tensors.size() == 2 && state.tensors[1].size(0) == u_t.size(0),
+               "Mamba::step: state does not come from init_state for this batch size");
+  NoGradGuard ng;
+  const int64_t E = options_.d_inner(), N = options_.d_state, R = options_.resolved_dt_rank();
+  Tensor xz = (*in_proj_)(u_t);                                                 // (B, 2E)
+  Tensor x = slice(xz, -1, 0, E), z = slice(xz, -1, E, 2 * E);                  // (B, E)
+  x = kernels::causal_conv1d_step(state.tensors[0], x, conv1d_->weight(), conv1d_->bias(), true);
+  Tensor x_dbl = (*x_proj_)(x);                                                 // (B, R + 2N)
+  Tensor dt = slice(x_dbl, -1, 0, R);
+  Tensor Bm = slice(x_dbl, -1, R, R + N), Cm = slice(x_dbl, -1, R + N, R + 2 * N);  // (B, N)
+  Tensor delta = linear(dt, dt_proj_->weight());                                // (B, E)
+  Tensor A = -exp(A_log_);                                                      // (E, N)
+  kernels::ScanExtras ex{z, dt_proj_->bias(), true};
+  Tensor y = kernels::selective_scan_step(state.tensors[1], x, delta, A, Bm, Cm, D_, ex);  // (B, E)
+  return (*out_proj_)(y);                                                       // (B, D)
+}
+
+std::shared_ptr<SequenceLayer> make_mamba(int64_t d_model, LayerArgs& args) {
+  MambaOptions o;
+  o.d_model = d_model;
+  o.d_state = args.get_int("d_state", o.d_state);
+  o.d_conv = args.get_int("d_conv", o.d_conv);
+  o.expand = args.get_int("expand", o.expand);
+  auto it = args.values().find("dt_rank");
+  if (it != args.values().end() && std::holds_alternative<std::string>(it->second)) {
+    std::string v = args.get_string("dt_rank", "auto");
+    SEQLAB_CHECK(v == "auto", args.where(), ": option 'dt_rank' must be a positive integer or \"auto\", got \"", v,
+                 "\"");
+    o.dt_rank = 0;
+  } else {
+    o.dt_rank = args.get_int("dt_rank", o.dt_rank);
+  }
+  o.dt_min = args.get_double("dt_min", o.dt_min);
+  o.dt_max = args.get_double("dt_max", o.dt_max);
+  o.dt_init_floor = args.get_double("dt_init_floor", o.dt_init_floor);
+  o.scan_chunk = args.get_int("scan_chunk", o.scan_chunk);
+  args.finish();
+  return std::make_shared<Mamba>(o);
+}
+
+}  // namespace seqlab::nn

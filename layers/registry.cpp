@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "layers/rnn.h"
+#include "layers/mamba.h"
 #include "layers/s4d.h"
 
 namespace seqlab::nn {
@@ -16,6 +17,7 @@ std::vector<LayerType>& table() {
       {"lstm",        "LSTM (Hochreiter & Schmidhuber 1997), fused BPTT",             make_lstm},
       {"gru",         "GRU (Cho et al. 2014), fused BPTT",                            make_gru},
       {"s4d",         "S4D diagonal state space layer (Gu et al. 2022), FFT conv",    make_s4d},
+      {"mamba",       "Mamba-1 selective SSM block (Gu & Dao 2023), fused scan",     make_mamba},
   };
   return types;
 }
