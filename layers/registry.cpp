@@ -6,6 +6,7 @@
 #include "layers/rnn.h"
 #include "layers/mamba.h"
 #include "layers/s4d.h"
+#include "layers/transformer.h"
 
 namespace seqlab::nn {
 namespace {
@@ -16,6 +17,7 @@ std::vector<LayerType>& table() {
       {"rnn",         "Elman RNN (tanh), fused BPTT",                                 make_rnn},
       {"lstm",        "LSTM (Hochreiter & Schmidhuber 1997), fused BPTT",             make_lstm},
       {"gru",         "GRU (Cho et al. 2014), fused BPTT",                            make_gru},
+      {"transformer", "pre-LN Transformer encoder layer, fused tiled attention",      make_transformer},
       {"s4d",         "S4D diagonal state space layer (Gu et al. 2022), FFT conv",    make_s4d},
       {"mamba",       "Mamba-1 selective SSM block (Gu & Dao 2023), fused scan",     make_mamba},
   };
