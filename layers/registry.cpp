@@ -6,6 +6,7 @@
 #include "layers/rnn.h"
 #include "layers/mamba.h"
 #include "layers/s4d.h"
+#include "layers/s4.h"
 #include "layers/transformer.h"
 
 namespace seqlab::nn {
@@ -19,6 +20,8 @@ std::vector<LayerType>& table() {
       {"gru",         "GRU (Cho et al. 2014), fused BPTT",                            make_gru},
       {"transformer", "pre-LN Transformer encoder layer, fused tiled attention",      make_transformer},
       {"s4d",         "S4D diagonal state space layer (Gu et al. 2022), FFT conv",    make_s4d},
+      {"lssl",        "LSSL: dense HiPPO-LegS state space layer (Gu et al. 2021)",   make_lssl},
+      {"s4",          "S4 DPLR (HiPPO-LegS NPLR) state space layer (Gu et al. 2022)", make_s4},
       {"mamba",       "Mamba-1 selective SSM block (Gu & Dao 2023), fused scan",     make_mamba},
   };
   return types;

@@ -1,0 +1,169 @@
+// LSSL and S4 layers: HiPPO-LegS initialisation (core/kernels/hippo), kernels by the fused ops of
+// autograd/ops/s4, convolution by S4D's causal_conv_fft op, the S4D output path; step mode runs the
+// dense discretised recurrence (materialised once per step() call).
+#include "layers/s4.h"
+
+#include <cmath>
+#include <vector>
+
+#include "autograd/node.h"
+#include "autograd/ops.h"
+#include "autograd/ops/s4.h"
+#include "core/kernels/s4.h"
+
+namespace seqlab::nn {
+
+namespace {
+
+void check_common(const char* who, int64_t d_model, double dt_min, double dt_max, double dropout, double lr) {
+  SEQLAB_CHECK(d_model > 0, who, ".d_model: expected a positive width, got ", d_model);
+  SEQLAB_CHECK(dt_min > 0 && dt_max >= dt_min, who, ".dt_min/dt_max: expected 0 < dt_min <= dt_max, got ", dt_min,
+               " and ", dt_max);
+  SEQLAB_CHECK(dropout >= 0 && dropout < 1, who, ".dropout: expected a probability in [0, 1), got ", dropout);
+  SEQLAB_CHECK(lr > 0, who, ".lr_scale_ssm: expected a positive learning-rate multiplier, got ", lr);
+}
+
+// GELU -> dropout -> Linear(D -> 2D) -> GLU
+Tensor glu_head(const Tensor& y, Dropout* drop, Linear& out_proj, int64_t D) {
+  Tensor h = gelu(y);
+  if (drop) h = drop->forward(h);
+  Tensor z = out_proj.forward(h);
+  return slice(z, -1, 0, D) * sigmoid(slice(z, -1, D, 2 * D));
+}
+
+void check_input(const char* who, const Tensor& x, int64_t D) {
+  SEQLAB_CHECK(x.dim() == 3 && x.size(2) == D, who, ": expected input (B, T, ", D, "), got ", to_string(x.shape()));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// LSSL
+
+void LSSLOptions::validate() const {
+  check_common("LSSLOptions", d_model, dt_min, dt_max, dropout, lr_scale_ssm);
+  SEQLAB_CHECK(d_state >= 1 && d_state <= 512, "LSSLOptions.d_state: expected 1 <= N <= 512, got ", d_state);
+}
+
+LSSL::LSSL(const LSSLOptions& options, Generator& gen) : options_(options) {
+  options_.validate();
+  const int64_t D = options_.d_model, N = options_.d_state;
+  hippo_ = std::make_shared<const kernels::HippoLegs>(kernels::hippo_legs(N));
+  Tensor log_dt = rand_uniform({D}, std::log(options_.dt_min), std::log(options_.dt_max), DType::f32, gen);
+  Tensor C = randn({D, N}, 0.0, 1.0, DType::f32, gen);
+  Tensor Dskip = randn({D}, 0.0, 1.0, DType::f32, gen);
+  log_dt_ = register_parameter("log_dt", log_dt, ParamOptions{.weight_decay = false, .lr_scale = options_.lr_scale_ssm});
+  C_ = register_parameter("C", C);
+  D_ = register_parameter("D", Dskip);
+  out_proj_ = register_module("out_proj", std::make_shared<Linear>(LinearOptions{D, 2 * D}, gen));
+  if (options_.dropout > 0)
+    drop_ = register_module("drop", std::make_shared<Dropout>(DropoutOptions{options_.dropout}, gen));
+}
+
+Tensor LSSL::kernel(int64_t T) const { return lssl_kernel(log_dt_, C_, hippo_, T); }
+
+Tensor LSSL::head(const Tensor& y) { return glu_head(y, drop_.get(), *out_proj_, options_.d_model); }
+
+Tensor LSSL::forward(const Tensor& x) {
+  check_input("LSSL", x, options_.d_model);
+  return head(causal_conv_fft(x, kernel(x.size(1))) + x * D_);
+}
+
+StepState LSSL::init_state(int64_t batch, DType dtype) const {
+  return StepState{{Tensor::zeros({batch, options_.d_model, options_.d_state}, dtype)}};
+}
+
+Tensor LSSL::step(const Tensor& x_t, StepState& state) {
+  SEQLAB_CHECK(state.tensors.size() == 1, "LSSL::step: expected the state from init_state()");
+  NoGradGuard no_grad;
+  kernels::Discretised disc = kernels::lssl_discretise(log_dt_, *hippo_);
+  return head(kernels::lssl_step_forward(x_t, state.tensors[0], disc, C_, D_));
+}
+
+// ---------------------------------------------------------------------------------------------
+// S4
+
+void S4Options::validate() const {
+  check_common("S4Options", d_model, dt_min, dt_max, dropout, lr_scale_ssm);
+  SEQLAB_CHECK(d_state >= 2 && d_state % 2 == 0 && d_state <= 512,
+               "S4Options.d_state: expected an even state size 2 <= N <= 512, got ", d_state);
+}
+
+S4::S4(const S4Options& options, Generator& gen) : options_(options) {
+  options_.validate();
+  const int64_t D = options_.d_model, N = options_.d_state, M = N / 2;
+  kernels::NplrLegs nplr = kernels::nplr_legs(N);
+  std::vector<double> lar(static_cast<size_t>(D * M)), ai(lar.size()), p(static_cast<size_t>(D * M * 2)), b(p.size());
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t m = 0; m < M; ++m) {
+      int64_t i = d * M + m;
+      lar[i] = std::log(-nplr.Lambda[m].real());
+      ai[i] = nplr.Lambda[m].imag();
+      p[2 * i] = nplr.P[m].real();
+      p[2 * i + 1] = nplr.P[m].imag();
+      b[2 * i] = nplr.B[m].real();
+      b[2 * i + 1] = nplr.B[m].imag();
+    }
+  Tensor log_dt = rand_uniform({D}, std::log(options_.dt_min), std::log(options_.dt_max), DType::f32, gen);
+  Tensor C = randn({D, M, 2}, 0.0, std::sqrt(0.5), DType::f32, gen);  // complex normal, variance 1/2 per part
+  Tensor Dskip = randn({D}, 0.0, 1.0, DType::f32, gen);
+  ParamOptions ssm{.weight_decay = false, .lr_scale = options_.lr_scale_ssm};
+  log_dt_ = register_parameter("log_dt", log_dt, ssm);
+  log_A_real_ = register_parameter("log_A_real", Tensor::from_vector(lar, {D, M}), ssm);
+  A_imag_ = register_parameter("A_imag", Tensor::from_vector(ai, {D, M}), ssm);
+  P_ = register_parameter("P", Tensor::from_vector(p, {D, M, 2}), ssm);
+  B_ = register_parameter("B", Tensor::from_vector(b, {D, M, 2}), ssm);
+  C_ = register_parameter("C", C);
+  D_ = register_parameter("D", Dskip);
+  out_proj_ = register_module("out_proj", std::make_shared<Linear>(LinearOptions{D, 2 * D}, gen));
+  if (options_.dropout > 0)
+    drop_ = register_module("drop", std::make_shared<Dropout>(DropoutOptions{options_.dropout}, gen));
+}
+
+Tensor S4::kernel(int64_t T) const { return s4_kernel(log_dt_, log_A_real_, A_imag_, P_, B_, C_, T); }
+
+Tensor S4::head(const Tensor& y) { return glu_head(y, drop_.get(), *out_proj_, options_.d_model); }
+
+Tensor S4::forward(const Tensor& x) {
+  check_input("S4", x, options_.d_model);
+  return head(causal_conv_fft(x, kernel(x.size(1))) + x * D_);
+}
+
+StepState S4::init_state(int64_t batch, DType dtype) const {
+  return StepState{{Tensor::zeros({batch, options_.d_model, options_.d_state, 2}, dtype)}};
+}
+
+Tensor S4::step(const Tensor& x_t, StepState& state) {
+  SEQLAB_CHECK(state.tensors.size() == 1, "S4::step: expected the state from init_state()");
+  NoGradGuard no_grad;
+  kernels::Discretised disc = kernels::s4_discretise(log_dt_, log_A_real_, A_imag_, P_, B_);
+  return head(kernels::s4_step_forward(x_t, state.tensors[0], disc, C_, D_));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+std::shared_ptr<SequenceLayer> make_lssl(int64_t d_model, LayerArgs& args) {
+  LSSLOptions o;
+  o.d_model = d_model;
+  o.d_state = args.get_int("d_state", o.d_state);
+  o.dt_min = args.get_double("dt_min", o.dt_min);
+  o.dt_max = args.get_double("dt_max", o.dt_max);
+  o.dropout = args.get_double("dropout", o.dropout);
+  o.lr_scale_ssm = args.get_double("lr_scale_ssm", o.lr_scale_ssm);
+  args.finish();
+  return std::make_shared<LSSL>(o);
+}
+
+std::shared_ptr<SequenceLayer> make_s4(int64_t d_model, LayerArgs& args) {
+  S4Options o;
+  o.d_model = d_model;
+  o.d_state = args.get_int("d_state", o.d_state);
+  o.dt_min = args.get_double("dt_min", o.dt_min);
+  o.dt_max = args.get_double("dt_max", o.dt_max);
+  o.dropout = args.get_double("dropout", o.dropout);
+  o.lr_scale_ssm = args.get_double("lr_scale_ssm", o.lr_scale_ssm);
+  args.finish();
+  return std::make_shared<S4>(o);
+}
+
+}  // namespace seqlab::nn
