@@ -3,11 +3,15 @@
 #include <cblas.h>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 
+#include "apps/config.h"
+#include "apps/trainer.h"
 #include "core/error.h"
 #include "core/parallel.h"
 
@@ -34,16 +38,65 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   int threads = 0;
-  app.add_option("--threads", threads, "worker threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  auto* threads_opt =
+      app.add_option("--threads", threads, "worker threads (0: all cores; default: [train] threads of the config)")
+          ->check(CLI::NonNegativeNumber);
   app.require_subcommand(1);
 
   auto* info = app.add_subcommand("info", "version, build type, threads and BLAS");
 
+  std::string config_path;
+  std::vector<std::string> overrides;
+  bool resume = false;
+  auto* train = app.add_subcommand("train", "train the [model] of a config into its [output] dir");
+  train->add_option("config", config_path, "TOML config (docs/CONFIG.md)")->required();
+  train->add_option("--set", overrides, "override a key: section.key=value (TOML value; repeatable)");
+  train->add_flag("--resume", resume, "continue from checkpoint-last.h5 of the run directory");
+
+  bool in_process = false;
+  auto* compare = app.add_subcommand("compare", "train every [[models]] entry on the same data and budget");
+  compare->add_option("config", config_path, "TOML config with [[models]] (docs/CONFIG.md)")->required();
+  compare->add_option("--set", overrides, "override a key: section.key=value or models.<n|name>.key=value");
+  compare->add_flag("--resume", resume, "continue every model from its checkpoint-last.h5");
+  compare->add_flag("--in-process", in_process, "train the models in this process (peak RSS is then cumulative)");
+
+  std::string run_dir, split = "test";
+  auto* eval = app.add_subcommand("eval", "evaluate checkpoint-best.h5 of a run directory");
+  eval->add_option("run_dir", run_dir, "a run directory (or a comparison's)")->required();
+  eval->add_option("--split", split, "val or test")->check(CLI::IsMember({"val", "test"}));
+
   CLI11_PARSE(app, argc, argv);
+  // Logs and the progress bar go to stderr; stdout carries only results (tables).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("seqlab"));
   spdlog::set_level(spdlog::level::from_str(log_level));
+  const bool threads_given = threads_opt->count() > 0;
   try {
     seqlab::set_num_threads(threads);
+    seqlab::app::RunOptions opt;
+    opt.resume = resume;
+    opt.threads = threads_given ? threads : -1;
     if (info->parsed()) print_info();
+    if (train->parsed()) {
+      auto config = seqlab::app::load_config(config_path, overrides);
+      auto r = seqlab::app::run_train(config, opt);
+      std::printf("%s", seqlab::app::results_md({r}).c_str());
+    }
+    if (compare->parsed()) {
+      auto config = seqlab::app::load_config(config_path, overrides);
+      if (!config.multi) spdlog::warn("{}: no [[models]]: comparing the one [model]", config_path);
+      std::vector<std::string> child_args = {"--log-level", log_level};
+      if (threads_given) child_args.insert(child_args.end(), {"--threads", std::to_string(threads)});
+      auto rows = seqlab::app::run_compare(config, opt, in_process ? "" : std::filesystem::read_symlink("/proc/self/exe").string(), child_args);
+      std::printf("\n%s", seqlab::app::results_md(rows).c_str());
+    }
+    if (eval->parsed()) {
+      auto rows = seqlab::app::run_eval(run_dir, split, threads_given ? threads : -1);
+      std::printf("| model | %s_mse | %s_mae | %s_acc |\n|---|---:|---:|---:|\n", split.c_str(), split.c_str(),
+                  split.c_str());
+      for (const auto& r : rows)
+        std::printf("| %s | %.6f | %.6f | %s |\n", r.model.c_str(), r.mse, r.mae,
+                    r.acc >= 0 ? std::to_string(r.acc).c_str() : "-");
+    }
   } catch (const seqlab::Error& e) {
     spdlog::error("{}", e.what());
     return 1;

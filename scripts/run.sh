@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake --workflow --preset release
-./build/release/seqlab info
+./build/release/seqlab compare configs/etth1_compare.toml

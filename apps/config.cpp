@@ -1,0 +1,573 @@
+// Config loading: toml11 parses, a Reader per table takes each key with its default and range and
+// remembers which keys it took, so a key nobody took is reported as unknown. [model] keys that the
+// wrapper does not own go into LayerArgs, and the layer factory rejects the ones it does not know.
+#include "apps/config.h"
+
+#include <toml.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/random.h"
+#include "layers/registry.h"
+
+namespace seqlab::app {
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::vector<std::string> kTasks = {"forecast", "selective-copying", "induction-heads", "sine"};
+const std::vector<std::string> kSplits = {"ett-hour", "ett-minute", "ratio"};
+const std::vector<std::string> kSections = {"data", "model", "models", "optim", "train", "output"};
+
+std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : sep) + x;
+  return s;
+}
+
+// Shortest decimal that reads back to the same double, always with a '.' or an exponent (TOML).
+std::string format_double(double d) {
+  if (std::isnan(d)) return "nan";
+  if (std::isinf(d)) return d > 0 ? "inf" : "-inf";
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, d);
+  std::string s(buf, r.ptr);
+  if (s.find_first_of(".eE") == std::string::npos) s += ".0";
+  return s;
+}
+
+std::string quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (c == '\n') { out += "\\n"; continue; }
+    out += c;
+  }
+  return out + "\"";
+}
+
+// How a value reads in an error message.
+std::string describe(const toml::value& v) {
+  switch (v.type()) {
+    case toml::value_t::integer: return std::to_string(v.as_integer());
+    case toml::value_t::floating: return format_double(v.as_floating());
+    case toml::value_t::boolean: return v.as_boolean() ? "true" : "false";
+    case toml::value_t::string: return quote(v.as_string().str);
+    case toml::value_t::array: return "an array";
+    case toml::value_t::table: return "a table";
+    default: return "a date/time";
+  }
+}
+
+// Reads the keys of one table with defaults and checks; `label` is "[train]" or "[[models]] #2".
+class Reader {
+ public:
+  Reader(std::string file, std::string label, const toml::table* table, const std::set<std::string>* overridden)
+      : file_(std::move(file)), label_(std::move(label)), table_(table), overridden_(overridden) {}
+
+  [[noreturn]] void fail(const std::string& key, const std::string& expected, const toml::value* got) const {
+    std::string msg = str(file_, ": ", label_, " ", key, ": expected ", expected);
+    if (got) {
+      msg += ", got " + describe(*got);
+      if (overridden_ && overridden_->count(key)) msg += " (from --set)";
+      else if (got->location().line() > 0) msg += str(" (line ", got->location().line(), ")");
+    }
+    throw Error(msg);
+  }
+
+  const toml::value* find(const std::string& key) {
+    taken_.insert(key);
+    if (!table_) return nullptr;
+    auto it = table_->find(key);
+    return it == table_->end() ? nullptr : &it->second;
+  }
+
+  int64_t get_int(const std::string& key, int64_t def, int64_t lo = std::numeric_limits<int64_t>::min(),
+                  int64_t hi = std::numeric_limits<int64_t>::max()) {
+    std::string expected = "an integer";
+    if (lo != std::numeric_limits<int64_t>::min() && hi != std::numeric_limits<int64_t>::max())
+      expected += str(" in [", lo, ", ", hi, "]");
+    else if (lo != std::numeric_limits<int64_t>::min())
+      expected += str(" >= ", lo);
+    const toml::value* v = find(key);
+    if (!v) return def;
+    if (!v->is_integer()) fail(key, expected, v);
+    int64_t x = v->as_integer();
+    if (x < lo || x > hi) fail(key, expected, v);
+    return x;
+  }
+
+  // A real in [lo, hi] (or (lo, hi] when lo_open); integers are accepted.
+  double get_double(const std::string& key, double def, double lo = -HUGE_VAL, double hi = HUGE_VAL,
+                    bool lo_open = false) {
+    std::string expected = "a number";
+    if (lo > -HUGE_VAL && hi < HUGE_VAL)
+      expected += str(" in ", lo_open ? "(" : "[", format_double(lo), ", ", format_double(hi), "]");
+    else if (lo > -HUGE_VAL)
+      expected += str(lo_open ? " > " : " >= ", format_double(lo));
+    const toml::value* v = find(key);
+    if (!v) return def;
+    double x;
+    if (v->is_floating()) x = v->as_floating();
+    else if (v->is_integer()) x = static_cast<double>(v->as_integer());
+    else fail(key, expected, v);
+    if (!std::isfinite(x) || x < lo || x > hi || (lo_open && x == lo)) fail(key, expected, v);
+    return x;
+  }
+
+  bool get_bool(const std::string& key, bool def) {
+    const toml::value* v = find(key);
+    if (!v) return def;
+    if (!v->is_boolean()) fail(key, "true or false", v);
+    return v->as_boolean();
+  }
+
+  std::string get_string(const std::string& key, const std::string& def, const std::vector<std::string>& choices = {}) {
+    std::string expected = choices.empty() ? "a string" : "one of " + join(choices);
+    const toml::value* v = find(key);
+    if (!v) return def;
+    if (!v->is_string()) fail(key, expected, v);
+    std::string s = v->as_string().str;
+    if (!choices.empty() && std::find(choices.begin(), choices.end(), s) == choices.end()) fail(key, expected, v);
+    return s;
+  }
+
+  std::vector<double> get_doubles(const std::string& key, const std::vector<double>& def, size_t n,
+                                  const std::string& expected) {
+    const toml::value* v = find(key);
+    if (!v) return def;
+    if (!v->is_array() || v->as_array().size() != n) fail(key, expected, v);
+    std::vector<double> out;
+    for (const auto& e : v->as_array()) {
+      if (e.is_floating()) out.push_back(e.as_floating());
+      else if (e.is_integer()) out.push_back(static_cast<double>(e.as_integer()));
+      else fail(key, expected, v);
+    }
+    return out;
+  }
+
+  /// Keys of the table nobody asked for.
+  std::vector<std::string> rest() const {
+    std::vector<std::string> out;
+    if (table_)
+      for (const auto& [k, v] : *table_)
+        if (!taken_.count(k)) out.push_back(k);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  /// Throws naming the first unknown key and listing the valid ones.
+  void finish() const {
+    auto unknown = rest();
+    if (unknown.empty()) return;
+    std::vector<std::string> valid(taken_.begin(), taken_.end());
+    std::string msg = str(file_, ": ", label_, " ", unknown.front(), ": unknown key (valid: ", join(valid), ")");
+    if (overridden_ && overridden_->count(unknown.front())) msg += " (from --set)";
+    throw Error(msg);
+  }
+
+  const toml::table* table() const { return table_; }
+  const std::string& label() const { return label_; }
+
+ private:
+  std::string file_, label_;
+  const toml::table* table_;
+  const std::set<std::string>* overridden_;
+  std::set<std::string> taken_;
+};
+
+// Keys set by --set, per table label, so errors can say where a value came from.
+using Overridden = std::map<std::string, std::set<std::string>>;
+
+const toml::table* table_of(const std::string& file, const toml::table& root, const std::string& section) {
+  auto it = root.find(section);
+  if (it == root.end()) return nullptr;
+  SEQLAB_CHECK(it->second.is_table(), file, ": [", section, "] must be a table, got ", describe(it->second));
+  return &it->second.as_table();
+}
+
+// Parses an override's value as TOML; a value that is not TOML (a bare word such as lstm, the
+// shell having eaten the quotes) is taken as a string.
+toml::value parse_value(const std::string& text) {
+  try {
+    std::istringstream in("v = " + text);
+    toml::value t = toml::parse(in, "--set");
+    return t.as_table().at("v");
+  } catch (const std::exception&) {
+    return toml::value(text);
+  }
+}
+
+void apply_override(const std::string& file, toml::value& root, const std::string& spec, Overridden& overridden) {
+  auto eq = spec.find('=');
+  SEQLAB_CHECK(eq != std::string::npos && eq > 0, "--set ", spec, ": expected section.key=value");
+  std::string path = spec.substr(0, eq), text = spec.substr(eq + 1);
+  std::vector<std::string> parts;
+  for (size_t b = 0;;) {
+    size_t d = path.find('.', b);
+    parts.push_back(path.substr(b, d == std::string::npos ? std::string::npos : d - b));
+    if (d == std::string::npos) break;
+    b = d + 1;
+  }
+  toml::value v = parse_value(text);
+  auto& top = root.as_table();
+  auto section_table = [&](const std::string& s) -> toml::table& {
+    SEQLAB_CHECK(std::find(kSections.begin(), kSections.end(), s) != kSections.end() && s != "models",
+                 "--set ", spec, ": unknown section '", s, "' (valid: data, model, optim, train, output, models.<n>)");
+    if (!top.count(s)) top[s] = toml::table{};
+    SEQLAB_CHECK(top[s].is_table(), file, ": [", s, "] must be a table");
+    return top[s].as_table();
+  };
+  if (parts.size() == 2) {
+    section_table(parts[0])[parts[1]] = v;
+    overridden["[" + parts[0] + "]"].insert(parts[1]);
+    if (parts[0] == "model" && top.count("models") && top["models"].is_array()) {
+      // model.key sets the key for every entry of a comparison.
+      auto& arr = top["models"].as_array();
+      for (size_t i = 0; i < arr.size(); ++i)
+        if (arr[i].is_table()) {
+          arr[i].as_table()[parts[1]] = v;
+          overridden[str("[[models]] #", i + 1)].insert(parts[1]);
+        }
+    }
+    return;
+  }
+  SEQLAB_CHECK(parts.size() == 3 && parts[0] == "models", "--set ", spec,
+               ": expected section.key=value or models.<n or name>.key=value");
+  SEQLAB_CHECK(top.count("models") && top["models"].is_array(), "--set ", spec, ": ", file, " has no [[models]]");
+  auto& arr = top["models"].as_array();
+  for (size_t i = 0; i < arr.size(); ++i) {
+    if (!arr[i].is_table()) continue;
+    auto& t = arr[i].as_table();
+    auto nm = t.find("name");
+    bool by_name = nm != t.end() && nm->second.is_string() && nm->second.as_string().str == parts[1];
+    if (by_name || parts[1] == std::to_string(i + 1)) {
+      t[parts[2]] = v;
+      overridden[str("[[models]] #", i + 1)].insert(parts[2]);
+      return;
+    }
+  }
+  throw Error(str("--set ", spec, ": no [[models]] entry named or numbered '", parts[1], "' (entries count from 1)"));
+}
+
+std::string resolve_path(const std::string& p) {
+  if (p.empty()) return p;
+  return fs::weakly_canonical(fs::absolute(p)).string();
+}
+
+void read_data(const std::string& file, Reader& r, DataConfig& d) {
+  d.task = r.get_string("task", d.task, kTasks);
+  d.path = r.get_string("path", d.path);
+  d.dataset = r.get_string("dataset", d.dataset);
+  d.split = r.get_string("split", d.split, kSplits);
+  d.ratios = r.get_doubles("ratios", d.ratios, 3, "an array of 3 fractions [train, val, test] in (0, 1) summing to 1");
+  {
+    double sum = 0;
+    bool ok = true;
+    for (double x : d.ratios) {
+      ok = ok && x > 0 && x < 1;
+      sum += x;
+    }
+    if (!ok || std::abs(sum - 1) > 1e-9)
+      throw Error(str(file, ": [data] ratios: expected 3 fractions [train, val, test] in (0, 1) summing to 1, got [",
+                      format_double(d.ratios[0]), ", ", format_double(d.ratios[1]), ", ",
+                      format_double(d.ratios[2]), "]"));
+  }
+  d.features = r.get_string("features", d.features, {"M", "S", "MS"});
+  d.target = r.get_string("target", d.target);
+  d.seq_len = r.get_int("seq_len", d.seq_len, 1);
+  d.pred_len = r.get_int("pred_len", d.pred_len, 1);
+  d.scale = r.get_bool("scale", d.scale);
+  d.n_train_batches = r.get_int("n_train_batches", d.n_train_batches, 1);
+  d.n_eval_batches = r.get_int("n_eval_batches", d.n_eval_batches, 1);
+  d.rows = r.get_int("rows", d.rows, 2);
+  d.channels = r.get_int("channels", d.channels, 1);
+  d.noise = r.get_double("noise", d.noise, 0.0);
+  d.ar = r.get_double("ar", d.ar, -0.999, 0.999);
+  d.data_seed = static_cast<uint64_t>(r.get_int("data_seed", static_cast<int64_t>(d.data_seed), 0));
+  r.finish();
+  if (d.task == "forecast") {
+    d.path = resolve_path(d.path);
+    SEQLAB_CHECK(fs::is_regular_file(d.path), file, ": [data] path: file not found: ", d.path);
+  }
+  if (d.task == "selective-copying")
+    SEQLAB_CHECK(d.seq_len >= 32, file, ": [data] seq_len: expected an integer >= 32 for selective-copying (16 data "
+                 "tokens and 16 markers), got ", d.seq_len);
+  if (d.task == "induction-heads")
+    SEQLAB_CHECK(d.seq_len >= 4, file, ": [data] seq_len: expected an integer >= 4 for induction-heads, got ", d.seq_len);
+}
+
+ModelConfig read_model(const std::string& file, Reader& r, const std::string& where, const DataConfig& data) {
+  ModelConfig m;
+  std::vector<std::string> types;
+  for (const auto& t : nn::layer_types()) types.push_back(t.name);
+  m.type = r.get_string("type", m.type, types);
+  m.name = r.get_string("name", m.type);
+  SEQLAB_CHECK(!m.name.empty() && m.name.find_first_of("/\\ ") == std::string::npos, file, ": ", r.label(),
+               " name: expected a non-empty name without '/', '\\' or spaces (it names a directory), got '", m.name, "'");
+  m.d_model = r.get_int("d_model", m.d_model, 1);
+  m.n_layers = r.get_int("n_layers", m.n_layers, 1);
+  m.revin = r.get_bool("revin", m.revin);
+  m.head = r.get_string("head", m.head, {"auto", "last", "flatten", "token"});
+  m.norm = r.get_string("norm", m.norm, {"layernorm", "rmsnorm"});
+  m.dropout = r.get_double("dropout", m.dropout, 0.0, 0.999);
+  if (m.head == "auto") m.head = data.is_token_task() ? "token" : "last";
+  if (data.is_token_task()) {
+    SEQLAB_CHECK(m.head == "token", file, ": ", r.label(), " head: expected token (or auto) for the ", data.task,
+                 " task, got '", m.head, "'");
+    SEQLAB_CHECK(!m.revin, file, ": ", r.label(), " revin: expected false for the ", data.task,
+                 " task (RevIN normalises series, not tokens)");
+  } else {
+    SEQLAB_CHECK(m.head != "token", file, ": ", r.label(), " head: expected last or flatten for the ", data.task,
+                 " task, got 'token'");
+  }
+  m.args = nn::LayerArgs(where);
+  for (const auto& key : r.rest()) {
+    const toml::value& v = r.table()->at(key);
+    if (v.is_integer()) m.args.set(key, static_cast<int64_t>(v.as_integer()));
+    else if (v.is_floating()) m.args.set(key, v.as_floating());
+    else if (v.is_boolean()) m.args.set(key, v.as_boolean());
+    else if (v.is_string()) m.args.set(key, v.as_string().str);
+    else r.fail(key, "a number, a boolean or a string (a " + m.type + " option)", &v);
+  }
+  // Build one layer now so that an unknown or invalid option fails at load time, not mid-run; the
+  // default generator is restored so loading a config draws no random numbers.
+  auto saved = default_generator().state();
+  try {
+    nn::LayerArgs probe = m.args;
+    nn::make_layer(m.type, m.d_model, probe);
+  } catch (const Error& e) {
+    default_generator().set_state(saved);
+    std::string msg = e.what();
+    if (msg.rfind(where, 0) == 0) throw;
+    throw Error(str(where, ": ", msg));
+  }
+  default_generator().set_state(saved);
+  return m;
+}
+
+void read_optim(Reader& r, OptimConfig& o) {
+  o.name = r.get_string("name", o.name, {"sgd", "adam", "adamw"});
+  o.lr = r.get_double("lr", o.lr, 0.0, HUGE_VAL, true);
+  o.weight_decay = r.get_double("weight_decay", o.weight_decay, 0.0);
+  o.momentum = r.get_double("momentum", o.momentum, 0.0, 1.0);
+  o.nesterov = r.get_bool("nesterov", o.nesterov);
+  o.betas = r.get_doubles("betas", o.betas, 2, "an array of 2 numbers [beta1, beta2] in [0, 1)");
+  for (double b : o.betas)
+    if (!(b >= 0 && b < 1)) r.fail("betas", "an array of 2 numbers [beta1, beta2] in [0, 1)", r.table() ? &r.table()->at("betas") : nullptr);
+  o.eps = r.get_double("eps", o.eps, 0.0, HUGE_VAL, true);
+  o.schedule = r.get_string("schedule", o.schedule, {"constant", "step", "cosine"});
+  o.warmup_steps = r.get_int("warmup_steps", o.warmup_steps, 0);
+  o.min_lr_ratio = r.get_double("min_lr_ratio", o.min_lr_ratio, 0.0, 1.0);
+  o.step_size = r.get_int("step_size", o.step_size, 1);
+  o.gamma = r.get_double("gamma", o.gamma, 0.0, HUGE_VAL, true);
+  o.grad_clip = r.get_double("grad_clip", o.grad_clip, 0.0);
+  r.finish();
+}
+
+void read_train(Reader& r, TrainConfig& t) {
+  t.epochs = r.get_int("epochs", t.epochs, 1);
+  t.batch_size = r.get_int("batch_size", t.batch_size, 1);
+  t.eval_batch_size = r.get_int("eval_batch_size", t.eval_batch_size, 1);
+  t.seed = static_cast<uint64_t>(r.get_int("seed", static_cast<int64_t>(t.seed), 0));
+  t.patience = r.get_int("patience", t.patience, 0);
+  t.threads = r.get_int("threads", t.threads, 0, 1024);
+  t.max_steps = r.get_int("max_steps", t.max_steps, 0);
+  t.checkpoint_every = r.get_int("checkpoint_every", t.checkpoint_every, 0);
+  t.prefetch = r.get_int("prefetch", t.prefetch, 0, 64);
+  r.finish();
+}
+
+Config build(const std::string& name, toml::value root, const std::vector<std::string>& overrides) {
+  Config c;
+  c.file = name;
+  SEQLAB_CHECK(root.is_table(), name, ": expected a TOML table at the top level");
+  Overridden overridden;
+  for (const auto& o : overrides) apply_override(name, root, o, overridden);
+  const toml::table& top = root.as_table();
+  for (const auto& [k, v] : top)
+    SEQLAB_CHECK(std::find(kSections.begin(), kSections.end(), k) != kSections.end(), name, ": unknown section [", k,
+                 "] (valid: [data], [model], [[models]], [optim], [train], [output])");
+  auto over = [&](const std::string& label) -> const std::set<std::string>* {
+    auto it = overridden.find(label);
+    return it == overridden.end() ? nullptr : &it->second;
+  };
+
+  Reader data(name, "[data]", table_of(name, top, "data"), over("[data]"));
+  read_data(name, data, c.data);
+
+  const toml::table* model = table_of(name, top, "model");
+  auto ms = top.find("models");
+  if (ms != top.end()) {
+    SEQLAB_CHECK(ms->second.is_array() && !ms->second.as_array().empty(), name,
+                 ": [[models]] must be a non-empty array of tables");
+    c.multi = true;
+    std::set<std::string> names;
+    const auto& arr = ms->second.as_array();
+    for (size_t i = 0; i < arr.size(); ++i) {
+      std::string label = str("[[models]] #", i + 1);
+      SEQLAB_CHECK(arr[i].is_table(), name, ": ", label, " must be a table");
+      // An entry inherits every key of [model] and overrides some.
+      toml::table merged = model ? *model : toml::table{};
+      for (const auto& [k, v] : arr[i].as_table()) merged[k] = v;
+      Reader r(name, label, &merged, over(label));
+      c.models.push_back(read_model(name, r, str(name, " ", label), c.data));
+      SEQLAB_CHECK(names.insert(c.models.back().name).second, name, ": ", label, " name: '", c.models.back().name,
+                   "' is used by an earlier entry (names must be unique: each names a run subdirectory)");
+    }
+  } else {
+    Reader r(name, "[model]", model, over("[model]"));
+    c.models.push_back(read_model(name, r, name + " [model]", c.data));
+  }
+
+  Reader optim(name, "[optim]", table_of(name, top, "optim"), over("[optim]"));
+  read_optim(optim, c.optim);
+  Reader train(name, "[train]", table_of(name, top, "train"), over("[train]"));
+  read_train(train, c.train);
+  Reader output(name, "[output]", table_of(name, top, "output"), over("[output]"));
+  c.output.dir = output.get_string("dir", "runs/" + fs::path(name).stem().string());
+  output.finish();
+  SEQLAB_CHECK(!c.output.dir.empty(), name, ": [output] dir: expected a non-empty path");
+  c.output.dir = resolve_path(c.output.dir);
+  return c;
+}
+
+void emit_model(std::ostringstream& os, const ModelConfig& m) {
+  os << "name = " << quote(m.name) << "\n";
+  os << "type = " << quote(m.type) << "\n";
+  os << "d_model = " << m.d_model << "\n";
+  os << "n_layers = " << m.n_layers << "\n";
+  os << "revin = " << (m.revin ? "true" : "false") << "\n";
+  os << "head = " << quote(m.head) << "\n";
+  os << "norm = " << quote(m.norm) << "\n";
+  os << "dropout = " << format_double(m.dropout) << "\n";
+  for (const auto& [k, v] : m.args.values()) {
+    os << k << " = ";
+    if (auto* i = std::get_if<int64_t>(&v)) os << *i;
+    else if (auto* d = std::get_if<double>(&v)) os << format_double(*d);
+    else if (auto* b = std::get_if<bool>(&v)) os << (*b ? "true" : "false");
+    else os << quote(std::get<std::string>(v));
+    os << "\n";
+  }
+}
+
+std::string emit(const Config& c, const std::vector<size_t>& models, bool multi, const std::string& dir) {
+  std::ostringstream os;
+  const DataConfig& d = c.data;
+  os << "# resolved from " << c.file << ": every key with the value used (docs/CONFIG.md)\n\n";
+  os << "[data]\n";
+  os << "task = " << quote(d.task) << "\n";
+  os << "path = " << quote(d.path) << "\n";
+  os << "dataset = " << quote(d.dataset) << "\n";
+  os << "split = " << quote(d.split) << "\n";
+  os << "ratios = [" << format_double(d.ratios[0]) << ", " << format_double(d.ratios[1]) << ", "
+     << format_double(d.ratios[2]) << "]\n";
+  os << "features = " << quote(d.features) << "\n";
+  os << "target = " << quote(d.target) << "\n";
+  os << "seq_len = " << d.seq_len << "\n";
+  os << "pred_len = " << d.pred_len << "\n";
+  os << "scale = " << (d.scale ? "true" : "false") << "\n";
+  os << "n_train_batches = " << d.n_train_batches << "\n";
+  os << "n_eval_batches = " << d.n_eval_batches << "\n";
+  os << "rows = " << d.rows << "\n";
+  os << "channels = " << d.channels << "\n";
+  os << "noise = " << format_double(d.noise) << "\n";
+  os << "ar = " << format_double(d.ar) << "\n";
+  os << "data_seed = " << d.data_seed << "\n";
+  for (size_t i : models) {
+    os << (multi ? "\n[[models]]\n" : "\n[model]\n");
+    emit_model(os, c.models[i]);
+  }
+  const OptimConfig& o = c.optim;
+  os << "\n[optim]\n";
+  os << "name = " << quote(o.name) << "\n";
+  os << "lr = " << format_double(o.lr) << "\n";
+  os << "weight_decay = " << format_double(o.weight_decay) << "\n";
+  os << "momentum = " << format_double(o.momentum) << "\n";
+  os << "nesterov = " << (o.nesterov ? "true" : "false") << "\n";
+  os << "betas = [" << format_double(o.betas[0]) << ", " << format_double(o.betas[1]) << "]\n";
+  os << "eps = " << format_double(o.eps) << "\n";
+  os << "schedule = " << quote(o.schedule) << "\n";
+  os << "warmup_steps = " << o.warmup_steps << "\n";
+  os << "min_lr_ratio = " << format_double(o.min_lr_ratio) << "\n";
+  os << "step_size = " << o.step_size << "\n";
+  os << "gamma = " << format_double(o.gamma) << "\n";
+  os << "grad_clip = " << format_double(o.grad_clip) << "\n";
+  const TrainConfig& t = c.train;
+  os << "\n[train]\n";
+  os << "epochs = " << t.epochs << "\n";
+  os << "batch_size = " << t.batch_size << "\n";
+  os << "eval_batch_size = " << t.eval_batch_size << "\n";
+  os << "seed = " << t.seed << "\n";
+  os << "patience = " << t.patience << "\n";
+  os << "threads = " << t.threads << "\n";
+  os << "max_steps = " << t.max_steps << "\n";
+  os << "checkpoint_every = " << t.checkpoint_every << "\n";
+  os << "prefetch = " << t.prefetch << "\n";
+  os << "\n[output]\n";
+  os << "dir = " << quote(dir) << "\n";
+  return os.str();
+}
+
+}  // namespace
+
+nn::ModelOptions ModelConfig::options(const DataConfig& data, int64_t in_channels, int64_t out_channels,
+                                      int64_t vocab) const {
+  nn::ModelOptions o;
+  o.layer = type;
+  o.layer_args = args;
+  o.in_channels = in_channels;
+  o.vocab_size = vocab;
+  o.d_model = d_model;
+  o.n_layers = n_layers;
+  o.seq_len = data.seq_len;
+  o.pred_len = data.pred_len;
+  o.out_channels = out_channels;
+  o.head = head;
+  o.norm = norm;
+  o.dropout = dropout;
+  o.revin = revin;
+  return o;
+}
+
+const std::vector<std::string>& task_names() { return kTasks; }
+
+Config parse_config(const std::string& text, const std::string& name, const std::vector<std::string>& overrides) {
+  toml::value root;
+  try {
+    std::istringstream in(text);
+    root = toml::parse(in, name);
+  } catch (const toml::exception& e) {
+    throw Error(str(name, ": TOML syntax error: ", e.what()));
+  }
+  return build(name, std::move(root), overrides);
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  SEQLAB_CHECK(in, path, ": cannot open the config file (", resolve_path(path), ")");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path, overrides);
+}
+
+std::string to_toml(const Config& config) {
+  std::vector<size_t> all;
+  for (size_t i = 0; i < config.models.size(); ++i) all.push_back(i);
+  return emit(config, all, config.multi, config.output.dir);
+}
+
+std::string to_toml_single(const Config& config, size_t index, const std::string& dir) {
+  return emit(config, {index}, false, dir);
+}
+
+}  // namespace seqlab::app

@@ -1,0 +1,115 @@
+// Run configs: a TOML file (toml11) with the sections [data], [model] or [[models]], [optim],
+// [train] and [output], read into plain structs with every key defaulted and checked. Errors are
+// seqlab::Error naming the file, the section and key and what was expected, e.g.
+//   configs/x.toml: [train] batch_size: expected an integer >= 1, got -3
+// docs/CONFIG.md documents every key; to_toml() writes the resolved config back (config.resolved.toml).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "layers/model.h"
+#include "layers/options.h"
+
+namespace seqlab::app {
+
+struct DataConfig {
+  std::string task = "forecast";  // forecast | selective-copying | induction-heads | sine
+  // forecast
+  std::string path = "data/ETTh1.csv";  // resolved to an absolute path when loaded
+  std::string dataset = "data";         // HDF5 sources: the 2-D dataset to read
+  std::string split = "ett-hour";       // ett-hour | ett-minute | ratio
+  std::vector<double> ratios = {0.7, 0.1, 0.2};  // ratio split: train, val, test
+  std::string features = "M";           // M | S | MS
+  std::string target = "OT";
+  int64_t seq_len = 96;  // T; token tasks: the sequence length
+  int64_t pred_len = 96;  // P; sine: the forecast horizon
+  bool scale = true;
+  // token tasks (selective-copying, induction-heads; vocabulary 16, fixed by data/synthetic.h)
+  int64_t n_train_batches = 200;  // training batches per epoch (a fresh stream, never repeated)
+  int64_t n_eval_batches = 8;     // validation and test batches each (fixed sets)
+  // sine (a synthetic series through the forecasting path, ratio split)
+  int64_t rows = 2000;
+  int64_t channels = 3;
+  double noise = 0.1;        // std of the AR(1) noise innovations
+  double ar = 0.5;           // AR(1) coefficient of the noise
+  uint64_t data_seed = 1234; // generates synthetic data (independent of [train] seed)
+
+  bool is_token_task() const { return task == "selective-copying" || task == "induction-heads"; }
+};
+
+struct ModelConfig {
+  std::string name;               // [[models]] name (defaults to type), the run subdirectory
+  std::string type = "lstm";      // registry name
+  int64_t d_model = 64;
+  int64_t n_layers = 2;
+  bool revin = false;
+  std::string head = "auto";      // auto (last, or token for token tasks) | last | flatten | token
+  std::string norm = "layernorm"; // layernorm | rmsnorm
+  double dropout = 0.0;
+  nn::LayerArgs args;             // every other key; where() = "<file> [model]" or "... [[models]] #i"
+
+  /// ModelOptions for a series with `in_channels` inputs (vocab 0) or a token task (vocab > 0).
+  nn::ModelOptions options(const DataConfig& data, int64_t in_channels, int64_t out_channels,
+                           int64_t vocab) const;
+};
+
+struct OptimConfig {
+  std::string name = "adamw";  // sgd | adam | adamw
+  double lr = 1e-3;
+  double weight_decay = 0.01;
+  double momentum = 0.9;       // sgd
+  bool nesterov = false;       // sgd
+  std::vector<double> betas = {0.9, 0.999};  // adam, adamw
+  double eps = 1e-8;
+  std::string schedule = "constant";  // constant | step | cosine
+  int64_t warmup_steps = 0;    // cosine
+  double min_lr_ratio = 0.0;   // cosine
+  int64_t step_size = 1000;    // step
+  double gamma = 0.1;          // step
+  double grad_clip = 1.0;      // max global gradient norm; 0 = off
+};
+
+struct TrainConfig {
+  int64_t epochs = 10;
+  int64_t batch_size = 32;
+  int64_t eval_batch_size = 256;
+  uint64_t seed = 0;
+  int64_t patience = 3;         // early stopping on val loss; 0 = off
+  int64_t threads = 0;          // 0: all cores (or --threads)
+  int64_t max_steps = 0;        // per-epoch step cap; 0 = the whole training set
+  int64_t checkpoint_every = 0; // also write checkpoint-last.h5 every N steps; 0 = epoch ends only
+  int64_t prefetch = 2;         // batches the loader prepares ahead
+};
+
+struct OutputConfig {
+  std::string dir;  // run directory; default runs/<config file stem>; resolved to an absolute path
+};
+
+struct Config {
+  std::string file;                 // the config file as named on the command line
+  DataConfig data;
+  std::vector<ModelConfig> models;  // [model]: one; [[models]]: every entry
+  bool multi = false;               // true when the file lists [[models]]
+  OptimConfig optim;
+  TrainConfig train;
+  OutputConfig output;
+};
+
+/// Reads and checks `path`, applying `overrides` ("section.key=value", value parsed as TOML, or
+/// taken as a string when it does not parse) in order. Relative paths resolve against the current
+/// directory. Throws seqlab::Error naming the file and key.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+/// Same, from TOML text; `name` stands for the file in messages and the default output dir.
+Config parse_config(const std::string& text, const std::string& name,
+                    const std::vector<std::string>& overrides = {});
+
+/// The resolved config as TOML: every key with its value ([[models]] when multi).
+std::string to_toml(const Config& config);
+/// The resolved config of model `index` alone, as a [model] config writing to `dir`.
+std::string to_toml_single(const Config& config, size_t index, const std::string& dir);
+
+/// The accepted values of [data] task, [data] split, [optim] name, [optim] schedule.
+const std::vector<std::string>& task_names();
+
+}  // namespace seqlab::app

@@ -1,0 +1,720 @@
+// The training loop: seeded model, optimizer and schedule from the config; each epoch trains on at
+// most max_steps batches, evaluates on every validation and test example under NoGradGuard, keeps
+// the best-validation checkpoint and stops after `patience` epochs without improvement. A resumed
+// run restores parameters, optimizer moments, the default generator and the loader position, so it
+// takes exactly the steps the uninterrupted run would have taken.
+#include "apps/trainer.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <sstream>
+
+#include "apps/checkpoint.h"
+#include "autograd/ops.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "core/random.h"
+#include "data/forecast.h"
+#include "data/loader.h"
+#include "data/synthetic.h"
+#include "layers/model.h"
+#include "optim/adam.h"
+#include "optim/clip.h"
+#include "optim/schedule.h"
+#include "optim/sgd.h"
+
+extern char** environ;
+
+namespace seqlab::app {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data: a forecasting split (ETT/CSV/HDF5 or the sine series) or a token task.
+
+struct TaskData {
+  bool token = false;
+  data::ForecastData fc;                    // forecasting
+  int64_t in_channels = 0, out_channels = 0;
+  std::unique_ptr<data::TokenTask> task;    // token tasks
+  std::vector<data::Batch> val_batches, test_batches;
+};
+
+TaskData make_data(const Config& c) {
+  const DataConfig& d = c.data;
+  TaskData td;
+  try {
+    if (d.is_token_task()) {
+      td.token = true;
+      td.task = data::make_token_task(d.task == "selective-copying" ? "selective_copy" : "induction_heads", d.seq_len);
+      // Validation and test are fixed sets drawn from streams of their own.
+      for (int64_t i = 0; i < d.n_eval_batches; ++i) {
+        td.val_batches.push_back(td.task->batch(c.train.eval_batch_size, d.data_seed + 1, i));
+        td.test_batches.push_back(td.task->batch(c.train.eval_batch_size, d.data_seed + 2, i));
+      }
+      return td;
+    }
+    data::Series s = d.task == "sine"
+                         ? data::sine_series({.rows = d.rows, .channels = d.channels, .noise = d.noise, .ar = d.ar,
+                                              .seed = d.data_seed})
+                         : data::read_series(d.path, d.dataset);
+    data::ForecastOptions fo;
+    fo.seq_len = d.seq_len;
+    fo.pred_len = d.pred_len;
+    fo.features = data::parse_features(d.features);
+    fo.target = d.target;
+    fo.scale = d.scale;
+    std::string split = d.task == "sine" ? "ratio" : d.split;
+    fo.split.kind = split == "ett-hour" ? data::SplitKind::ett_hour
+                    : split == "ett-minute" ? data::SplitKind::ett_minute
+                                            : data::SplitKind::ratio;
+    fo.split.train = d.ratios[0];
+    fo.split.val = d.ratios[1];
+    fo.split.test = d.ratios[2];
+    td.fc = data::make_forecast_data(s, fo);
+    td.in_channels = td.fc.train->input_channels();
+    td.out_channels = td.fc.train->output_channels();
+  } catch (const Error& e) {
+    throw Error(str(c.file, ": [data]: ", e.what()));
+  }
+  return td;
+}
+
+std::unique_ptr<optim::Optimizer> make_optimizer(const Config& c, const nn::Module& m) {
+  const OptimConfig& o = c.optim;
+  try {
+    if (o.name == "sgd")
+      return std::make_unique<optim::SGD>(
+          m.named_parameters(),
+          optim::SGDOptions{.lr = o.lr, .momentum = o.momentum, .nesterov = o.nesterov, .weight_decay = o.weight_decay});
+    optim::AdamOptions a{.lr = o.lr, .beta1 = o.betas[0], .beta2 = o.betas[1], .eps = o.eps, .weight_decay = o.weight_decay};
+    if (o.name == "adam") return std::make_unique<optim::Adam>(m.named_parameters(), a);
+    return std::make_unique<optim::AdamW>(m.named_parameters(), a);
+  } catch (const Error& e) {
+    throw Error(str(c.file, ": [optim]: ", e.what()));
+  }
+}
+
+std::shared_ptr<nn::SequenceModel> make_model(const Config& c, const ModelConfig& mc, const TaskData& td) {
+  try {
+    nn::ModelOptions mo = td.token ? mc.options(c.data, 0, 0, td.task->vocab_size())
+                                   : mc.options(c.data, td.in_channels, td.out_channels, 0);
+    return std::make_shared<nn::SequenceModel>(std::move(mo));
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    if (msg.rfind(mc.args.where(), 0) == 0) throw;
+    throw Error(str(mc.args.where(), ": ", msg));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loss and evaluation.
+
+Tensor token_loss(const Tensor& logits, const Tensor& y) {
+  const int64_t B = logits.size(0), T = logits.size(1), V = logits.size(2);
+  return cross_entropy(reshape(logits, {B * T, V}), y.view({B * T}), data::kIgnoreIndex);
+}
+
+struct EvalStats {
+  double loss = 0, mse = kNaN, mae = kNaN, acc = -1;
+};
+
+EvalStats eval_forecast(nn::SequenceModel& m, const std::shared_ptr<data::ForecastDataset>& ds, int64_t bs) {
+  NoGradGuard ng;
+  m.eval();
+  data::Loader loader(ds, data::LoaderOptions::eval(bs));
+  loader.reset(0);
+  data::Batch b;
+  double sse = 0, sae = 0;
+  int64_t n = 0;
+  while (loader.next(b)) {
+    Tensor pred = m.forward(b.x);
+    const float* p = pred.data<float>();
+    const float* y = b.y.data<float>();
+    const int64_t k = b.y.numel();
+    SEQLAB_CHECK(pred.numel() == k, "eval: prediction ", to_string(pred.shape()), " vs target ", to_string(b.y.shape()));
+    for (int64_t i = 0; i < k; ++i) {
+      double e = static_cast<double>(p[i]) - static_cast<double>(y[i]);
+      sse += e * e;
+      sae += std::abs(e);
+    }
+    n += k;
+  }
+  m.train();
+  EvalStats s;
+  s.mse = sse / static_cast<double>(n);
+  s.mae = sae / static_cast<double>(n);
+  s.loss = s.mse;
+  return s;
+}
+
+EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batches) {
+  NoGradGuard ng;
+  m.eval();
+  double loss_sum = 0;
+  int64_t scored = 0, correct = 0;
+  for (const auto& b : batches) {
+    Tensor logits = m.forward(b.x);  // (B, T, V)
+    const int64_t V = logits.size(2);
+    const float* l = logits.data<float>();
+    const int32_t* y = b.y.data<int32_t>();
+    int64_t here = 0;
+    for (int64_t i = 0; i < b.y.numel(); ++i) {
+      if (y[i] == data::kIgnoreIndex) continue;
+      const float* row = l + i * V;
+      int64_t best = 0;
+      for (int64_t v = 1; v < V; ++v)
+        if (row[v] > row[best]) best = v;
+      correct += best == y[i];
+      ++here;
+    }
+    if (here > 0) loss_sum += token_loss(logits, b.y).item() * static_cast<double>(here);
+    scored += here;
+  }
+  m.train();
+  EvalStats s;
+  s.loss = loss_sum / static_cast<double>(std::max<int64_t>(scored, 1));
+  s.mse = s.loss;
+  s.acc = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(scored, 1));
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress: a bar redrawn in place on a terminal, nothing otherwise (the epoch lines are logged).
+
+class Progress {
+ public:
+  Progress(bool enabled, std::string model, int64_t epochs, int64_t steps)
+      : on_(enabled), model_(std::move(model)), epochs_(epochs), steps_(steps) {}
+  void start_epoch(int64_t first_step) {
+    t0_ = Clock::now();
+    first_ = first_step;
+    last_draw_ = {};
+  }
+  void update(int64_t epoch, int64_t step, double loss) {
+    if (!on_) return;
+    auto now = Clock::now();
+    if (step < steps_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    double el = seconds_since(t0_);
+    double rate = el > 0 ? static_cast<double>(step - first_) / el : 0;
+    int64_t eta = rate > 0 ? static_cast<int64_t>(static_cast<double>(steps_ - step) / rate) : 0;
+    const int width = 24;
+    int fill = static_cast<int>(width * step / std::max<int64_t>(steps_, 1));
+    std::string bar(static_cast<size_t>(fill), '#');
+    bar.resize(width, '-');
+    std::fprintf(stderr, "\r[%s] epoch %lld/%lld [%s] %lld/%lld loss %.5f %.1f steps/s ETA %lld:%02lld\x1b[K",
+                 model_.c_str(), static_cast<long long>(epoch + 1), static_cast<long long>(epochs_), bar.c_str(),
+                 static_cast<long long>(step), static_cast<long long>(steps_), loss, rate,
+                 static_cast<long long>(eta / 60), static_cast<long long>(eta % 60));
+    std::fflush(stderr);
+  }
+  void clear() {
+    if (!on_) return;
+    std::fprintf(stderr, "\r\x1b[K");
+    std::fflush(stderr);
+  }
+
+ private:
+  bool on_;
+  std::string model_;
+  int64_t epochs_, steps_, first_ = 0;
+  Clock::time_point t0_{}, last_draw_{};
+};
+
+// ---------------------------------------------------------------------------------------------
+// Results.
+
+const char* kMetricNames[] = {"train_loss", "val_loss", "val_mse", "val_mae", "test_mse", "test_mae", "seconds",
+                              "eval_seconds", "lr"};
+
+// First epoch with the lowest validation loss (-1 when none).
+int64_t best_epoch(const Metrics& m) {
+  auto it = m.find("val_loss");
+  if (it == m.end() || it->second.empty()) return -1;
+  int64_t best = 0;
+  for (size_t i = 1; i < it->second.size(); ++i)
+    if (it->second[i] < it->second[static_cast<size_t>(best)]) best = static_cast<int64_t>(i);
+  return best;
+}
+
+double at(const Metrics& m, const char* key, int64_t i) {
+  auto it = m.find(key);
+  if (it == m.end() || i < 0 || i >= static_cast<int64_t>(it->second.size())) return kNaN;
+  return it->second[static_cast<size_t>(i)];
+}
+
+RunResult result_from(const std::string& name, int64_t params, const Metrics& m, int64_t steps, bool token) {
+  RunResult r;
+  r.model = name;
+  r.params = params;
+  auto sec = m.find("seconds");
+  r.epochs = sec == m.end() ? 0 : static_cast<int64_t>(sec->second.size());
+  if (sec != m.end())
+    for (double s : sec->second) r.train_seconds += s;
+  r.step_ms = steps > 0 ? 1000.0 * r.train_seconds / static_cast<double>(steps) : 0;
+  r.peak_rss_mib = peak_rss_mib();
+  int64_t b = best_epoch(m);
+  r.val_mse = at(m, "val_mse", b);
+  r.test_mse = at(m, "test_mse", b);
+  r.test_mae = token ? kNaN : at(m, "test_mae", b);
+  r.test_acc = token ? at(m, "test_acc", b) : -1;
+  return r;
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+std::string time_str(double s) {
+  auto t = static_cast<int64_t>(s + 0.5);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%lld:%02lld", static_cast<long long>(t / 60), static_cast<long long>(t % 60));
+  return buf;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoint state of a run.
+
+struct RunState {
+  int64_t epoch = 0, batch = 0, global_step = 0, bad_epochs = 0;
+  bool done = false;
+  double best_val = std::numeric_limits<double>::infinity();
+  double loss_sum = 0;       // running train loss of the current epoch
+  int64_t loss_count = 0;
+  double epoch_seconds = 0;  // training time of the current epoch so far
+  double peak_rss = 0;       // MiB, the highest of the processes that worked on this run
+  Metrics metrics;
+};
+
+Checkpoint make_checkpoint(const nn::Module& model, const optim::Optimizer& opt, const TaskData& td, const RunState& s) {
+  Checkpoint c;
+  c.params = model.state_dict();
+  c.optim = opt.state_dict();
+  if (!td.token && td.fc.scaler.fitted()) c.scaler = td.fc.scaler.state();
+  c.rng = default_generator().state();
+  c.counters = {{"epoch", s.epoch},           {"batch", s.batch},
+                {"global_step", s.global_step}, {"bad_epochs", s.bad_epochs},
+                {"done", s.done ? 1 : 0},      {"loss_count", s.loss_count}};
+  c.values = {{"best_val_loss", s.best_val}, {"loss_sum", s.loss_sum}, {"epoch_seconds", s.epoch_seconds},
+              {"peak_rss_mib", std::max(s.peak_rss, peak_rss_mib())}};
+  c.metrics = s.metrics;
+  return c;
+}
+
+int64_t counter(const Checkpoint& c, const std::string& path, const char* key) {
+  auto it = c.counters.find(key);
+  SEQLAB_CHECK(it != c.counters.end(), path, ": checkpoint has no counter '", key, "'");
+  return it->second;
+}
+
+RunState restore(const Checkpoint& c, const std::string& path, nn::Module& model, optim::Optimizer& opt) {
+  RunState s;
+  s.epoch = counter(c, path, "epoch");
+  s.batch = counter(c, path, "batch");
+  s.global_step = counter(c, path, "global_step");
+  s.bad_epochs = counter(c, path, "bad_epochs");
+  s.done = counter(c, path, "done") != 0;
+  s.loss_count = counter(c, path, "loss_count");
+  s.best_val = c.values.at("best_val_loss");
+  s.loss_sum = c.values.at("loss_sum");
+  s.epoch_seconds = c.values.at("epoch_seconds");
+  if (c.values.count("peak_rss_mib")) s.peak_rss = c.values.at("peak_rss_mib");
+  s.metrics = c.metrics;
+  try {
+    model.load_state_dict(c.params);
+    opt.load_state_dict(c.optim);
+  } catch (const Error& e) {
+    throw Error(str(path, ": does not match the config's model or optimizer: ", e.what()));
+  }
+  default_generator().set_state(c.rng);
+  return s;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+RunResult train_model(const Config& c, size_t index, const std::string& dir_str, const RunOptions& opt) {
+  const ModelConfig& mc = c.models.at(index);
+  const fs::path dir(dir_str);
+  fs::create_directories(dir);
+  set_num_threads(opt.threads >= 0 ? opt.threads : static_cast<int>(c.train.threads));
+
+  const std::string resolved = to_toml_single(c, index, dir.string());
+  const fs::path last_path = dir / "checkpoint-last.h5", best_path = dir / "checkpoint-best.h5";
+  const bool resuming = opt.resume && fs::exists(last_path);
+  if (resuming && fs::exists(dir / "config.resolved.toml")) {
+    std::ifstream in(dir / "config.resolved.toml");
+    std::stringstream old;
+    old << in.rdbuf();
+    if (old.str() != resolved)
+      spdlog::warn("[{}] {}: the config differs from the one the run started with; the result may differ from an "
+                   "uninterrupted run", mc.name, (dir / "config.resolved.toml").string());
+  }
+  if (opt.resume && !resuming) spdlog::info("[{}] no {} yet: starting from scratch", mc.name, last_path.string());
+  if (!opt.resume && fs::exists(last_path))
+    spdlog::warn("[{}] {} exists: starting over (use --resume to continue it)", mc.name, last_path.string());
+  write_text_atomic(dir / "config.resolved.toml", resolved);
+  spdlog::info("[{}] config (resolved):\n{}", mc.name, resolved);
+
+  TaskData td = make_data(c);
+  manual_seed(c.train.seed);
+  auto model = make_model(c, mc, td);
+  const int64_t n_params = model->num_parameters();
+  spdlog::info("[{}] {} parameters, {} threads", mc.name, n_params, num_threads());
+
+  auto optimizer = make_optimizer(c, *model);
+  const double base_lr = c.optim.lr;
+
+  // Steps per epoch: the whole training set (or n_train_batches), capped by max_steps.
+  std::unique_ptr<data::Loader> loader;
+  int64_t steps_per_epoch;
+  if (td.token) {
+    steps_per_epoch = c.data.n_train_batches;
+  } else {
+    data::LoaderOptions lo = data::LoaderOptions::train(c.train.batch_size, c.train.seed);
+    lo.prefetch = c.train.prefetch > 0;
+    loader = std::make_unique<data::Loader>(td.fc.train, lo);
+    steps_per_epoch = loader->num_batches();
+    SEQLAB_CHECK(steps_per_epoch > 0, c.file, ": [train] batch_size: expected at most the ", td.fc.train->size(),
+                 " training windows, got ", c.train.batch_size);
+  }
+  if (c.train.max_steps > 0) steps_per_epoch = std::min(steps_per_epoch, c.train.max_steps);
+  const int64_t total_steps = steps_per_epoch * c.train.epochs;
+
+  optim::ScheduleOptions so;
+  so.name = c.optim.schedule;
+  so.step_size = c.optim.step_size;
+  so.gamma = c.optim.gamma;
+  so.warmup_steps = c.optim.warmup_steps;
+  so.total_steps = total_steps;
+  so.min_lr_ratio = c.optim.min_lr_ratio;
+  if (so.name == "cosine")
+    SEQLAB_CHECK(so.warmup_steps < total_steps, c.file, ": [optim] warmup_steps: expected fewer than the ",
+                 total_steps, " training steps (epochs x steps per epoch), got ", so.warmup_steps);
+  std::unique_ptr<optim::Schedule> schedule;
+  try {
+    schedule = std::make_unique<optim::Schedule>(so);
+  } catch (const Error& e) {
+    throw Error(str(c.file, ": [optim]: ", e.what()));
+  }
+
+  RunState st;
+  if (resuming) {
+    st = restore(load_checkpoint(last_path), last_path.string(), *model, *optimizer);
+    spdlog::info("[{}] resumed from {}: epoch {}, batch {}, step {}", mc.name, last_path.string(), st.epoch + 1,
+                 st.batch, st.global_step);
+  } else {
+    for (const char* k : kMetricNames) st.metrics[k];
+    if (td.token) st.metrics["val_acc"], st.metrics["test_acc"];
+    std::error_code ec;
+    fs::remove(best_path, ec);
+  }
+
+  Progress progress(!opt.quiet && isatty(fileno(stderr)), mc.name, c.train.epochs, steps_per_epoch);
+  model->train();
+  data::Batch batch;
+  for (; !st.done && st.epoch < c.train.epochs; ++st.epoch) {
+    if (loader) {
+      if (st.batch > 0) loader->load_state({st.epoch, st.batch});
+      else loader->reset(st.epoch);
+    }
+    progress.start_epoch(st.batch);
+    auto t_epoch = Clock::now();
+    double lr = base_lr * schedule->lr_at(st.global_step);
+    while (st.batch < steps_per_epoch) {
+      if (td.token) batch = td.task->batch(c.train.batch_size, c.data.data_seed, st.global_step);
+      else if (!loader->next(batch)) break;
+      lr = base_lr * schedule->lr_at(st.global_step);
+      optimizer->set_lr(lr);
+      optimizer->zero_grad();
+      Tensor out = model->forward(batch.x);
+      Tensor loss = td.token ? token_loss(out, batch.y) : mse_loss(out, batch.y);
+      backward(loss);
+      if (c.optim.grad_clip > 0) optim::clip_grad_norm(model->parameters(), c.optim.grad_clip);
+      optimizer->step();
+      const double l = loss.item();
+      SEQLAB_CHECK(std::isfinite(l), "[", mc.name, "] training diverged: loss ", l, " at epoch ", st.epoch + 1,
+                   ", step ", st.global_step + 1, " (lower [optim] lr or set grad_clip)");
+      st.loss_sum += l;
+      ++st.loss_count;
+      ++st.batch;
+      ++st.global_step;
+      progress.update(st.epoch, st.batch, st.loss_sum / static_cast<double>(st.loss_count));
+      if (opt.stop_after_steps > 0 && st.global_step >= opt.stop_after_steps) {
+        progress.clear();
+        RunResult r;
+        r.model = mc.name;
+        r.params = n_params;
+        return r;  // as if killed here: nothing after the last checkpoint is kept
+      }
+      if (c.train.checkpoint_every > 0 && st.global_step % c.train.checkpoint_every == 0 &&
+          st.batch < steps_per_epoch) {
+        RunState snap = st;
+        snap.epoch_seconds += seconds_since(t_epoch);
+        save_checkpoint(last_path, make_checkpoint(*model, *optimizer, td, snap));
+      }
+    }
+    st.epoch_seconds += seconds_since(t_epoch);
+    progress.clear();
+
+    auto t_eval = Clock::now();
+    EvalStats val = td.token ? eval_tokens(*model, td.val_batches)
+                             : eval_forecast(*model, td.fc.val, c.train.eval_batch_size);
+    EvalStats test = td.token ? eval_tokens(*model, td.test_batches)
+                              : eval_forecast(*model, td.fc.test, c.train.eval_batch_size);
+    Metrics& m = st.metrics;
+    m["train_loss"].push_back(st.loss_sum / static_cast<double>(std::max<int64_t>(st.loss_count, 1)));
+    m["val_loss"].push_back(val.loss);
+    m["val_mse"].push_back(val.mse);
+    m["val_mae"].push_back(val.mae);
+    m["test_mse"].push_back(test.mse);
+    m["test_mae"].push_back(test.mae);
+    m["seconds"].push_back(st.epoch_seconds);
+    m["eval_seconds"].push_back(seconds_since(t_eval));
+    m["lr"].push_back(lr);
+    if (td.token) {
+      m["val_acc"].push_back(val.acc);
+      m["test_acc"].push_back(test.acc);
+    }
+    const bool improved = val.loss < st.best_val;
+    if (improved) {
+      st.best_val = val.loss;
+      st.bad_epochs = 0;
+    } else {
+      ++st.bad_epochs;
+    }
+    if (td.token)
+      spdlog::info("[{}] epoch {}/{}: train_loss {:.5f} val_loss {:.5f} val_acc {:.4f} test_acc {:.4f} lr {:.3g} "
+                   "{:.1f}s{}", mc.name, st.epoch + 1, c.train.epochs, m["train_loss"].back(), val.loss, val.acc,
+                   test.acc, lr, st.epoch_seconds, improved ? " *" : "");
+    else
+      spdlog::info("[{}] epoch {}/{}: train_loss {:.5f} val_mse {:.5f} val_mae {:.5f} test_mse {:.5f} test_mae "
+                   "{:.5f} lr {:.3g} {:.1f}s{}", mc.name, st.epoch + 1, c.train.epochs, m["train_loss"].back(),
+                   val.mse, val.mae, test.mse, test.mae, lr, st.epoch_seconds, improved ? " *" : "");
+
+    const bool stop = c.train.patience > 0 && st.bad_epochs >= c.train.patience;
+    // The state as of the start of the next epoch.
+    RunState next = st;
+    next.epoch = st.epoch + 1;
+    next.batch = 0;
+    next.loss_sum = 0;
+    next.loss_count = 0;
+    next.epoch_seconds = 0;
+    next.done = stop || next.epoch >= c.train.epochs;
+    Checkpoint ck = make_checkpoint(*model, *optimizer, td, next);
+    if (improved) save_checkpoint(best_path, ck);  // before last: a crash in between redoes this epoch
+    save_checkpoint(last_path, ck);
+    write_metrics(dir / "metrics.h5", m);
+    st.batch = 0;
+    st.loss_sum = 0;
+    st.loss_count = 0;
+    st.epoch_seconds = 0;
+    if (stop) {
+      spdlog::info("[{}] early stop: no validation improvement in {} epochs", mc.name, c.train.patience);
+      st.done = true;
+      ++st.epoch;
+      break;
+    }
+  }
+  if (!fs::exists(dir / "metrics.h5")) write_metrics(dir / "metrics.h5", st.metrics);
+
+  RunResult r = result_from(mc.name, n_params, st.metrics, st.global_step, td.token);
+  r.finished = true;
+  r.peak_rss_mib = std::max(r.peak_rss_mib, st.peak_rss);  // a resumed run reports the whole run's peak
+  write_text_atomic(dir / "results.csv", results_csv({r}));
+  write_text_atomic(dir / "results.md", results_md({r}));
+  spdlog::info("[{}] done: {} epochs, {:.1f}s training, {:.2f} ms/step, best val {:.5f}, test_mse {:.5f}", mc.name,
+               r.epochs, r.train_seconds, r.step_ms, r.val_mse, r.test_mse);
+  return r;
+}
+
+RunResult run_train(const Config& c, const RunOptions& opt) {
+  SEQLAB_CHECK(!c.multi, c.file, ": lists [[models]]: use `seqlab compare` (or a config with one [model])");
+  return train_model(c, 0, c.output.dir, opt);
+}
+
+std::vector<RunResult> run_compare(const Config& c, const RunOptions& opt, const std::string& exe,
+                                   const std::vector<std::string>& child_args) {
+  const fs::path dir(c.output.dir);
+  fs::create_directories(dir);
+  write_text_atomic(dir / "config.resolved.toml", to_toml(c));
+  std::vector<RunResult> rows;
+  auto t0 = Clock::now();
+  for (size_t i = 0; i < c.models.size(); ++i) {
+    const ModelConfig& mc = c.models[i];
+    const fs::path sub = dir / mc.name;
+    spdlog::info("compare: model {}/{} '{}' ({}) -> {}", i + 1, c.models.size(), mc.name, mc.type, sub.string());
+    if (exe.empty()) {
+      rows.push_back(train_model(c, i, sub.string(), opt));
+      if (!rows.back().finished) return rows;
+      continue;
+    }
+    // A child process per model: its own peak RSS, and a crash in one model stops only that one.
+    fs::create_directories(sub);
+    const fs::path sub_config = sub / "config.resolved.toml";
+    write_text_atomic(sub_config, to_toml_single(c, i, sub.string()));
+    std::vector<std::string> args = {exe};
+    args.insert(args.end(), child_args.begin(), child_args.end());
+    args.push_back("train");
+    args.push_back(sub_config.string());
+    if (opt.resume) args.push_back("--resume");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    // The child's stdout (its one-row table) is dropped: the combined table is printed at the end.
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    SEQLAB_CHECK(rc == 0, "compare: cannot start ", exe, ": ", std::strerror(rc));
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    SEQLAB_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "compare: model '", mc.name, "' failed (",
+                 WIFEXITED(status) ? str("exit code ", WEXITSTATUS(status)) : str("signal ", WTERMSIG(status)),
+                 "); its run directory is ", sub.string(), "; rerun with --resume to continue");
+    auto r = read_results_csv((sub / "results.csv").string());
+    SEQLAB_CHECK(r.size() == 1, (sub / "results.csv").string(), ": expected one row");
+    if (c.data.is_token_task()) {
+      Metrics m = read_metrics(sub / "metrics.h5");
+      r[0].test_acc = at(m, "test_acc", best_epoch(m));
+    }
+    r[0].finished = true;
+    rows.push_back(r[0]);
+  }
+  write_text_atomic(dir / "results.csv", results_csv(rows));
+  write_text_atomic(dir / "results.md", results_md(rows));
+  spdlog::info("compare: {} models in {} (results in {})", rows.size(), time_str(seconds_since(t0)),
+               (dir / "results.md").string());
+  return rows;
+}
+
+std::vector<EvalRow> run_eval(const std::string& run_dir, const std::string& split, int threads) {
+  SEQLAB_CHECK(split == "val" || split == "test", "eval: --split must be val or test, got '", split, "'");
+  const fs::path dir(run_dir);
+  const fs::path cfg = dir / "config.resolved.toml";
+  SEQLAB_CHECK(fs::is_regular_file(cfg), run_dir, ": not a run directory (no config.resolved.toml)");
+  Config c = load_config(cfg.string());
+  std::vector<EvalRow> rows;
+  if (c.multi) {
+    for (const auto& m : c.models) {
+      auto sub = run_eval((dir / m.name).string(), split, threads);
+      rows.insert(rows.end(), sub.begin(), sub.end());
+    }
+    return rows;
+  }
+  if (threads >= 0 || c.train.threads > 0) set_num_threads(threads >= 0 ? threads : static_cast<int>(c.train.threads));
+  const fs::path best = dir / "checkpoint-best.h5";
+  Checkpoint ck = load_checkpoint(best);
+  TaskData td = make_data(c);
+  manual_seed(c.train.seed);
+  auto model = make_model(c, c.models[0], td);
+  try {
+    model->load_state_dict(ck.params);
+  } catch (const Error& e) {
+    throw Error(str(best.string(), ": does not match ", cfg.string(), ": ", e.what()));
+  }
+  if (!td.token && td.fc.scaler.fitted() && ck.scaler.count("mean")) {
+    // The scaler is refitted from the data; it must be the one the model was trained with.
+    auto a = td.fc.scaler.state().at("mean").to_vector(), b = ck.scaler.at("mean").to_vector();
+    SEQLAB_CHECK(a == b, best.string(), ": the scaler differs from the one refitted on ", c.data.path,
+                 " (did the data change?)");
+  }
+  EvalStats s = td.token ? eval_tokens(*model, split == "val" ? td.val_batches : td.test_batches)
+                         : eval_forecast(*model, split == "val" ? td.fc.val : td.fc.test, c.train.eval_batch_size);
+  rows.push_back({c.models[0].name, s.mse, s.mae, s.acc});
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+std::string results_csv(const std::vector<RunResult>& rows) {
+  std::string s = "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae\n";
+  for (const auto& r : rows)
+    s += str(r.model, ",", r.params, ",", r.epochs, ",", fmt("%.3f", r.train_seconds), ",", fmt("%.3f", r.step_ms), ",",
+             fmt("%.1f", r.peak_rss_mib), ",", fmt("%.9g", r.val_mse), ",", fmt("%.9g", r.test_mse), ",",
+             fmt("%.9g", r.test_mae), "\n");
+  return s;
+}
+
+std::string results_md(const std::vector<RunResult>& rows) {
+  bool token = false;
+  for (const auto& r : rows) token = token || r.test_acc >= 0;
+  std::string s = "| model | params | epochs | train_seconds | step_ms | peak_rss_mib | val_mse | test_mse | test_mae |";
+  s += token ? " test_acc |\n" : "\n";
+  s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|";
+  s += token ? "---:|\n" : "\n";
+  for (const auto& r : rows) {
+    s += str("| ", r.model, " | ", r.params, " | ", r.epochs, " | ", fmt("%.1f", r.train_seconds), " | ",
+             fmt("%.2f", r.step_ms), " | ", fmt("%.1f", r.peak_rss_mib), " | ", fmt("%.4f", r.val_mse), " | ",
+             fmt("%.4f", r.test_mse), " | ", fmt("%.4f", r.test_mae), " |");
+    if (token) s += " " + fmt("%.4f", r.test_acc) + " |";
+    s += "\n";
+  }
+  if (token)
+    s += "\nToken task: val_mse and test_mse hold the cross-entropy (nats per scored token), test_mae is not "
+         "defined (nan), and test_acc is the fraction of scored tokens predicted exactly (argmax), all at the "
+         "epoch with the best validation loss.\n";
+  return s;
+}
+
+std::vector<RunResult> read_results_csv(const std::string& path) {
+  std::ifstream in(path);
+  SEQLAB_CHECK(in, path, ": cannot open");
+  std::string line;
+  std::getline(in, line);
+  std::vector<RunResult> rows;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    SEQLAB_CHECK(f.size() == 9, path, ": expected 9 columns, got ", f.size(), " in '", line, "'");
+    RunResult r;
+    r.model = f[0];
+    r.params = std::stoll(f[1]);
+    r.epochs = std::stoll(f[2]);
+    r.train_seconds = std::stod(f[3]);
+    r.step_ms = std::stod(f[4]);
+    r.peak_rss_mib = std::stod(f[5]);
+    r.val_mse = std::stod(f[6]);
+    r.test_mse = std::stod(f[7]);
+    r.test_mae = std::stod(f[8]);
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+}  // namespace seqlab::app

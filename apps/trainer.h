@@ -1,0 +1,60 @@
+// Training runs from a Config: `seqlab train` (one model), `seqlab compare` (every [[models]] entry
+// on the same data, optimizer, seed and budget, each in its own subdirectory, then one table) and
+// `seqlab eval`. A run directory holds config.resolved.toml, metrics.h5, checkpoint-best.h5,
+// checkpoint-last.h5, results.csv and results.md (docs/CONFIG.md, "Run directory").
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "apps/config.h"
+
+namespace seqlab::app {
+
+struct RunOptions {
+  bool resume = false;          // continue from checkpoint-last.h5 when there is one
+  int threads = -1;             // --threads when given (wins over [train] threads); -1: from the config
+  int64_t stop_after_steps = 0; // tests: return after this many optimizer steps, as if killed
+  bool quiet = false;           // no progress bar, no per-epoch log lines (tests)
+};
+
+/// One row of the results table.
+struct RunResult {
+  std::string model;
+  int64_t params = 0;
+  int64_t epochs = 0;          // epochs completed
+  double train_seconds = 0;    // wall time of the training steps (evaluation excluded)
+  double step_ms = 0;          // train_seconds / steps
+  double peak_rss_mib = 0;     // getrusage ru_maxrss of the process that trained it
+  double val_mse = 0;          // at the best validation epoch (token tasks: cross-entropy)
+  double test_mse = 0;         // at the best validation epoch (token tasks: cross-entropy)
+  double test_mae = 0;         // at the best validation epoch (token tasks: NaN)
+  double test_acc = -1;        // token tasks: token accuracy at the best epoch; -1 otherwise
+  bool finished = false;       // false when stopped by stop_after_steps
+};
+
+/// Trains model `index` of `config` into `dir` (created); writes every file of a run directory.
+RunResult train_model(const Config& config, size_t index, const std::string& dir, const RunOptions& opt);
+/// `seqlab train`: the config's single model into [output] dir.
+RunResult run_train(const Config& config, const RunOptions& opt);
+/// `seqlab compare`: every model in turn into [output] dir/<name>, then results.csv/.md in
+/// [output] dir. With `exe` non-empty each model trains in a child process `exe train ...`
+/// (so peak RSS is per model); otherwise in this process.
+std::vector<RunResult> run_compare(const Config& config, const RunOptions& opt, const std::string& exe = "",
+                                   const std::vector<std::string>& child_args = {});
+/// `seqlab eval`: evaluates checkpoint-best.h5 of a run directory (or of each model of a
+/// comparison) on `split` (val | test); returns one (model, mse, mae, acc) row per model.
+struct EvalRow {
+  std::string model;
+  double mse = 0, mae = 0, acc = -1;
+};
+std::vector<EvalRow> run_eval(const std::string& run_dir, const std::string& split, int threads = -1);
+
+/// The results table: CSV (the columns model,params,...,test_mae) and Markdown (with test_acc
+/// after them for token tasks).
+std::string results_csv(const std::vector<RunResult>& rows);
+std::string results_md(const std::vector<RunResult>& rows);
+/// Reads a results.csv written by results_csv.
+std::vector<RunResult> read_results_csv(const std::string& path);
+
+}  // namespace seqlab::app

@@ -1,0 +1,177 @@
+// apps/config: defaults, the resolved round trip, --set overrides, and every kind of bad config
+// giving one clear error that names the file, the table and the key.
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+
+#include "apps/config.h"
+#include "core/error.h"
+#include "testing.h"
+
+using namespace seqlab;
+using namespace seqlab::app;
+
+namespace {
+
+const char* kSine = R"(
+[data]
+task = "sine"
+seq_len = 24
+pred_len = 8
+
+[model]
+type = "gru"
+d_model = 8
+n_layers = 1
+)";
+
+// The message of the seqlab::Error that f throws ("" when it throws none).
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string error_of_text(const std::string& text, const std::vector<std::string>& overrides = {}) {
+  return error_of([&] { parse_config(text, "configs/x.toml", overrides); });
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+#define CHECK_ERROR(msg, part)                                  \
+  do {                                                          \
+    std::string m_ = (msg);                                     \
+    CAPTURE(m_);                                                \
+    CHECK(contains(m_, part));                                  \
+  } while (0)
+
+}  // namespace
+
+TEST_CASE("apps/config: every key has a default and the resolved TOML reads back the same") {
+  Config c = parse_config(kSine, "configs/x.toml");
+  CHECK(c.data.task == "sine");
+  CHECK(c.data.seq_len == 24);
+  CHECK(c.models.size() == 1);
+  CHECK(!c.multi);
+  CHECK(c.models[0].type == "gru");
+  CHECK(c.models[0].name == "gru");
+  CHECK(c.models[0].head == "last");  // "auto" resolves to last for series
+  CHECK(c.optim.name == "adamw");
+  CHECK(c.train.epochs == 10);
+  CHECK(c.train.batch_size == 32);
+  CHECK(std::filesystem::path(c.output.dir).is_absolute());
+  CHECK(std::filesystem::path(c.output.dir).filename() == "x");  // runs/<config stem>
+  std::string once = to_toml(c);
+  Config again = parse_config(once, "configs/x.toml");
+  CHECK(to_toml(again) == once);
+  for (const char* key : {"task", "path", "split", "ratios", "features", "target", "seq_len", "pred_len", "scale",
+                          "type", "d_model", "n_layers", "revin", "head", "norm", "dropout", "lr", "weight_decay",
+                          "schedule", "warmup_steps", "grad_clip", "momentum", "betas", "epochs", "batch_size",
+                          "seed", "patience", "threads", "max_steps", "eval_batch_size", "checkpoint_every", "dir"})
+    CHECK_MESSAGE(contains(once, std::string("\n") + key + " = "), key);
+}
+
+TEST_CASE("apps/config: an unknown key names the file, the table and the key") {
+  CHECK_ERROR(error_of_text(std::string(kSine) + "[train]\nbatchsize = 3\n"),
+              "configs/x.toml: [train] batchsize: unknown key (valid: batch_size");
+  CHECK_ERROR(error_of_text(std::string(kSine) + "[optim]\nlearning_rate = 3\n"),
+              "configs/x.toml: [optim] learning_rate: unknown key");
+  CHECK_ERROR(error_of_text(std::string(kSine) + "[trian]\nepochs = 3\n"), "configs/x.toml: unknown section [trian]");
+}
+
+TEST_CASE("apps/config: a wrong type names the key, what was expected and the value") {
+  CHECK_ERROR(error_of_text(std::string(kSine) + "[train]\nepochs = \"3\"\n"),
+              "configs/x.toml: [train] epochs: expected an integer >= 1, got \"3\"");
+  CHECK_ERROR(error_of_text(std::string(kSine) + "[optim]\nlr = \"fast\"\n"), "configs/x.toml: [optim] lr: expected a number");
+  CHECK_ERROR(error_of_text(std::string(kSine) + "[train]\nbatch_size = 3.5\n"),
+              "[train] batch_size: expected an integer >= 1, got 3.5");
+  CHECK_ERROR(error_of_text("[data]\ntask = \"sine\"\nscale = 1\n"), "[data] scale: expected true or false, got 1");
+}
+
+TEST_CASE("apps/config: an out-of-range value names the key and the range") {
+  CHECK(error_of_text(std::string(kSine) + "[train]\nbatch_size = -3\n")
+            .starts_with("configs/x.toml: [train] batch_size: expected an integer >= 1, got -3"));
+  CHECK_ERROR(error_of_text(std::string(kSine) + "[optim]\nlr = 0\n"), "[optim] lr: expected a number > 0");
+  CHECK_ERROR(error_of_text(std::string(kSine) + "[optim]\nname = \"rmsprop\"\n"),
+              "[optim] name: expected one of sgd, adam, adamw, got \"rmsprop\"");
+  CHECK_ERROR(error_of_text("[data]\ntask = \"sine\"\nsplit = \"ratio\"\nratios = [0.5, 0.2, 0.2]\n"),
+              "[data] ratios: expected 3 fractions");
+  CHECK_ERROR(error_of_text("[data]\ntask = \"sine\"\nfeatures = \"X\"\n"), "[data] features: expected one of M, S, MS");
+}
+
+TEST_CASE("apps/config: an unknown model type lists the registered ones") {
+  std::string m = error_of_text("[data]\ntask = \"sine\"\n[model]\ntype = \"lstmm\"\n");
+  CHECK_ERROR(m, "configs/x.toml: [model] type: expected one of rnn, lstm, gru");
+  CHECK_ERROR(m, "got \"lstmm\"");
+}
+
+TEST_CASE("apps/config: an unknown model option is rejected by the layer, naming the file and table") {
+  CHECK_ERROR(error_of_text("[data]\ntask = \"sine\"\n[model]\ntype = \"lstm\"\nn_heads = 4\n"),
+              "configs/x.toml [model]: unknown option(s) n_heads");
+  // In a comparison the entry is named by its position, and entries inherit [model].
+  std::string text = "[data]\ntask = \"sine\"\n[model]\nd_model = 8\n[[models]]\ntype = \"gru\"\n"
+                     "[[models]]\nname = \"m2\"\ntype = \"lstm\"\nd_state = 4\n";
+  CHECK_ERROR(error_of_text(text), "configs/x.toml [[models]] #2: unknown option(s) d_state");
+  // A layer's own validation error is prefixed with the file and table too.
+  CHECK_ERROR(error_of_text("[data]\ntask = \"sine\"\n[model]\ntype = \"transformer\"\nd_model = 16\nn_heads = 3\n"),
+              "configs/x.toml [model]: ");
+}
+
+TEST_CASE("apps/config: a TOML syntax error names the file and the line") {
+  std::string m = error_of_text("[data]\ntask = \"sine\n");
+  CHECK_ERROR(m, "configs/x.toml: TOML syntax error");
+  CHECK_ERROR(m, " 2 | task = \"sine");
+}
+
+TEST_CASE("apps/config: a missing data file is reported with its absolute path") {
+  std::string m = error_of_text("[data]\npath = \"no/such/file.csv\"\n");
+  CHECK_ERROR(m, "configs/x.toml: [data] path: file not found: ");
+  CHECK_ERROR(m, (std::filesystem::current_path() / "no/such/file.csv").string());
+  CHECK_ERROR(error_of([] { load_config("configs/does_not_exist.toml"); }), "configs/does_not_exist.toml: cannot open");
+}
+
+TEST_CASE("apps/config: --set overrides any key, its value parsed as TOML") {
+  Config c = parse_config(kSine, "configs/x.toml",
+                          {"train.epochs=3", "model.type=\"lstm\"", "optim.betas=[0.8, 0.99]", "data.scale=false",
+                           "output.dir=\"/tmp/elsewhere\""});
+  CHECK(c.train.epochs == 3);
+  CHECK(c.models[0].type == "lstm");
+  CHECK(c.optim.betas == std::vector<double>{0.8, 0.99});
+  CHECK(!c.data.scale);
+  CHECK(c.output.dir == "/tmp/elsewhere");
+  // A bare word (the shell ate the quotes) is a string.
+  CHECK(parse_config(kSine, "configs/x.toml", {"model.type=mamba"}).models[0].type == "mamba");
+  // Layer options can be added, and bad values say they came from --set.
+  CHECK(parse_config(kSine, "configs/x.toml", {"model.type=lstm", "model.num_layers=2"}).models[0].args.has("num_layers"));
+  CHECK_ERROR(error_of_text(kSine, {"train.batch_size=0"}),
+              "configs/x.toml: [train] batch_size: expected an integer >= 1, got 0 (from --set)");
+  CHECK_ERROR(error_of_text(kSine, {"train.bogus=1"}), "[train] bogus: unknown key");
+  CHECK_ERROR(error_of_text(kSine, {"epochs=3"}), "--set epochs=3: expected section.key=value");
+  CHECK_ERROR(error_of_text(kSine, {"nope.epochs=3"}), "unknown section 'nope'");
+  // In a comparison: model.key sets every entry, models.<n|name>.key one of them.
+  std::string multi = "[data]\ntask = \"sine\"\n[model]\nd_model = 8\n[[models]]\ntype = \"gru\"\n"
+                      "[[models]]\nname = \"big\"\ntype = \"lstm\"\n";
+  Config m = parse_config(multi, "configs/x.toml", {"model.n_layers=3", "models.big.d_model=16", "models.1.d_model=4"});
+  REQUIRE(m.models.size() == 2);
+  CHECK(m.multi);
+  CHECK(m.models[0].n_layers == 3);
+  CHECK(m.models[1].n_layers == 3);
+  CHECK(m.models[0].d_model == 4);
+  CHECK(m.models[1].d_model == 16);
+  CHECK(m.models[1].name == "big");
+  CHECK_ERROR(error_of_text(multi, {"models.7.d_model=4"}), "no [[models]] entry named or numbered '7'");
+}
+
+TEST_CASE("apps/config: [[models]] names are unique and token tasks get the token head") {
+  CHECK_ERROR(error_of_text("[data]\ntask = \"sine\"\n[[models]]\ntype = \"gru\"\n[[models]]\ntype = \"gru\"\n"),
+              "[[models]] #2 name: 'gru' is used by an earlier entry");
+  Config t = parse_config("[data]\ntask = \"selective-copying\"\nseq_len = 40\n[model]\ntype = \"lstm\"\n", "t.toml");
+  CHECK(t.models[0].head == "token");
+  CHECK_ERROR(error_of_text("[data]\ntask = \"selective-copying\"\nseq_len = 20\n"),
+              "[data] seq_len: expected an integer >= 32 for selective-copying");
+  CHECK_ERROR(error_of_text("[data]\ntask = \"induction-heads\"\n[model]\nrevin = true\n"), "[model] revin: expected false");
+}

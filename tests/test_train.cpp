@@ -1,0 +1,251 @@
+// apps/trainer end to end on tiny synthetic tasks: every file of a run directory is written and
+// re-opens; a run stopped mid-epoch (in process) or SIGKILLed (a child `seqlab train`) and then
+// resumed ends bit-identical to one that never stopped; eval reproduces the recorded test MSE;
+// compare writes one row per model; token tasks report accuracy.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "apps/checkpoint.h"
+#include "apps/config.h"
+#include "apps/trainer.h"
+#include "core/parallel.h"
+#include "testing.h"
+
+extern char** environ;
+
+using namespace seqlab;
+using namespace seqlab::app;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path scratch_root() { return fs::temp_directory_path() / ("seqlab_test_train_" + std::to_string(::getpid())); }
+
+// A fresh directory under the system temp dir for one test (removed when the test ends).
+fs::path scratch(const std::string& name) {
+  fs::path p = scratch_root() / name;
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+// Sine forecasting, GRU with residual dropout (so the generator state matters on resume).
+std::string sine_config(const fs::path& dir, int epochs, int max_steps, int checkpoint_every = 0) {
+  return str("[data]\ntask = \"sine\"\nrows = 600\nseq_len = 24\npred_len = 8\nchannels = 2\n",
+             "[model]\ntype = \"gru\"\nd_model = 8\nn_layers = 2\ndropout = 0.1\nrevin = true\n",
+             "[optim]\nschedule = \"cosine\"\nwarmup_steps = 2\nlr = 3e-3\n",
+             "[train]\nepochs = ", epochs, "\nbatch_size = 16\neval_batch_size = 64\nmax_steps = ", max_steps,
+             "\nthreads = 1\npatience = 0\nseed = 7\ncheckpoint_every = ", checkpoint_every, "\n",
+             "[output]\ndir = \"", dir.string(), "\"\n");
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+struct Quiet {
+  Quiet() { spdlog::set_level(spdlog::level::warn); }
+  ~Quiet() {
+    spdlog::set_level(spdlog::level::info);
+    set_num_threads(0);
+    std::error_code ec;
+    fs::remove_all(scratch_root(), ec);
+  }
+};
+
+void check_same_params(const fs::path& a, const fs::path& b) {
+  Checkpoint ca = load_checkpoint(a), cb = load_checkpoint(b);
+  REQUIRE(ca.params.size() == cb.params.size());
+  for (const auto& [k, t] : ca.params) {
+    CAPTURE(k);
+    REQUIRE(cb.params.count(k));
+    CHECK(t.to_vector() == cb.params.at(k).to_vector());
+  }
+  CHECK(ca.rng == cb.rng);
+  CHECK(ca.counters == cb.counters);
+}
+
+}  // namespace
+
+TEST_CASE("apps/train: a tiny sine run writes every file of the run directory, and they re-open") {
+  Quiet q;
+  fs::path dir = scratch("e2e");
+  Config c = parse_config(sine_config(dir, 3, 5), "sine.toml");
+  RunResult r = run_train(c, {.quiet = true});
+  CHECK(r.finished);
+  CHECK(r.epochs == 3);
+  CHECK(r.params > 0);
+  CHECK(r.step_ms > 0);
+  CHECK(r.peak_rss_mib > 0);
+  CHECK(std::isfinite(r.test_mse));
+  CHECK(std::isfinite(r.test_mae));
+  for (const char* f : {"config.resolved.toml", "metrics.h5", "checkpoint-best.h5", "checkpoint-last.h5", "results.csv",
+                        "results.md"})
+    CHECK_MESSAGE(fs::is_regular_file(dir / f), f);
+  for (const auto& e : fs::directory_iterator(dir)) CHECK_MESSAGE(e.path().extension() != ".tmp", e.path().string());
+
+  Metrics m = read_metrics(dir / "metrics.h5");
+  for (const char* k : {"train_loss", "val_loss", "val_mse", "val_mae", "test_mse", "test_mae", "seconds", "lr"}) {
+    CAPTURE(k);
+    REQUIRE(m.count(k));
+    CHECK(m.at(k).size() == 3);
+  }
+  Checkpoint last = load_checkpoint(dir / "checkpoint-last.h5");
+  CHECK(last.params.size() > 0);
+  CHECK(last.optim.count("step"));
+  CHECK(last.scaler.count("mean"));
+  CHECK(last.counters.at("epoch") == 3);
+  CHECK(last.counters.at("global_step") == 15);
+  CHECK(last.counters.at("done") == 1);
+  CHECK(last.metrics.at("test_mse") == m.at("test_mse"));
+  Checkpoint best = load_checkpoint(dir / "checkpoint-best.h5");
+  CHECK(best.values.at("best_val_loss") == doctest::Approx(r.val_mse).epsilon(1e-12));
+
+  std::string csv = read_file(dir / "results.csv");
+  CHECK(csv.starts_with("model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae\ngru,"));
+  auto rows = read_results_csv((dir / "results.csv").string());
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].test_mse == doctest::Approx(r.test_mse).epsilon(1e-8));
+
+  // The resolved config reloads to the same config (the first line names the source file).
+  auto body = [](const std::string& t) { return t.substr(t.find('\n')); };
+  Config again = load_config((dir / "config.resolved.toml").string());
+  CHECK(body(to_toml_single(again, 0, dir.string())) == body(read_file(dir / "config.resolved.toml")));
+
+  // eval re-computes the best checkpoint's test MSE.
+  auto ev = run_eval(dir.string(), "test", 1);
+  REQUIRE(ev.size() == 1);
+  CHECK(ev[0].mse == doctest::Approx(r.test_mse).epsilon(1e-9));
+  CHECK(ev[0].mae == doctest::Approx(r.test_mae).epsilon(1e-9));
+}
+
+TEST_CASE("apps/train: same seed, same results; stopped mid-epoch and resumed equals uninterrupted") {
+  Quiet q;
+  fs::path a = scratch("full"), b = scratch("stopped"), c2 = scratch("again");
+  Config ca = parse_config(sine_config(a, 4, 6, 4), "sine.toml");
+  RunResult full = run_train(ca, {.quiet = true});
+  RunResult again = run_train(parse_config(sine_config(c2, 4, 6, 4), "sine.toml"), {.quiet = true});
+  CHECK(again.test_mse == full.test_mse);
+
+  Config cb = parse_config(sine_config(b, 4, 6, 4), "sine.toml");
+  // Steps 1..4 and 5..6 are epoch 1, 7..12 epoch 2: stop at step 11 (last checkpoint: step 8, mid-epoch 2).
+  RunResult stopped = run_train(cb, {.stop_after_steps = 11, .quiet = true});
+  CHECK(!stopped.finished);
+  REQUIRE(fs::exists(b / "checkpoint-last.h5"));
+  CHECK(load_checkpoint(b / "checkpoint-last.h5").counters.at("global_step") == 8);
+  RunResult resumed = run_train(cb, {.resume = true, .quiet = true});
+  CHECK(resumed.finished);
+  CHECK(resumed.epochs == full.epochs);
+  CHECK(resumed.test_mse == full.test_mse);
+  CHECK(resumed.test_mae == full.test_mae);
+  CHECK(resumed.val_mse == full.val_mse);
+  check_same_params(a / "checkpoint-last.h5", b / "checkpoint-last.h5");
+  check_same_params(a / "checkpoint-best.h5", b / "checkpoint-best.h5");
+  // Resuming a finished run changes nothing.
+  RunResult twice = run_train(cb, {.resume = true, .quiet = true});
+  CHECK(twice.test_mse == full.test_mse);
+}
+
+#ifdef SEQLAB_BINARY
+TEST_CASE("apps/train: a child `seqlab train` SIGKILLed mid-run, then --resume, ends like an uninterrupted run") {
+  Quiet q;
+  fs::path ref = scratch("kill_ref"), dir = scratch("kill");
+  const int epochs = 6, steps = 20;
+  RunResult full = run_train(parse_config(sine_config(ref, epochs, steps, 3), "sine.toml"), {.quiet = true});
+
+  const fs::path config = dir / "sine.toml";
+  std::ofstream(config) << sine_config(dir / "run", epochs, steps, 3);
+  std::string exe = SEQLAB_BINARY, log = "--log-level", off = "off", train = "train", cfg = config.string();
+  char* argv[] = {exe.data(), log.data(), off.data(), train.data(), cfg.data(), nullptr};
+  pid_t pid = 0;
+  REQUIRE(posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, environ) == 0);
+  // Kill it as soon as it has written a checkpoint (mid-epoch ones come every 3 steps).
+  const fs::path last = dir / "run" / "checkpoint-last.h5";
+  auto t0 = std::chrono::steady_clock::now();
+  int status = 0;
+  bool exited = false;
+  while (!fs::exists(last) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      exited = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  if (!exited) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    ::kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  REQUIRE(fs::exists(last));
+  Checkpoint at_kill = load_checkpoint(last);
+  MESSAGE("killed after step ", at_kill.counters.at("global_step"), " of ", epochs * steps,
+          std::string(exited ? " (the child had already finished)" : ""));
+  CHECK((exited || WIFSIGNALED(status)));
+
+  Config c = load_config(config.string());
+  RunResult resumed = run_train(c, {.resume = true, .quiet = true});
+  CHECK(resumed.finished);
+  CHECK(resumed.test_mse == full.test_mse);
+  CHECK(std::abs(resumed.test_mse - full.test_mse) <= 1e-6);
+  check_same_params(ref / "checkpoint-last.h5", dir / "run" / "checkpoint-last.h5");
+}
+#endif
+
+TEST_CASE("apps/train: compare trains every model into its own directory and writes one table") {
+  Quiet q;
+  fs::path dir = scratch("compare");
+  std::string text = str("[data]\ntask = \"sine\"\nrows = 500\nseq_len = 16\npred_len = 4\n",
+                         "[model]\nd_model = 8\nn_layers = 1\n",
+                         "[[models]]\ntype = \"gru\"\n[[models]]\nname = \"ssm\"\ntype = \"s4d\"\nd_state = 8\n",
+                         "[train]\nepochs = 2\nmax_steps = 3\nbatch_size = 8\nthreads = 1\n",
+                         "[output]\ndir = \"", dir.string(), "\"\n");
+  Config c = parse_config(text, "cmp.toml");
+  auto rows = run_compare(c, {.quiet = true});
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].model == "gru");
+  CHECK(rows[1].model == "ssm");
+  CHECK(fs::is_regular_file(dir / "gru" / "checkpoint-best.h5"));
+  CHECK(fs::is_regular_file(dir / "ssm" / "metrics.h5"));
+  CHECK(fs::is_regular_file(dir / "config.resolved.toml"));
+  auto csv = read_results_csv((dir / "results.csv").string());
+  REQUIRE(csv.size() == 2);
+  CHECK(csv[1].model == "ssm");
+  CHECK(read_file(dir / "results.md").find("| ssm |") != std::string::npos);
+  auto ev = run_eval(dir.string(), "val", 1);
+  REQUIRE(ev.size() == 2);
+  CHECK(ev[1].mse == doctest::Approx(rows[1].val_mse).epsilon(1e-9));
+}
+
+TEST_CASE("apps/train: a token task trains with cross-entropy and reports token accuracy") {
+  Quiet q;
+  fs::path dir = scratch("tokens");
+  std::string text = str("[data]\ntask = \"selective-copying\"\nseq_len = 40\nn_train_batches = 4\nn_eval_batches = 2\n",
+                         "[model]\ntype = \"lstm\"\nd_model = 8\nn_layers = 1\n",
+                         "[train]\nepochs = 2\nbatch_size = 8\neval_batch_size = 16\nthreads = 1\n",
+                         "[output]\ndir = \"", dir.string(), "\"\n");
+  RunResult r = run_train(parse_config(text, "sc.toml"), {.quiet = true});
+  CHECK(r.epochs == 2);
+  CHECK(r.test_acc >= 0);
+  CHECK(r.test_acc <= 1);
+  CHECK(r.test_mse > 0);  // cross-entropy
+  Metrics m = read_metrics(dir / "metrics.h5");
+  CHECK(m.at("test_acc").size() == 2);
+  std::string md = read_file(dir / "results.md");
+  CHECK(md.find("test_acc") != std::string::npos);
+  CHECK(read_file(dir / "results.csv").starts_with(
+      "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae\n"));
+}
