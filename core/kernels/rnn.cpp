@@ -9,6 +9,7 @@
 // synchronisation per time step. Chunks depend only on B and the thread count: results are
 // bit-identical for a given thread count.
 #include "core/kernels/rnn.h"
+#include "core/kernels/vmath.h"
 
 #include <cblas.h>
 
@@ -41,9 +42,14 @@ void gemm_ld(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const double* a,
               static_cast<blasint>(ldc));
 }
 
+// Gate nonlinearities: branch-free in float so the loops over H vectorise (core/kernels/vmath.h).
 template <typename T>
-T sigmoid(T v) {
-  return T(1) / (T(1) + std::exp(-v));
+[[gnu::always_inline]] inline T sigmoid(T v) {
+  return vmath::sigmoid_of(v);
+}
+template <typename T>
+[[gnu::always_inline]] inline T tanh_(T v) {
+  return vmath::tanh_of(v);
 }
 
 // Calls f(b0, b1) for one contiguous batch chunk per thread, in parallel.
@@ -98,6 +104,7 @@ void forward_impl(RnnCell cell, const Dims& d, const T* x, const T* w_ih, const 
   // The input projection lands where the step loop reads it: in y (tanh) or in the gate buffer.
   T* proj = cell == RnnCell::tanh ? y : gates;
   const int64_t ldp = cell == RnnCell::tanh ? H : 4 * H;
+  const std::vector<T> zero_row(static_cast<size_t>(H), T(0));
 
   for_batch_chunks(d.B, [&](int64_t b0, int64_t b1) {
     const int64_t Bc = b1 - b0;
@@ -119,24 +126,24 @@ void forward_impl(RnnCell cell, const Dims& d, const T* x, const T* w_ih, const 
         const T* hgb = hg + b * GH;
         T* yb = y + row * H;
         if (cell == RnnCell::tanh) {
-          for (int64_t j = 0; j < H; ++j) yb[j] = std::tanh(yb[j] + hgb[j]);
+          for (int64_t j = 0; j < H; ++j) yb[j] = tanh_(yb[j] + hgb[j]);
         } else if (cell == RnnCell::lstm) {
           T* g = gates + row * 4 * H;
           T* cb = c + row * H;
-          const T* cp = t > 0 ? c + (row - 1) * H : (c0 ? c0 + (b0 + b) * H : nullptr);
+          // c_{t-1}; a zero row at t = 0 without c0 keeps the loop branch-free (it vectorises)
+          const T* cp = t > 0 ? c + (row - 1) * H : (c0 ? c0 + (b0 + b) * H : zero_row.data());
+          // Short single-purpose loops: each vectorises (one fused loop with four nonlinearities
+          // did not: GCC gave up if-converting it). Same operations, same results.
+          for (int64_t j = 0; j < 4 * H; ++j) g[j] += hgb[j];
+          for (int64_t j = 0; j < 2 * H; ++j) g[j] = sigmoid(g[j]);  // i, f
+          for (int64_t j = 2 * H; j < 3 * H; ++j) g[j] = tanh_(g[j]);  // g
+          for (int64_t j = 3 * H; j < 4 * H; ++j) g[j] = sigmoid(g[j]);  // o
           for (int64_t j = 0; j < H; ++j) {
-            T ig = sigmoid(g[j] + hgb[j]);
-            T fg = sigmoid(g[H + j] + hgb[H + j]);
-            T gg = std::tanh(g[2 * H + j] + hgb[2 * H + j]);
-            T og = sigmoid(g[3 * H + j] + hgb[3 * H + j]);
-            T ct = (cp ? fg * cp[j] : T(0)) + ig * gg;
-            g[j] = ig;
-            g[H + j] = fg;
-            g[2 * H + j] = gg;
-            g[3 * H + j] = og;
+            const T ct = g[H + j] * cp[j] + g[j] * g[2 * H + j];  // f * 0 = +0 exactly at t = 0
             cb[j] = ct;
-            yb[j] = og * std::tanh(ct);
+            yb[j] = tanh_(ct);
           }
+          for (int64_t j = 0; j < H; ++j) yb[j] *= g[3 * H + j];  // h = o tanh(c)
         } else {  // gru
           T* g = gates + row * 4 * H;
           const T* hpb = hp ? hp + b * ldh : nullptr;
@@ -144,7 +151,7 @@ void forward_impl(RnnCell cell, const Dims& d, const T* x, const T* w_ih, const 
             T rg = sigmoid(g[j] + hgb[j]);
             T zg = sigmoid(g[H + j] + hgb[H + j]);
             T hn = hgb[2 * H + j] + bhn[j];
-            T ng = std::tanh(g[2 * H + j] + rg * hn);
+            T ng = tanh_(g[2 * H + j] + rg * hn);
             g[j] = rg;
             g[H + j] = zg;
             g[2 * H + j] = ng;
@@ -187,7 +194,7 @@ void backward_impl(RnnCell cell, const Dims& d, const T* dy, const T* w_ih, cons
           for (int64_t j = 0; j < H; ++j) {
             T ig = g[j], fg = g[H + j], gg = g[2 * H + j], og = g[3 * H + j];
             T dht = dyb[j] + dhb[j];
-            T tc = std::tanh(cb[j]);
+            T tc = tanh_(cb[j]);
             T dct = dcb[j] + dht * og * (T(1) - tc * tc);
             gx[j] = dct * gg * ig * (T(1) - ig);
             gx[H + j] = cp ? dct * cp[j] * fg * (T(1) - fg) : T(0);

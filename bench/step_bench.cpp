@@ -1,0 +1,290 @@
+// `seqlab bench`: one training step (forward, MSE, backward, AdamW) per model family at the standard
+// sizes (B 32, C 7, D 64, 2 layers, last-step head to 96 x 7). The parent re-executes
+// /proc/self/exe with the hidden `--single MODEL T` option once per (model, T) so that each case's
+// peak RSS is its own (a caching allocator never gives memory back), and parses the child's one
+// result line. FLOP formulas: step_gflop() below and docs/BENCHMARKS.md.
+#include "bench/step_bench.h"
+
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+#include "autograd/ops.h"
+#include "core/parallel.h"
+#include "core/random.h"
+#include "layers/model.h"
+#include "optim/adam.h"
+
+extern char** environ;
+
+namespace seqlab::bench {
+namespace {
+
+constexpr int64_t kChannels = 7, kDModel = 64, kLayers = 2, kHorizon = 96;
+constexpr const char* kResultTag = "SEQLAB_BENCH_RESULT";
+
+struct BenchOptions {
+  std::vector<std::string> models{"lstm", "transformer", "s4d", "mamba"};
+  std::vector<int64_t> seq_lens{96, 336, 720, 1440, 2880};
+  int64_t batch = 32;
+  int steps = 10;
+  int warmup = 2;
+  int threads = 2;
+  std::string csv;
+  std::vector<std::string> single;  // hidden: MODEL T
+};
+
+// The mixer options of the standard sizes.
+nn::LayerArgs layer_args(const std::string& model) {
+  nn::LayerArgs a("bench model '" + model + "'");
+  if (model == "lstm") {
+    // hidden = d_model = 64, one LSTM layer per block
+  } else if (model == "transformer") {
+    a.set("n_heads", int64_t{4}).set("d_ff", int64_t{256}).set("dropout", 0.0);
+  } else if (model == "s4d") {
+    a.set("d_state", int64_t{64});
+  } else if (model == "mamba") {
+    a.set("expand", int64_t{2}).set("d_state", int64_t{16}).set("d_conv", int64_t{4}).set("dt_rank", int64_t{4});
+  } else {
+    throw Error(str("bench: unknown model '", model, "' (known: lstm, transformer, s4d, mamba)"));
+  }
+  return a;
+}
+
+double vm_hwm_mib() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // kB
+  return 0;
+}
+
+double cpu_seconds() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+  return sec(ru.ru_utime) + sec(ru.ru_stime);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// The child: build, warm up, time `steps` steps, print one tagged line.
+void run_single(const std::string& model, int64_t T, const BenchOptions& o) {
+  set_num_threads(o.threads);
+  manual_seed(1234);
+  nn::ModelOptions mo;
+  mo.layer = model;
+  mo.layer_args = layer_args(model);
+  mo.in_channels = kChannels;
+  mo.d_model = kDModel;
+  mo.n_layers = kLayers;
+  mo.seq_len = T;
+  mo.pred_len = kHorizon;
+  mo.head = "last";
+  nn::SequenceModel net(mo);
+  net.train();
+  int64_t params = 0;
+  for (const Tensor& p : net.parameters()) params += p.numel();
+  optim::AdamW opt(net.named_parameters(), optim::AdamOptions{.lr = 1e-3, .weight_decay = 0.01});
+  Tensor x = randn({o.batch, T, kChannels}, 0, 1);
+  Tensor y = randn({o.batch, kHorizon, kChannels}, 0, 1);
+  auto step = [&] {
+    opt.zero_grad();
+    Tensor loss = mse_loss(net.forward(x), y);
+    backward(loss);
+    opt.step();
+  };
+  for (int i = 0; i < o.warmup; ++i) step();
+  std::vector<double> ms, cpu;
+  for (int i = 0; i < o.steps; ++i) {
+    double c0 = cpu_seconds();
+    auto t0 = std::chrono::steady_clock::now();
+    step();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    cpu.push_back((cpu_seconds() - c0) * 1e3);
+  }
+  std::printf("%s %s %lld %lld %lld %.4f %.2f %.4f\n", kResultTag, model.c_str(), static_cast<long long>(T),
+              static_cast<long long>(o.batch), static_cast<long long>(params), median(ms), vm_hwm_mib(),
+              median(cpu));
+  std::fflush(stdout);
+}
+
+// Names from the root app down to `sub`, so that the child re-enters the same subcommand.
+std::vector<std::string> command_path(const CLI::App* sub) {
+  std::vector<std::string> path;
+  for (const CLI::App* a = sub; a && a->get_parent(); a = a->get_parent()) path.insert(path.begin(), a->get_name());
+  return path;
+}
+
+// Runs one case in a child process; returns false (and prints why) if it failed.
+bool run_child(const CLI::App* sub, const std::string& model, int64_t T, const BenchOptions& o, StepResult& r) {
+  std::vector<std::string> args{"/proc/self/exe"};
+  for (auto& s : command_path(sub)) args.push_back(s);
+  for (auto s : {std::string("--single"), model, std::to_string(T), std::string("--batch"), std::to_string(o.batch),
+                 std::string("--steps"), std::to_string(o.steps), std::string("--warmup"),
+                 std::to_string(o.warmup), std::string("--threads"),
+                 std::to_string(o.threads)})
+    args.push_back(s);
+  std::vector<char*> argv;
+  for (auto& s : args) argv.push_back(s.data());
+  argv.push_back(nullptr);
+
+  int fds[2];
+  if (pipe(fds) != 0) throw Error("bench: pipe() failed");
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&fa, fds[0]);
+  posix_spawn_file_actions_addclose(&fa, fds[1]);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(fds[1]);
+  if (rc != 0) {
+    close(fds[0]);
+    throw Error(str("bench: cannot re-execute /proc/self/exe (posix_spawn error ", rc, ")"));
+  }
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  struct rusage ru {};
+  wait4(pid, &status, 0, &ru);
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(kResultTag, 0) != 0) continue;
+    std::istringstream f(line.substr(std::string(kResultTag).size()));
+    long long t = 0, b = 0, p = 0;
+    f >> r.model >> t >> b >> p >> r.step_ms >> r.peak_rss_mib >> r.cpu_ms;
+    r.seq_len = t, r.batch = b, r.params = p;
+    if (r.peak_rss_mib <= 0) r.peak_rss_mib = static_cast<double>(ru.ru_maxrss) / 1024.0;  // KiB
+    r.gflop_per_step = step_gflop(model, T, o.batch);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+  std::fprintf(stderr, "bench: %s T=%lld failed (status %d); output:\n%s\n", model.c_str(),
+               static_cast<long long>(T), status, out.c_str());
+  return false;
+}
+
+void run_all(const CLI::App* sub, const BenchOptions& o) {
+  std::FILE* csv = nullptr;
+  if (!o.csv.empty()) {
+    csv = std::fopen(o.csv.c_str(), "w");
+    SEQLAB_CHECK(csv, "bench: cannot write --csv file '", o.csv, "'");
+    std::fprintf(csv, "model,seq_len,batch,params,step_ms,samples_per_s,peak_rss_mib,gflop_per_step,gflops\n");
+  }
+  std::printf("seqlab bench: B=%lld, C=%lld, D=%lld, %lld layers, head last -> %lld x %lld, %d threads, "
+              "median of %d steps after %d warm-up\n",
+              static_cast<long long>(o.batch), static_cast<long long>(kChannels), static_cast<long long>(kDModel),
+              static_cast<long long>(kLayers), static_cast<long long>(kHorizon), static_cast<long long>(kChannels),
+              o.threads, o.steps, o.warmup);
+  std::printf("%-12s %6s %9s %11s %11s %10s %9s %9s %11s\n", "model", "T", "params", "step_ms", "samples/s",
+              "peak_MiB", "GFLOP", "GFLOP/s", "cpu_ms");
+  std::fflush(stdout);
+  for (const auto& m : o.models) {
+    for (int64_t T : o.seq_lens) {
+      StepResult r;
+      if (!run_child(sub, m, T, o, r)) continue;
+      double sps = r.batch / (r.step_ms / 1e3), gflops = r.gflop_per_step / (r.step_ms / 1e3);
+      std::printf("%-12s %6lld %9lld %11.2f %11.1f %10.1f %9.2f %9.2f %11.2f\n", r.model.c_str(),
+                  static_cast<long long>(r.seq_len), static_cast<long long>(r.params), r.step_ms, sps,
+                  r.peak_rss_mib, r.gflop_per_step, gflops, r.cpu_ms);
+      std::fflush(stdout);
+      if (csv) {
+        std::fprintf(csv, "%s,%lld,%lld,%lld,%.3f,%.2f,%.1f,%.4f,%.3f\n", r.model.c_str(),
+                     static_cast<long long>(r.seq_len), static_cast<long long>(r.batch),
+                     static_cast<long long>(r.params), r.step_ms, sps, r.peak_rss_mib, r.gflop_per_step, gflops);
+        std::fflush(csv);
+      }
+    }
+  }
+  if (csv) std::fclose(csv);
+}
+
+}  // namespace
+
+// Model FLOPs of one step: forward counted below, backward = 2x forward (dX and dW GEMMs; the
+// recomputation in the fused backwards is not counted), the input Linear's backward = 1x (x needs
+// no gradient). Elementwise ops, norms, losses and AdamW are not counted (memory-bound, < 2%).
+double step_gflop(const std::string& model, int64_t T_, int64_t B_) {
+  const double B = static_cast<double>(B_), T = static_cast<double>(T_), D = kDModel, C = kChannels,
+               L = kLayers, PC = kHorizon * kChannels;
+  const double input_fwd = 2 * B * T * C * D;
+  const double head_fwd = 2 * B * D * PC;
+  double layer_fwd = 0;
+  if (model == "lstm") {
+    // gates = x W_ih^T + h W_hh^T: two GEMMs of (B T, D) x (D, 4D)
+    layer_fwd = 2 * (2 * B * T * D * 4 * D);
+  } else if (model == "transformer") {
+    const double F = 256;
+    // in_proj (3D), out_proj (D), FFN (F, then back to D); QK^T and PV: 2 B T^2 D each
+    layer_fwd = 2 * B * T * (3 * D * D + D * D + 2 * D * F) + 4 * B * T * T * D;
+  } else if (model == "s4d") {
+    const double M = 32;  // N / 2 conjugate pairs
+    double n = 2 * T;     // FFT length (next 2,3,5-smooth >= 2T - 1)
+    for (int64_t k = 2 * T_ - 1;; ++k) {
+      int64_t m = k;
+      if (m % 2) continue;
+      for (int64_t p : {2, 3, 5})
+        while (m % p == 0) m /= p;
+      if (m == 1) {
+        n = static_cast<double>(k);
+        break;
+      }
+    }
+    const double rfft = 2.5 * n * std::log2(n);  // a real FFT of n points: half a complex one
+    // Vandermonde kernel: a complex multiply-add per (d, m, l); FFTs: kernel per d, x and the
+    // inverse per (b, d); spectrum product 6 flops per bin; GLU projection D -> 2D.
+    layer_fwd = 8 * D * M * T + D * rfft + B * D * (2 * rfft + 6 * (n / 2 + 1)) + 2 * B * T * D * 2 * D;
+  } else if (model == "mamba") {
+    const double E = 2 * D, N = 16, R = 4, K = 4;
+    // in_proj D -> 2E, depthwise conv K taps, x_proj E -> R + 2N, dt_proj R -> E, out_proj E -> D;
+    // scan per (b, t, e, n): delta*A, exp, delta*B*x (2), h = a h + b (2), C.h accumulate (2) = 8.
+    layer_fwd = 2 * B * T * (D * 2 * E + E * K + E * (R + 2 * N) + R * E + E * D) + 8 * B * T * E * N;
+  } else {
+    throw Error(str("bench: unknown model '", model, "'"));
+  }
+  return (2 * input_fwd + 3 * (head_fwd + L * layer_fwd)) / 1e9;
+}
+
+void add_bench_subcommand(CLI::App& app) {
+  auto o = std::make_shared<BenchOptions>();
+  CLI::App* sub = app.add_subcommand(
+      "bench", "time one training step (forward, MSE, backward, AdamW) per model family and sequence length");
+  sub->add_option("--models", o->models, "model families (lstm, transformer, s4d, mamba)")->delimiter(',');
+  sub->add_option("--seq-lens", o->seq_lens, "sequence lengths T")->delimiter(',');
+  sub->add_option("--batch", o->batch, "batch size B")->check(CLI::PositiveNumber);
+  sub->add_option("--steps", o->steps, "timed steps per case (the median is reported)")->check(CLI::Range(1, 100000));
+  sub->add_option("--warmup", o->warmup, "untimed steps before timing")->check(CLI::Range(0, 1000));
+  sub->add_option("--threads", o->threads, "worker threads")->check(CLI::Range(1, 1024));
+  sub->add_option("--csv", o->csv, "write the results as CSV to FILE");
+  sub->add_option("--single", o->single, "internal: run one case in this process")->expected(2)->group("");
+  sub->callback([o, sub] {
+    if (!o->single.empty()) {
+      int64_t T = std::stoll(o->single.at(1));
+      SEQLAB_CHECK(T > 0, "bench --single: T must be positive");
+      run_single(o->single.at(0), T, *o);
+      return;
+    }
+    for (const auto& m : o->models) (void)layer_args(m);  // unknown names fail before any child runs
+    run_all(sub, *o);
+  });
+}
+
+}  // namespace seqlab::bench
