@@ -6,6 +6,7 @@
 #include <toml.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
@@ -62,7 +63,11 @@ std::string describe(const toml::value& v) {
     case toml::value_t::floating: return format_double(v.as_floating());
     case toml::value_t::boolean: return v.as_boolean() ? "true" : "false";
     case toml::value_t::string: return quote(v.as_string().str);
-    case toml::value_t::array: return "an array";
+    case toml::value_t::array: {
+      std::string s = "[";
+      for (const auto& e : v.as_array()) s += (s.size() > 1 ? ", " : "") + describe(e);
+      return s.size() > 200 ? std::string("an array") : s + "]";
+    }
     case toml::value_t::table: return "a table";
     default: return "a date/time";
   }
@@ -384,6 +389,7 @@ void read_train(Reader& r, TrainConfig& t) {
   t.max_steps = r.get_int("max_steps", t.max_steps, 0);
   t.checkpoint_every = r.get_int("checkpoint_every", t.checkpoint_every, 0);
   t.prefetch = r.get_int("prefetch", t.prefetch, 0, 64);
+  t.on_nonfinite = r.get_string("on_nonfinite", t.on_nonfinite, {"stop", "skip"});
   r.finish();
 }
 
@@ -513,9 +519,55 @@ std::string emit(const Config& c, const std::vector<size_t>& models, bool multi,
   os << "max_steps = " << t.max_steps << "\n";
   os << "checkpoint_every = " << t.checkpoint_every << "\n";
   os << "prefetch = " << t.prefetch << "\n";
+  os << "on_nonfinite = " << quote(t.on_nonfinite) << "\n";
   os << "\n[output]\n";
   os << "dir = " << quote(dir) << "\n";
   return os.str();
+}
+
+// toml11's message spans several lines ("[error] toml::parse_xxx: what\n --> file\n 2 | text\n
+//   |   ^ hint"); one line keeps the error a single log line:
+//   configs/x.toml: TOML syntax error at line 2, column 7: missing key-value separator `=` (hint)
+std::string syntax_error_message(const std::string& name, const std::string& what, size_t line, size_t column) {
+  std::vector<std::string> lines;
+  std::stringstream ss(what);
+  for (std::string l; std::getline(ss, l);) lines.push_back(l);
+  std::string head = lines.empty() ? what : lines[0];
+  if (head.starts_with("[error] ")) head.erase(0, 8);
+  if (head.starts_with("toml::")) {  // drop the parser function's name
+    auto colon = head.find(": ");
+    if (colon != std::string::npos) head.erase(0, colon + 2);
+  }
+  std::string hint, source;
+  for (size_t i = 1; i < lines.size(); ++i) {
+    const std::string& l = lines[i];
+    auto bar = l.find('|');
+    if (line == 0 && l.find(" --> ") == std::string::npos && bar != std::string::npos) {
+      // " 2 | text": the first numbered source line gives the line when the location does not.
+      size_t n = 0;
+      bool num = false;
+      for (size_t j = 0; j < bar; ++j)
+        if (std::isdigit(static_cast<unsigned char>(l[j]))) n = n * 10 + static_cast<size_t>(l[j] - '0'), num = true;
+      if (num) line = n;
+    }
+    if (source.empty() && bar != std::string::npos && l.find(" --> ") == std::string::npos &&
+        std::any_of(l.begin(), l.begin() + static_cast<std::ptrdiff_t>(bar),
+                    [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)); }))
+      source = l.substr(std::min(l.size(), bar + 2), 80);
+    if (bar != std::string::npos && l.find('^') != std::string::npos) {
+      auto caret = l.find_last_of('^');
+      std::string h = l.substr(caret + 1);
+      while (!h.empty() && (h.front() == ' ' || h.front() == '-' || h.front() == '~')) h.erase(0, 1);
+      if (!h.empty() && hint.empty()) hint = h;
+    }
+  }
+  std::string where = line > 0 ? str(" at line ", line, column > 0 ? str(", column ", column) : std::string()) : "";
+  std::string msg = str(name, ": TOML syntax error", where, ": ", head);
+  if (!hint.empty() && head.find(hint) == std::string::npos) msg += " (" + hint + ")";
+  if (!source.empty()) msg += " in: " + source;
+  for (auto& ch : msg)
+    if (ch == '\n' || ch == '\r') ch = ' ';
+  return msg;
 }
 
 }  // namespace
@@ -547,7 +599,9 @@ Config parse_config(const std::string& text, const std::string& name, const std:
     std::istringstream in(text);
     root = toml::parse(in, name);
   } catch (const toml::exception& e) {
-    throw Error(str(name, ": TOML syntax error: ", e.what()));
+    throw Error(syntax_error_message(name, e.what(), e.location().line(), e.location().column()));
+  } catch (const std::exception& e) {  // toml11 reports a few problems (bad UTF-8, ...) as std errors
+    throw Error(syntax_error_message(name, e.what(), 0, 0));
   }
   return build(name, std::move(root), overrides);
 }

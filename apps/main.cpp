@@ -6,11 +6,14 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
 
 #include "apps/config.h"
+#include "apps/distributed.h"
 #include "apps/trainer.h"
 #include "core/error.h"
 #include "core/parallel.h"
@@ -27,11 +30,38 @@ void print_info() {
   std::printf("BLAS threads: %d (GEMMs are split over the TBB pool instead)\n", openblas_get_num_threads());
   std::printf("dtypes:       float32 (training), float64 (gradient checks)\n");
   std::printf("devices:      cpu\n");
+  std::printf("MPI:          %s (%d rank%s)\n", seqlab::app::dist::mpi_version().c_str(), seqlab::app::dist::size(),
+              seqlab::app::dist::size() == 1 ? "" : "s");
+}
+
+// SIGINT (Ctrl-C) and SIGTERM: training stops after the current step with checkpoint-last.h5
+// written and seqlab exits with 130; a second signal ends the process at once (SA_RESETHAND).
+extern "C" void on_interrupt(int) { seqlab::app::request_stop(); }
+
+void install_interrupt_handler() {
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+constexpr int kExitInterrupted = 130;  // 128 + SIGINT, what a shell reports for Ctrl-C
+
+// One log line per error: a message never spans lines.
+std::string one_line(std::string s) {
+  for (auto& ch : s)
+    if (ch == '\n' || ch == '\r') ch = ' ';
+  return s;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Under mpirun: MPI starts here (docs/DISTRIBUTED.md); otherwise a single process as always.
+  namespace dist = seqlab::app::dist;
+  dist::Session mpi(argc, argv);
   CLI::App app{"seqlab: RNN, Transformer, S4 and Mamba sequence models trained side by side"};
   app.set_version_flag("--version", std::string("seqlab ") + SEQLAB_VERSION);
   std::string log_level = "info";
@@ -69,27 +99,41 @@ int main(int argc, char** argv) {
   // Logs and the progress bar go to stderr; stdout carries only results (tables).
   spdlog::set_default_logger(spdlog::stderr_color_mt("seqlab"));
   spdlog::set_level(spdlog::level::from_str(log_level));
+  const bool root = dist::rank() == 0;
+  if (dist::size() > 1) {
+    // Rank 0 logs as asked; the others only warnings and errors, each line tagged with its rank.
+    spdlog::set_pattern(fmt::format("[%Y-%m-%d %H:%M:%S.%e] [rank {}] [%^%l%$] %v", dist::rank()));
+    if (!root) spdlog::set_level(std::max(spdlog::level::warn, spdlog::level::from_str(log_level)));
+  }
   const bool threads_given = threads_opt->count() > 0;
+  install_interrupt_handler();
   try {
     seqlab::set_num_threads(threads);
     seqlab::app::RunOptions opt;
     opt.resume = resume;
     opt.threads = threads_given ? threads : -1;
-    if (info->parsed()) print_info();
+    if (info->parsed() && root) print_info();
     if (train->parsed()) {
       auto config = seqlab::app::load_config(config_path, overrides);
+      opt.data_parallel = true;  // under mpirun -np K: each global batch split over the K ranks
       auto r = seqlab::app::run_train(config, opt);
-      std::printf("%s", seqlab::app::results_md({r}).c_str());
+      if (r.interrupted) return kExitInterrupted;
+      if (root) std::printf("%s", seqlab::app::results_md({r}).c_str());
     }
     if (compare->parsed()) {
       auto config = seqlab::app::load_config(config_path, overrides);
       if (!config.multi) spdlog::warn("{}: no [[models]]: comparing the one [model]", config_path);
-      std::vector<std::string> child_args = {"--log-level", log_level};
+      std::vector<std::string> child_args = {"--log-level", root ? log_level : "warn"};
       if (threads_given) child_args.insert(child_args.end(), {"--threads", std::to_string(threads)});
       auto rows = seqlab::app::run_compare(config, opt, in_process ? "" : std::filesystem::read_symlink("/proc/self/exe").string(), child_args);
-      std::printf("\n%s", seqlab::app::results_md(rows).c_str());
+      for (const auto& r : rows)
+        if (r.interrupted) {
+          spdlog::warn("compare: interrupted in model '{}'; rerun with --resume to continue", r.model);
+          return kExitInterrupted;
+        }
+      if (root) std::printf("\n%s", seqlab::app::results_md(rows).c_str());
     }
-    if (eval->parsed()) {
+    if (eval->parsed() && root) {
       auto rows = seqlab::app::run_eval(run_dir, split, threads_given ? threads : -1);
       std::printf("| model | %s_mse | %s_mae | %s_acc |\n|---|---:|---:|---:|\n", split.c_str(), split.c_str(),
                   split.c_str());
@@ -98,10 +142,12 @@ int main(int argc, char** argv) {
                     r.acc >= 0 ? std::to_string(r.acc).c_str() : "-");
     }
   } catch (const seqlab::Error& e) {
-    spdlog::error("{}", e.what());
+    spdlog::error("{}", one_line(e.what()));
+    if (dist::size() > 1) dist::abort(1);  // the other ranks may be waiting in a collective
     return 1;
   } catch (const std::exception& e) {
-    spdlog::error("internal error: {}", e.what());
+    spdlog::error("internal error: {}", one_line(e.what()));
+    if (dist::size() > 1) dist::abort(2);
     return 2;
   }
   return 0;

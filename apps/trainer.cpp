@@ -19,11 +19,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <atomic>
+#include <csignal>
 #include <limits>
 #include <memory>
 #include <sstream>
 
 #include "apps/checkpoint.h"
+#include "apps/distributed.h"
 #include "autograd/ops.h"
 #include "core/error.h"
 #include "core/parallel.h"
@@ -141,19 +144,50 @@ Tensor token_loss(const Tensor& logits, const Tensor& y) {
   return cross_entropy(reshape(logits, {B * T, V}), y.view({B * T}), data::kIgnoreIndex);
 }
 
+// Data-parallel: the number of terms the batch's mean loss averages (forecast: every target value;
+// tokens: the scored positions), the weight of this rank's loss and gradients in the global mean.
+double loss_weight(bool token, const data::Batch& b) {
+  if (!token) return static_cast<double>(b.y.numel());
+  const int32_t* y = b.y.data<int32_t>();
+  int64_t n = 0;
+  for (int64_t i = 0; i < b.y.numel(); ++i) n += y[i] != data::kIgnoreIndex;
+  return static_cast<double>(n);
+}
+
+// Data-parallel token tasks: every rank draws the global batch and keeps its contiguous rows.
+data::Batch shard_rows(const data::Batch& b) {
+  const auto [lo, hi] = data::Loader::shard_range(b.size, dist::rank(), dist::size());
+  auto rows = [lo = lo, hi = hi](const Tensor& t) {
+    Shape s = t.shape();
+    const size_t row = t.nbytes() / static_cast<size_t>(s[0]);
+    s[0] = hi - lo;
+    Tensor out = Tensor::empty(s, t.dtype());
+    std::memcpy(out.raw_data(), static_cast<const char*>(t.raw_data()) + static_cast<size_t>(lo) * row,
+                static_cast<size_t>(hi - lo) * row);
+    return out;
+  };
+  return {rows(b.x), rows(b.y), hi - lo};
+}
+
 struct EvalStats {
   double loss = 0, mse = kNaN, mae = kNaN, acc = -1;
 };
 
-EvalStats eval_forecast(nn::SequenceModel& m, const std::shared_ptr<data::ForecastDataset>& ds, int64_t bs) {
+// Data-parallel (`sharded`): each rank evaluates its slice of every batch and the sums are reduced,
+// so every rank gets the same metrics (and the same early-stopping decision).
+EvalStats eval_forecast(nn::SequenceModel& m, const std::shared_ptr<data::ForecastDataset>& ds, int64_t bs,
+                        bool sharded = false) {
   NoGradGuard ng;
   m.eval();
-  data::Loader loader(ds, data::LoaderOptions::eval(bs));
+  data::LoaderOptions lo = data::LoaderOptions::eval(bs);
+  if (sharded) lo.shard_rank = dist::rank(), lo.shard_count = dist::size();
+  data::Loader loader(ds, lo);
   loader.reset(0);
   data::Batch b;
   double sse = 0, sae = 0;
   int64_t n = 0;
   while (loader.next(b)) {
+    if (b.size == 0) continue;  // this rank's slice of a short last batch is empty
     Tensor pred = m.forward(b.x);
     const float* p = pred.data<float>();
     const float* y = b.y.data<float>();
@@ -167,6 +201,11 @@ EvalStats eval_forecast(nn::SequenceModel& m, const std::shared_ptr<data::Foreca
     n += k;
   }
   m.train();
+  if (sharded) {
+    double sums[3] = {sse, sae, static_cast<double>(n)};
+    dist::allreduce_sum(sums, 3);
+    sse = sums[0], sae = sums[1], n = static_cast<int64_t>(sums[2]);
+  }
   EvalStats s;
   s.mse = sse / static_cast<double>(n);
   s.mae = sae / static_cast<double>(n);
@@ -174,12 +213,15 @@ EvalStats eval_forecast(nn::SequenceModel& m, const std::shared_ptr<data::Foreca
   return s;
 }
 
-EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batches) {
+// Sharded: rank r evaluates batches r, r + K, ... and the sums are reduced.
+EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batches, bool sharded = false) {
   NoGradGuard ng;
   m.eval();
   double loss_sum = 0;
   int64_t scored = 0, correct = 0;
-  for (const auto& b : batches) {
+  for (size_t bi = 0; bi < batches.size(); ++bi) {
+    if (sharded && static_cast<int>(bi % static_cast<size_t>(dist::size())) != dist::rank()) continue;
+    const data::Batch& b = batches[bi];
     Tensor logits = m.forward(b.x);  // (B, T, V)
     const int64_t V = logits.size(2);
     const float* l = logits.data<float>();
@@ -198,6 +240,11 @@ EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batc
     scored += here;
   }
   m.train();
+  if (sharded) {
+    double sums[3] = {loss_sum, static_cast<double>(scored), static_cast<double>(correct)};
+    dist::allreduce_sum(sums, 3);
+    loss_sum = sums[0], scored = static_cast<int64_t>(sums[1]), correct = static_cast<int64_t>(sums[2]);
+  }
   EvalStats s;
   s.loss = loss_sum / static_cast<double>(std::max<int64_t>(scored, 1));
   s.mse = s.loss;
@@ -312,6 +359,7 @@ struct RunState {
   int64_t loss_count = 0;
   double epoch_seconds = 0;  // training time of the current epoch so far
   double peak_rss = 0;       // MiB, the highest of the processes that worked on this run
+  int64_t skipped = 0;       // steps skipped for a non-finite loss or gradient (on_nonfinite = "skip")
   Metrics metrics;
 };
 
@@ -323,7 +371,8 @@ Checkpoint make_checkpoint(const nn::Module& model, const optim::Optimizer& opt,
   c.rng = default_generator().state();
   c.counters = {{"epoch", s.epoch},           {"batch", s.batch},
                 {"global_step", s.global_step}, {"bad_epochs", s.bad_epochs},
-                {"done", s.done ? 1 : 0},      {"loss_count", s.loss_count}};
+                {"done", s.done ? 1 : 0},      {"loss_count", s.loss_count},
+                {"skipped_steps", s.skipped}};
   c.values = {{"best_val_loss", s.best_val}, {"loss_sum", s.loss_sum}, {"epoch_seconds", s.epoch_seconds},
               {"peak_rss_mib", std::max(s.peak_rss, peak_rss_mib())}};
   c.metrics = s.metrics;
@@ -344,9 +393,15 @@ RunState restore(const Checkpoint& c, const std::string& path, nn::Module& model
   s.bad_epochs = counter(c, path, "bad_epochs");
   s.done = counter(c, path, "done") != 0;
   s.loss_count = counter(c, path, "loss_count");
-  s.best_val = c.values.at("best_val_loss");
-  s.loss_sum = c.values.at("loss_sum");
-  s.epoch_seconds = c.values.at("epoch_seconds");
+  if (c.counters.count("skipped_steps")) s.skipped = c.counters.at("skipped_steps");
+  auto value = [&](const char* key) {
+    auto it = c.values.find(key);
+    SEQLAB_CHECK(it != c.values.end(), path, ": checkpoint has no value '", key, "'");
+    return it->second;
+  };
+  s.best_val = value("best_val_loss");
+  s.loss_sum = value("loss_sum");
+  s.epoch_seconds = value("epoch_seconds");
   if (c.values.count("peak_rss_mib")) s.peak_rss = c.values.at("peak_rss_mib");
   s.metrics = c.metrics;
   try {
@@ -359,19 +414,61 @@ RunState restore(const Checkpoint& c, const std::string& path, nn::Module& model
   return s;
 }
 
+// Numeric faults: the first parameter (registration order) whose gradient (or value) holds a NaN
+// or an Inf; "" when every one is finite. O(parameters), negligible next to a training step.
+std::string first_nonfinite(const nn::Module& m, bool gradients) {
+  for (const auto& p : m.named_parameters()) {
+    Tensor t = gradients ? p.tensor.grad() : p.tensor;
+    if (!t.defined()) continue;
+    const int64_t n = t.numel();
+    bool ok = true;
+    if (t.dtype() == DType::f32) {
+      const float* d = t.data<float>();
+      for (int64_t i = 0; i < n; ++i) ok = ok && std::isfinite(d[i]);
+    } else if (t.dtype() == DType::f64) {
+      const double* d = t.data<double>();
+      for (int64_t i = 0; i < n; ++i) ok = ok && std::isfinite(d[i]);
+    }
+    if (!ok) return p.name;
+  }
+  return "";
+}
+
+// Tests (RunOptions::nonfinite_at_step): a NaN in the first parameter's gradient.
+void poison_first_gradient(const nn::Module& m) {
+  for (const auto& p : m.named_parameters()) {
+    Tensor g = p.tensor.grad();
+    if (!g.defined() || g.numel() == 0) continue;
+    if (g.dtype() == DType::f32) g.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
+    else if (g.dtype() == DType::f64) g.data<double>()[0] = kNaN;
+    return;
+  }
+}
+
+std::atomic<bool> g_stop_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "request_stop() runs in a signal handler");
+
 }  // namespace
+
+void request_stop() noexcept { g_stop_requested.store(true); }
+bool stop_requested() noexcept { return g_stop_requested.load(); }
 
 // ---------------------------------------------------------------------------------------------
 
 RunResult train_model(const Config& c, size_t index, const std::string& dir_str, const RunOptions& opt) {
   const ModelConfig& mc = c.models.at(index);
   const fs::path dir(dir_str);
-  fs::create_directories(dir);
+  // Data-parallel under mpirun (docs/DISTRIBUTED.md): every rank trains on its slice of each global
+  // batch; only rank 0 (the writer) writes the run directory.
+  const bool dp = opt.data_parallel && dist::size() > 1;
+  const bool writer = !dp || dist::rank() == 0;
   set_num_threads(opt.threads >= 0 ? opt.threads : static_cast<int>(c.train.threads));
 
   const std::string resolved = to_toml_single(c, index, dir.string());
   const fs::path last_path = dir / "checkpoint-last.h5", best_path = dir / "checkpoint-best.h5";
   const bool resuming = opt.resume && fs::exists(last_path);
+  SEQLAB_CHECK(!dp || dist::all_equal(resuming), "[", mc.name, "] --resume: ", last_path.string(),
+               " must be visible to every rank (a shared file system) or to none");
   if (resuming && fs::exists(dir / "config.resolved.toml")) {
     std::ifstream in(dir / "config.resolved.toml");
     std::stringstream old;
@@ -383,7 +480,6 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir_str,
   if (opt.resume && !resuming) spdlog::info("[{}] no {} yet: starting from scratch", mc.name, last_path.string());
   if (!opt.resume && fs::exists(last_path))
     spdlog::warn("[{}] {} exists: starting over (use --resume to continue it)", mc.name, last_path.string());
-  write_text_atomic(dir / "config.resolved.toml", resolved);
   spdlog::info("[{}] config (resolved):\n{}", mc.name, resolved);
 
   TaskData td = make_data(c);
@@ -394,6 +490,15 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir_str,
 
   auto optimizer = make_optimizer(c, *model);
   const double base_lr = c.optim.lr;
+  std::unique_ptr<dist::GradientReducer> reducer;
+  if (dp) {
+    SEQLAB_CHECK(c.train.batch_size >= dist::size(), c.file, ": [train] batch_size: expected at least one example "
+                 "per rank (", dist::size(), " ranks), got ", c.train.batch_size);
+    reducer = std::make_unique<dist::GradientReducer>(model->parameters());
+    dist::check_identical(model->parameters(), str("[", mc.name, "] initial parameters"));
+    spdlog::info("[{}] data-parallel: {} ranks, global batch {} (about {} per rank), {} threads per rank", mc.name,
+                 dist::size(), c.train.batch_size, c.train.batch_size / dist::size(), num_threads());
+  }
 
   // Steps per epoch: the whole training set (or n_train_batches), capped by max_steps.
   std::unique_ptr<data::Loader> loader;
@@ -403,6 +508,9 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir_str,
   } else {
     data::LoaderOptions lo = data::LoaderOptions::train(c.train.batch_size, c.train.seed);
     lo.prefetch = c.train.prefetch > 0;
+    if (dp) lo.shard_rank = dist::rank(), lo.shard_count = dist::size();
+    SEQLAB_CHECK(c.train.batch_size <= td.fc.train->size(), c.file, ": [train] batch_size: expected at most the ",
+                 td.fc.train->size(), " training windows, got ", c.train.batch_size);
     loader = std::make_unique<data::Loader>(td.fc.train, lo);
     steps_per_epoch = loader->num_batches();
     SEQLAB_CHECK(steps_per_epoch > 0, c.file, ": [train] batch_size: expected at most the ", td.fc.train->size(),
@@ -437,8 +545,15 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir_str,
     for (const char* k : kMetricNames) st.metrics[k];
     if (td.token) st.metrics["val_acc"], st.metrics["test_acc"];
     std::error_code ec;
-    fs::remove(best_path, ec);
+    if (writer) fs::remove(best_path, ec);
   }
+  // Only now, with the data, model and checkpoint checked, is the run directory touched: a bad
+  // input leaves nothing behind (tests/bad_inputs).
+  if (writer) {
+    fs::create_directories(dir);
+    write_text_atomic(dir / "config.resolved.toml", resolved);
+  }
+  int64_t saved_step = resuming ? st.global_step : -1;  // the step checkpoint-last.h5 holds (-1: none yet)
 
   Progress progress(!opt.quiet && isatty(fileno(stderr)), mc.name, c.train.epochs, steps_per_epoch);
   model->train();
@@ -450,23 +565,53 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir_str,
     }
     progress.start_epoch(st.batch);
     auto t_epoch = Clock::now();
+    const int64_t skipped_before_epoch = st.skipped;
     double lr = base_lr * schedule->lr_at(st.global_step);
     while (st.batch < steps_per_epoch) {
       if (td.token) batch = td.task->batch(c.train.batch_size, c.data.data_seed, st.global_step);
       else if (!loader->next(batch)) break;
+      if (dp && td.token) batch = shard_rows(batch);
+      // Data-parallel dropout: a stream per (seed, rank, step), so ranks draw different masks and a
+      // resumed run draws the same ones without saving every rank's generator.
+      if (dp) manual_seed(c.train.seed ^ (0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(st.global_step + 1)) ^
+                          (0xBF58476D1CE4E5B9ULL * static_cast<uint64_t>(dist::rank() + 1)));
       lr = base_lr * schedule->lr_at(st.global_step);
       optimizer->set_lr(lr);
       optimizer->zero_grad();
       Tensor out = model->forward(batch.x);
       Tensor loss = td.token ? token_loss(out, batch.y) : mse_loss(out, batch.y);
       backward(loss);
-      if (c.optim.grad_clip > 0) optim::clip_grad_norm(model->parameters(), c.optim.grad_clip);
-      optimizer->step();
+      // Data-parallel: gradients and loss become the global batch's mean, identical on every rank.
+      if (reducer) loss = Tensor::scalar(reducer->reduce(loss.item(), loss_weight(td.token, batch), stop_requested()));
+      if (opt.nonfinite_at_step == st.global_step + 1) poison_first_gradient(*model);
       const double l = loss.item();
-      SEQLAB_CHECK(std::isfinite(l), "[", mc.name, "] training diverged: loss ", l, " at epoch ", st.epoch + 1,
-                   ", step ", st.global_step + 1, " (lower [optim] lr or set grad_clip)");
-      st.loss_sum += l;
-      ++st.loss_count;
+      // A NaN/Inf loss or gradient never reaches the parameters: stop (checkpoint-last.h5 keeps the
+      // last good state) or skip the step ([train] on_nonfinite).
+      if (std::string bad = first_nonfinite(*model, true); !std::isfinite(l) || !bad.empty()) {
+        const std::string what = str("non-finite ", std::isfinite(l) ? "gradient" : "loss", " (loss ", l, ") at step ",
+                                     st.global_step + 1, " (epoch ", st.epoch + 1, ", batch ", st.batch + 1, "); ",
+                                     bad.empty() ? std::string("every gradient finite")
+                                                 : str("first parameter with a non-finite gradient: '", bad, "'"));
+        SEQLAB_CHECK(c.train.on_nonfinite == "skip", "[", mc.name, "] ", what, "; training stopped ([train] "
+                     "on_nonfinite = \"stop\"); ", saved_step >= 0 ? str(last_path.string(), " holds step ",
+                     saved_step, ", the last good state") : std::string("no checkpoint was written before it"),
+                     " (lower [optim] lr, set [optim] grad_clip, or set [train] on_nonfinite = \"skip\")");
+        ++st.skipped;
+        if (st.skipped <= 10)
+          spdlog::warn("[{}] {}: step skipped ({} skipped so far{})", mc.name, what, st.skipped,
+                       st.skipped == 10 ? "; further skips are counted at each epoch end" : "");
+      } else {
+        if (c.optim.grad_clip > 0) optim::clip_grad_norm(model->parameters(), c.optim.grad_clip);
+        optimizer->step();
+        const std::string bad_param = first_nonfinite(*model, false);
+        SEQLAB_CHECK(bad_param.empty(), "[", mc.name, "] parameter '", bad_param, "' became non-finite after the update "
+                     "of step ", st.global_step + 1, " (epoch ", st.epoch + 1, ", finite loss and gradients: lower "
+                     "[optim] lr); ", saved_step >= 0 ? str(last_path.string(), " holds step ", saved_step,
+                     ", the last good state") : std::string("no checkpoint was written before it"));
+        st.loss_sum += l;
+        ++st.loss_count;
+        if (opt.step_losses) opt.step_losses->push_back(l);
+      }
       ++st.batch;
       ++st.global_step;
       progress.update(st.epoch, st.batch, st.loss_sum / static_cast<double>(st.loss_count));
@@ -477,21 +622,35 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir_str,
         r.params = n_params;
         return r;  // as if killed here: nothing after the last checkpoint is kept
       }
-      if (c.train.checkpoint_every > 0 && st.global_step % c.train.checkpoint_every == 0 &&
-          st.batch < steps_per_epoch) {
+      // SIGINT (request_stop): write checkpoint-last.h5 at this step and return; --resume continues.
+      const bool interrupt = (reducer ? reducer->any_stop() : stop_requested()) && st.batch < steps_per_epoch;
+      if (writer && st.batch < steps_per_epoch &&
+          (interrupt || (c.train.checkpoint_every > 0 && st.global_step % c.train.checkpoint_every == 0))) {
         RunState snap = st;
         snap.epoch_seconds += seconds_since(t_epoch);
         save_checkpoint(last_path, make_checkpoint(*model, *optimizer, td, snap));
+        saved_step = st.global_step;
+      }
+      if (interrupt) {
+        progress.clear();
+        spdlog::warn("[{}] interrupted at step {} (epoch {}): {} written; --resume continues from it", mc.name,
+                     st.global_step, st.epoch + 1, last_path.string());
+        RunResult r;
+        r.model = mc.name;
+        r.params = n_params;
+        r.interrupted = true;
+        r.skipped_steps = st.skipped;
+        return r;
       }
     }
     st.epoch_seconds += seconds_since(t_epoch);
     progress.clear();
 
     auto t_eval = Clock::now();
-    EvalStats val = td.token ? eval_tokens(*model, td.val_batches)
-                             : eval_forecast(*model, td.fc.val, c.train.eval_batch_size);
-    EvalStats test = td.token ? eval_tokens(*model, td.test_batches)
-                              : eval_forecast(*model, td.fc.test, c.train.eval_batch_size);
+    EvalStats val = td.token ? eval_tokens(*model, td.val_batches, dp)
+                             : eval_forecast(*model, td.fc.val, c.train.eval_batch_size, dp);
+    EvalStats test = td.token ? eval_tokens(*model, td.test_batches, dp)
+                              : eval_forecast(*model, td.fc.test, c.train.eval_batch_size, dp);
     Metrics& m = st.metrics;
     m["train_loss"].push_back(st.loss_sum / static_cast<double>(std::max<int64_t>(st.loss_count, 1)));
     m["val_loss"].push_back(val.loss);
@@ -531,10 +690,17 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir_str,
     next.loss_count = 0;
     next.epoch_seconds = 0;
     next.done = stop || next.epoch >= c.train.epochs;
-    Checkpoint ck = make_checkpoint(*model, *optimizer, td, next);
-    if (improved) save_checkpoint(best_path, ck);  // before last: a crash in between redoes this epoch
-    save_checkpoint(last_path, ck);
-    write_metrics(dir / "metrics.h5", m);
+    if (dp) dist::check_identical(model->parameters(), str("[", mc.name, "] parameters after epoch ", st.epoch + 1));
+    if (writer) {
+      Checkpoint ck = make_checkpoint(*model, *optimizer, td, next);
+      if (improved) save_checkpoint(best_path, ck);  // before last: a crash in between redoes this epoch
+      save_checkpoint(last_path, ck);
+      saved_step = st.global_step;
+      write_metrics(dir / "metrics.h5", m);
+    }
+    if (st.skipped > skipped_before_epoch)
+      spdlog::warn("[{}] epoch {}: {} step(s) skipped for a non-finite loss or gradient ({} in the run)", mc.name,
+                   st.epoch + 1, st.skipped - skipped_before_epoch, st.skipped);
     st.batch = 0;
     st.loss_sum = 0;
     st.loss_count = 0;
@@ -545,14 +711,38 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir_str,
       ++st.epoch;
       break;
     }
+    if ((dp ? dist::any(stop_requested()) : stop_requested()) && !next.done) {
+      spdlog::warn("[{}] interrupted after epoch {}: {} written; --resume continues from it", mc.name, st.epoch + 1,
+                   last_path.string());
+      RunResult r;
+      r.model = mc.name;
+      r.params = n_params;
+      r.interrupted = true;
+      r.skipped_steps = st.skipped;
+      return r;
+    }
   }
-  if (!fs::exists(dir / "metrics.h5")) write_metrics(dir / "metrics.h5", st.metrics);
+  // Always rewritten: a run killed between the last checkpoint and metrics.h5 resumes as done.
+  if (writer) write_metrics(dir / "metrics.h5", st.metrics);
+  if (opt.final_params) *opt.final_params = model->parameters();
 
   RunResult r = result_from(mc.name, n_params, st.metrics, st.global_step, td.token);
   r.finished = true;
+  r.skipped_steps = st.skipped;
+  if (st.skipped > 0)
+    spdlog::warn("[{}] {} of {} steps skipped for a non-finite loss or gradient ([train] on_nonfinite = \"skip\")",
+                 mc.name, st.skipped, st.global_step);
   r.peak_rss_mib = std::max(r.peak_rss_mib, st.peak_rss);  // a resumed run reports the whole run's peak
-  write_text_atomic(dir / "results.csv", results_csv({r}));
-  write_text_atomic(dir / "results.md", results_md({r}));
+  if (reducer && reducer->calls() > 0 && r.step_ms > 0) {
+    const double ms = 1e3 * reducer->seconds() / static_cast<double>(reducer->calls());
+    spdlog::info("[{}] all-reduce: {} floats per step, {:.3f} ms/step ({:.3f} ms in MPI_Allreduce), {:.1f}% of a "
+                 "{:.2f} ms step", mc.name, reducer->buffer_size(), ms,
+                 1e3 * reducer->mpi_seconds() / static_cast<double>(reducer->calls()), 100.0 * ms / r.step_ms, r.step_ms);
+  }
+  if (writer) {
+    write_text_atomic(dir / "results.csv", results_csv({r}));
+    write_text_atomic(dir / "results.md", results_md({r}));
+  }
   spdlog::info("[{}] done: {} epochs, {:.1f}s training, {:.2f} ms/step, best val {:.5f}, test_mse {:.5f}", mc.name,
                r.epochs, r.train_seconds, r.step_ms, r.val_mse, r.test_mse);
   return r;
@@ -566,16 +756,28 @@ RunResult run_train(const Config& c, const RunOptions& opt) {
 std::vector<RunResult> run_compare(const Config& c, const RunOptions& opt, const std::string& exe,
                                    const std::vector<std::string>& child_args) {
   const fs::path dir(c.output.dir);
+  // Under mpirun the runs are dealt round-robin to the ranks, each trained single-process by the
+  // rank that owns it; rank 0 writes the comparison's own files and gathers the rows.
+  const int n_ranks = dist::size(), me = dist::rank();
   fs::create_directories(dir);
-  write_text_atomic(dir / "config.resolved.toml", to_toml(c));
+  if (me == 0) write_text_atomic(dir / "config.resolved.toml", to_toml(c));
+  const std::vector<std::string> env_strings = dist::environment_without_launcher();
+  std::vector<char*> child_env;  // children run single-process: no MPI launcher variables
+  for (const auto& e : env_strings) child_env.push_back(const_cast<char*>(e.c_str()));
+  child_env.push_back(nullptr);
+  RunOptions run_opt = opt;
+  run_opt.data_parallel = false;
   std::vector<RunResult> rows;
+  std::vector<size_t> row_index;  // model index of each row
   auto t0 = Clock::now();
   for (size_t i = 0; i < c.models.size(); ++i) {
+    if (static_cast<int>(i % static_cast<size_t>(n_ranks)) != me) continue;
+    row_index.push_back(i);
     const ModelConfig& mc = c.models[i];
     const fs::path sub = dir / mc.name;
     spdlog::info("compare: model {}/{} '{}' ({}) -> {}", i + 1, c.models.size(), mc.name, mc.type, sub.string());
     if (exe.empty()) {
-      rows.push_back(train_model(c, i, sub.string(), opt));
+      rows.push_back(train_model(c, i, sub.string(), run_opt));
       if (!rows.back().finished) return rows;
       continue;
     }
@@ -596,11 +798,18 @@ std::vector<RunResult> run_compare(const Config& c, const RunOptions& opt, const
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-    int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), environ);
+    int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), child_env.data());
     posix_spawn_file_actions_destroy(&actions);
     SEQLAB_CHECK(rc == 0, "compare: cannot start ", exe, ": ", std::strerror(rc));
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if ((WIFEXITED(status) && WEXITSTATUS(status) == 130) || (WIFSIGNALED(status) && WTERMSIG(status) == SIGINT)) {
+      RunResult r;  // the child was interrupted (Ctrl-C) and wrote its checkpoint-last.h5
+      r.model = mc.name;
+      r.interrupted = true;
+      rows.push_back(r);
+      return rows;
     }
     SEQLAB_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "compare: model '", mc.name, "' failed (",
                  WIFEXITED(status) ? str("exit code ", WEXITSTATUS(status)) : str("signal ", WTERMSIG(status)),
@@ -613,6 +822,43 @@ std::vector<RunResult> run_compare(const Config& c, const RunOptions& opt, const
     }
     r[0].finished = true;
     rows.push_back(r[0]);
+  }
+  if (n_ranks > 1) {
+    // One tab-separated line per row (index first), every number exact (%.17g).
+    std::string mine;
+    for (size_t k = 0; k < rows.size(); ++k) {
+      const RunResult& r = rows[k];
+      mine += str(row_index[k], "\t", r.model, "\t", r.params, "\t", r.epochs);
+      for (double v : {r.train_seconds, r.step_ms, r.peak_rss_mib, r.val_mse, r.test_mse, r.test_mae, r.test_acc})
+        mine += '\t', mine += fmt("%.17g", v);
+      mine += "\n";
+    }
+    auto all = dist::gather(mine);
+    if (me != 0) return {};
+    std::vector<RunResult> merged(c.models.size());
+    std::vector<bool> seen(c.models.size(), false);
+    for (const std::string& part : all) {
+      std::stringstream ss(part);
+      for (std::string line; std::getline(ss, line);) {
+        std::vector<std::string> f;
+        std::stringstream ls(line);
+        for (std::string x; std::getline(ls, x, '\t');) f.push_back(x);
+        SEQLAB_CHECK(f.size() == 11, "compare: a malformed row from another rank: '", line, "'");
+        const auto i = static_cast<size_t>(std::stoull(f[0]));
+        SEQLAB_CHECK(i < merged.size() && !seen[i], "compare: row ", i, " from another rank is out of place");
+        RunResult& r = merged[i];
+        r.model = f[1];
+        r.params = std::stoll(f[2]);
+        r.epochs = std::stoll(f[3]);
+        double* v[] = {&r.train_seconds, &r.step_ms, &r.peak_rss_mib, &r.val_mse, &r.test_mse, &r.test_mae, &r.test_acc};
+        for (size_t k = 0; k < 7; ++k) *v[k] = std::stod(f[4 + k]);
+        r.finished = true;
+        seen[i] = true;
+      }
+    }
+    for (size_t i = 0; i < seen.size(); ++i)
+      SEQLAB_CHECK(seen[i], "compare: no result for model '", c.models[i].name, "' from rank ", i % n_ranks);
+    rows = std::move(merged);
   }
   write_text_atomic(dir / "results.csv", results_csv(rows));
   write_text_atomic(dir / "results.md", results_md(rows));

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "apps/config.h"
+#include "core/tensor.h"
 
 namespace seqlab::app {
 
@@ -16,6 +17,10 @@ struct RunOptions {
   int threads = -1;             // --threads when given (wins over [train] threads); -1: from the config
   int64_t stop_after_steps = 0; // tests: return after this many optimizer steps, as if killed
   bool quiet = false;           // no progress bar, no per-epoch log lines (tests)
+  int64_t nonfinite_at_step = 0; // tests: poison the first parameter's gradient at this global step (1-based)
+  bool data_parallel = false;   // under mpirun: split each global batch over the ranks (seqlab train)
+  std::vector<double>* step_losses = nullptr;  // tests: each step's training loss is appended
+  std::vector<Tensor>* final_params = nullptr; // tests: the parameters after training (every rank)
 };
 
 /// One row of the results table.
@@ -30,15 +35,25 @@ struct RunResult {
   double test_mse = 0;         // at the best validation epoch (token tasks: cross-entropy)
   double test_mae = 0;         // at the best validation epoch (token tasks: NaN)
   double test_acc = -1;        // token tasks: token accuracy at the best epoch; -1 otherwise
-  bool finished = false;       // false when stopped by stop_after_steps
+  bool finished = false;       // false when stopped by stop_after_steps or request_stop()
+  bool interrupted = false;    // stopped by request_stop() (SIGINT) after writing checkpoint-last.h5
+  int64_t skipped_steps = 0;   // steps skipped for a non-finite loss or gradient ([train] on_nonfinite = "skip")
 };
+
+/// Asks train_model to stop after the current step, writing checkpoint-last.h5 first (`--resume`
+/// continues from it). Async-signal-safe: main()'s SIGINT/SIGTERM handler calls it.
+void request_stop() noexcept;
+/// Whether request_stop() was called.
+bool stop_requested() noexcept;
 
 /// Trains model `index` of `config` into `dir` (created); writes every file of a run directory.
 RunResult train_model(const Config& config, size_t index, const std::string& dir, const RunOptions& opt);
-/// `seqlab train`: the config's single model into [output] dir.
+/// `seqlab train`: the config's single model into [output] dir. With opt.data_parallel under
+/// mpirun: data-parallel over the ranks; only rank 0 writes the run directory.
 RunResult run_train(const Config& config, const RunOptions& opt);
 /// `seqlab compare`: every model in turn into [output] dir/<name>, then results.csv/.md in
-/// [output] dir. With `exe` non-empty each model trains in a child process `exe train ...`
+/// [output] dir. Under mpirun the models are dealt round-robin to the ranks (each trains its own
+/// single-process) and rank 0 gathers the rows and writes the table; other ranks return no rows. With `exe` non-empty each model trains in a child process `exe train ...`
 /// (so peak RSS is per model); otherwise in this process.
 std::vector<RunResult> run_compare(const Config& config, const RunOptions& opt, const std::string& exe = "",
                                    const std::vector<std::string>& child_args = {});

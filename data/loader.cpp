@@ -6,6 +6,7 @@
 
 #include <tbb/task_group.h>
 
+#include <algorithm>
 #include <numeric>
 #include <utility>
 
@@ -41,6 +42,8 @@ Loader::Loader(std::shared_ptr<const Dataset> dataset, LoaderOptions opt)
     : dataset_(std::move(dataset)), opt_(opt), prefetch_(std::make_unique<Prefetch>()) {
   SEQLAB_CHECK(dataset_, "Loader: no dataset");
   SEQLAB_CHECK(opt_.batch_size >= 1, "Loader: batch_size must be at least 1, got ", opt_.batch_size);
+  SEQLAB_CHECK(opt_.shard_count >= 1 && opt_.shard_rank >= 0 && opt_.shard_rank < opt_.shard_count,
+               "Loader: shard_rank ", opt_.shard_rank, " outside [0, shard_count = ", opt_.shard_count, ")");
   SEQLAB_CHECK(dataset_->size() >= 1, "Loader: the dataset is empty");
   SEQLAB_CHECK(num_batches() >= 1, "Loader: drop_last with batch_size ", opt_.batch_size, " leaves no batch of the ",
                dataset_->size(), " examples");
@@ -86,10 +89,18 @@ void Loader::load_state(const LoaderState& s) {
   batch_ = s.batch;
 }
 
+std::pair<int64_t, int64_t> Loader::shard_range(int64_t n, int64_t r, int64_t k) {
+  const int64_t base = n / k, extra = n % k;
+  const int64_t begin = r * base + std::min(r, extra);
+  return {begin, begin + base + (r < extra ? 1 : 0)};
+}
+
 Batch Loader::make_batch(int64_t batch) const {
-  const int64_t begin = batch * opt_.batch_size;
-  const int64_t end = std::min<int64_t>(begin + opt_.batch_size, static_cast<int64_t>(order_.size()));
-  return dataset_->get(std::span<const int64_t>(order_.data() + begin, static_cast<size_t>(end - begin)));
+  const int64_t first = batch * opt_.batch_size;
+  const int64_t n = std::min<int64_t>(opt_.batch_size, static_cast<int64_t>(order_.size()) - first);
+  const auto [begin, end] = shard_range(n, opt_.shard_rank, opt_.shard_count);
+  if (begin == end) return Batch{};  // a short last batch with fewer examples than shards
+  return dataset_->get(std::span<const int64_t>(order_.data() + first + begin, static_cast<size_t>(end - begin)));
 }
 
 void Loader::start_prefetch() {

@@ -2,9 +2,12 @@
 // (seed, e), so a run resumed from (epoch, batch) sees exactly the batches it would have seen.
 // The next batch is gathered in the background on oneTBB while the caller trains on this one; the
 // batches are identical with and without prefetch (each batch is its own fresh tensors).
+// Data-parallel training shards each batch: with shard_count K, rank r gets its contiguous slice of
+// every global batch of the (seed, epoch) permutation, so the K ranks see each example once per epoch.
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "data/dataset.h"
@@ -17,6 +20,8 @@ struct LoaderOptions {
   bool drop_last = false;  // drop a short last batch; training only (evaluation counts every example)
   uint64_t seed = 0;
   bool prefetch = true;  // gather the next batch on a background TBB task
+  int64_t shard_rank = 0;   // this process's slice of each batch (data-parallel rank) ...
+  int64_t shard_count = 1;  // ... of this many: sizes differ by at most one, the first ranks get more
   /// Shuffled, drop_last: the training loader.
   static LoaderOptions train(int64_t batch_size, uint64_t seed);
   /// In order, every example: validation and test.
@@ -38,11 +43,15 @@ class Loader {
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
 
-  /// Batches per epoch: floor(N / B) with drop_last, else ceil(N / B).
+  /// Batches per epoch: floor(N / B) with drop_last, else ceil(N / B) (global batches: every shard
+  /// has the same count).
   int64_t num_batches() const;
+  /// The examples [begin, end) of a global batch of n that shard r of k takes.
+  static std::pair<int64_t, int64_t> shard_range(int64_t n, int64_t r, int64_t k);
   /// Starts epoch `epoch` at its first batch (the order depends only on seed and epoch).
   void reset(int64_t epoch);
-  /// The next batch of the current epoch into b; false (b untouched) when the epoch is done.
+  /// The next batch of the current epoch into b (this shard's slice; b.size == 0 when a short last
+  /// batch leaves this shard nothing); false (b untouched) when the epoch is done.
   bool next(Batch& b);
 
   /// The example order of epoch `epoch` (identity without shuffle).

@@ -123,7 +123,10 @@ Series read_csv(const std::string& path) {
                std::filesystem::exists(path) ? "not readable" : "no such file", ")");
   std::stringstream buf;
   buf << in.rdbuf();
-  std::string text = buf.str();
+  return parse_csv(buf.str(), path);
+}
+
+Series parse_csv(std::string text, const std::string& path) {
   if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);  // UTF-8 byte-order mark
   SEQLAB_CHECK(!blank(text), path, ": empty file, expected a header row of column names");
 

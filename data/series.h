@@ -29,6 +29,8 @@ struct Series {
 /// Throws seqlab::Error naming the file, line and column for a missing/empty file, a header-only
 /// file, a ragged row, a non-numeric, NaN or Inf cell, or a duplicate column name.
 Series read_csv(const std::string& path);
+/// read_csv on CSV text already in memory; `name` stands for the file in messages (the fuzzer's entry).
+Series parse_csv(std::string text, const std::string& name);
 
 /// Reads the 2-D numeric dataset `dataset` of an HDF5 file (rows = time steps) with its column
 /// names from the string attribute "columns" (default names "c0", "c1", ... when absent). Throws

@@ -13,6 +13,9 @@ packages=(
   libopenblas-dev     # GEMM (pthread variant)
   libkissfft-dev      # FFTs for the S4 convolution
   libtoml11-dev       # configs
+  clang               # CI: the libFuzzer targets (scripts/fuzz.sh)
+  libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes (clang only recommends it)
+  libopenmpi-dev openmpi-bin  # data-parallel training and distributed compare (mpirun)
 )
 
 missing=()

@@ -449,3 +449,38 @@ TEST_CASE("data/synthetic: the sine series goes through the forecasting path") {
   CHECK(b.x.shape() == Shape{32, 48, 3});
   CHECK(b.y.shape() == Shape{32, 24, 1});
 }
+
+TEST_CASE("data/loader: shards of K ranks split every global batch into contiguous slices, in order") {
+  auto ds = small_dataset();  // 192 windows
+  const int64_t K = 3, B = 16;  // 16 = 6 + 5 + 5
+  Loader whole(ds, LoaderOptions::train(B, 7));
+  std::vector<std::unique_ptr<Loader>> shards;
+  for (int64_t r = 0; r < K; ++r) {
+    LoaderOptions o = LoaderOptions::train(B, 7);
+    o.shard_rank = r;
+    o.shard_count = K;
+    shards.push_back(std::make_unique<Loader>(ds, o));
+    CHECK(shards.back()->num_batches() == whole.num_batches());
+  }
+  for (int64_t epoch : {0, 2}) {
+    auto wb = epoch_batches(whole, epoch);
+    std::vector<std::vector<Batch>> sb;
+    for (auto& s : shards) sb.push_back(epoch_batches(*s, epoch));
+    for (size_t i = 0; i < wb.size(); ++i) {
+      std::vector<double> cat;
+      for (int64_t r = 0; r < K; ++r) {
+        const Batch& b = sb[static_cast<size_t>(r)][i];
+        CHECK(b.size == (r == 0 ? 6 : 5));
+        for (double v : b.x.to_vector()) cat.push_back(v);
+      }
+      CHECK(cat == wb[i].x.to_vector());
+    }
+  }
+  // A short last eval batch with fewer examples than shards leaves the last shards empty.
+  CHECK(Loader::shard_range(1, 0, 2) == std::pair<int64_t, int64_t>{0, 1});
+  CHECK(Loader::shard_range(1, 1, 2) == std::pair<int64_t, int64_t>{1, 1});
+  LoaderOptions bad = LoaderOptions::train(B, 7);
+  bad.shard_rank = 3;
+  bad.shard_count = 3;
+  CHECK_THROWS_AS(Loader(ds, bad), Error);
+}
