@@ -15,6 +15,7 @@
 #include "apps/config.h"
 #include "apps/distributed.h"
 #include "apps/trainer.h"
+#include "bench/step_bench.h"
 #include "core/error.h"
 #include "core/parallel.h"
 
@@ -94,6 +95,8 @@ int main(int argc, char** argv) {
   auto* eval = app.add_subcommand("eval", "evaluate checkpoint-best.h5 of a run directory");
   eval->add_option("run_dir", run_dir, "a run directory (or a comparison's)")->required();
   eval->add_option("--split", split, "val or test")->check(CLI::IsMember({"val", "test"}));
+
+  seqlab::bench::add_bench_subcommand(app);  // `seqlab bench`: runs from its own callback
 
   CLI11_PARSE(app, argc, argv);
   // Logs and the progress bar go to stderr; stdout carries only results (tables).

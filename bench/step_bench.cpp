@@ -52,12 +52,12 @@ nn::LayerArgs layer_args(const std::string& model) {
     // hidden = d_model = 64, one LSTM layer per block
   } else if (model == "transformer") {
     a.set("n_heads", int64_t{4}).set("d_ff", int64_t{256}).set("dropout", 0.0);
-  } else if (model == "s4d") {
+  } else if (model == "s4d" || model == "s4" || model == "lssl") {
     a.set("d_state", int64_t{64});
   } else if (model == "mamba") {
     a.set("expand", int64_t{2}).set("d_state", int64_t{16}).set("d_conv", int64_t{4}).set("dt_rank", int64_t{4});
   } else {
-    throw Error(str("bench: unknown model '", model, "' (known: lstm, transformer, s4d, mamba)"));
+    throw Error(str("bench: unknown model '", model, "' (known: lstm, transformer, s4d, s4, lssl, mamba)"));
   }
   return a;
 }
@@ -235,8 +235,8 @@ double step_gflop(const std::string& model, int64_t T_, int64_t B_) {
     const double F = 256;
     // in_proj (3D), out_proj (D), FFN (F, then back to D); QK^T and PV: 2 B T^2 D each
     layer_fwd = 2 * B * T * (3 * D * D + D * D + 2 * D * F) + 4 * B * T * T * D;
-  } else if (model == "s4d") {
-    const double M = 32;  // N / 2 conjugate pairs
+  } else if (model == "s4d" || model == "s4" || model == "lssl") {
+    const double N = 64, M = N / 2;  // state size, conjugate pairs
     double n = 2 * T;     // FFT length (next 2,3,5-smooth >= 2T - 1)
     for (int64_t k = 2 * T_ - 1;; ++k) {
       int64_t m = k;
@@ -251,7 +251,14 @@ double step_gflop(const std::string& model, int64_t T_, int64_t B_) {
     const double rfft = 2.5 * n * std::log2(n);  // a real FFT of n points: half a complex one
     // Vandermonde kernel: a complex multiply-add per (d, m, l); FFTs: kernel per d, x and the
     // inverse per (b, d); spectrum product 6 flops per bin; GLU projection D -> 2D.
-    layer_fwd = 8 * D * M * T + D * rfft + B * D * (2 * rfft + 6 * (n / 2 + 1)) + 2 * B * T * D * 2 * D;
+    // The FFT convolution and the GLU projection are shared by the three; the kernel differs.
+    const double conv_glu = D * rfft + B * D * (2 * rfft + 6 * (n / 2 + 1)) + 2 * B * T * D * 2 * D;
+    double kernel = 8 * D * M * T;  // s4d: Vandermonde, a complex multiply-add per (d, m, l)
+    if (model == "lssl")  // dense bilinear discretisation (an N x N solve) + T mat-vecs per channel
+      kernel = D * (2 * N * N * N + 2 * N * N * T);
+    if (model == "s4")  // C~ by T DPLR steps, Cauchy + Woodbury at T/2+1 bins, direct inverse DFT
+      kernel = D * (8 * N * T + (T / 2 + 1) * 4 * M * 8 + 4 * T * (T / 2 + 1));
+    layer_fwd = kernel + conv_glu;
   } else if (model == "mamba") {
     const double E = 2 * D, N = 16, R = 4, K = 4;
     // in_proj D -> 2E, depthwise conv K taps, x_proj E -> R + 2N, dt_proj R -> E, out_proj E -> D;
@@ -267,7 +274,7 @@ void add_bench_subcommand(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* sub = app.add_subcommand(
       "bench", "time one training step (forward, MSE, backward, AdamW) per model family and sequence length");
-  sub->add_option("--models", o->models, "model families (lstm, transformer, s4d, mamba)")->delimiter(',');
+  sub->add_option("--models", o->models, "model families (lstm, transformer, s4d, s4, lssl, mamba)")->delimiter(',');
   sub->add_option("--seq-lens", o->seq_lens, "sequence lengths T")->delimiter(',');
   sub->add_option("--batch", o->batch, "batch size B")->check(CLI::PositiveNumber);
   sub->add_option("--steps", o->steps, "timed steps per case (the median is reported)")->check(CLI::Range(1, 100000));
