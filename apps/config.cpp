@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -203,6 +204,7 @@ const toml::table* table_of(const std::string& file, const toml::table& root, co
 // Parses an override's value as TOML; a value that is not TOML (a bare word such as lstm, the
 // shell having eaten the quotes) is taken as a string.
 toml::value parse_value(const std::string& text) {
+  if (invalid_utf8_offset(text) != std::string_view::npos) return toml::value(text);  // toml11 would overrun
   try {
     std::istringstream in("v = " + text);
     toml::value t = toml::parse(in, "--set");
@@ -593,7 +595,41 @@ nn::ModelOptions ModelConfig::options(const DataConfig& data, int64_t in_channel
 
 const std::vector<std::string>& task_names() { return kTasks; }
 
+size_t invalid_utf8_offset(std::string_view t) {
+  const auto* b = reinterpret_cast<const unsigned char*>(t.data());
+  const size_t n = t.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned char c = b[i];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (len == 0 || i + len > n) return i;
+    for (size_t k = 1; k < len; ++k)
+      if ((b[i + k] & 0xC0) != 0x80) return i;
+    if (len == 2 && c < 0xC2) return i;                                         // overlong
+    if (len == 3) {
+      const unsigned cp = (c & 0x0Fu) << 12 | (b[i + 1] & 0x3Fu) << 6 | (b[i + 2] & 0x3Fu);
+      if (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)) return i;               // overlong, surrogate
+    }
+    if (len == 4) {
+      const unsigned cp = (c & 0x07u) << 18 | (b[i + 1] & 0x3Fu) << 12 | (b[i + 2] & 0x3Fu) << 6 | (b[i + 3] & 0x3Fu);
+      if (cp < 0x10000 || cp > 0x10FFFF) return i;
+    }
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
 Config parse_config(const std::string& text, const std::string& name, const std::vector<std::string>& overrides) {
+  // TOML is UTF-8, and toml11 3.7 reads out of bounds reporting bad UTF-8 inside a string
+  // (found by fuzz/fuzz_config.cpp): reject it before the parser sees it.
+  if (size_t bad = invalid_utf8_offset(text); bad != std::string_view::npos) {
+    const size_t line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n'));
+    const size_t line_start = text.rfind('\n', bad == 0 ? 0 : bad - 1);
+    const size_t column = line_start == std::string::npos || bad == 0 ? bad + 1 : bad - line_start;
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02x", static_cast<unsigned char>(text[bad]));
+    throw Error(str(name, ": TOML syntax error at line ", line, ", column ", column, ": invalid UTF-8 (byte ", hex,
+                    "); a TOML file is UTF-8 text"));
+  }
   toml::value root;
   try {
     std::istringstream in(text);

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "layers/model.h"
@@ -104,6 +105,10 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 /// Same, from TOML text; `name` stands for the file in messages and the default output dir.
 Config parse_config(const std::string& text, const std::string& name,
                     const std::vector<std::string>& overrides = {});
+
+/// Offset of the first byte of `text` that is not valid UTF-8 (npos when it all is); such text is
+/// rejected before toml11 parses it (toml11 3.7 overruns its buffer on bad UTF-8 in a string).
+size_t invalid_utf8_offset(std::string_view text);
 
 /// The resolved config as TOML: every key with its value ([[models]] when multi).
 std::string to_toml(const Config& config);

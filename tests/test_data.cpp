@@ -337,7 +337,7 @@ TEST_CASE("data/loader: prefetch on and off give identical batches") {
   CHECK(same(x.x, epoch_batches(b, 0)[0].x));
 }
 
-TEST_CASE("data/loader: drop_last only drops the short last batch; eval sees every window once") {
+TEST_CASE("data/loader: drop_last only drops the short last batch, eval sees every window once") {
   auto ds = small_dataset(200);  // 189 windows
   REQUIRE(ds->size() == 189);
   Loader train(ds, LoaderOptions::train(32, 1));

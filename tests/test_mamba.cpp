@@ -97,7 +97,7 @@ TEST_CASE("ops/causal_conv1d: fused vs composite reference (float64 and float32)
     }
 }
 
-TEST_CASE("ops/selective_scan: gradcheck (with and without gate, bias, softplus; chunked)") {
+TEST_CASE("ops/selective_scan: gradcheck (with and without gate, bias, softplus, chunked)") {
   for (int64_t N : {4, 8})          // runtime N and a compile-time N
     for (int64_t chunk : {2, 64})   // 2: three chunks over T = 5, states rebuilt from checkpoints
       for (bool full : {false, true}) {

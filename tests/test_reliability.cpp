@@ -110,7 +110,7 @@ int64_t step_of(const fs::path& last) {
 
 }  // namespace
 
-TEST_CASE("reliability/nonfinite: a NaN gradient stops training naming step and parameter; checkpoint-last.h5 stays good") {
+TEST_CASE("reliability/nonfinite: a NaN gradient stops training naming step and parameter and checkpoint-last.h5 stays good") {
   Quiet q;
   fs::path ref = scratch("nan_ref"), dir = scratch("nan");
   // Reference: the same run stopped after step 5 (checkpoints at steps 2 and 4).
@@ -152,7 +152,7 @@ TEST_CASE("reliability/nonfinite: a huge learning rate diverges and stops withou
   CHECK(!fs::exists(dir / "results.csv"));
 }
 
-TEST_CASE("reliability/nonfinite: on_nonfinite = \"skip\" skips the step, counts it and finishes") {
+TEST_CASE("reliability/nonfinite: on_nonfinite skip drops the step and counts it and the run finishes") {
   Quiet q;
   fs::path dir = scratch("skip"), dir2 = scratch("skip_resumed");
   const std::string skip = "on_nonfinite = \"skip\"\n";
@@ -176,7 +176,7 @@ TEST_CASE("reliability/nonfinite: on_nonfinite = \"skip\" skips the step, counts
 }
 
 #ifdef SEQLAB_BINARY
-TEST_CASE("reliability/crash: SIGKILL at 10 different steps, some during a checkpoint write; --resume always ends identical") {
+TEST_CASE("reliability/crash: SIGKILL at 10 different steps (some during a checkpoint write) and --resume always ends identical") {
   Quiet q;
   const int epochs = 4, steps = 15;  // 60 steps, a checkpoint after every one
   fs::path ref = scratch("kill10_ref");
@@ -238,7 +238,7 @@ TEST_CASE("reliability/crash: SIGKILL at 10 different steps, some during a check
   CHECK(mid_write >= 1);
 }
 
-TEST_CASE("reliability/interrupt: SIGINT writes checkpoint-last.h5 and exits 130; --resume ends identical") {
+TEST_CASE("reliability/interrupt: SIGINT writes checkpoint-last.h5 and exits 130 and --resume ends identical") {
   Quiet q;
   const int epochs = 6, steps = 15;
   fs::path ref = scratch("sigint_ref"), dir = scratch("sigint");

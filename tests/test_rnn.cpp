@@ -69,7 +69,7 @@ Run run(Rnn& layer, const std::vector<Tensor>& in, const Tensor& w, bool referen
 
 }  // namespace
 
-TEST_CASE("layers/rnn: gradcheck of input and every parameter (tanh, lstm, gru; 2 layers, float64)") {
+TEST_CASE("layers/rnn: gradcheck of input and every parameter (tanh, lstm, gru, 2 layers, float64)") {
   for (RnnCell cell : kCells) {
     for (bool bias : {true, false}) {
       CAPTURE(key_of(cell));
@@ -150,7 +150,7 @@ TEST_CASE("layers/rnn: fused op with input width != hidden width and no biases m
   }
 }
 
-TEST_CASE("layers/rnn: PyTorch nn.RNN/LSTM/GRU reference values (2 layers; float64 and float32)") {
+TEST_CASE("layers/rnn: PyTorch nn.RNN/LSTM/GRU reference values (2 layers, float64 and float32)") {
   for (RnnCell cell : kCells) {
     const std::string key = key_of(cell);
     CAPTURE(key);

@@ -26,7 +26,7 @@ TEST_CASE("tensor: construction, shape, dtype, item") {
   CHECK_THROWS_AS(Tensor::from_vector({1, 2, 3}, {2, 2}), Error);
 }
 
-TEST_CASE("tensor: handles share storage; clone, view, detach, to") {
+TEST_CASE("tensor: handles share storage, clone, view, detach, to") {
   Tensor a = Tensor::from_vector({1, 2, 3, 4}, {2, 2});
   Tensor b = a;  // cheap handle
   b.data<float>()[0] = 9;
@@ -104,7 +104,7 @@ TEST_CASE("random: seeded generator is reproducible and roughly normal") {
   for (double x : u.to_vector()) CHECK((x >= -2 && x < 3));
 }
 
-TEST_CASE("parallel: parallel_for covers the range once; parallel_sum is thread-count independent") {
+TEST_CASE("parallel: parallel_for covers the range once, parallel_sum is thread-count independent") {
   std::vector<int> hits(100000, 0);
   parallel_for(0, 100000, 1000, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) hits[i]++;

@@ -133,7 +133,7 @@ TEST_CASE("apps/train: a tiny sine run writes every file of the run directory, a
   CHECK(ev[0].mae == doctest::Approx(r.test_mae).epsilon(1e-9));
 }
 
-TEST_CASE("apps/train: same seed, same results; stopped mid-epoch and resumed equals uninterrupted") {
+TEST_CASE("apps/train: same seed, same results, stopped mid-epoch and resumed equals uninterrupted") {
   Quiet q;
   fs::path a = scratch("full"), b = scratch("stopped"), c2 = scratch("again");
   Config ca = parse_config(sine_config(a, 4, 6, 4), "sine.toml");
