@@ -14,6 +14,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/kernels/matmul.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
@@ -24,21 +25,7 @@ namespace {
 constexpr int64_t kBr = 64;
 constexpr int64_t kBc = 64;
 
-CBLAS_TRANSPOSE op(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
-// c (M, N) = alpha * op(a) @ op(b) + beta * c, row-major, explicit leading dimensions.
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
-          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, op(ta), op(tb), static_cast<blasint>(M), static_cast<blasint>(N),
-              static_cast<blasint>(K), alpha, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
-              static_cast<blasint>(ldc));
-}
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* a, int64_t lda,
-          const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, op(ta), op(tb), static_cast<blasint>(M), static_cast<blasint>(N),
-              static_cast<blasint>(K), alpha, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
-              static_cast<blasint>(ldc));
-}
 
 // exp(x) for float without branches, so loops over a tile row vectorise (AVX2: 8 lanes); std::exp
 // does not, and with Dh = 16 the exponentials would otherwise cost as much as the GEMMs. Cephes
@@ -120,7 +107,7 @@ void forward_tile(const T* q, const T* k, const T* v, T* o, T* lse, int64_t i0, 
   const int64_t j_end = d.visible_end(i1 - 1);  // keys past the last row's horizon are masked for every row
   for (int64_t j0 = 0; j0 < j_end; j0 += kBc) {
     const int64_t cols = std::min(kBc, j_end - j0);
-    gemm(false, true, rows, cols, Dh, scale, q + i0 * Dh, Dh, k + j0 * Dh, Dh, T(0), s, cols);
+    gemm_serial(false, true, rows, cols, Dh, scale, q + i0 * Dh, Dh, k + j0 * Dh, Dh, T(0), s, cols);
     for (int64_t r = 0; r < rows; ++r) {
       T* sr = s + r * cols;
       const int64_t vis = std::clamp<int64_t>(d.visible_end(i0 + r) - j0, 0, cols);
@@ -140,7 +127,7 @@ void forward_tile(const T* q, const T* k, const T* v, T* o, T* lse, int64_t i0, 
         for (int64_t e = 0; e < Dh; ++e) orow[e] *= alpha;
       }
     }
-    gemm(false, false, rows, Dh, cols, T(1), s, cols, v + j0 * Dh, Dh, T(1), o + i0 * Dh, Dh);
+    gemm_serial(false, false, rows, Dh, cols, T(1), s, cols, v + j0 * Dh, Dh, T(1), o + i0 * Dh, Dh);
   }
   for (int64_t r = 0; r < rows; ++r) {
     T* orow = o + (i0 + r) * Dh;
@@ -186,7 +173,7 @@ void backward_head(const T* dout, const T* q, const T* k, const T* v, const T* o
       const int64_t rows = std::min(kBr, Tq - i0);
       T* P = s.data();
       T* dS = dp.data();
-      gemm(false, true, rows, cols, Dh, scale, q + i0 * Dh, Dh, k + j0 * Dh, Dh, T(0), P, cols);
+      gemm_serial(false, true, rows, cols, Dh, scale, q + i0 * Dh, Dh, k + j0 * Dh, Dh, T(0), P, cols);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t vis = std::clamp<int64_t>(d.visible_end(i0 + r) - j0, 0, cols);
         T* pr = P + r * cols;
@@ -195,9 +182,9 @@ void backward_head(const T* dout, const T* q, const T* k, const T* v, const T* o
         std::fill(pr + vis, pr + cols, T(0));
       }
       // dV_j += P^T dO_i
-      gemm(true, false, cols, Dh, rows, T(1), P, cols, dout + i0 * Dh, Dh, T(1), dv + j0 * Dh, Dh);
+      gemm_serial(true, false, cols, Dh, rows, T(1), P, cols, dout + i0 * Dh, Dh, T(1), dv + j0 * Dh, Dh);
       // dP = dO_i V_j^T;  dS = P * (dP - D_i)
-      gemm(false, true, rows, cols, Dh, T(1), dout + i0 * Dh, Dh, v + j0 * Dh, Dh, T(0), dS, cols);
+      gemm_serial(false, true, rows, cols, Dh, T(1), dout + i0 * Dh, Dh, v + j0 * Dh, Dh, T(0), dS, cols);
       for (int64_t r = 0; r < rows; ++r) {
         const T dr = drow[static_cast<size_t>(i0 + r)];
         T* pr = P + r * cols;
@@ -205,8 +192,8 @@ void backward_head(const T* dout, const T* q, const T* k, const T* v, const T* o
         for (int64_t c = 0; c < cols; ++c) gr[c] = pr[c] * (gr[c] - dr);
       }
       // dK_j += scale dS^T Q_i;  dQ_i += scale dS K_j
-      gemm(true, false, cols, Dh, rows, scale, dS, cols, q + i0 * Dh, Dh, T(1), dk + j0 * Dh, Dh);
-      gemm(false, false, rows, Dh, cols, scale, dS, cols, k + j0 * Dh, Dh, T(1), dq + i0 * Dh, Dh);
+      gemm_serial(true, false, cols, Dh, rows, scale, dS, cols, q + i0 * Dh, Dh, T(1), dk + j0 * Dh, Dh);
+      gemm_serial(false, false, rows, Dh, cols, scale, dS, cols, k + j0 * Dh, Dh, T(1), dq + i0 * Dh, Dh);
     }
   }
 }

@@ -24,18 +24,6 @@ constexpr int64_t kSumChunk = 256;
 
 CBLAS_TRANSPOSE op(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
-void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
-               int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, op(ta), op(tb), static_cast<blasint>(M), static_cast<blasint>(N),
-              static_cast<blasint>(K), 1.0f, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
-              static_cast<blasint>(ldc));
-}
-void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const double* a, int64_t lda, const double* b,
-               int64_t ldb, double beta, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, op(ta), op(tb), static_cast<blasint>(M), static_cast<blasint>(N),
-              static_cast<blasint>(K), 1.0, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
-              static_cast<blasint>(ldc));
-}
 
 // One block of the output: rows [r0, r1) and columns [c0, c1) of c = op(a) @ op(b) + beta * c.
 template <typename T>
@@ -51,7 +39,7 @@ void gemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* a, c
   int64_t lda = ta ? M : K, ldb = tb ? K : N;
   const T* ab = ta ? a + r0 : a + r0 * K;  // op(a) row r is column r of a when transposed
   const T* bb = tb ? b + c0 * K : b + c0;
-  blas_gemm(ta, tb, rows, cols, K, ab, lda, bb, ldb, beta, c + r0 * N + c0, N);
+  gemm_serial(ta, tb, rows, cols, K, T(1), ab, lda, bb, ldb, beta, c + r0 * N + c0, N);
 }
 
 // How many blocks to cut one product into: 1 when small or single-threaded.
@@ -291,6 +279,19 @@ std::array<Tensor, 3> linear_backward(const Tensor& dy, const Tensor& x, const T
   });
   if (need_db) g[2] = column_sum(dy, out);
   return g;
+}
+
+void gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t lda,
+                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, op(ta), op(tb), static_cast<blasint>(M), static_cast<blasint>(N),
+              static_cast<blasint>(K), alpha, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
+              static_cast<blasint>(ldc));
+}
+void gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* a, int64_t lda,
+                 const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, op(ta), op(tb), static_cast<blasint>(M), static_cast<blasint>(N),
+              static_cast<blasint>(K), alpha, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
+              static_cast<blasint>(ldc));
 }
 
 }  // namespace seqlab::kernels

@@ -13,6 +13,13 @@ namespace seqlab::kernels {
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* a, const T* b, T beta, T* c);
 
+/// c (M, N) = alpha * op(a) @ op(b) + beta * c on the calling thread, row-major with explicit leading
+/// dimensions: for kernels already running as one task of a parallel loop (RNN steps, attention tiles).
+void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* a,
+                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* a,
+                 int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc);
+
 /// L products c_i = op(a_i) @ op(b_i) + beta * c_i with element strides between matrices; a stride of 0
 /// shares one matrix, and stride_c == 0 sums every product into one c (in batch order).
 template <typename T>

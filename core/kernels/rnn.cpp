@@ -25,22 +25,7 @@
 namespace seqlab::kernels {
 namespace {
 
-CBLAS_TRANSPOSE op(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
-// c (M, N; row stride ldc) = op(a) @ op(b) + beta * c on one thread: the caller is already one task
-// of a parallel loop over batch chunks.
-void gemm_ld(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
-             int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, op(ta), op(tb), static_cast<blasint>(M), static_cast<blasint>(N),
-              static_cast<blasint>(K), 1.0f, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
-              static_cast<blasint>(ldc));
-}
-void gemm_ld(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const double* a, int64_t lda, const double* b,
-             int64_t ldb, double beta, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, op(ta), op(tb), static_cast<blasint>(M), static_cast<blasint>(N),
-              static_cast<blasint>(K), 1.0, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
-              static_cast<blasint>(ldc));
-}
 
 // Gate nonlinearities: branch-free in float so the loops over H vectorise (core/kernels/vmath.h).
 template <typename T>
@@ -109,7 +94,7 @@ void forward_impl(RnnCell cell, const Dims& d, const T* x, const T* w_ih, const 
   for_batch_chunks(d.B, [&](int64_t b0, int64_t b1) {
     const int64_t Bc = b1 - b0;
     // (Bc*T, GH) = x (Bc*T, I) @ W_ih^T: one GEMM for every step of the chunk, then the biases
-    gemm_ld(false, true, Bc * T_, GH, I, x + b0 * T_ * I, I, w_ih, I, T(0), proj + b0 * T_ * ldp, ldp);
+    gemm_serial(false, true, Bc * T_, GH, I, T(1), x + b0 * T_ * I, I, w_ih, I, T(0), proj + b0 * T_ * ldp, ldp);
     for (int64_t r = b0 * T_; r < b1 * T_; ++r) {
       T* p = proj + r * ldp;
       for (int64_t j = 0; j < GH; ++j) p[j] += bx[j];
@@ -119,7 +104,7 @@ void forward_impl(RnnCell cell, const Dims& d, const T* x, const T* w_ih, const 
       // h_{t-1} of batch row b is hp[b * ldh]; null when it is zero
       const T* hp = t > 0 ? y + (b0 * T_ + t - 1) * H : (h0 ? h0 + b0 * H : nullptr);
       const int64_t ldh = t > 0 ? T_ * H : H;
-      if (hp) gemm_ld(false, true, Bc, GH, H, hp, ldh, w_hh, H, T(0), hg, GH);
+      if (hp) gemm_serial(false, true, Bc, GH, H, T(1), hp, ldh, w_hh, H, T(0), hg, GH);
       else std::fill(hg, hg + Bc * GH, T(0));
       for (int64_t b = 0; b < Bc; ++b) {
         const int64_t row = (b0 + b) * T_ + t;
@@ -225,11 +210,11 @@ void backward_impl(RnnCell cell, const Dims& d, const T* dy, const T* w_ih, cons
       }
       // dh_{t-1} (+)= da_h (Bc, GH) @ W_hh (GH, H); nothing flows into the zero initial state
       if (t > 0)
-        gemm_ld(false, false, Bc, H, GH, dgh + (b0 * T_ + t) * GH, T_ * GH, w_hh, H,
+        gemm_serial(false, false, Bc, H, GH, T(1), dgh + (b0 * T_ + t) * GH, T_ * GH, w_hh, H,
                 cell == RnnCell::gru ? T(1) : T(0), dh, H);
     }
     // dx (Bc*T, I) = da_x (Bc*T, GH) @ W_ih (GH, I)
-    if (dx) gemm_ld(false, false, Bc * T_, I, GH, dgx + b0 * T_ * GH, GH, w_ih, I, T(0), dx + b0 * T_ * I, I);
+    if (dx) gemm_serial(false, false, Bc * T_, I, GH, T(1), dgx + b0 * T_ * GH, GH, w_ih, I, T(0), dx + b0 * T_ * I, I);
   });
 }
 
