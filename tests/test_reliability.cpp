@@ -23,6 +23,7 @@
 #include "apps/trainer.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "run_testing.h"
 #include "testing.h"
 
 extern char** environ;
@@ -33,24 +34,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path scratch_root() { return fs::temp_directory_path() / ("seqlab_test_reliability_" + std::to_string(::getpid())); }
+using testing::check_same_params;
+using testing::scratch;
+using testing::scratch_root;
 
-fs::path scratch(const std::string& name) {
-  fs::path p = scratch_root() / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
-struct Quiet {
-  Quiet() { spdlog::set_level(spdlog::level::off); }
-  ~Quiet() {
-    spdlog::set_level(spdlog::level::info);
-    set_num_threads(0);
-    std::error_code ec;
-    fs::remove_all(scratch_root(), ec);
-  }
+// Quiet logs for one test, then restore and clean up.
+struct Quiet : testing::RunScope {
+  Quiet() : RunScope(spdlog::level::off) {}
 };
+
 
 // Tiny sine forecasting with a GRU and dropout (the generator state matters on resume).
 std::string sine_config(const fs::path& dir, int epochs, int max_steps, int checkpoint_every,
@@ -79,18 +71,6 @@ bool all_finite(const Checkpoint& c) {
   return true;
 }
 
-void check_same_params(const fs::path& a, const fs::path& b) {
-  Checkpoint ca = load_checkpoint(a), cb = load_checkpoint(b);
-  REQUIRE(ca.params.size() == cb.params.size());
-  for (const auto& [k, t] : ca.params) {
-    CAPTURE(k);
-    REQUIRE(cb.params.count(k));
-    CHECK(t.to_vector() == cb.params.at(k).to_vector());
-  }
-  CHECK(ca.optim.size() == cb.optim.size());
-  CHECK(ca.rng == cb.rng);
-  CHECK(ca.counters == cb.counters);
-}
 
 #ifdef SEQLAB_BINARY
 pid_t spawn_train(const fs::path& config) {

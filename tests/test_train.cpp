@@ -20,6 +20,7 @@
 #include "apps/config.h"
 #include "apps/trainer.h"
 #include "core/parallel.h"
+#include "run_testing.h"
 #include "testing.h"
 
 extern char** environ;
@@ -30,15 +31,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path scratch_root() { return fs::temp_directory_path() / ("seqlab_test_train_" + std::to_string(::getpid())); }
+using testing::check_same_params;
+using testing::scratch;
+using testing::scratch_root;
 
-// A fresh directory under the system temp dir for one test (removed when the test ends).
-fs::path scratch(const std::string& name) {
-  fs::path p = scratch_root() / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
+// Quiet logs for one test, then restore and clean up.
+struct Quiet : testing::RunScope {
+  Quiet() : RunScope(spdlog::level::warn) {}
+};
 
 // Sine forecasting, GRU with residual dropout (so the generator state matters on resume).
 std::string sine_config(const fs::path& dir, int epochs, int max_steps, int checkpoint_every = 0) {
@@ -57,27 +57,7 @@ std::string read_file(const fs::path& p) {
   return s.str();
 }
 
-struct Quiet {
-  Quiet() { spdlog::set_level(spdlog::level::warn); }
-  ~Quiet() {
-    spdlog::set_level(spdlog::level::info);
-    set_num_threads(0);
-    std::error_code ec;
-    fs::remove_all(scratch_root(), ec);
-  }
-};
 
-void check_same_params(const fs::path& a, const fs::path& b) {
-  Checkpoint ca = load_checkpoint(a), cb = load_checkpoint(b);
-  REQUIRE(ca.params.size() == cb.params.size());
-  for (const auto& [k, t] : ca.params) {
-    CAPTURE(k);
-    REQUIRE(cb.params.count(k));
-    CHECK(t.to_vector() == cb.params.at(k).to_vector());
-  }
-  CHECK(ca.rng == cb.rng);
-  CHECK(ca.counters == cb.counters);
-}
 
 }  // namespace
 
