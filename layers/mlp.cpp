@@ -1,6 +1,8 @@
 // MLP built from Linear, Activation and Dropout.
 #include "layers/mlp.h"
 
+#include "autograd/node.h"
+
 namespace seqlab::nn {
 
 void MLPOptions::validate() const {
@@ -38,6 +40,32 @@ Tensor MLP::forward(const Tensor& x) {
     if (drop_) h = drop_->forward(h);
   }
   return linears_.back()->forward(h);
+}
+
+PointwiseMLP::PointwiseMLP(int64_t d_model, const MLPOptions& options, Generator& gen) : d_model_(d_model) {
+  SEQLAB_CHECK(options.in == d_model && options.out == d_model, "mlp layer: the MLP must map d_model (", d_model,
+               ") to d_model, got ", options.in, " -> ", options.out);
+  mlp_ = register_module("mlp", std::make_shared<MLP>(options, gen));
+}
+
+Tensor PointwiseMLP::step(const Tensor& x_t, StepState&) {
+  NoGradGuard no_grad;
+  return mlp_->forward(x_t);
+}
+
+std::shared_ptr<SequenceLayer> make_mlp_layer(int64_t d_model, LayerArgs& args) {
+  const int64_t expand = args.get_int("expand", 2);
+  SEQLAB_CHECK(expand > 0, args.where(), ": expand: expected a positive integer, got ", expand);
+  MLPOptions o{.in = d_model, .hidden = {expand * d_model}, .out = d_model};
+  o.activation = args.get_string("activation", o.activation);
+  o.dropout = args.get_double("dropout", o.dropout);
+  try {
+    o.validate();
+  } catch (const Error& e) {
+    throw Error(str(args.where(), ": ", e.what()));
+  }
+  args.finish();
+  return std::make_shared<PointwiseMLP>(d_model, o);
 }
 
 }  // namespace seqlab::nn

@@ -10,6 +10,8 @@
 #include "layers/activation.h"
 #include "layers/linear.h"
 #include "layers/module.h"
+#include "layers/options.h"
+#include "layers/sequence_layer.h"
 
 namespace seqlab::nn {
 
@@ -36,5 +38,27 @@ class MLP : public Module {  // (..., in) -> (..., out)
   std::shared_ptr<Activation> act_;
   std::shared_ptr<Dropout> drop_;  // null when options.dropout == 0
 };
+
+/// The "mlp" layer type: a position-wise feed-forward mixer, (B, T, D) -> (B, T, D), the same MLP
+/// D -> expand*D -> D applied at every time step and nothing mixed across time. With the model's
+/// "flatten" head it makes the classic MLP forecaster; as a baseline it shows what the sequence
+/// mixers add. Stateless, so step() is the forward at one position. Parameters: mlp.layers.<i>.*.
+class PointwiseMLP : public SequenceLayer {
+ public:
+  PointwiseMLP(int64_t d_model, const MLPOptions& options, Generator& gen = default_generator());
+  Tensor forward(const Tensor& x) override { return mlp_->forward(x); }
+  int64_t d_model() const override { return d_model_; }
+  bool has_step() const override { return true; }
+  StepState init_state(int64_t, DType) const override { return {}; }
+  Tensor step(const Tensor& x_t, StepState&) override;
+
+ private:
+  int64_t d_model_;
+  std::shared_ptr<MLP> mlp_;
+};
+
+/// Registry factory. Options: expand (2: hidden width expand * d_model), activation ("gelu"),
+/// dropout (0, after the hidden activation).
+std::shared_ptr<SequenceLayer> make_mlp_layer(int64_t d_model, LayerArgs& args);
 
 }  // namespace seqlab::nn

@@ -3,8 +3,9 @@
 
 #include <mutex>
 
-#include "layers/rnn.h"
 #include "layers/mamba.h"
+#include "layers/mlp.h"
+#include "layers/rnn.h"
 #include "layers/s4d.h"
 #include "layers/s4.h"
 #include "layers/transformer.h"
@@ -23,6 +24,7 @@ std::vector<LayerType>& table() {
       {"lssl",        "LSSL: dense HiPPO-LegS state space layer (Gu et al. 2021)",   make_lssl},
       {"s4",          "S4 DPLR (HiPPO-LegS NPLR) state space layer (Gu et al. 2022)", make_s4},
       {"mamba",       "Mamba-1 selective SSM block (Gu & Dao 2023), fused scan",     make_mamba},
+      {"mlp",         "position-wise MLP, no mixing across time (a baseline)",        make_mlp_layer},
   };
   return types;
 }

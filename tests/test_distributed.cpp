@@ -2,7 +2,7 @@
 // `mpirun -np 2 seqlab_mpi_tests` (tests/CMakeLists.txt; only built with SEQLAB_MPI). Every rank
 // runs every test case (the collectives must match). Checks: two ranks with global batch 2b give
 // the losses of one process with batch 2b (within 1e-5 relative; float summation order differs),
-// for a small GRU, for Mamba and for a token task (ranks score different numbers of tokens); the
+// for an MLP forecaster, a small GRU, for Mamba and for a token task (ranks score different numbers of tokens); the
 // parameters are bit-identical on both ranks after training (each rank dumps them to a file, rank 0
 // compares the bytes); the distributed compare's table has every row.
 #define DOCTEST_CONFIG_IMPLEMENT
@@ -99,6 +99,17 @@ void check_data_parallel(const std::string& name, const std::string& text_with_d
 }
 
 }  // namespace
+
+TEST_CASE("distributed: 2 ranks with global batch 2b train an MLP forecaster like 1 process with batch 2b") {
+  // The "mlp" layer type (position-wise) with the flatten head: an MLP from the whole window to
+  // the horizon. (No dropout: each rank draws its own masks, so with dropout the runs differ.)
+  check_data_parallel(
+      "mlp", str("[data]\ntask = \"sine\"\nrows = 600\nseq_len = 24\npred_len = 8\nchannels = 2\n",
+                 "[model]\ntype = \"mlp\"\nd_model = 8\nn_layers = 2\nhead = \"flatten\"\n",
+                 "[optim]\nlr = 3e-3\n",
+                 "[train]\nepochs = 3\nbatch_size = 16\neval_batch_size = 50\nmax_steps = 4\nthreads = 1\n",
+                 "patience = 0\nseed = 11\n[output]\ndir = \"DIR\"\n"));
+}
 
 TEST_CASE("distributed: 2 ranks with global batch 2b train a small GRU like 1 process with batch 2b") {
   check_data_parallel(

@@ -9,6 +9,8 @@
 #include "layers/linear.h"
 #include "layers/mlp.h"
 #include "layers/norm.h"
+#include "layers/registry.h"
+#include "fixtures.h"
 #include "testing.h"
 
 using namespace seqlab;
@@ -235,6 +237,54 @@ TEST_CASE("layers/mlp: gradcheck for every activation") {
     Generator gen(9);
     nn::MLP mlp({.in = 3, .hidden = {4, 5}, .out = 2, .activation = act}, gen);
     gradcheck_module(mlp, {4, 3});
+  }
+}
+
+TEST_CASE("layers/mlp layer type: registry options, shapes, step, gradcheck and PyTorch reference values") {
+  nn::LayerArgs args("configs/x.toml [model]");
+  args.set("expand", int64_t{3}).set("activation", std::string("relu"));
+  auto made = nn::make_layer("mlp", 4, args);
+  CHECK(made->d_model() == 4);
+  CHECK(names_of(*made) == std::vector<std::string>{"mlp.layers.0.weight", "mlp.layers.0.bias",
+                                                    "mlp.layers.1.weight", "mlp.layers.1.bias"});
+  CHECK(made->named_parameters()[0].tensor.shape() == Shape{12, 4});
+  nn::LayerArgs bad("configs/x.toml [model]");
+  bad.set("expand", int64_t{0});
+  CHECK(contains(error_of([&] { nn::make_layer("mlp", 4, bad); }), "configs/x.toml [model]: expand"));
+  nn::LayerArgs bad_act("configs/x.toml [model]");
+  bad_act.set("activation", std::string("swish2"));
+  CHECK(contains(error_of([&] { nn::make_layer("mlp", 4, bad_act); }), "activation"));
+
+  // No mixing across time: step at each position equals the forward.
+  Generator gen(3);
+  Tensor x = randn({2, 5, 4}, 0, 1, DType::f32, gen);
+  Tensor full = made->forward(x);
+  CHECK(full.shape() == Shape{2, 5, 4});
+  nn::StepState st = made->init_state(2, DType::f32);
+  for (int64_t t = 0; t < 5; ++t)
+    CHECK_CLOSE(made->step(reshape(slice(x, 1, t, t + 1), {2, 4}), st), reshape(slice(full, 1, t, t + 1), {2, 4}),
+                1e-6, 1e-7);
+  gradcheck_module(*made, {2, 3, 4});
+
+  auto fx = testing::load_fixture("mlp_layer.txt");
+  for (DType dt : {DType::f64, DType::f32}) {
+    nn::LayerArgs a("fixture");
+    auto layer = nn::make_layer("mlp", 4, a);
+    layer->to(dt);
+    std::map<std::string, Tensor> state;
+    for (const auto& np : layer->named_parameters()) state[np.name] = testing::fixture_tensor(fx, np.name);
+    layer->load_state_dict(state);
+    Tensor xin = testing::fixture_tensor(fx, "x").to(dt).set_requires_grad();
+    Tensor out = layer->forward(xin);
+    backward(out, testing::fixture_tensor(fx, "w").to(dt));
+    const double rtol = dt == DType::f64 ? 1e-12 : 1e-5, atol = dt == DType::f64 ? 1e-13 : 1e-6;
+    CAPTURE(std::string(dtype_name(dt)));
+    CHECK_CLOSE(out, testing::fixture_tensor(fx, "out"), rtol, atol);
+    CHECK_CLOSE(xin.grad(), testing::fixture_tensor(fx, "grad.x"), rtol, atol);
+    for (const auto& np : layer->named_parameters()) {
+      CAPTURE(np.name);
+      CHECK_CLOSE(np.tensor.grad(), testing::fixture_tensor(fx, "grad." + np.name), rtol, atol);
+    }
   }
 }
 

@@ -258,7 +258,7 @@ TEST_CASE("reliability/determinism: every model type gives bit-identical metrics
   Quiet q;
   const std::vector<std::pair<std::string, std::string>> models = {
       {"rnn", ""}, {"lstm", ""}, {"gru", ""}, {"transformer", "n_heads = 2\n"}, {"s4d", "d_state = 8\n"},
-      {"s4", "d_state = 8\n"}, {"lssl", "d_state = 8\n"}, {"mamba", "d_state = 4\n"}};
+      {"s4", "d_state = 8\n"}, {"lssl", "d_state = 8\n"}, {"mamba", "d_state = 4\n"}, {"mlp", ""}};
   for (const auto& [type, options] : models) {
     CAPTURE(type);
     Metrics m[2];
