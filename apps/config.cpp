@@ -327,15 +327,43 @@ ModelConfig read_model(const std::string& file, Reader& r, const std::string& wh
   m.head = r.get_string("head", m.head, {"auto", "last", "flatten", "token"});
   m.norm = r.get_string("norm", m.norm, {"layernorm", "rmsnorm"});
   m.dropout = r.get_double("dropout", m.dropout, 0.0, 0.999);
-  if (m.head == "auto") m.head = data.is_token_task() ? "token" : "last";
+  m.embed = r.get_string("embed", m.embed, {"time", "variate"});
+  m.patch_len = r.get_int("patch_len", m.patch_len, 1);
+  m.patch_stride = r.get_int("patch_stride", m.patch_stride, 0);
+  m.channel_independent = r.get_bool("channel_independent", m.channel_independent);
+  m.bidir = r.get_bool("bidir", m.bidir);
+  if (m.head == "auto") m.head = data.is_token_task() || m.embed == "variate" ? "token" : "last";
+  // Combinations that do not make sense, named by the key that breaks them (nn::ModelOptions checks again).
+  auto bad = [&](const std::string& key, const std::string& why) {
+    throw Error(str(file, ": ", r.label(), " ", key, ": ", why));
+  };
+  const bool patches = m.patch_len > 1 || m.patch_stride > 1;
   if (data.is_token_task()) {
     SEQLAB_CHECK(m.head == "token", file, ": ", r.label(), " head: expected token (or auto) for the ", data.task,
                  " task, got '", m.head, "'");
     SEQLAB_CHECK(!m.revin, file, ": ", r.label(), " revin: expected false for the ", data.task,
                  " task (RevIN normalises series, not tokens)");
+    if (m.embed != "time") bad("embed", str("expected time for the ", data.task, " task (token ids are embedded), got '", m.embed, "'"));
+    if (patches) bad(m.patch_len > 1 ? "patch_len" : "patch_stride", str("expected 1 for the ", data.task, " task (no patches of token ids)"));
+    if (m.channel_independent) bad("channel_independent", str("expected false for the ", data.task, " task (series only)"));
+    if (m.bidir) bad("bidir", str("expected false for the ", data.task, " task (a reversed mixer would see the tokens to predict)"));
   } else {
-    SEQLAB_CHECK(m.head != "token", file, ": ", r.label(), " head: expected last or flatten for the ", data.task,
-                 " task, got 'token'");
+    const bool multi_out = data.features == "MS";  // C inputs, one target: the forecast is not per channel
+    if (m.embed == "variate") {
+      if (m.head == "last")
+        bad("head", "expected token (or auto) or flatten with embed = \"variate\" (last would forecast every variate "
+                    "from the last variate's token)");
+      if (patches) bad(m.patch_len > 1 ? "patch_len" : "patch_stride", "expected 1 with embed = \"variate\" (a token is a variate's whole window)");
+      if (m.channel_independent) bad("channel_independent", "expected false with embed = \"variate\" (one channel would leave one token)");
+      if (multi_out) bad("embed", "\"variate\" forecasts every variate from its own token: expected features M or S, not MS");
+    } else if (m.head == "token") {
+      bad("head", str("expected last or flatten for the ", data.task, " task with embed = \"time\", got 'token' (the token head "
+                      "needs embed = \"variate\")"));
+    }
+    if (m.channel_independent && multi_out)
+      bad("channel_independent", "forecasts every input channel: expected features M or S, not MS");
+    if (m.patch_len > data.seq_len) bad("patch_len", str("expected at most [data] seq_len = ", data.seq_len, ", got ", m.patch_len));
+    if (m.patch_stride > data.seq_len) bad("patch_stride", str("expected at most [data] seq_len = ", data.seq_len, ", got ", m.patch_stride));
   }
   m.args = nn::LayerArgs(where);
   for (const auto& key : r.rest()) {
@@ -458,6 +486,11 @@ void emit_model(std::ostringstream& os, const ModelConfig& m) {
   os << "head = " << quote(m.head) << "\n";
   os << "norm = " << quote(m.norm) << "\n";
   os << "dropout = " << format_double(m.dropout) << "\n";
+  os << "embed = " << quote(m.embed) << "\n";
+  os << "patch_len = " << m.patch_len << "\n";
+  os << "patch_stride = " << m.patch_stride << "\n";
+  os << "channel_independent = " << (m.channel_independent ? "true" : "false") << "\n";
+  os << "bidir = " << (m.bidir ? "true" : "false") << "\n";
   for (const auto& [k, v] : m.args.values()) {
     os << k << " = ";
     if (auto* i = std::get_if<int64_t>(&v)) os << *i;
@@ -590,6 +623,11 @@ nn::ModelOptions ModelConfig::options(const DataConfig& data, int64_t in_channel
   o.norm = norm;
   o.dropout = dropout;
   o.revin = revin;
+  o.embed = embed;
+  o.patch_len = patch_len;
+  o.patch_stride = patch_stride;
+  o.channel_independent = channel_independent;
+  o.bidir = bidir;
   return o;
 }
 

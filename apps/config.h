@@ -45,9 +45,14 @@ struct ModelConfig {
   int64_t d_model = 64;
   int64_t n_layers = 2;
   bool revin = false;
-  std::string head = "auto";      // auto (last, or token for token tasks) | last | flatten | token
+  std::string head = "auto";      // auto (token for token tasks and variate tokens, else last) | last | flatten | token
   std::string norm = "layernorm"; // layernorm | rmsnorm
   double dropout = 0.0;
+  std::string embed = "time";     // time (a token per step or patch) | variate (a token per channel)
+  int64_t patch_len = 1;          // time tokens: steps per patch
+  int64_t patch_stride = 0;       // 0: patch_len
+  bool channel_independent = false;
+  bool bidir = false;             // a second mixer per block over the reversed tokens
   nn::LayerArgs args;             // every other key; where() = "<file> [model]" or "... [[models]] #i"
 
   /// ModelOptions for a series with `in_channels` inputs (vocab 0) or a token task (vocab > 0).

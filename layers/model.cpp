@@ -16,29 +16,78 @@ void ModelOptions::validate() const {
                head, "'");
   SEQLAB_CHECK(norm == "layernorm" || norm == "rmsnorm", "model: norm must be layernorm or rmsnorm, got '", norm, "'");
   SEQLAB_CHECK(dropout >= 0 && dropout < 1, "model: dropout must be in [0, 1), got ", dropout);
-  if (head == "token") {
-    SEQLAB_CHECK(vocab_size > 0, "model: the token head needs vocab_size > 0");
+  SEQLAB_CHECK(embed == "time" || embed == "variate", "model: embed must be time or variate, got '", embed, "'");
+  SEQLAB_CHECK(patch_len >= 1, "model: patch_len must be >= 1, got ", patch_len);
+  SEQLAB_CHECK(patch_stride >= 0, "model: patch_stride must be >= 0 (0: patch_len), got ", patch_stride);
+  const bool patches = patch_len > 1 || patch_stride > 1;
+  if (vocab_size > 0) {  // a token task
+    SEQLAB_CHECK(head == "token", "model: a token task (vocab_size > 0) needs the token head, got '", head, "'");
     SEQLAB_CHECK(!revin, "model: revin applies to series, not token tasks");
+    SEQLAB_CHECK(embed == "time" && !patches && !channel_independent && !bidir,
+                 "model: embed, patch_len, patch_stride, channel_independent and bidir apply to series, not token tasks");
+    return;
+  }
+  SEQLAB_CHECK(in_channels > 0, "model: in_channels must be positive, got ", in_channels);
+  SEQLAB_CHECK(pred_len > 0, "model: pred_len must be positive, got ", pred_len);
+  SEQLAB_CHECK(out_channels >= 0, "model: out_channels must be >= 0, got ", out_channels);
+  SEQLAB_CHECK(head != "flatten" || seq_len > 0, "model: the flatten head needs seq_len > 0");
+  SEQLAB_CHECK(!revin || out_channels == 0 || out_channels == in_channels,
+               "model: revin needs out_channels == in_channels");
+  SEQLAB_CHECK(!channel_independent || out_channels == 0 || out_channels == in_channels,
+               "model: channel_independent forecasts every input channel: it needs out_channels == in_channels "
+               "(features M or S)");
+  if (embed == "variate") {
+    SEQLAB_CHECK(seq_len > 0, "model: embed = variate needs seq_len > 0 (each token is Linear(seq_len -> d_model))");
+    SEQLAB_CHECK(!patches, "model: patch_len and patch_stride apply to embed = time, not variate");
+    SEQLAB_CHECK(!channel_independent, "model: embed = variate mixes the channels as tokens; channel_independent "
+                 "would leave one token");
+    SEQLAB_CHECK(out_channels == 0 || out_channels == in_channels,
+                 "model: embed = variate forecasts each variate from its own token: it needs out_channels == "
+                 "in_channels (features M or S)");
+    SEQLAB_CHECK(head != "last", "model: embed = variate needs head token (Linear(D -> P) per variate) or flatten; "
+                 "last would forecast every variate from the last variate's token");
   } else {
-    SEQLAB_CHECK(in_channels > 0, "model: in_channels must be positive, got ", in_channels);
-    SEQLAB_CHECK(pred_len > 0, "model: pred_len must be positive, got ", pred_len);
-    SEQLAB_CHECK(out_channels >= 0, "model: out_channels must be >= 0, got ", out_channels);
-    SEQLAB_CHECK(head != "flatten" || seq_len > 0, "model: the flatten head needs seq_len > 0");
-    SEQLAB_CHECK(!revin || out_channels == 0 || out_channels == in_channels,
-                 "model: revin needs out_channels == in_channels");
+    SEQLAB_CHECK(head != "token", "model: the token head needs vocab_size > 0 (token tasks) or, on a series, "
+                 "embed = variate");
+    if (patches) {
+      SEQLAB_CHECK(seq_len > 0 && patch_len <= seq_len, "model: patch_len must be in [1, seq_len = ", seq_len,
+                   "], got ", patch_len);
+      SEQLAB_CHECK(patch_stride <= seq_len, "model: patch_stride must be <= seq_len = ", seq_len, ", got ",
+                   patch_stride);
+    }
   }
 }
 
-Block::Block(std::shared_ptr<Module> norm, std::shared_ptr<SequenceLayer> mixer, double dropout)
+namespace {
+
+// x (B, L, D) -> the same with the token order reversed: x^T J, J the exchange matrix.
+Tensor reverse_tokens(const Tensor& x) {
+  const int64_t L = x.size(1);
+  if (L == 1) return x;
+  std::vector<double> j(static_cast<size_t>(L * L), 0.0);
+  for (int64_t i = 0; i < L; ++i) j[static_cast<size_t>(i * L + (L - 1 - i))] = 1.0;
+  Tensor J = Tensor::from_vector(j, {L, L}, x.dtype());
+  return transpose(matmul(transpose(x, 1, 2), J), 1, 2);  // (B, D, L) @ (L, L) -> back to (B, L, D)
+}
+
+}  // namespace
+
+Block::Block(std::shared_ptr<Module> norm, std::shared_ptr<SequenceLayer> mixer, double dropout,
+             std::shared_ptr<SequenceLayer> mixer_rev)
     : norm_(register_module("norm", std::move(norm))),
       mixer_(register_module("mixer", std::move(mixer))),
+      mixer_rev_(mixer_rev ? register_module("mixer_rev", std::move(mixer_rev)) : nullptr),
       dropout_(dropout) {}
 
 Tensor Block::forward(const Tensor& x) {
-  return add(x, seqlab::dropout(mixer_->forward(norm_->forward(x)), dropout_, is_training()));
+  Tensor n = norm_->forward(x);
+  Tensor m = mixer_->forward(n);
+  if (mixer_rev_) m = add(m, reverse_tokens(mixer_rev_->forward(reverse_tokens(n))));  // S-Mamba's two directions
+  return add(x, seqlab::dropout(m, dropout_, is_training()));
 }
 
 Tensor Block::step(const Tensor& x_t, StepState& state) {
+  SEQLAB_CHECK(!mixer_rev_, "model: step mode cannot run a block with a reversed mixer (bidir)");
   // x_t (B, D); norms act on the last axis, so they apply per step unchanged.
   return add(x_t, mixer_->step(norm_->forward(x_t), state));
 }
@@ -46,11 +95,14 @@ Tensor Block::step(const Tensor& x_t, StepState& state) {
 SequenceModel::SequenceModel(ModelOptions options) : options_(std::move(options)) {
   options_.validate();
   const int64_t D = options_.d_model;
-  const bool token = options_.head == "token";
+  const bool token = options_.vocab_size > 0;
   if (token) {
     embedding_ = register_parameter("embedding", randn({options_.vocab_size, D}, 0, 1));
   } else {
-    input_ = register_module("input", std::make_shared<Linear>(LinearOptions{options_.in_channels, D, true}));
+    // What one token holds: a whole channel (T values), a patch of patch_len steps of C' channels.
+    const int64_t C_in = options_.channel_independent ? 1 : options_.in_channels;
+    const int64_t token_in = options_.embed == "variate" ? options_.seq_len : options_.patch_len * C_in;
+    input_ = register_module("input", std::make_shared<Linear>(LinearOptions{token_in, D, true}));
   }
   auto make_norm = [&]() -> std::shared_ptr<Module> {
     if (options_.norm == "rmsnorm") return std::make_shared<RMSNorm>(NormOptions{D});
@@ -60,14 +112,24 @@ SequenceModel::SequenceModel(ModelOptions options) : options_(std::move(options)
   for (int64_t i = 0; i < options_.n_layers; ++i) {
     LayerArgs args = options_.layer_args;  // each block reads (and checks) its own copy
     auto mixer = make_layer(options_.layer, D, args);
-    blocks_.push_back(blocks->push_back(std::make_shared<Block>(make_norm(), mixer, options_.dropout)));
+    std::shared_ptr<SequenceLayer> mixer_rev;
+    if (options_.bidir) {
+      LayerArgs args_rev = options_.layer_args;
+      mixer_rev = make_layer(options_.layer, D, args_rev);
+    }
+    blocks_.push_back(blocks->push_back(std::make_shared<Block>(make_norm(), mixer, options_.dropout, mixer_rev)));
   }
   norm_f_ = register_module("norm_f", make_norm());
-  const int64_t C_out = options_.out_channels ? options_.out_channels : options_.in_channels;
+  // Channels one forecast row covers: 1 per token (variate tokens) or per channel-independent series.
+  const int64_t C_out = options_.channel_independent ? 1
+                        : options_.out_channels      ? options_.out_channels
+                                                     : options_.in_channels;
   if (token) {
     head_ = register_module("head", std::make_shared<Linear>(LinearOptions{D, options_.vocab_size, true}));
+  } else if (options_.head == "token") {  // variate tokens: each variate's forecast from its token
+    head_ = register_module("head", std::make_shared<Linear>(LinearOptions{D, options_.pred_len, true}));
   } else {
-    int64_t head_in = options_.head == "flatten" ? options_.seq_len * D : D;
+    int64_t head_in = options_.head == "flatten" ? num_tokens() * D : D;
     head_ = register_module("head", std::make_shared<Linear>(LinearOptions{head_in, options_.pred_len * C_out, true}));
   }
   if (options_.revin)
@@ -79,28 +141,64 @@ Tensor SequenceModel::trunk(Tensor h) {
   return norm_f_->forward(h);
 }
 
+int64_t SequenceModel::num_tokens() const {
+  if (options_.embed == "variate") return options_.in_channels;
+  if (options_.patch_len == 1 && patch_stride() == 1) return options_.seq_len;
+  return (options_.seq_len - options_.patch_len) / patch_stride() + 1;
+}
+
+Tensor SequenceModel::tokens(const Tensor& x) const {
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+  if (options_.embed == "variate") return transpose(x, 1, 2);  // (B, C, T)
+  const int64_t len = options_.patch_len, stride = patch_stride();
+  if (len == 1 && stride == 1) return x;                      // a token per step
+  // Patches end at the newest step: the oldest (T - len) mod stride steps are dropped.
+  const int64_t L = num_tokens(), start = (T - len) % stride;
+  if (len == stride) return reshape(slice(x, 1, start, T), {B, L, len * C});  // contiguous
+  std::vector<Tensor> patches;
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t s = start + l * stride;
+    patches.push_back(reshape(slice(x, 1, s, s + len), {B, 1, len * C}));
+  }
+  return concat(patches, 1);  // (B, L, len*C)
+}
+
 Tensor SequenceModel::forward(const Tensor& x) {
-  if (options_.head == "token") {
+  if (options_.vocab_size > 0) {
     SEQLAB_CHECK(x.dim() == 2 && x.dtype() == DType::i32, "model: token input must be int32 (B, T), got ",
                  dtype_name(x.dtype()), " ", to_string(x.shape()));
     return head_->forward(trunk(embedding(embedding_, x)));  // (B, T, V)
   }
   SEQLAB_CHECK(x.dim() == 3 && x.size(2) == options_.in_channels, "model: expected input (B, T, ",
                options_.in_channels, "), got ", to_string(x.shape()));
-  const int64_t B = x.size(0), T = x.size(1);
-  SEQLAB_CHECK(options_.head != "flatten" || T == options_.seq_len, "model: the flatten head was built for T = ",
-               options_.seq_len, ", got T = ", T);
-  Tensor xin = revin_ ? revin_->normalize(x) : x;
-  Tensor h = trunk(input_->forward(xin));  // (B, T, D)
-  if (options_.head == "last") h = reshape(slice(h, 1, T - 1, T), {B, options_.d_model});
-  else h = reshape(h, {B, T * options_.d_model});
-  const int64_t C_out = options_.out_channels ? options_.out_channels : options_.in_channels;
-  Tensor y = reshape(head_->forward(h), {B, options_.pred_len, C_out});
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), P = options_.pred_len;
+  const bool fixed_t = options_.head == "flatten" || options_.embed == "variate" || options_.patch_len > 1 ||
+                       patch_stride() > 1;
+  SEQLAB_CHECK(!fixed_t || T == options_.seq_len, "model: the model was built for T = ", options_.seq_len,
+               " (flatten head, patches or variate tokens), got T = ", T);
+  Tensor xin = revin_ ? revin_->normalize(x) : x;  // (B, T, C)
+  int64_t Bs = B;                                  // series through the trunk
+  if (options_.channel_independent) {
+    xin = reshape(permute(xin, {0, 2, 1}), {B * C, T, 1});  // each channel its own series
+    Bs = B * C;
+  }
+  Tensor h = trunk(input_->forward(tokens(xin)));  // (Bs, L, D)
+  const int64_t L = h.size(1), D = options_.d_model;
+  Tensor y;
+  if (options_.head == "token") {  // variate tokens
+    y = transpose(head_->forward(h), 1, 2);  // (Bs, C, P) -> (Bs, P, C)
+  } else {
+    if (options_.head == "last") h = reshape(slice(h, 1, L - 1, L), {Bs, D});
+    else h = reshape(h, {Bs, L * D});
+    const int64_t C_out = head_->options().out / P;
+    y = reshape(head_->forward(h), {Bs, P, C_out});
+  }
+  if (options_.channel_independent) y = permute(reshape(y, {B, C, P}), {0, 2, 1});  // (B, P, C)
   return revin_ ? revin_->denormalize(y) : y;
 }
 
 bool SequenceModel::has_step() const {
-  if (options_.head != "token") return false;
+  if (options_.vocab_size <= 0 || options_.bidir) return false;
   for (const auto& b : blocks_)
     if (!b->mixer().has_step()) return false;
   return true;

@@ -177,3 +177,51 @@ TEST_CASE("apps/config: [[models]] names are unique and token tasks get the toke
               "[data] seq_len: expected an integer >= 32 for selective-copying");
   CHECK_ERROR(error_of_text("[data]\ntask = \"induction-heads\"\n[model]\nrevin = true\n"), "[model] revin: expected false");
 }
+
+TEST_CASE("apps/config: wrapper options embed, patch_len, patch_stride, channel_independent, bidir") {
+  Config c = parse_config(std::string(kSine) +
+                              "embed = \"variate\"\nbidir = true\n[[models]]\nname = \"patchtst\"\nembed = \"time\"\n"
+                              "channel_independent = true\npatch_len = 8\npatch_stride = 4\nhead = \"flatten\"\n"
+                              "[[models]]\nname = \"itr\"\ntype = \"transformer\"\n",
+                          "configs/x.toml");
+  REQUIRE(c.models.size() == 2);
+  CHECK(c.models[0].head == "flatten");
+  CHECK(c.models[0].channel_independent);
+  CHECK(c.models[0].patch_len == 8);
+  CHECK(c.models[0].patch_stride == 4);
+  CHECK(c.models[0].bidir);
+  CHECK(c.models[1].embed == "variate");
+  CHECK(c.models[1].head == "token");  // "auto" with variate tokens: a Linear(D -> P) per variate
+  nn::ModelOptions o = c.models[0].options(c.data, 3, 3, 0);
+  CHECK(o.patch_len == 8);
+  CHECK(o.channel_independent);
+  std::string once = to_toml(c);
+  for (const char* key : {"embed", "patch_len", "patch_stride", "channel_independent", "bidir"})
+    CHECK_MESSAGE(contains(once, std::string("\n") + key + " = "), key);
+  CHECK(to_toml(parse_config(once, "configs/x.toml")) == once);
+  // Overrides reach the new keys like any other.
+  Config s = parse_config(kSine, "configs/x.toml", {"model.embed=variate", "model.dropout=0.2"});
+  CHECK(s.models[0].embed == "variate");
+  CHECK(s.models[0].head == "token");
+}
+
+TEST_CASE("apps/config: wrapper option combinations that do not make sense name the key") {
+  const std::string m = std::string(kSine);
+  CHECK_ERROR(error_of_text(m + "embed = \"patch\"\n"), "configs/x.toml: [model] embed: expected one of time, variate");
+  CHECK_ERROR(error_of_text(m + "patch_len = 0\n"), "[model] patch_len: expected an integer >= 1, got 0");
+  CHECK_ERROR(error_of_text(m + "patch_len = 25\n"), "[model] patch_len: expected at most [data] seq_len = 24");
+  CHECK_ERROR(error_of_text(m + "patch_stride = 30\n"), "[model] patch_stride: expected at most [data] seq_len = 24");
+  CHECK_ERROR(error_of_text(m + "channel_independent = 1\n"), "[model] channel_independent: expected true or false");
+  CHECK_ERROR(error_of_text(m + "embed = \"variate\"\nhead = \"last\"\n"), "[model] head: expected token (or auto) or flatten");
+  CHECK_ERROR(error_of_text(m + "embed = \"variate\"\npatch_len = 4\n"), "[model] patch_len: expected 1 with embed");
+  CHECK_ERROR(error_of_text(m + "embed = \"variate\"\nchannel_independent = true\n"),
+              "[model] channel_independent: expected false with embed");
+  CHECK_ERROR(error_of_text(m + "head = \"token\"\n"), "[model] head: expected last or flatten");
+  CHECK_ERROR(error_of_text("[data]\ntask = \"sine\"\nfeatures = \"MS\"\n[model]\nchannel_independent = true\n"),
+              "[model] channel_independent: forecasts every input channel");
+  CHECK_ERROR(error_of_text("[data]\ntask = \"sine\"\nfeatures = \"MS\"\n[model]\nembed = \"variate\"\n"),
+              "[model] embed: \"variate\" forecasts every variate");
+  CHECK_ERROR(error_of_text("[data]\ntask = \"induction-heads\"\n[model]\nbidir = true\n"), "[model] bidir: expected false");
+  CHECK_ERROR(error_of_text("[data]\ntask = \"induction-heads\"\n[model]\npatch_len = 2\n"), "[model] patch_len: expected 1");
+  CHECK_ERROR(error_of_text(m, {"model.patch_len=99"}), "[model] patch_len: expected at most");
+}
