@@ -69,9 +69,12 @@ Tensor Mamba::forward(const Tensor& u) {
   SEQLAB_CHECK(u.dim() == 3 && u.size(2) == options_.d_model, "Mamba: input of shape ", to_string(u.shape()),
                ", expected (B, T, ", options_.d_model, ")");
   const int64_t E = options_.d_inner(), N = options_.d_state, R = options_.resolved_dt_rank();
-  Tensor xz = (*in_proj_)(u);                                                   // (B, T, 2E)
-  Tensor x = slice(xz, -1, 0, E);                                               // (B, T, E)
-  Tensor z = slice(xz, -1, E, 2 * E);                                           // (B, T, E)
+  // in_proj as two GEMMs on the halves of its weight (rows [0, E) give x, [E, 2E) give z): the
+  // products of one GEMM and a split, without copying (B, T, 2E) activations into x and z, and in
+  // backward without padding each half's gradient back to (B, T, 2E) with zeros and adding them.
+  const Tensor& w_in = in_proj_->weight();                                      // (2E, D)
+  Tensor x = linear(u, slice(w_in, 0, 0, E));                                   // (B, T, E)
+  Tensor z = linear(u, slice(w_in, 0, E, 2 * E));                               // (B, T, E)
   x = causal_conv1d(x, conv1d_->weight(), conv1d_->bias(), /*silu=*/true);      // (B, T, E)
   Tensor x_dbl = (*x_proj_)(x);                                                 // (B, T, R + 2N)
   Tensor dt = slice(x_dbl, -1, 0, R);                                           // (B, T, R)

@@ -4,6 +4,7 @@
 // (tests/fixtures/gen_mamba.py); step mode against the parallel forward; determinism and memory.
 #include <chrono>
 #include <cmath>
+#include <utility>
 
 #include "autograd/ops.h"
 #include "autograd/ops/conv1d.h"
@@ -147,15 +148,19 @@ TEST_CASE("ops/selective_scan: fused vs composite reference and plain loop (floa
 }
 
 TEST_CASE("ops/selective_scan: bit-identical at 1 and 2 threads") {
-  ScanInputs s = make_scan_inputs(2, 70, 24, 16, DType::f32, 9);
-  Tensor w = randn({2, 70, 24}, 0, 1, DType::f32);
-  int prev = num_threads();
-  set_num_threads(1);
-  auto one = scan_outputs(selective_scan, s, true, 16, w);
-  set_num_threads(2);
-  auto two = scan_outputs(selective_scan, s, true, 16, w);
-  set_num_threads(prev);
-  for (size_t i = 0; i < one.size(); ++i) CHECK(one[i].to_vector() == two[i].to_vector());
+  // (B, E) = (2, 24): one task per batch row, a full and a partial 16-channel block; (1, 64): four
+  // channel groups per row, whose dB, dC partials are summed afterwards.
+  for (auto [B, E] : {std::pair<int64_t, int64_t>{2, 24}, {1, 64}}) {
+    ScanInputs s = make_scan_inputs(B, 70, E, 16, DType::f32, 9);
+    Tensor w = randn({B, 70, E}, 0, 1, DType::f32);
+    int prev = num_threads();
+    set_num_threads(1);
+    auto one = scan_outputs(selective_scan, s, true, 16, w);
+    set_num_threads(2);
+    auto two = scan_outputs(selective_scan, s, true, 16, w);
+    set_num_threads(prev);
+    for (size_t i = 0; i < one.size(); ++i) CHECK(one[i].to_vector() == two[i].to_vector());
+  }
 }
 
 TEST_CASE("ops/selective_scan: memory has no (B, T, E, N) term") {

@@ -5,95 +5,127 @@
 #include <cmath>
 #include <vector>
 
+#include "core/kernels/vmath.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
 namespace {
 
-template <typename T> inline T sigmoid(T x) {
-  if (x >= 0) return T(1) / (T(1) + std::exp(-x));
-  T e = std::exp(x);
-  return e / (T(1) + e);
+constexpr int64_t kRowGrain = 64;  // (b, t) rows per forward task
+constexpr int64_t kTimeTile = 128;  // time steps per backward task (one batch row each)
+
+// w (C, K) transposed to (K, C), so the loops below run over contiguous channels.
+template <typename T>
+std::vector<T> transpose_taps(const T* w, int64_t C, int64_t K) {
+  std::vector<T> wt(static_cast<size_t>(K * C));
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t k = 0; k < K; ++k) wt[static_cast<size_t>(k * C + c)] = w[c * K + k];
+  return wt;
 }
 
-constexpr int64_t kRowGrain = 64;     // (b, t) rows per forward task
-constexpr int64_t kChannelGrain = 16;  // channels per backward task
+// pre[c] = bias[c] + sum_k wt[k][c] x[t - (K-1) + k][c] for row r = (b, t) of x (B, T, C).
+template <typename T>
+inline void conv_row(const T* __restrict px, const T* __restrict wt, const T* __restrict pb, int64_t r, int64_t t,
+                     int64_t C, int64_t K, T* __restrict pre) {
+  for (int64_t c = 0; c < C; ++c) pre[c] = pb ? pb[c] : T(0);
+  for (int64_t k = std::max<int64_t>(0, K - 1 - t); k < K; ++k) {
+    const T* xr = px + (r - (K - 1) + k) * C;  // same sequence: t - (K-1) + k >= 0
+    const T* wk = wt + k * C;
+    for (int64_t c = 0; c < C; ++c) pre[c] += wk[c] * xr[c];
+  }
+}
 
 }  // namespace
 
+// The SiLU goes through vmath's branch-free sigmoid so the loops over channels vectorise (libm's
+// expf is a scalar call).
 Tensor causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu) {
   const int64_t B = x.size(0), T_ = x.size(1), C = x.size(2), K = w.size(1);
   Tensor y = Tensor::empty(x.shape(), x.dtype());
   dispatch_float(x.dtype(), "causal_conv1d", [&]<typename T>() {
-    const T *px = x.data<T>(), *pw = w.data<T>();
+    const T* px = x.data<T>();
     const T* pb = bias.defined() ? bias.data<T>() : nullptr;
     T* py = y.data<T>();
+    const std::vector<T> wt = transpose_taps(w.data<T>(), C, K);
     parallel_for(0, B * T_, kRowGrain, [&](int64_t lo, int64_t hi) {
-      std::vector<T> wt(static_cast<size_t>(K * C));  // w transposed to (K, C): contiguous over c
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t k = 0; k < K; ++k) wt[k * C + c] = pw[c * K + k];
       for (int64_t r = lo; r < hi; ++r) {
-        const int64_t t = r % T_;
         T* yr = py + r * C;
-        for (int64_t c = 0; c < C; ++c) yr[c] = pb ? pb[c] : T(0);
-        for (int64_t k = std::max<int64_t>(0, K - 1 - t); k < K; ++k) {
-          const T* xr = px + (r - (K - 1) + k) * C;  // same sequence: t - (K-1) + k >= 0
-          const T* wk = wt.data() + k * C;
-          for (int64_t c = 0; c < C; ++c) yr[c] += wk[c] * xr[c];
-        }
+        conv_row(px, wt.data(), pb, r, r % T_, C, K, yr);
         if (silu)
-          for (int64_t c = 0; c < C; ++c) yr[c] = yr[c] * sigmoid(yr[c]);
+          for (int64_t c = 0; c < C; ++c) yr[c] = yr[c] * vmath::sigmoid_of(yr[c]);
       }
     });
   });
   return y;
 }
 
+// Tasks are (batch row, time tile), a split fixed by the shapes; each writes its own dw, dbias
+// partial, summed in task order afterwards, so results do not depend on the thread count. A tile
+// computes g = dy * act'(pre) for its rows plus the K-1 rows after it (dx_s reads g up to s+K-1).
 std::array<Tensor, 3> causal_conv1d_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
                                              const Tensor& bias, bool silu) {
   const int64_t B = x.size(0), T_ = x.size(1), C = x.size(2), K = w.size(1);
-  Tensor dx = Tensor::zeros(x.shape(), x.dtype());
-  Tensor dw = Tensor::empty(w.shape(), w.dtype());
-  Tensor db = bias.defined() ? Tensor::empty(bias.shape(), bias.dtype()) : Tensor();
+  const int64_t tiles = (T_ + kTimeTile - 1) / kTimeTile, tasks = B * tiles;
+  Tensor dx = Tensor::empty(x.shape(), x.dtype());
+  Tensor dw = Tensor::zeros(w.shape(), w.dtype());
+  Tensor db = bias.defined() ? Tensor::zeros(bias.shape(), bias.dtype()) : Tensor();
+  Tensor dw_part = Tensor::empty({tasks, K, C}, x.dtype());
+  Tensor db_part = Tensor::empty({tasks, C}, x.dtype());
   dispatch_float(x.dtype(), "causal_conv1d_backward", [&]<typename T>() {
-    const T *px = x.data<T>(), *pw = w.data<T>(), *pdy = dy.data<T>();
+    const T *px = x.data<T>(), *pdy = dy.data<T>();
     const T* pb = bias.defined() ? bias.data<T>() : nullptr;
-    T *pdx = dx.data<T>(), *pdw = dw.data<T>();
-    T* pdb = db.defined() ? db.data<T>() : nullptr;
-    parallel_for(0, C, kChannelGrain, [&](int64_t c0, int64_t c1) {
-      const int64_t nc = c1 - c0;
-      std::vector<T> wt(static_cast<size_t>(K * nc)), dwt(static_cast<size_t>(K * nc), T(0));
-      std::vector<T> g(static_cast<size_t>(nc)), dbl(static_cast<size_t>(nc), T(0));
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t k = 0; k < K; ++k) wt[k * nc + c - c0] = pw[c * K + k];
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t t = 0; t < T_; ++t) {
+    T *pdx = dx.data<T>(), *pdwp = dw_part.data<T>(), *pdbp = db_part.data<T>();
+    const std::vector<T> wt = transpose_taps(w.data<T>(), C, K);
+    parallel_for(0, tasks, 1, [&](int64_t lo, int64_t hi) {
+      std::vector<T> gbuf(static_cast<size_t>((kTimeTile + K - 1) * C));
+      for (int64_t task = lo; task < hi; ++task) {
+        const int64_t b = task / tiles, s0 = task % tiles * kTimeTile, s1 = std::min(T_, s0 + kTimeTile);
+        const int64_t g1 = std::min(T_, s1 + K - 1);  // g rows [s0, g1)
+        T* dwt = pdwp + task * K * C;
+        T* dbl = pdbp + task * C;
+        std::fill(dwt, dwt + K * C, T(0));
+        std::fill(dbl, dbl + C, T(0));
+        for (int64_t t = s0; t < g1; ++t) {
           const int64_t r = b * T_ + t;
-          const int64_t k0 = std::max<int64_t>(0, K - 1 - t);
-          for (int64_t i = 0; i < nc; ++i) g[i] = pdy[r * C + c0 + i];
+          T* g = gbuf.data() + (t - s0) * C;
+          const T* dyr = pdy + r * C;
           if (silu) {
-            for (int64_t i = 0; i < nc; ++i) {
-              T pre = pb ? pb[c0 + i] : T(0);
-              for (int64_t k = k0; k < K; ++k) pre += wt[k * nc + i] * px[(r - (K - 1) + k) * C + c0 + i];
-              T s = sigmoid(pre);
-              g[i] *= s * (T(1) + pre * (T(1) - s));  // silu'(p) = s (1 + p (1 - s))
+            conv_row(px, wt.data(), pb, r, t, C, K, g);
+            for (int64_t c = 0; c < C; ++c) {
+              const T p = g[c], sg = vmath::sigmoid_of(p);
+              g[c] = dyr[c] * (sg * (T(1) + p * (T(1) - sg)));  // silu'(p) = s (1 + p (1 - s))
             }
+          } else {
+            std::copy(dyr, dyr + C, g);
           }
-          for (int64_t i = 0; i < nc; ++i) dbl[i] += g[i];
-          for (int64_t k = k0; k < K; ++k) {
-            // y[t] reads x[t - (K-1) + k] with weight w[k]
-            const int64_t s = (r - (K - 1) + k) * C + c0;
-            for (int64_t i = 0; i < nc; ++i) {
-              dwt[k * nc + i] += g[i] * px[s + i];
-              pdx[s + i] += wt[k * nc + i] * g[i];
-            }
+          if (t >= s1) continue;  // halo row: only for dx
+          for (int64_t c = 0; c < C; ++c) dbl[c] += g[c];
+          for (int64_t k = std::max<int64_t>(0, K - 1 - t); k < K; ++k) {
+            const T* xr = px + (r - (K - 1) + k) * C;  // y[t] reads x[t - (K-1) + k] with weight w[k]
+            T* dwk = dwt + k * C;
+            for (int64_t c = 0; c < C; ++c) dwk[c] += g[c] * xr[c];
           }
         }
-      for (int64_t c = c0; c < c1; ++c) {
-        for (int64_t k = 0; k < K; ++k) pdw[c * K + k] = dwt[k * nc + c - c0];
-        if (pdb) pdb[c] = dbl[c - c0];
+        for (int64_t s = s0; s < s1; ++s) {
+          T* dxr = pdx + (b * T_ + s) * C;
+          std::fill(dxr, dxr + C, T(0));
+          for (int64_t k = K - 1; k >= 0; --k) {  // dx_s = sum_k w_k g_{s+K-1-k}
+            const int64_t t = s + K - 1 - k;
+            if (t >= T_) continue;
+            const T* g = gbuf.data() + (t - s0) * C;
+            const T* wk = wt.data() + k * C;
+            for (int64_t c = 0; c < C; ++c) dxr[c] += wk[c] * g[c];
+          }
+        }
       }
     });
+    T* pdw = dw.data<T>();
+    T* pdb = db.defined() ? db.data<T>() : nullptr;
+    for (int64_t task = 0; task < tasks; ++task)
+      for (int64_t c = 0; c < C; ++c) {
+        for (int64_t k = 0; k < K; ++k) pdw[c * K + k] += pdwp[(task * K + k) * C + c];
+        if (pdb) pdb[c] += pdbp[task * C + c];
+      }
   });
   return {dx, dw, db};
 }
@@ -114,7 +146,7 @@ Tensor causal_conv1d_step(Tensor& buf, const Tensor& x_t, const Tensor& w, const
         acc += pw[c * K + K - 1] * xv;
         for (int64_t k = 0; k + 1 < K - 1; ++k) q[k] = q[k + 1];
         if (K > 1) q[K - 2] = xv;
-        py[b * C + c] = silu ? acc * sigmoid(acc) : acc;
+        py[b * C + c] = silu ? acc * vmath::sigmoid_of(acc) : acc;
       }
   });
   return y;

@@ -12,7 +12,8 @@ namespace seqlab::kernels {
 /// y (B, T, C) from x (B, T, C), w (C, K), bias (C) or undefined; silu applies SiLU to the result.
 Tensor causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu);
 /// {dx, dw, dbias} (dbias undefined without bias). Recomputes the pre-activation; parallel over
-/// channels, each channel's sums in a fixed (b, t) order, so results do not depend on threads.
+/// (batch row, time tile) with per-tile dw, dbias partials summed in a fixed order, so results do
+/// not depend on threads.
 std::array<Tensor, 3> causal_conv1d_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
                                              const Tensor& bias, bool silu);
 /// One step: buf (B, C, K-1) holds the last K-1 inputs (oldest first) and is shifted in place;

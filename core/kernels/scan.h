@@ -3,8 +3,8 @@
 //   h_t   = exp(delta_t A) * h_{t-1} + delta_t B_t u_t    (ZOH for A, Euler for B), h (ED, N)
 //   y_t   = (C_t . h_t + D u_t) * silu(z_t)          (z gate optional, fused as in mamba)
 // Glossary: B batch, T time, E channels (= expand * d_model), N state size, L checkpoint chunk.
-// The fused forward keeps each channel's N states in a local array while it runs over T and stores
-// no (B, T, E, N) tensor: only a state checkpoint every L steps. The backward recomputes each chunk.
+// The fused forward keeps a block of channels' N states in vector registers / L1 while it runs over T
+// and stores no (B, T, E, N) tensor: only a state checkpoint every L steps. The backward recomputes each chunk.
 #pragma once
 #include <cstdint>
 
@@ -24,7 +24,7 @@ inline constexpr int64_t kScanChunk = 64;
 
 struct ScanForwardResult {
   Tensor y;            // (B, T, E)
-  Tensor checkpoints;  // (B, ceil(T / L) - 1, E, N): state at the end of chunks 0 .. n-2; undefined if T <= L
+  Tensor checkpoints;  // (B, ceil(T / L) - 1, N, E): state at the end of chunks 0 .. n-2; undefined if T <= L
 };
 
 struct ScanGrads {

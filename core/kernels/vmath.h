@@ -138,4 +138,75 @@ template <typename T>
 }
 [[gnu::always_inline]] inline double erf_of(double x) { return std::erf(x); }
 
+// Vector forms of exp_of, log_of, sigmoid_of, softplus_of on 16 floats (GCC/clang vector
+// extensions: one AVX-512 register with -march=native here, split into narrower registers
+// elsewhere). Lane for lane the same operations as the scalar functions above. Used by kernels
+// that keep a block of 16 channels in a vector (the selective scan).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors without AVX-512: inline functions only
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+
+[[gnu::always_inline]] inline f32x16 splat(float v) { return v - f32x16{}; }
+
+[[gnu::always_inline]] inline f32x16 exp_of(f32x16 x) {
+  f32x16 xc = x > splat(-87.3f) ? x : splat(-87.3f);  // NaN lanes compare false: put back at the end
+  xc = xc < splat(88.7f) ? xc : splat(88.7f);
+  const f32x16 t = xc * 1.44269504088896341f;
+  const f32x16 n = (t + 12582912.0f) - 12582912.0f;
+  f32x16 r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  f32x16 p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const f32x16 scale = (f32x16)((__builtin_convertvector(n, i32x16) + 127) << 23);
+  f32x16 y = p * scale;
+  y = x < splat(-87.3f) ? splat(0.0f) : y;
+  y = x > splat(88.7f) ? splat(INFINITY) : y;
+  return x != x ? x : y;
+}
+
+[[gnu::always_inline]] inline f32x16 log_of(f32x16 x) {
+  const i32x16 bits = (i32x16)x;
+  f32x16 e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, f32x16);
+  f32x16 m = (f32x16)((bits & (int32_t)0x807fffff) | 0x3f000000);
+  const auto low = m < splat(0.707106781186547524f);
+  e = low ? e - 1.0f : e;
+  m = low ? m + m - 1.0f : m - 1.0f;
+  const f32x16 z = m * m;
+  f32x16 y = splat(7.0376836292e-2f);
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return m + y + 0.693359375f * e;
+}
+
+[[gnu::always_inline]] inline f32x16 sigmoid_of(f32x16 v) {
+  const f32x16 e = exp_of(v < splat(0.0f) ? v : -v);  // exp(-|v|)
+  const f32x16 r = 1.0f / (1.0f + e);
+  return v >= splat(0.0f) ? r : e * r;
+}
+
+[[gnu::always_inline]] inline f32x16 softplus_of(f32x16 x) {
+  const f32x16 e = exp_of(x < splat(20.0f) ? x : splat(20.0f));
+  const f32x16 u = 1.0f + e;
+  const f32x16 d = u - 1.0f;
+  const f32x16 lg = log_of(u) * (e / d);
+  const f32x16 l = d == splat(0.0f) ? e : lg;
+  return x > splat(20.0f) ? x : l;
+}
+#pragma GCC diagnostic pop
+
 }  // namespace seqlab::kernels::vmath
