@@ -14,6 +14,7 @@
 
 #include "apps/config.h"
 #include "apps/distributed.h"
+#include "apps/report.h"
 #include "apps/trainer.h"
 #include "bench/step_bench.h"
 #include "core/error.h"
@@ -94,7 +95,30 @@ int main(int argc, char** argv) {
   std::string run_dir, split = "test";
   auto* eval = app.add_subcommand("eval", "evaluate checkpoint-best.h5 of a run directory");
   eval->add_option("run_dir", run_dir, "a run directory (or a comparison's)")->required();
-  eval->add_option("--split", split, "val or test")->check(CLI::IsMember({"val", "test"}));
+  auto* split_opt = eval->add_option("--split", split, "val or test")->check(CLI::IsMember({"val", "test"}));
+  // Length extrapolation (token tasks); the values are checked by the library (seqlab::Error, exit 1).
+  std::string seq_lens, n_sequences, max_seconds, step_mode;
+  auto* seq_lens_opt = eval->add_option("--seq-lens", seq_lens,
+                                        "token tasks: accuracy on fresh sequences of these lengths (256,512,...,65536 "
+                                        "or 2^8,2^16), written to extrapolation.csv");
+  auto* n_sequences_opt = eval->add_option("--n-sequences", n_sequences,
+                                           "--seq-lens: sequences per length (default 64, fewer beyond 2^16)");
+  auto* max_seconds_opt = eval->add_option("--max-seconds", max_seconds,
+                                           "--seq-lens: skip a length projected to take longer, and every longer one "
+                                           "(default 120)");
+  auto* step_opt = eval->add_option("--step", step_mode,
+                                    "--seq-lens: auto (step mode beyond the training length), always or never");
+
+  std::vector<std::string> report_dirs;
+  seqlab::app::ReportOptions report_opt;
+  auto* report = app.add_subcommand("report", "SVG pictures from run directories: learning curves, a test "
+                                              "forecast, accuracy against sequence length");
+  report->add_option("run_dirs", report_dirs, "run directories of seqlab train or compare")->required();
+  report->add_option("--out", report_opt.out, "directory for the pictures (default: the first run directory)");
+  auto* report_window = report->add_option("--window", report_opt.window, "forecast.svg: the test window (default 0)");
+  report->add_option("--channel", report_opt.channel,
+                     "forecast.svg: a predicted column by name (default: the target, else the last)");
+  report->add_flag("--scaled", report_opt.scaled, "forecast.svg: plot scaled values instead of the data's units");
 
   seqlab::bench::add_bench_subcommand(app);  // `seqlab bench`: runs from its own callback
 
@@ -136,13 +160,28 @@ int main(int argc, char** argv) {
         }
       if (root) std::printf("\n%s", seqlab::app::results_md(rows).c_str());
     }
-    if (eval->parsed() && root) {
+    if (eval->parsed() && root && seq_lens_opt->count() == 0) {
+      for (auto* o : {n_sequences_opt, max_seconds_opt, step_opt})
+        if (o->count() > 0) throw seqlab::Error("eval " + o->get_name() + ": applies only with --seq-lens");
+    }
+    if (eval->parsed() && root && seq_lens_opt->count() > 0) {
+      if (split_opt->count() > 0) throw seqlab::Error("eval --split: does not apply with --seq-lens (fresh sequences)");
+      auto xo = seqlab::app::parse_extrapolate_options(seq_lens, n_sequences, max_seconds, step_mode);
+      xo.threads = threads_given ? threads : -1;
+      auto rows = seqlab::app::run_extrapolation(run_dir, xo);
+      std::printf("%s", seqlab::app::extrapolation_md(rows).c_str());
+      if (seqlab::app::stop_requested()) return kExitInterrupted;
+    } else if (eval->parsed() && root) {
       auto rows = seqlab::app::run_eval(run_dir, split, threads_given ? threads : -1);
       std::printf("| model | %s_mse | %s_mae | %s_acc |\n|---|---:|---:|---:|\n", split.c_str(), split.c_str(),
                   split.c_str());
       for (const auto& r : rows)
         std::printf("| %s | %.6f | %.6f | %s |\n", r.model.c_str(), r.mse, r.mae,
                     r.acc >= 0 ? std::to_string(r.acc).c_str() : "-");
+    }
+    if (report->parsed() && root) {
+      report_opt.window_given = report_window->count() > 0;
+      for (const auto& path : seqlab::app::run_report(report_dirs, report_opt)) std::printf("%s\n", path.c_str());
     }
   } catch (const seqlab::Error& e) {
     spdlog::error("{}", one_line(e.what()));

@@ -9,6 +9,8 @@
 
 #include "apps/config.h"
 #include "core/tensor.h"
+#include "data/forecast.h"
+#include "layers/model.h"
 
 namespace seqlab::app {
 
@@ -64,6 +66,60 @@ struct EvalRow {
   double mse = 0, mae = 0, acc = -1;
 };
 std::vector<EvalRow> run_eval(const std::string& run_dir, const std::string& split, int threads = -1);
+
+/// `seqlab eval RUN_DIR --seq-lens ...` (token tasks): accuracy of checkpoint-best.h5 on fresh
+/// sequences of other lengths than the training one (length extrapolation, Mamba paper Table 2).
+struct ExtrapolateOptions {
+  std::vector<int64_t> seq_lens;  // evaluated in increasing order (duplicates dropped)
+  int64_t n_sequences = 0;        // sequences per length; 0: default_sequences(T)
+  double max_seconds = 120;       // a length projected (or seen) to take longer is skipped, and every longer one
+  std::string step = "auto";      // auto: step mode beyond the training length; always; never (full forward)
+  int threads = -1;               // -1: [train] threads of the run's config
+};
+/// One row of extrapolation.csv.
+struct ExtrapolationRow {
+  std::string model;
+  int64_t seq_len = 0, n_sequences = 0;
+  double accuracy = 0;            // fraction of scored tokens predicted exactly (argmax); NaN when not run
+  double seconds = 0;             // wall time of the evaluation (data generation excluded)
+  double peak_rss_mib = 0;        // process peak RSS (VmHWM, reset before each length); NaN when not run
+  double alloc_peak_mib = 0;      // the tensor allocator's peak during this length (printed, not in the CSV)
+  std::string mode;               // step | forward
+  std::string status;             // ok | skipped: time limit | memory limit | no step mode | interrupted | failed at T | failed: ...
+};
+/// The default number of sequences at length T: 64 up to 2^16, then 2^22 / T, at least 16.
+int64_t default_sequences(int64_t seq_len);
+/// Parses --seq-lens: "256,512,1024", powers "2^8,2^10", and "256,512,...,65536" (a geometric series
+/// with the ratio of the two terms before "..." up to the last term). Throws naming --seq-lens.
+std::vector<int64_t> parse_seq_lens(const std::string& text);
+/// Builds options from the command line's strings (each may be empty: the default); throws
+/// seqlab::Error naming the option and what was expected.
+ExtrapolateOptions parse_extrapolate_options(const std::string& seq_lens, const std::string& n_sequences,
+                                             const std::string& max_seconds, const std::string& step);
+/// Evaluates a token-task run (or every model of a comparison) at opt.seq_lens; writes
+/// extrapolation.csv into each model's directory (and the combined rows into a comparison's),
+/// rewritten after every length. Inputs are checked before anything runs. After request_stop()
+/// (Ctrl-C) the remaining lengths are marked "skipped: interrupted".
+std::vector<ExtrapolationRow> run_extrapolation(const std::string& run_dir, const ExtrapolateOptions& opt);
+/// model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status
+std::string extrapolation_csv(const std::vector<ExtrapolationRow>& rows);
+/// A Markdown table of the rows (with the allocator peak).
+std::string extrapolation_md(const std::vector<ExtrapolationRow>& rows);
+
+/// One model's run directory rebuilt from its config.resolved.toml: the data as it was trained on
+/// (the scaler refitted and checked against the checkpoint's) and the model with checkpoint-best.h5
+/// loaded, in eval mode. Used by `seqlab eval` and `seqlab report`.
+struct LoadedRun {
+  Config config;
+  std::shared_ptr<nn::SequenceModel> model;
+  bool token = false;
+  data::ForecastData fc;                    // forecasting: the splits, scaler and windows
+  std::vector<std::string> columns, dates;  // forecasting: the series' column names and dates (may be empty)
+  std::vector<data::Batch> val_batches, test_batches;  // token tasks: the fixed evaluation sets
+};
+/// Loads `run_dir` (one model, not a comparison); throws seqlab::Error naming the missing or
+/// mismatching file.
+LoadedRun load_best_model(const std::string& run_dir);
 
 /// The results table: CSV (the columns model,params,...,test_mae) and Markdown (with test_acc
 /// after them for token tasks).

@@ -1,0 +1,36 @@
+// `seqlab report`: SVG pictures from run directories (a `seqlab train` run or a `seqlab compare`
+// directory holding one run per model): learning curves (validation loss against training wall
+// time), one test window's forecast of every forecasting model against the truth, and accuracy
+// against sequence length from extrapolation.csv files (`seqlab eval --seq-lens`).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "apps/trainer.h"  // ExtrapolationRow
+
+namespace seqlab::app {
+
+struct ReportOptions {
+  std::string out;            // output directory (created); empty: the first run directory
+  int64_t window = 0;         // forecast.svg: the test window
+  bool window_given = false;  // --window was given (an error when there is no forecasting run)
+  std::string channel;        // forecast.svg: a predicted column by name; empty: the target (else the last)
+  bool scaled = false;        // forecast.svg: plot the scaled values the model sees, not the data's units
+};
+
+/// Writes learning_curves.svg, forecast.svg (when some run forecasts) and extrapolation.svg (when
+/// some run directory or model directory holds extrapolation.csv) into opt.out, each through a
+/// temporary file and a rename; every picture is made before the first is written. Returns the
+/// paths written. Throws seqlab::Error naming the directory, file or option that is wrong.
+std::vector<std::string> run_report(const std::vector<std::string>& run_dirs, const ReportOptions& opt);
+
+/// Reads an extrapolation.csv (apps/trainer.h, extrapolation_csv) (columns by header name; model, seq_len, accuracy and
+/// status are required). Throws seqlab::Error naming the file, line and column.
+std::vector<ExtrapolationRow> read_extrapolation_csv(const std::string& path);
+/// The accuracy-against-length chart of `rows` (models in first-appearance order); `train_len` > 0
+/// draws the training length as a dashed vertical line.
+std::string extrapolation_svg(const std::vector<ExtrapolationRow>& rows, int64_t train_len = 0,
+                              const std::string& subtitle = "");
+
+}  // namespace seqlab::app

@@ -1,0 +1,177 @@
+// `seqlab eval RUN_DIR --seq-lens ...` (apps/trainer.cpp, run_extrapolation): a tiny trained
+// token-task comparison evaluated at two lengths writes extrapolation.csv per model and for the
+// comparison; step mode and the full forward give the same accuracy at the training length; the
+// time limit skips a length and every longer one; bad input throws naming the option.
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "apps/checkpoint.h"
+#include "apps/config.h"
+#include "apps/trainer.h"
+#include "run_testing.h"
+#include "testing.h"
+
+using namespace seqlab;
+using namespace seqlab::app;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Quiet : testing::RunScope {
+  Quiet() : RunScope(spdlog::level::warn) {}
+};
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Induction heads at length 16: an LSTM and a causal transformer (both with a step mode), a few steps.
+fs::path trained_token_compare() {
+  fs::path dir = testing::scratch("ih");
+  std::string text = str("[data]\ntask = \"induction-heads\"\nseq_len = 16\nn_train_batches = 3\nn_eval_batches = 1\n",
+                         "[model]\nd_model = 8\nn_layers = 1\n",
+                         "[[models]]\ntype = \"lstm\"\n",
+                         "[[models]]\nname = \"attn\"\ntype = \"transformer\"\nn_heads = 2\ncausal = true\n",
+                         "pos_encoding = \"sinusoidal\"\n",
+                         "[train]\nepochs = 1\nbatch_size = 8\neval_batch_size = 16\nthreads = 1\n",
+                         "[output]\ndir = \"", dir.string(), "\"\n");
+  auto rows = run_compare(parse_config(text, "ih.toml"), {.quiet = true});
+  REQUIRE(rows.size() == 2);
+  return dir;
+}
+
+ExtrapolateOptions opts(std::vector<int64_t> lens, int64_t n, const std::string& step = "auto", double max_s = 120) {
+  ExtrapolateOptions o;
+  o.seq_lens = std::move(lens);
+  o.n_sequences = n;
+  o.step = step;
+  o.max_seconds = max_s;
+  o.threads = 1;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("apps/extrapolate: a trained token run at two lengths writes extrapolation.csv per model") {
+  Quiet q;
+  fs::path dir = trained_token_compare();
+  auto rows = run_extrapolation(dir.string(), opts({64, 16}, 8));  // evaluated in increasing order
+  REQUIRE(rows.size() == 4);
+  const char* models[] = {"lstm", "lstm", "attn", "attn"};
+  const int64_t lens[] = {16, 64, 16, 64};
+  for (size_t i = 0; i < rows.size(); ++i) {
+    CAPTURE(i);
+    CHECK(rows[i].model == models[i]);
+    CHECK(rows[i].seq_len == lens[i]);
+    CHECK(rows[i].n_sequences == 8);
+    CHECK(rows[i].status == "ok");
+    CHECK(rows[i].mode == (lens[i] > 16 ? "step" : "forward"));  // auto: step beyond the training length
+    CHECK(rows[i].accuracy >= 0);
+    CHECK(rows[i].accuracy <= 1);
+    CHECK(rows[i].seconds > 0);
+    CHECK(rows[i].peak_rss_mib > 0);
+  }
+  const std::string header = "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status\n";
+  for (const char* m : {"lstm", "attn"}) {
+    CAPTURE(m);
+    std::string csv = read_text(dir / m / "extrapolation.csv");
+    CHECK(csv.starts_with(header));
+    CHECK(csv.find(str("\n", m, ",16,8,")) != std::string::npos);
+    CHECK(csv.find(",step,ok\n") != std::string::npos);
+    for (const auto& e : fs::directory_iterator(dir / m)) CHECK_MESSAGE(e.path().extension() != ".tmp", e.path().string());
+  }
+  std::string all = read_text(dir / "extrapolation.csv");
+  CHECK(all == extrapolation_csv(rows));
+  CHECK(std::count(all.begin(), all.end(), '\n') == 5);
+  CHECK(extrapolation_md(rows).find("| attn | 64 | 8 |") != std::string::npos);
+
+  // Same sequences, same accuracy: step mode equals the full forward at the training length.
+  auto step = run_extrapolation((dir / "attn").string(), opts({16}, 32, "always"));
+  auto full = run_extrapolation((dir / "attn").string(), opts({16}, 32, "never"));
+  REQUIRE(step.size() == 1);
+  REQUIRE(full.size() == 1);
+  CHECK(step[0].mode == "step");
+  CHECK(full[0].mode == "forward");
+  CHECK(step[0].accuracy == full[0].accuracy);
+  auto lstm_step = run_extrapolation((dir / "lstm").string(), opts({16}, 32, "always"));
+  auto lstm_full = run_extrapolation((dir / "lstm").string(), opts({16}, 32, "never"));
+  CHECK(lstm_step[0].accuracy == lstm_full[0].accuracy);
+  // Reproducible: the sequences come from the run's data seed.
+  CHECK(run_extrapolation((dir / "attn").string(), opts({16}, 32, "always"))[0].accuracy == step[0].accuracy);
+
+  // A length projected past --max-seconds is skipped, and every longer one (the first always runs).
+  auto limited = run_extrapolation((dir / "attn").string(), opts({16, 32, 64}, 4, "always", 1e-9));
+  REQUIRE(limited.size() == 3);
+  CHECK(limited[0].status == "ok");
+  CHECK(limited[1].status == "skipped: time limit");
+  CHECK(limited[2].status == "skipped: time limit");
+  CHECK(std::isnan(limited[2].accuracy));
+  CHECK(read_text(dir / "attn" / "extrapolation.csv").find(",step,skipped: time limit\n") != std::string::npos);
+
+#ifdef SEQLAB_BINARY
+  // The command line: a table on stdout; bad input exits 1.
+  const std::string exe = SEQLAB_BINARY;
+  auto run = [&](const std::string& args) {
+    int rc = std::system((exe + " --log-level off --threads 1 eval " + dir.string() + " " + args + " > " +
+                          (dir / "out.txt").string() + " 2>&1").c_str());
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  };
+  CHECK(run("--seq-lens 16,32 --n-sequences 4") == 0);
+  CHECK(read_text(dir / "out.txt").find("| attn | 32 | 4 |") != std::string::npos);
+  CHECK(run("--seq-lens 2") == 1);
+  CHECK(run("--seq-lens 16 --step sometimes") == 1);
+  CHECK(run("--n-sequences 4") == 1);
+#endif
+}
+
+TEST_CASE("apps/extrapolate: bad input throws naming the option and what was expected") {
+  Quiet q;
+  CHECK(parse_seq_lens("256,512,...,4096") == std::vector<int64_t>{256, 512, 1024, 2048, 4096});
+  CHECK(parse_seq_lens("2^8, 2^10,100") == std::vector<int64_t>{256, 1024, 100});
+  CHECK(parse_seq_lens("16,48,...,432") == std::vector<int64_t>{16, 48, 144, 432});
+  for (const char* bad : {"", "abc", "256,,512", "-4", "0", "256,...,1024", "256,512,...,1000", "256,384,...,1024",
+                          "256,512,...", "2^50", "1.5"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_WITH_AS(parse_seq_lens(bad), doctest::Contains("--seq-lens"), Error);
+  }
+  CHECK_THROWS_WITH_AS(parse_extrapolate_options("256", "0", "", ""), doctest::Contains("--n-sequences: expected an integer >= 1"), Error);
+  CHECK_THROWS_WITH_AS(parse_extrapolate_options("256", "8x", "", ""), doctest::Contains("--n-sequences"), Error);
+  CHECK_THROWS_WITH_AS(parse_extrapolate_options("256", "", "-1", ""), doctest::Contains("--max-seconds: expected a number > 0"), Error);
+  CHECK_THROWS_WITH_AS(parse_extrapolate_options("256", "", "", "sometimes"), doctest::Contains("--step: expected auto, always or never"), Error);
+  ExtrapolateOptions o = parse_extrapolate_options("256,512", "", "", "");
+  CHECK(o.n_sequences == 0);
+  CHECK(o.max_seconds == 120);
+  CHECK(o.step == "auto");
+  CHECK(default_sequences(256) == 64);
+  CHECK(default_sequences(1 << 16) == 64);
+  CHECK(default_sequences(1 << 20) == 16);
+
+  // Run directories: a forecasting run, and lengths below a token task's minimum (checked from the
+  // resolved config, before any checkpoint is read).
+  auto run_dir = [](const std::string& name, const std::string& data) {
+    fs::path dir = testing::scratch(name);
+    Config c = parse_config(data, name + ".toml");
+    std::ofstream(dir / "config.resolved.toml") << to_toml_single(c, 0, dir.string());
+    return dir;
+  };
+  fs::path fc = run_dir("fc", "[data]\ntask = \"sine\"\n");
+  CHECK_THROWS_WITH_AS(run_extrapolation(fc.string(), opts({256}, 4)), doctest::Contains("needs a token task"), Error);
+  fs::path sc = run_dir("sc", "[data]\ntask = \"selective-copying\"\nseq_len = 64\n");
+  CHECK_THROWS_WITH_AS(run_extrapolation(sc.string(), opts({16, 64}, 4)),
+                       doctest::Contains("--seq-lens: expected lengths >= 32 for selective-copying"), Error);
+  fs::path ih = run_dir("ih", "[data]\ntask = \"induction-heads\"\nseq_len = 16\n");
+  CHECK_THROWS_WITH_AS(run_extrapolation(ih.string(), opts({2}, 4)),
+                       doctest::Contains("--seq-lens: expected lengths >= 3 for induction-heads"), Error);
+  CHECK_THROWS_WITH_AS(run_extrapolation(ih.string(), opts({16}, 4)), doctest::Contains("checkpoint-best.h5"), Error);
+  CHECK_THROWS_WITH_AS(run_extrapolation(ih.string(), opts({16}, 4, "maybe")), doctest::Contains("--step"), Error);
+  CHECK(!fs::exists(ih / "extrapolation.csv"));
+}
