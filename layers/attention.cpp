@@ -1,6 +1,6 @@
-// MultiHeadAttention: in_proj (one GEMM to q, k, v), split heads, fused attention, merge heads,
-// out_proj, dropout. Position encodings: the sinusoidal table of Vaswani et al. (sec. 3.5) or a
-// learned (max_len, D) table, added by one fused op.
+// MultiHeadAttention: in_proj (one GEMM to q, k, v), fused attention read straight from the packed
+// projection (no head-split copies), out_proj, dropout. Position encodings: the sinusoidal table of
+// Vaswani et al. (sec. 3.5) or a learned (max_len, D) table, added by one fused op.
 #include "layers/attention.h"
 
 #include <algorithm>
@@ -33,9 +33,9 @@ MultiHeadAttention::MultiHeadAttention(const MultiHeadAttentionOptions& options,
 Tensor MultiHeadAttention::forward(const Tensor& x) {
   SEQLAB_CHECK(x.dim() == 3 && x.size(2) == options_.d_model, "MultiHeadAttention: input of shape ",
                to_string(x.shape()), ", expected (B, T, ", options_.d_model, ")");
-  std::vector<Tensor> qkv = split_heads(in_proj_->forward(x), 3, options_.n_heads);  // 3 x (B, H, T, Dh)
-  Tensor o = attention(qkv[0], qkv[1], qkv[2], options_.causal);                      // (B, H, T, Dh)
-  Tensor y = out_proj_->forward(merge_heads(o));                                      // (B, T, D)
+  // q, k, v and the heads are read in place from the in-projection (B, T, 3, H, Dh): no split copies
+  Tensor o = attention_packed(in_proj_->forward(x), options_.n_heads, options_.causal);  // (B, T, D)
+  Tensor y = out_proj_->forward(o);                                                      // (B, T, D)
   return drop_ ? drop_->forward(y) : y;
 }
 

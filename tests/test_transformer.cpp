@@ -9,12 +9,14 @@
 #include <chrono>
 #include <map>
 #include <cmath>
+#include <ctime>
 #include <string>
 #include <vector>
 
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/attention.h"
+#include "core/kernels/attention.h"
 #include "core/parallel.h"
 #include "core/random.h"
 #include "layers/attention.h"
@@ -95,6 +97,49 @@ TEST_CASE("ops/attention: fused vs composite reference, float32") {
   }
 }
 
+TEST_CASE("ops/attention: float32 vector kernels (Dh a multiple of 16) vs composite reference") {
+  for (bool causal : {false, true}) {
+    compare_fused_reference(2, 2, 5, 5, 16, causal, DType::f32, 1e-4);      // one partial block
+    compare_fused_reference(1, 3, 150, 150, 16, causal, DType::f32, 1e-4);  // ragged blocks and tiles
+    compare_fused_reference(2, 1, 64, 300, 16, causal, DType::f32, 1e-4);   // Tk > Tq, 3 forward blocks
+    compare_fused_reference(1, 2, 3, 130, 32, causal, DType::f32, 1e-4);    // few queries on many keys
+    compare_fused_reference(1, 1, 37, 37, 48, causal, DType::f32, 1e-4);
+    compare_fused_reference(1, 2, 70, 70, 64, causal, DType::f32, 1e-4);
+  }
+  compare_fused_reference(1, 1, 100, 7, 16, false, DType::f32, 1e-4);  // Tq > Tk (non-causal only)
+}
+
+TEST_CASE("ops/attention_packed: equals split_heads -> attention -> merge_heads, forward and gradients") {
+  // float32 with Dh = 16, 32 runs the strided vector kernels; float64 and Dh = 8 the split fallback.
+  struct Case {
+    int64_t B, T, H, Dh;
+    DType dt;
+    double tol;
+  };
+  for (const Case& c : {Case{2, 150, 4, 16, DType::f32, 1e-4}, Case{1, 37, 2, 32, DType::f32, 1e-4},
+                        Case{2, 20, 2, 8, DType::f32, 1e-4}, Case{2, 30, 2, 16, DType::f64, 1e-12}})
+    for (bool causal : {false, true}) {
+      Generator gen(13 + c.T);
+      const int64_t D = c.H * c.Dh;
+      Tensor x0 = randn({c.B, c.T, 3 * D}, 0, 1, c.dt, gen), w = randn({c.B, c.T, D}, 0, 1, c.dt, gen);
+      Tensor xa = x0.clone().set_requires_grad(), xb = x0.clone().set_requires_grad();
+      Tensor ya = attention_packed(xa, c.H, causal);
+      std::vector<Tensor> p = split_heads(xb, 3, c.H);
+      Tensor yb = merge_heads(attention(p[0], p[1], p[2], causal));
+      backward(sum(mul(ya, w)));
+      backward(sum(mul(yb, w)));
+      MESSAGE("attention_packed Dh=", c.Dh, " ", std::string(dtype_name(c.dt)), " causal=", causal,
+              ": rel error out ", rel_err(ya, yb), ", grad ", rel_err(xa.grad(), xb.grad()));
+      CHECK_CLOSE(ya, yb, c.tol, c.tol);
+      CHECK_CLOSE(xa.grad(), xb.grad(), c.tol, c.tol);
+    }
+  Generator gen(4);
+  std::vector<Tensor> in{randn({2, 9, 12}, 0, 1, DType::f64, gen).set_requires_grad()};
+  auto r = gradcheck([&](const std::vector<Tensor>& x) { return attention_packed(x[0], 2, true); }, in);
+  CHECK_MESSAGE(r.ok, r.report);
+  CHECK_THROWS_AS(attention_packed(Tensor::zeros({1, 4, 10}), 2, false), Error);  // 10 % (3 * 2) != 0
+}
+
 TEST_CASE("ops/attention: gradcheck") {
   for (bool causal : {false, true})
     for (int64_t T : {5, 70}) {
@@ -109,19 +154,26 @@ TEST_CASE("ops/attention: gradcheck") {
 }
 
 TEST_CASE("ops/attention: bit-identical across thread counts") {
-  Generator gen(9);
-  Tensor q = randn({2, 3, 200, 8}, 0, 1, DType::f32, gen), k = randn({2, 3, 200, 8}, 0, 1, DType::f32, gen);
-  Tensor v = randn({2, 3, 200, 8}, 0, 1, DType::f32, gen), w = randn({2, 3, 200, 8}, 0, 1, DType::f32, gen);
-  const int before = num_threads();
-  set_num_threads(1);
-  AttnGrads one = run_attention(true, q, k, v, w, true);
-  set_num_threads(2);
-  AttnGrads two = run_attention(true, q, k, v, w, true);
-  set_num_threads(before);
-  CHECK(one.out.to_vector() == two.out.to_vector());
-  CHECK(one.dq.to_vector() == two.dq.to_vector());
-  CHECK(one.dk.to_vector() == two.dk.to_vector());
-  CHECK(one.dv.to_vector() == two.dv.to_vector());
+  // Dh = 8 runs the GEMM tile loops, Dh = 16 the vector kernels; B H = 2 splits the forward's queries.
+  for (int64_t B : {2, 1})
+    for (int64_t Dh : {8, 16}) {
+      const int64_t H = B == 2 ? 3 : 2;
+      Generator gen(9);
+      Tensor q = randn({B, H, 200, Dh}, 0, 1, DType::f32, gen), k = randn({B, H, 200, Dh}, 0, 1, DType::f32, gen);
+      Tensor v = randn({B, H, 200, Dh}, 0, 1, DType::f32, gen), w = randn({B, H, 200, Dh}, 0, 1, DType::f32, gen);
+      const int before = num_threads();
+      set_num_threads(1);
+      AttnGrads one = run_attention(true, q, k, v, w, true);
+      set_num_threads(2);
+      AttnGrads two = run_attention(true, q, k, v, w, true);
+      AttnGrads again = run_attention(true, q, k, v, w, true);
+      set_num_threads(before);
+      CHECK(one.out.to_vector() == two.out.to_vector());
+      CHECK(one.dq.to_vector() == two.dq.to_vector());
+      CHECK(one.dk.to_vector() == two.dk.to_vector());
+      CHECK(one.dv.to_vector() == two.dv.to_vector());
+      CHECK(again.dq.to_vector() == two.dq.to_vector());
+    }
 }
 
 TEST_CASE("ops/attention: bad shapes are errors") {
@@ -183,6 +235,29 @@ TEST_CASE("layers/transformer: gradcheck") {
     double e = gradcheck_layer(layer, randn({2, 5, 4}, 0, 1, DType::f64, gen));
     MESSAGE("transformer gradcheck causal=", causal, ": max rel error ", e);
   }
+}
+
+TEST_CASE("layers/transformer: float32 with Dh = 16 is bit-identical at 1 and 2 threads and run to run") {
+  auto run = [](int threads) {
+    set_num_threads(threads);
+    Generator gen(17);
+    TransformerOptions o;
+    o.d_model = 32;
+    o.n_heads = 2;  // Dh = 16: the vector attention kernels
+    o.dropout = 0.0;
+    Transformer layer(o, gen);
+    Tensor x = randn({3, 70, 32}, 0, 1, DType::f32, gen).set_requires_grad();
+    Tensor y = layer.forward(x);
+    backward(sum(mul(y, y)));
+    std::vector<std::vector<double>> r{y.to_vector(), x.grad().to_vector()};
+    for (const auto& np : layer.named_parameters()) r.push_back(np.tensor.grad().to_vector());
+    return r;
+  };
+  const int before = num_threads();
+  auto one = run(1), two = run(2), again = run(2);
+  set_num_threads(before);
+  CHECK(one == two);
+  CHECK(two == again);
 }
 
 TEST_CASE("layers/transformer: PyTorch reference") {
@@ -289,4 +364,37 @@ TEST_CASE("layers/transformer: timing B=32 T=336 D=64" * doctest::skip()) {
   MESSAGE("transformer layer forward+backward median ", ms[3], " ms (forward alone ", ms_layer_fwd[3],
           " ms); attention op forward+backward ", ms_attn[3], " ms (forward ", ms_fwd[3], " ms); threads ",
           num_threads());
+}
+
+TEST_CASE("bench/attention: fused op at B=32 H=4 T=720 Dh=16" * doctest::skip()) {
+  // Run with -tc='bench/attention*' --no-skip: forward and backward of the op alone, one thread,
+  // min and median of 9 repetitions, GFLOP/s from the model count (4 B H T^2 Dh forward, 2x backward).
+  const int before = num_threads();
+  set_num_threads(1);
+  Generator gen(1);
+  const int64_t B = 32, H = 4, T = 720, Dh = 16;
+  Tensor q = randn({B, H, T, Dh}, 0, 1, DType::f32, gen), k = randn({B, H, T, Dh}, 0, 1, DType::f32, gen);
+  Tensor v = randn({B, H, T, Dh}, 0, 1, DType::f32, gen), dy = randn({B, H, T, Dh}, 0, 1, DType::f32, gen);
+  std::vector<double> fwd, bwd, fwd_cpu, bwd_cpu;
+  auto cpu_ms = [] { return 1e3 * static_cast<double>(std::clock()) / CLOCKS_PER_SEC; };
+  for (int rep = 0; rep < 9; ++rep) {
+    const double c0 = cpu_ms();
+    auto t0 = std::chrono::steady_clock::now();
+    kernels::AttentionForward f = kernels::attention_forward(q, k, v, false);
+    auto t1 = std::chrono::steady_clock::now();
+    const double c1 = cpu_ms();
+    kernels::attention_backward(dy, q, k, v, f.out, f.lse, false);
+    auto t2 = std::chrono::steady_clock::now();
+    const double c2 = cpu_ms();
+    fwd.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    bwd.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+    fwd_cpu.push_back(c1 - c0);
+    bwd_cpu.push_back(c2 - c1);
+  }
+  set_num_threads(before);
+  for (auto* x : {&fwd, &bwd, &fwd_cpu, &bwd_cpu}) std::sort(x->begin(), x->end());
+  const double gf = 4.0 * B * H * T * T * Dh / 1e9;
+  MESSAGE("attention forward min ", fwd[0], " ms (", gf / fwd[0] * 1e3, " GFLOP/s), median ", fwd[4],
+          " ms, median CPU ", fwd_cpu[4], " ms; backward min ", bwd[0], " ms (", 2 * gf / bwd[0] * 1e3,
+          " GFLOP/s), median ", bwd[4], " ms, median CPU ", bwd_cpu[4], " ms");
 }

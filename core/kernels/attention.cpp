@@ -1,9 +1,15 @@
-// Fused attention kernels (FlashAttention-2 on the CPU). Each (batch, head) is a contiguous
-// (T, Dh) matrix; work is cut into query tiles of kBr rows and key tiles of kBc keys, every tile
-// product is one single-threaded CBLAS GEMM. Forward: online softmax per row (running max m and
-// sum l, the output accumulator rescaled by exp(m_old - m_new)), then lse = m + log(l). Backward:
-// P = exp(S - lse) recomputed per tile, dV += P^T dO, dP = dO V^T, dS = P * (dP - D) with
+// Fused attention kernels (FlashAttention-2 on the CPU). Forward: online softmax per row (running
+// max m and sum l, the output accumulator rescaled by exp(m_old - m_new)), then lse = m + log(l).
+// Backward: P = exp(S - lse) recomputed per tile, dV += P^T dO, dP = dO V^T, dS = P * (dP - D) with
 // D = rowsum(dO * O), dK += scale dS^T Q, dQ += scale dS K.
+// Two implementations of the same loops: float with Dh a multiple of 16 (every head width the
+// standard models use) runs explicit 16-lane vector code (one AVX-512 register per 16 floats of a
+// head row): blocks of kR = 8 query rows against K^T and V^T packed once per head, so every score
+// vector is 16 keys x one row and the exponentials run 16 at a time (exp_softmax). Tiny CBLAS
+// calls on 64 x 64 x 16 tiles spent most of their time packing and in edge kernels (the profile of
+// issue 5). Double (gradchecks) and other head widths keep the tile loops on single-threaded GEMMs.
+// The vector kernels also read q, k, v straight from the packed in-projection (B, T, 3, H, Dh) and
+// write the output as (B, T, H Dh) (attention_packed_*), so the layer needs no head-split copies.
 #include "core/kernels/attention.h"
 
 #include <cblas.h>
@@ -12,9 +18,11 @@
 #include <bit>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "core/kernels/matmul.h"
+#include "core/kernels/vmath.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
@@ -198,6 +206,352 @@ void backward_head(const T* dout, const T* q, const T* k, const T* v, const T* o
   }
 }
 
+// ---- float, Dh = 16 NV: explicit 16-lane vector loops -------------------------------------------
+
+using vmath::f32x16;
+using vmath::i32x16;
+using vmath::splat;
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
+// Unaligned, aliasing view of 16 floats (head rows are only 4-byte aligned in general).
+typedef float f32x16u __attribute__((vector_size(64), aligned(4), may_alias));
+
+[[gnu::always_inline]] inline f32x16 load16(const float* p) { return *reinterpret_cast<const f32x16u*>(p); }
+[[gnu::always_inline]] inline void store16(float* p, f32x16 x) { *reinterpret_cast<f32x16u*>(p) = x; }
+[[gnu::always_inline]] inline f32x16 vmax(f32x16 a, f32x16 b) { return a > b ? a : b; }
+// Horizontal max and sum in a fixed tree order (deterministic, independent of threads).
+[[gnu::always_inline]] inline float hmax(f32x16 x) {
+  f32x8 a = __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7);
+  f32x8 b = __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
+  a = a > b ? a : b;
+  f32x4 c = __builtin_shufflevector(a, a, 0, 1, 2, 3), e = __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  c = c > e ? c : e;
+  return std::max(std::max(c[0], c[2]), std::max(c[1], c[3]));
+}
+[[gnu::always_inline]] inline float hsum(f32x16 x) {
+  const f32x8 a = __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7) +
+                  __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
+  const f32x4 c = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (c[0] + c[2]) + (c[1] + c[3]);
+}
+const i32x16 kLane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+// e^x in 16 lanes for the attention's arguments (scores minus a row max or a logsumexp, so <= 0
+// up to rounding, or -inf where masked): Cephes expf's reduction and polynomial (about 1 ulp) with
+// 2^n built from the rounding constant's mantissa bits, and results below e^-87.3 flushed to 0.
+// vmath::exp_of also handles overflow and NaN, which costs a third more instructions; the
+// exponentials are the largest cost next to the products at Dh = 16.
+[[gnu::always_inline]] inline f32x16 exp_softmax(f32x16 x) {
+  const f32x16 xc = x > splat(-87.3f) ? x : splat(-87.3f);
+  const f32x16 k = xc * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23 + n: n in the low bits
+  const f32x16 n = k - 12582912.0f;
+  f32x16 r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  f32x16 p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const f32x16 scale = (f32x16)(((i32x16)k + 127) << 23);  // 2^n (the high bits shift out)
+  const f32x16 y = p * scale;
+  return x > splat(-87.3f) ? y : splat(0.0f);
+}
+
+// Where head (b, h) of q, k, v (and of their gradients) and of the output lives: x's rows of head
+// (b, h) start at b * x_b + h * x_h and are ld apart. Heads split into (B, H, T, Dh) tensors:
+// H = 1 (bh counts heads), ld = Dh. The packed in-projection (B, T, 3, H, Dh): ld = 3 H Dh for
+// q, k, v and H Dh for the output, so no split or merge copy is needed.
+struct Layout {
+  int64_t H = 1;
+  int64_t ldq = 0, ldo = 0;            // row strides of q, k, v (and grads) and of out, dout
+  int64_t q_b = 0, q_h = 0, kv_b = 0, kv_h = 0, o_b = 0, o_h = 0;
+  int64_t q(int64_t bh) const { return bh / H * q_b + bh % H * q_h; }
+  int64_t kv(int64_t bh) const { return bh / H * kv_b + bh % H * kv_h; }
+  int64_t o(int64_t bh) const { return bh / H * o_b + bh % H * o_h; }
+};
+
+Layout split_layout(const Dims& d) {
+  Layout l;
+  l.ldq = l.ldo = d.Dh;
+  l.q_b = l.o_b = d.Tq * d.Dh;
+  l.kv_b = d.kv_head_stride;
+  return l;
+}
+
+Layout packed_layout(int64_t T, int64_t H, int64_t Dh) {
+  Layout l;
+  l.H = H;
+  l.ldq = 3 * H * Dh;
+  l.ldo = H * Dh;
+  l.q_b = l.kv_b = T * 3 * H * Dh;
+  l.o_b = T * H * Dh;
+  l.q_h = l.kv_h = l.o_h = Dh;
+  return l;
+}
+
+constexpr int kR = 8;            // query rows per micro-block: 8 independent FMA chains per loop
+constexpr int64_t kFwdC = 128;   // keys per forward block (one max / rescale per row and block)
+constexpr int64_t kBwdC = 64;    // keys per backward tile (its dK, dV rows stay in L1)
+
+inline int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+// kt (Dh, ld) = x^T for x (rows, Dh) with rows ldx apart, columns rows .. ld - 1 zero (ld = round16).
+void pack_transposed(const float* x, int64_t ldx, int64_t rows, int64_t Dh, float* kt, int64_t ld) {
+  for (int64_t e = 0; e < Dh; ++e) {
+    float* dst = kt + e * ld;
+    for (int64_t j = 0; j < rows; ++j) dst[j] = x[j * ldx + e];
+    std::fill(dst + rows, dst + ld, 0.0f);
+  }
+}
+
+// Query rows [i0, i0 + rows), rows <= kR, of one head against keys [0, visible end): kt is K^T
+// packed (Dh, ldkt); q and v rows are ldq apart, o rows ldo. Rows past `rows` repeat the last
+// row and are not stored.
+template <int NV>
+void forward_rows_vec(const float* q, const float* kt, int64_t ldkt, const float* v, float* o, float* lse, int64_t i0,
+                      int64_t rows, const Dims& d, int64_t ldq, int64_t ldo) {
+  constexpr int Dh = 16 * NV;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  alignas(64) float qs[kR][Dh];
+  alignas(64) float p[kR][kFwdC];
+  int64_t vend[kR];
+  for (int r = 0; r < kR; ++r) {
+    const int64_t i = i0 + std::min<int64_t>(r, rows - 1);
+    for (int e = 0; e < Dh; ++e) qs[r][e] = q[i * ldq + e] * scale;
+    vend[r] = d.visible_end(i);
+  }
+  f32x16 oacc[kR][NV] = {};
+  f32x16 lacc[kR] = {};
+  float m[kR];
+  std::fill(m, m + kR, kNegInf);
+  const int64_t j_end = vend[kR - 1];  // the visible end grows with the row
+  for (int64_t j0 = 0; j0 < j_end; j0 += kFwdC) {
+    const int64_t cols = std::min(kFwdC, j_end - j0), ng = (cols + 15) / 16;
+    const int64_t all_see = vend[0] - j0;  // keys j0 .. j0 + all_see - 1 are visible to every row
+    f32x16 mx[kR];
+    for (int r = 0; r < kR; ++r) mx[r] = splat(kNegInf);
+    for (int64_t g = 0; g < ng; ++g) {  // S = (scale q) K^T, 16 keys x kR rows per pass; row maxima
+      f32x16 acc[kR] = {};
+      const float* kg = kt + j0 + 16 * g;
+      for (int e = 0; e < Dh; ++e) {
+        const f32x16 kv = load16(kg + e * ldkt);
+        for (int r = 0; r < kR; ++r) acc[r] += qs[r][e] * kv;
+      }
+      if (16 * (g + 1) > all_see)  // masked keys (causal, or past the end) become -inf
+        for (int r = 0; r < kR; ++r)
+          acc[r] = kLane < static_cast<int32_t>(vend[r] - j0 - 16 * g) ? acc[r] : splat(kNegInf);
+      for (int r = 0; r < kR; ++r) {
+        store16(&p[r][16 * g], acc[r]);
+        mx[r] = vmax(mx[r], acc[r]);
+      }
+    }
+    for (int r = 0; r < kR; ++r) {  // online softmax: new max, rescale, exponentials
+      const float m_new = std::max(m[r], hmax(mx[r]));
+      const float shift = m_new == kNegInf ? 0.0f : m_new;
+      const float alpha = vmath::exp_of(m[r] - shift);  // 0 on the first block (m = -inf)
+      f32x16 sum = {};
+      for (int64_t g = 0; g < ng; ++g) {
+        const f32x16 e = exp_softmax(load16(&p[r][16 * g]) - shift);  // masked: exp(-inf) = 0
+        store16(&p[r][16 * g], e);
+        sum += e;
+      }
+      lacc[r] = lacc[r] * alpha + sum;
+      for (int u = 0; u < NV; ++u) oacc[r][u] *= alpha;
+      m[r] = m_new;
+    }
+    for (int64_t j = 0; j < cols; ++j) {  // O += P V
+      f32x16 vv[NV];
+      for (int u = 0; u < NV; ++u) vv[u] = load16(v + (j0 + j) * ldq + 16 * u);
+      for (int r = 0; r < kR; ++r)
+        for (int u = 0; u < NV; ++u) oacc[r][u] += p[r][j] * vv[u];
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float l = hsum(lacc[r]), inv = 1.0f / l;
+    for (int u = 0; u < NV; ++u) store16(o + (i0 + r) * ldo + 16 * u, oacc[r][u] * inv);
+    lse[i0 + r] = m[r] + std::log(l);
+  }
+}
+
+// Forward over (head, query chunk) tasks; each packs its head's K^T once and writes its own rows.
+template <int NV>
+void forward_all_vec(const float* q, const float* k, const float* v, float* o, float* lse, const Dims& d,
+                     const Layout& lay) {
+  constexpr int Dh = 16 * NV;
+  // Whole heads per task when there are enough of them; otherwise query chunks (each row's result
+  // does not depend on the chunking, so neither does the output).
+  const int64_t per_head =
+      std::max<int64_t>(1, std::min<int64_t>(32 / std::max<int64_t>(d.BH, 1), (d.Tq + 63) / 64));
+  const int64_t chunk = (d.Tq + per_head - 1) / per_head;
+  const int64_t ldkt = round16(d.Tk);
+  parallel_for(0, d.BH * per_head, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> kt(static_cast<size_t>(Dh * ldkt));  // once per chunk of tasks
+    int64_t packed = -1;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t bh = t / per_head, r0 = (t % per_head) * chunk, r1 = std::min(d.Tq, r0 + chunk);
+      if (packed != bh) {
+        pack_transposed(k + lay.kv(bh), lay.ldq, d.Tk, Dh, kt.data(), ldkt);
+        packed = bh;
+      }
+      for (int64_t i0 = r0; i0 < r1; i0 += kR)
+        forward_rows_vec<NV>(q + lay.q(bh), kt.data(), ldkt, v + lay.kv(bh), o + lay.o(bh), lse + bh * d.Tq, i0,
+                             std::min<int64_t>(kR, r1 - i0), d, lay.ldq, lay.ldo);
+    }
+  });
+}
+
+// Per-task workspace of the backward: K^T, V^T and scale K packed, D, and one tile's dK, dV rows.
+struct BwdScratchVec {
+  std::vector<float> kt, vt, ks, drow, dkt, dvt;
+  BwdScratchVec(int64_t Dh, int64_t ld, int64_t Tq)
+      : kt(static_cast<size_t>(Dh * ld)), vt(kt.size()), ks(kt.size()), drow(static_cast<size_t>(Tq)),
+        dkt(static_cast<size_t>(kBwdC * Dh)), dvt(dkt.size()) {}
+};
+
+// Backward of one head; dq, dk, dv belong to this task alone. Key tiles outside, blocks of kR query
+// rows inside: the tile's dK and dV accumulate in L1 and each block's dQ rows are read and
+// written once per tile. The order of every sum depends only on the sizes.
+// Rows of q, k, v, dq, dk, dv are ldq apart, rows of o and dout ldo apart.
+template <int NV>
+void backward_head_vec(const float* dout, const float* q, const float* k, const float* v, const float* o,
+                       const float* lse, float* dq, float* dk, float* dv, const Dims& d, int64_t ldq, int64_t ldo,
+                       BwdScratchVec& w) {
+  constexpr int Dh = 16 * NV;
+  const int64_t Tq = d.Tq, Tk = d.Tk, ld = round16(Tk);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
+  float *kt = w.kt.data(), *vt = w.vt.data(), *ks = w.ks.data(), *drow = w.drow.data();
+  pack_transposed(k, ldq, Tk, Dh, kt, ld);
+  pack_transposed(v, ldq, Tk, Dh, vt, ld);
+  for (int64_t j = 0; j < Tk; ++j)
+    for (int u = 0; u < NV; ++u) store16(ks + j * Dh + 16 * u, load16(k + j * ldq + 16 * u) * scale);
+  std::fill(ks + Tk * Dh, ks + ld * Dh, 0.0f);
+  for (int64_t i = 0; i < Tq; ++i) {  // D_i = rowsum(dO * O) = sum_j P_ij dP_ij
+    f32x16 acc = {};
+    for (int u = 0; u < NV; ++u) acc += load16(dout + i * ldo + 16 * u) * load16(o + i * ldo + 16 * u);
+    drow[i] = hsum(acc);
+  }
+  for (int64_t i = 0; i < Tq; ++i) std::fill(dq + i * ldq, dq + i * ldq + Dh, 0.0f);
+  alignas(64) float qs[kR][Dh], dob[kR][Dh];
+  alignas(64) float P[kR][kBwdC], dS[kR][kBwdC];
+  float lse_r[kR], d_r[kR];
+  int32_t vis[kR];
+  for (int64_t j0 = 0; j0 < Tk; j0 += kBwdC) {
+    const int64_t cols = std::min(kBwdC, Tk - j0), ng = (cols + 15) / 16, nj = 16 * ng;
+    float *dkt = w.dkt.data(), *dvt = w.dvt.data();  // rows of the tile, Dh floats each
+    std::fill(w.dkt.begin(), w.dkt.end(), 0.0f);
+    std::fill(w.dvt.begin(), w.dvt.end(), 0.0f);
+    // The first query that sees key j0 (causal: i + off >= j0); earlier blocks are fully masked.
+    const int64_t i_start = d.causal ? std::max<int64_t>(0, j0 - d.off()) / kR * kR : 0;
+    for (int64_t i0 = i_start; i0 < Tq; i0 += kR) {
+      const int64_t rows = std::min<int64_t>(kR, Tq - i0);
+      for (int r = 0; r < kR; ++r) {  // rows past `rows` repeat the last one, fully masked
+        const int64_t i = i0 + std::min<int64_t>(r, rows - 1);
+        for (int e = 0; e < Dh; ++e) {
+          qs[r][e] = q[i * ldq + e] * scale;
+          dob[r][e] = dout[i * ldo + e];
+        }
+        lse_r[r] = lse[i];
+        d_r[r] = drow[i];
+        vis[r] = r < rows ? static_cast<int32_t>(std::clamp<int64_t>(d.visible_end(i) - j0, 0, cols)) : 0;
+      }
+      for (int64_t g = 0; g < ng; ++g) {  // S = (scale q) K^T and dP = dO V^T, 16 keys x kR rows
+        f32x16 as[kR] = {}, ap[kR] = {};
+        const float* kg = kt + j0 + 16 * g;
+        const float* vg = vt + j0 + 16 * g;
+        for (int e = 0; e < Dh; ++e) {
+          const f32x16 kv = load16(kg + e * ld), vv = load16(vg + e * ld);
+          for (int r = 0; r < kR; ++r) {
+            as[r] += qs[r][e] * kv;
+            ap[r] += dob[r][e] * vv;
+          }
+        }
+        for (int r = 0; r < kR; ++r) {  // P = exp(S - lse) (0 where masked), dS = P (dP - D)
+          const f32x16 e = exp_softmax(as[r] - lse_r[r]);
+          const f32x16 pr = kLane < vis[r] - static_cast<int32_t>(16 * g) ? e : splat(0.0f);
+          store16(&P[r][16 * g], pr);
+          store16(&dS[r][16 * g], pr * (ap[r] - d_r[r]));
+        }
+      }
+      // dV_j += sum_r P_rj dO_r, dK_j += sum_r dS_rj (scale q_r): 8 keys at a time, rows in order
+      for (int64_t jb = 0; jb < nj; jb += 8) {
+        f32x16 av[8][NV], ak[8][NV];
+        for (int u = 0; u < 8; ++u)
+          for (int t = 0; t < NV; ++t) {
+            av[u][t] = load16(dvt + (jb + u) * Dh + 16 * t);
+            ak[u][t] = load16(dkt + (jb + u) * Dh + 16 * t);
+          }
+        for (int64_t r = 0; r < rows; ++r) {
+          f32x16 dor[NV], qr[NV];
+          for (int t = 0; t < NV; ++t) {
+            dor[t] = load16(&dob[r][16 * t]);
+            qr[t] = load16(&qs[r][16 * t]);
+          }
+          const float* pr = &P[r][jb];  // one base pointer per row: 8 broadcasts at fixed offsets
+          const float* sr = &dS[r][jb];
+          for (int u = 0; u < 8; ++u)
+            for (int t = 0; t < NV; ++t) {
+              av[u][t] += pr[u] * dor[t];
+              ak[u][t] += sr[u] * qr[t];
+            }
+        }
+        for (int u = 0; u < 8; ++u)
+          for (int t = 0; t < NV; ++t) {
+            store16(dvt + (jb + u) * Dh + 16 * t, av[u][t]);
+            store16(dkt + (jb + u) * Dh + 16 * t, ak[u][t]);
+          }
+      }
+      // dQ_r += sum_j dS_rj (scale k_j): every row at once, keys in order
+      f32x16 aq[kR][NV];
+      for (int r = 0; r < kR; ++r)
+        for (int t = 0; t < NV; ++t) aq[r][t] = r < rows ? load16(dq + (i0 + r) * ldq + 16 * t) : splat(0.0f);
+      for (int64_t j = 0; j < cols; ++j) {
+        f32x16 kr[NV];
+        for (int t = 0; t < NV; ++t) kr[t] = load16(ks + (j0 + j) * Dh + 16 * t);
+        for (int r = 0; r < kR; ++r)
+          for (int t = 0; t < NV; ++t) aq[r][t] += dS[r][j] * kr[t];
+      }
+      for (int64_t r = 0; r < rows; ++r)
+        for (int t = 0; t < NV; ++t) store16(dq + (i0 + r) * ldq + 16 * t, aq[r][t]);
+    }
+    for (int64_t j = 0; j < cols; ++j)
+      for (int t = 0; t < NV; ++t) {
+        store16(dk + (j0 + j) * ldq + 16 * t, load16(dkt + j * Dh + 16 * t));
+        store16(dv + (j0 + j) * ldq + 16 * t, load16(dvt + j * Dh + 16 * t));
+      }
+  }
+}
+
+template <int NV>
+void backward_all_vec(const float* dout, const float* q, const float* k, const float* v, const float* o,
+                      const float* lse, float* dq, float* dk, float* dv, const Dims& d, const Layout& lay) {
+  constexpr int Dh = 16 * NV;
+  parallel_for(0, d.BH, 1, [&](int64_t h0, int64_t h1) {
+    BwdScratchVec w(Dh, round16(d.Tk), d.Tq);  // once per chunk of heads
+    for (int64_t h = h0; h < h1; ++h)
+      backward_head_vec<NV>(dout + lay.o(h), q + lay.q(h), k + lay.kv(h), v + lay.kv(h), o + lay.o(h),
+                            lse + h * d.Tq, dq + lay.q(h), dk + lay.kv(h), dv + lay.kv(h), d, lay.ldq, lay.ldo, w);
+  });
+}
+
+// Dh / 16 when the vector kernels cover this head width (float, Dh in 16, 32, 48, 64), else 0.
+int vec_width(DType dt, int64_t Dh) {
+  return dt == DType::f32 && Dh % 16 == 0 && Dh >= 16 && Dh <= 64 ? static_cast<int>(Dh / 16) : 0;
+}
+
+template <typename F>
+void with_nv(int nv, F&& f) {
+  switch (nv) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    default: f(std::integral_constant<int, 4>{}); break;
+  }
+}
+
 Dims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, bool causal) {
   SEQLAB_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op, ": expected q, k, v of shape (B, H, T, Dh), got ",
                to_string(q.shape()), ", ", to_string(k.shape()), ", ", to_string(v.shape()));
@@ -225,6 +579,13 @@ AttentionForward attention_forward(const Tensor& q, const Tensor& k, const Tenso
   Dims d = check_qkv("attention", q, k, v, causal);
   AttentionForward f{Tensor::empty(q.shape(), q.dtype()),
                      Tensor::empty({q.size(0), q.size(1), q.size(2)}, q.dtype())};
+  if (const int nv = vec_width(q.dtype(), d.Dh)) {
+    with_nv(nv, [&](auto NV) {
+      forward_all_vec<decltype(NV)::value>(q.data<float>(), k.data<float>(), v.data<float>(), f.out.data<float>(),
+                            f.lse.data<float>(), d, split_layout(d));
+    });
+    return f;
+  }
   dispatch_float(q.dtype(), "attention", [&]<typename T>() {
     forward_all<T>(q.data<T>(), k.data<T>(), v.data<T>(), f.out.data<T>(), f.lse.data<T>(), d);
   });
@@ -239,6 +600,14 @@ std::array<Tensor, 3> attention_backward(const Tensor& dout, const Tensor& q, co
   Tensor dq = Tensor::empty(q.shape(), q.dtype());
   Tensor dk = Tensor::empty(k.shape(), k.dtype());
   Tensor dv = Tensor::empty(v.shape(), v.dtype());
+  if (const int nv = vec_width(q.dtype(), d.Dh)) {
+    with_nv(nv, [&](auto NV) {
+      backward_all_vec<decltype(NV)::value>(dout.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
+                             out.data<float>(), lse.data<float>(), dq.data<float>(), dk.data<float>(),
+                             dv.data<float>(), d, split_layout(d));
+    });
+    return {dq, dk, dv};
+  }
   dispatch_float(q.dtype(), "attention backward", [&]<typename T>() {
     const T *pdo = dout.data<T>(), *pq = q.data<T>(), *pk = k.data<T>(), *pv = v.data<T>(), *po = out.data<T>(),
             *pl = lse.data<T>();
@@ -264,10 +633,71 @@ Tensor attention_forward_cached(const Tensor& q, const Tensor& k_cache, const Te
   d.kv_head_stride = k_cache.size(2) * d.Dh;
   Tensor out = Tensor::empty(q.shape(), q.dtype());
   Tensor lse = Tensor::empty({q.size(0), q.size(1), q.size(2)}, q.dtype());
+  if (const int nv = vec_width(q.dtype(), d.Dh)) {
+    with_nv(nv, [&](auto NV) {
+      forward_all_vec<decltype(NV)::value>(q.data<float>(), k_cache.data<float>(), v_cache.data<float>(), out.data<float>(),
+                            lse.data<float>(), d, split_layout(d));
+    });
+    return out;
+  }
   dispatch_float(q.dtype(), "attention_forward_cached", [&]<typename T>() {
     forward_all<T>(q.data<T>(), k_cache.data<T>(), v_cache.data<T>(), out.data<T>(), lse.data<T>(), d);
   });
   return out;
+}
+
+namespace {
+Dims check_packed(const char* op, const Tensor& qkv, int64_t H, bool causal) {
+  SEQLAB_CHECK(qkv.dim() == 3 && H > 0 && qkv.size(2) % (3 * H) == 0 && qkv.size(2) > 0, op, ": cannot read ",
+               to_string(qkv.shape()), " as (B, T, 3, ", H, ", Dh)");
+  Dims d;
+  d.BH = qkv.size(0) * H;
+  d.Tq = d.Tk = qkv.size(1);
+  d.Dh = qkv.size(2) / (3 * H);
+  d.kv_head_stride = d.Tk * d.Dh;
+  d.causal = causal;
+  return d;
+}
+}  // namespace
+
+AttentionForward attention_packed_forward(const Tensor& qkv, int64_t H, bool causal) {
+  Dims d = check_packed("attention_packed", qkv, H, causal);
+  const int64_t B = qkv.size(0), T = qkv.size(1), D = H * d.Dh;
+  if (const int nv = vec_width(qkv.dtype(), d.Dh)) {
+    AttentionForward f{Tensor::empty({B, T, D}, qkv.dtype()), Tensor::empty({B, H, T}, qkv.dtype())};
+    const float* p = qkv.data<float>();
+    with_nv(nv, [&](auto NV) {
+      forward_all_vec<decltype(NV)::value>(p, p + D, p + 2 * D, f.out.data<float>(), f.lse.data<float>(), d,
+                                           packed_layout(T, H, d.Dh));
+    });
+    return f;
+  }
+  std::vector<Tensor> parts = split_heads(qkv, 3, H);
+  AttentionForward f = attention_forward(parts[0], parts[1], parts[2], causal);
+  return {merge_heads({f.out}), f.lse};
+}
+
+Tensor attention_packed_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse, int64_t H,
+                                 bool causal) {
+  Dims d = check_packed("attention_packed backward", qkv, H, causal);
+  const int64_t B = qkv.size(0), T = qkv.size(1), D = H * d.Dh;
+  SEQLAB_CHECK(dout.shape() == Shape({B, T, D}) && out.shape() == dout.shape() && dout.dtype() == qkv.dtype(),
+               "attention_packed backward: dout ", to_string(dout.shape()), " and out ", to_string(out.shape()),
+               " must be (", B, ", ", T, ", ", D, ")");
+  if (const int nv = vec_width(qkv.dtype(), d.Dh)) {
+    Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype());
+    const float* p = qkv.data<float>();
+    float* g = dqkv.data<float>();
+    with_nv(nv, [&](auto NV) {
+      backward_all_vec<decltype(NV)::value>(dout.data<float>(), p, p + D, p + 2 * D, out.data<float>(),
+                                            lse.data<float>(), g, g + D, g + 2 * D, d, packed_layout(T, H, d.Dh));
+    });
+    return dqkv;
+  }
+  std::vector<Tensor> parts = split_heads(qkv, 3, H);
+  std::array<Tensor, 3> g = attention_backward(split_heads(dout, 1, H)[0], parts[0], parts[1], parts[2],
+                                               split_heads(out, 1, H)[0], lse, causal);
+  return merge_heads({g[0], g[1], g[2]});
 }
 
 }  // namespace seqlab::kernels

@@ -30,6 +30,14 @@ std::array<Tensor, 3> attention_backward(const Tensor& dout, const Tensor& q, co
 /// causal (bottom-right aligned). No gradient; used by the transformer's KV-cache step mode.
 Tensor attention_forward_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, int64_t len);
 
+/// Attention straight on the packed in-projection: qkv (B, T, 3 H Dh), read as (B, T, 3, H, Dh)
+/// (q, k, v blocks, heads in order) -> out (B, T, H Dh) with the heads side by side, and lse (B, H, T).
+/// The same as merge_heads(attention_forward(split_heads(qkv, 3, H)...)) without the copies.
+AttentionForward attention_packed_forward(const Tensor& qkv, int64_t H, bool causal);
+/// dqkv (B, T, 3 H Dh) of attention_packed_forward from dout (B, T, H Dh) and what forward kept.
+Tensor attention_packed_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse, int64_t H,
+                                 bool causal);
+
 /// Splits x (B, T, n * H * Dh), read as (B, T, n, H, Dh), into n tensors (B, H, T, Dh) (q, k, v for n = 3).
 std::vector<Tensor> split_heads(const Tensor& x, int64_t n, int64_t H);
 /// The inverse of split_heads: n tensors (B, H, T, Dh) -> (B, T, n * H * Dh).
