@@ -548,6 +548,13 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir_str,
     st = restore(load_checkpoint(last_path), last_path.string(), *model, *optimizer);
     spdlog::info("[{}] resumed from {}: epoch {}, batch {}, step {}", mc.name, last_path.string(), st.epoch + 1,
                  st.batch, st.global_step);
+    // A run that ended because it reached its epochs continues when the config now asks for more
+    // (`--resume --set train.epochs=N`); an early stop stays a stop.
+    const bool early_stopped = c.train.patience > 0 && st.bad_epochs >= c.train.patience;
+    if (st.done && !early_stopped && st.epoch < c.train.epochs) {
+      spdlog::info("[{}] extending the finished run from {} to {} epochs", mc.name, st.epoch, c.train.epochs);
+      st.done = false;
+    }
   } else {
     for (const char* k : kMetricNames) st.metrics[k];
     if (td.token) st.metrics["val_acc"], st.metrics["test_acc"];

@@ -140,6 +140,25 @@ TEST_CASE("apps/train: same seed, same results, stopped mid-epoch and resumed eq
   CHECK(twice.test_mse == full.test_mse);
 }
 
+TEST_CASE("apps/train: --resume with more epochs extends a finished run like an uninterrupted longer run") {
+  Quiet q;
+  auto constant = [](std::string t) {  // a constant schedule: a shorter run is a prefix of a longer one
+    t.replace(t.find("schedule = \"cosine\""), 19, "schedule = \"constant\"");
+    return t;
+  };
+  fs::path a = scratch("long"), b = scratch("extended");
+  RunResult longer = run_train(parse_config(constant(sine_config(a, 4, 5)), "sine.toml"), {.quiet = true});
+  RunResult shorter = run_train(parse_config(constant(sine_config(b, 2, 5)), "sine.toml"), {.quiet = true});
+  REQUIRE(shorter.finished);
+  CHECK(shorter.epochs == 2);
+  RunResult extended = run_train(parse_config(constant(sine_config(b, 4, 5)), "sine.toml"), {.resume = true, .quiet = true});
+  CHECK(extended.finished);
+  CHECK(extended.epochs == 4);
+  CHECK(extended.test_mse == longer.test_mse);
+  CHECK(extended.val_mse == longer.val_mse);
+  check_same_params(a / "checkpoint-last.h5", b / "checkpoint-last.h5");
+}
+
 #ifdef SEQLAB_BINARY
 TEST_CASE("apps/train: a child `seqlab train` SIGKILLed mid-run, then --resume, ends like an uninterrupted run") {
   Quiet q;
