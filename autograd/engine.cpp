@@ -6,20 +6,24 @@
 #include <unordered_map>
 
 #include "autograd/node.h"
+#include "core/parallel.h"
 
 namespace seqlab {
 namespace {
 
 thread_local bool g_grad_enabled = true;
 
-// a + b (same shape and dtype), a fresh tensor.
+// a + b (same shape and dtype), a fresh tensor; elementwise, so split over threads freely (large
+// activations' gradients are summed here, e.g. a residual stream's (B, T, D)).
 Tensor add_fresh(const Tensor& a, const Tensor& b) {
   Tensor out = Tensor::empty(a.shape(), a.dtype());
   dispatch_float(a.dtype(), "backward", [&]<typename T>() {
     const T* pa = a.data<T>();
     const T* pb = b.data<T>();
     T* po = out.data<T>();
-    for (int64_t i = 0, n = a.numel(); i < n; ++i) po[i] = pa[i] + pb[i];
+    parallel_for(0, a.numel(), 1 << 15, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) po[i] = pa[i] + pb[i];
+    });
   });
   return out;
 }

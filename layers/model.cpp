@@ -99,7 +99,7 @@ SequenceModel::SequenceModel(ModelOptions options) : options_(std::move(options)
   if (token) {
     embedding_ = register_parameter("embedding", randn({options_.vocab_size, D}, 0, 1));
   } else {
-    // What one token holds: a whole channel (T values), a patch of patch_len steps of C' channels.
+    // What one token holds: a whole channel (T values), or patch_len steps of C channels (1 when independent).
     const int64_t C_in = options_.channel_independent ? 1 : options_.in_channels;
     const int64_t token_in = options_.embed == "variate" ? options_.seq_len : options_.patch_len * C_in;
     input_ = register_module("input", std::make_shared<Linear>(LinearOptions{token_in, D, true}));

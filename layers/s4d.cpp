@@ -12,8 +12,39 @@
 #include "autograd/ops.h"
 #include "autograd/ops/s4d.h"
 #include "core/kernels/s4d.h"
+#include "core/kernels/unary.h"
 
 namespace seqlab::nn {
+
+namespace {
+
+// The layer's two fused ops (kernels in core/kernels/s4d.cpp). Each replaces a chain of elementwise
+// ops and slice copies that cost about a fifth of a training step once the convolution was fast; the
+// composite forms they replace are in S4D's head() and forward() history and are what the gradchecks
+// and the PyTorch fixture check them against (tests/test_s4d.cpp).
+
+// h = gelu(causal_conv(x, K) + x ⊙ D);  dpre = dh gelu'(pre), (dx, dK) = conv backward of dpre,
+// dx += dpre ⊙ D, dD = Σ_{b,t} dpre ⊙ x  (stores x, K and pre)
+Tensor conv_skip_gelu(const Tensor& x, const Tensor& K, const Tensor& Dskip) {
+  kernels::SkipGelu r = kernels::s4d_skip_gelu_forward(kernels::causal_conv_forward(x, K), x, Dskip);
+  const bool need_x = x.requires_grad(), need_K = K.requires_grad(), need_D = Dskip.requires_grad();
+  return record("s4d_conv_skip_gelu", r.h, {x, K, Dskip},
+                [x = x.detach(), K = K.detach(), Dskip = Dskip.detach(), pre = r.pre, need_x, need_K,
+                 need_D](const Tensor& dh) {
+                  Tensor dpre = kernels::gelu_backward(dh, pre);
+                  kernels::ConvGrads g = kernels::causal_conv_backward(dpre, x, K, need_x, need_K);
+                  Tensor dD = kernels::s4d_skip_backward(g.du, dpre, x, Dskip, need_x, need_D);
+                  return grads{g.du, g.dK, dD};
+                });
+}
+
+// y = a ⊙ σ(b), z = [a, b] on the last axis;  dz = [dy σ(b), dy a σ(b) (1 - σ(b))]  (stores z)
+Tensor glu(const Tensor& z) {
+  Tensor y = kernels::glu_forward(z);
+  return record("glu", y, {z}, [z = z.detach()](const Tensor& dy) { return grads{kernels::glu_backward(dy, z)}; });
+}
+
+}  // namespace
 
 void S4DOptions::validate() const {
   SEQLAB_CHECK(d_model > 0, "S4DOptions.d_model: expected a positive width, got ", d_model);
@@ -67,20 +98,16 @@ S4D::S4D(const S4DOptions& options, Generator& gen) : options_(options) {
 
 Tensor S4D::kernel(int64_t T) const { return s4d_kernel(log_dt_, log_A_real_, A_imag_, C_, T); }
 
-Tensor S4D::head(const Tensor& y) {
-  const int64_t D = options_.d_model;
-  Tensor h = gelu(y);
-  if (drop_) h = drop_->forward(h);
-  Tensor z = out_proj_->forward(h);                                     // (..., 2D)
-  return slice(z, -1, 0, D) * sigmoid(slice(z, -1, D, 2 * D));          // GLU: a * sigmoid(b)
+Tensor S4D::head(const Tensor& h) {
+  Tensor hd = drop_ ? drop_->forward(h) : h;
+  return glu(out_proj_->forward(hd));  // (..., 2D) -> a * sigmoid(b)
 }
 
 Tensor S4D::forward(const Tensor& x) {
   SEQLAB_CHECK(x.dim() == 3 && x.size(2) == options_.d_model, "S4D: expected input (B, T, ", options_.d_model,
                "), got ", to_string(x.shape()));
-  Tensor K = kernel(x.size(1));               // (D, T) or (2, D, T)
-  Tensor y = causal_conv_fft(x, K) + x * D_;  // (B, T, D)
-  return head(y);
+  Tensor K = kernel(x.size(1));              // (D, T) or (2, D, T)
+  return head(conv_skip_gelu(x, K, D_));     // gelu(K * x + D x): (B, T, D)
 }
 
 StepState S4D::init_state(int64_t batch, DType dtype) const {
@@ -94,7 +121,7 @@ Tensor S4D::step(const Tensor& x_t, StepState& state) {
   SEQLAB_CHECK(state.tensors.size() == 1, "S4D::step: expected the state from init_state()");
   NoGradGuard no_grad;
   Tensor y = kernels::s4d_step_forward(x_t, state.tensors[0], log_dt_, log_A_real_, A_imag_, C_, D_);  // (B, D)
-  return head(y);
+  return head(gelu(y));
 }
 
 std::shared_ptr<SequenceLayer> make_s4d(int64_t d_model, LayerArgs& args) {

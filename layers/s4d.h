@@ -44,7 +44,7 @@ class S4D : public SequenceLayer {  // (B, T, D) -> (B, T, D)
   const S4DOptions& options() const { return options_; }
 
  private:
-  Tensor head(const Tensor& y);  // GELU -> dropout -> Linear -> GLU on (..., D)
+  Tensor head(const Tensor& h);  // dropout -> Linear -> GLU on the GELU output h (..., D)
   S4DOptions options_;
   Tensor log_dt_, log_A_real_, A_imag_, C_, D_;
   std::shared_ptr<Linear> out_proj_;

@@ -150,6 +150,56 @@ TEST_CASE("layers/rnn: fused op with input width != hidden width and no biases m
   }
 }
 
+TEST_CASE("layers/rnn: backward in time chunks equals the one-chunk backward (float64 and float32)") {
+  // The default chunk is ~8192 / B steps, so the small tests above run one chunk; here T = 11 is cut
+  // into chunks of 1, 3 and 4 steps (a last, shorter chunk included) and compared with one chunk.
+  for (RnnCell cell : kCells) {
+    for (DType dt : {DType::f64, DType::f32}) {
+      CAPTURE(key_of(cell));
+      CAPTURE(dtype_name(dt));
+      const int64_t B = 3, T = 11, I = 5, H = 4, G = kernels::rnn_gate_count(cell);
+      Generator gen(41);
+      Tensor x = randn({B, T, I}, 0, 1, dt, gen), w_ih = randn({G * H, I}, 0, 0.5, dt, gen),
+             w_hh = randn({G * H, H}, 0, 0.5, dt, gen), b_ih = randn({G * H}, 0, 0.5, dt, gen),
+             b_hh = randn({G * H}, 0, 0.5, dt, gen), dy = randn({B, T, H}, 0, 1, dt, gen);
+      kernels::RnnForward f = kernels::rnn_forward(cell, x, w_ih, w_hh, b_ih, b_hh);
+      kernels::RnnGrads whole = kernels::rnn_backward(cell, dy, x, w_ih, w_hh, f, true, true, true, true, true, T);
+      const double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+      for (int64_t tc : {1, 3, 4}) {
+        CAPTURE(tc);
+        kernels::RnnGrads g = kernels::rnn_backward(cell, dy, x, w_ih, w_hh, f, true, true, true, true, true, tc);
+        CHECK_CLOSE(g.dx, whole.dx, tol, tol);
+        CHECK_CLOSE(g.dw_ih, whole.dw_ih, tol, tol);
+        CHECK_CLOSE(g.dw_hh, whole.dw_hh, tol, tol);
+        CHECK_CLOSE(g.db_ih, whole.db_ih, tol, tol);
+        CHECK_CLOSE(g.db_hh, whole.db_hh, tol, tol);
+      }
+    }
+  }
+}
+
+TEST_CASE("layers/rnn: float32 output and gradients are bit-identical at 1 and 2 threads") {
+  for (RnnCell cell : kCells) {
+    CAPTURE(key_of(cell));
+    const int64_t B = 5, T = 9, I = 6, H = 8, G = kernels::rnn_gate_count(cell);
+    Generator gen(51);
+    Tensor x = randn({B, T, I}, 0, 1, DType::f32, gen), w_ih = randn({G * H, I}, 0, 0.5, DType::f32, gen),
+           w_hh = randn({G * H, H}, 0, 0.5, DType::f32, gen), b_ih = randn({G * H}, 0, 0.5, DType::f32, gen),
+           b_hh = randn({G * H}, 0, 0.5, DType::f32, gen), dy = randn({B, T, H}, 0, 1, DType::f32, gen);
+    auto run_at = [&](int threads) {
+      set_num_threads(threads);
+      kernels::RnnForward f = kernels::rnn_forward(cell, x, w_ih, w_hh, b_ih, b_hh);
+      kernels::RnnGrads g = kernels::rnn_backward(cell, dy, x, w_ih, w_hh, f, true, true, true, true, true, 4);
+      return std::vector<std::vector<double>>{f.y.to_vector(),     g.dx.to_vector(),    g.dw_ih.to_vector(),
+                                              g.dw_hh.to_vector(), g.db_ih.to_vector(), g.db_hh.to_vector()};
+    };
+    const int prev = num_threads();
+    auto one = run_at(1), two = run_at(2);
+    set_num_threads(prev);
+    for (size_t i = 0; i < one.size(); ++i) CHECK(one[i] == two[i]);
+  }
+}
+
 TEST_CASE("layers/rnn: PyTorch nn.RNN/LSTM/GRU reference values (2 layers, float64 and float32)") {
   for (RnnCell cell : kCells) {
     const std::string key = key_of(cell);

@@ -15,7 +15,7 @@ Tensor s4d_kernel(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& 
                   int64_t T);
 /// y = K * u along time, per channel: u (B, T, D), K (D, T) causal, or (2, D, T) where K[1] adds the
 /// anti-causal part y[t] += sum_j K[1, d, j] u[t + 1 + j] (s4.py's bidirectional layout).
-/// float32 through real FFTs (KissFFT), float64 through direct loops.
+/// float32 through FFTs (LaneFFT, core/kernels/fft.h), float64 through direct loops.
 Tensor causal_conv_fft(const Tensor& u, const Tensor& K);
 
 /// Composite reference of s4d_kernel from primitive ops (real arithmetic on real/imag parts).

@@ -149,73 +149,109 @@ void forward_impl(RnnCell cell, const Dims& d, const T* x, const T* w_ih, const 
   });
 }
 
+// Backpropagation through time in time chunks [t0, t1), last chunk first, so that the gate
+// pre-activation gradients are held for one chunk (B * Tc rows) instead of all B * T rows (at T = 2880
+// the full buffer was the largest transient of an LSTM step). Per chunk: each batch chunk runs its
+// steps backwards (carrying dh, dc) and its dx rows; then, over all B * Tc rows at once and in chunk
+// order, dW_ih += da_x^T x, dW_hh += da_h^T h_prev and the bias sums. The order of every sum depends
+// only on B and T, never on the thread count.
 template <typename T>
-void backward_impl(RnnCell cell, const Dims& d, const T* dy, const T* w_ih, const T* w_hh, const T* y,
-                   const T* gates, const T* c, T* dgx, T* dgh, T* dh_all, T* dc_all, T* dx) {
+void backward_impl(RnnCell cell, const Dims& d, const T* dy, const T* x, const T* w_ih, const T* w_hh, const T* y,
+                   const T* gates, const T* c, T* dgx, T* dgh, T* xs, T* hs, T* dh_all, T* dc_all, T* dx, T* dw_ih,
+                   T* dw_hh, double* db_x, double* db_h, int64_t Tc) {
   const int64_t T_ = d.T, I = d.I, H = d.H, GH = d.G * d.H;
-  for_batch_chunks(d.B, [&](int64_t b0, int64_t b1) {
-    const int64_t Bc = b1 - b0;
-    T* dh = dh_all + b0 * H;  // dL/dh_t through h_{t+1} (the recurrence), (Bc, H)
-    T* dc = dc_all ? dc_all + b0 * H : nullptr;
-    std::fill(dh, dh + Bc * H, T(0));
-    if (dc) std::fill(dc, dc + Bc * H, T(0));
-    for (int64_t t = T_ - 1; t >= 0; --t) {
-      for (int64_t b = 0; b < Bc; ++b) {
-        const int64_t row = (b0 + b) * T_ + t;
-        const T* dyb = dy + row * H;
-        const T* yb = y + row * H;
-        T* dhb = dh + b * H;
-        T* gx = dgx + row * GH;
-        if (cell == RnnCell::tanh) {
-          // h = tanh(a):  da = dh * (1 - h^2)
-          for (int64_t j = 0; j < H; ++j) gx[j] = (dyb[j] + dhb[j]) * (T(1) - yb[j] * yb[j]);
-        } else if (cell == RnnCell::lstm) {
-          // h = o tanh(c), c = f c_prev + i g:  do = dh tanh(c), dc += dh o (1 - tanh^2 c),
-          // di = dc g, df = dc c_prev, dg = dc i, dc_prev = dc f; then through each nonlinearity
-          const T* g = gates + row * 4 * H;
-          const T* cb = c + row * H;
-          const T* cp = t > 0 ? c + (row - 1) * H : nullptr;
-          T* dcb = dc + b * H;
-          for (int64_t j = 0; j < H; ++j) {
-            T ig = g[j], fg = g[H + j], gg = g[2 * H + j], og = g[3 * H + j];
-            T dht = dyb[j] + dhb[j];
-            T tc = tanh_(cb[j]);
-            T dct = dcb[j] + dht * og * (T(1) - tc * tc);
-            gx[j] = dct * gg * ig * (T(1) - ig);
-            gx[H + j] = cp ? dct * cp[j] * fg * (T(1) - fg) : T(0);
-            gx[2 * H + j] = dct * ig * (T(1) - gg * gg);
-            gx[3 * H + j] = dht * tc * og * (T(1) - og);
-            dcb[j] = dct * fg;
-          }
-        } else {
-          // h = (1 - z) n + z h_prev, n = tanh(a_n + r hn):  dz = dh (h_prev - n), dn = dh (1 - z),
-          // da_n = dn (1 - n^2), dr = da_n hn, d(hn) = da_n r; dh_prev = dh z + (W_hh part)
-          const T* g = gates + row * 4 * H;
-          const T* hp = t > 0 ? y + (row - 1) * H : nullptr;
-          T* gh = dgh + row * GH;
-          for (int64_t j = 0; j < H; ++j) {
-            T rg = g[j], zg = g[H + j], ng = g[2 * H + j], hn = g[3 * H + j];
-            T dht = dyb[j] + dhb[j];
-            T hpv = hp ? hp[j] : T(0);
-            T dan = dht * (T(1) - zg) * (T(1) - ng * ng);
-            T dar = dan * hn * rg * (T(1) - rg);
-            T daz = dht * (hpv - ng) * zg * (T(1) - zg);
-            gx[j] = gh[j] = dar;
-            gx[H + j] = gh[H + j] = daz;
-            gx[2 * H + j] = dan;
-            gh[2 * H + j] = dan * rg;
-            dhb[j] = dht * zg;
+  std::fill(dh_all, dh_all + d.B * H, T(0));  // dL/dh_t through h_{t+1} (the recurrence), (B, H)
+  if (dc_all) std::fill(dc_all, dc_all + d.B * H, T(0));
+  const int64_t n_tchunks = (T_ + Tc - 1) / Tc;
+  for (int64_t tc = n_tchunks - 1; tc >= 0; --tc) {
+    const int64_t t0 = tc * Tc, t1 = std::min(T_, t0 + Tc), L = t1 - t0;
+    for_batch_chunks(d.B, [&](int64_t b0, int64_t b1) {
+      const int64_t Bc = b1 - b0;
+      T* dh = dh_all + b0 * H;
+      T* dc = dc_all ? dc_all + b0 * H : nullptr;
+      for (int64_t t = t1 - 1; t >= t0; --t) {
+        for (int64_t b = 0; b < Bc; ++b) {
+          const int64_t row = (b0 + b) * T_ + t;       // row of the (B, T, .) tensors
+          const int64_t crow = (b0 + b) * L + t - t0;  // row of the chunk buffers (B, L, GH)
+          const T* dyb = dy + row * H;
+          const T* yb = y + row * H;
+          T* dhb = dh + b * H;
+          T* gx = dgx + crow * GH;
+          if (cell == RnnCell::tanh) {
+            // h = tanh(a):  da = dh * (1 - h^2)
+            for (int64_t j = 0; j < H; ++j) gx[j] = (dyb[j] + dhb[j]) * (T(1) - yb[j] * yb[j]);
+          } else if (cell == RnnCell::lstm) {
+            // h = o tanh(c), c = f c_prev + i g:  do = dh tanh(c), dc += dh o (1 - tanh^2 c),
+            // di = dc g, df = dc c_prev, dg = dc i, dc_prev = dc f; then through each nonlinearity
+            const T* g = gates + row * 4 * H;
+            const T* cb = c + row * H;
+            const T* cp = t > 0 ? c + (row - 1) * H : nullptr;
+            T* dcb = dc + b * H;
+            for (int64_t j = 0; j < H; ++j) {
+              T ig = g[j], fg = g[H + j], gg = g[2 * H + j], og = g[3 * H + j];
+              T dht = dyb[j] + dhb[j];
+              T tc_ = tanh_(cb[j]);
+              T dct = dcb[j] + dht * og * (T(1) - tc_ * tc_);
+              gx[j] = dct * gg * ig * (T(1) - ig);
+              gx[H + j] = cp ? dct * cp[j] * fg * (T(1) - fg) : T(0);
+              gx[2 * H + j] = dct * ig * (T(1) - gg * gg);
+              gx[3 * H + j] = dht * tc_ * og * (T(1) - og);
+              dcb[j] = dct * fg;
+            }
+          } else {
+            // h = (1 - z) n + z h_prev, n = tanh(a_n + r hn):  dz = dh (h_prev - n), dn = dh (1 - z),
+            // da_n = dn (1 - n^2), dr = da_n hn, d(hn) = da_n r; dh_prev = dh z + (W_hh part)
+            const T* g = gates + row * 4 * H;
+            const T* hp = t > 0 ? y + (row - 1) * H : nullptr;
+            T* gh = dgh + crow * GH;
+            for (int64_t j = 0; j < H; ++j) {
+              T rg = g[j], zg = g[H + j], ng = g[2 * H + j], hn = g[3 * H + j];
+              T dht = dyb[j] + dhb[j];
+              T hpv = hp ? hp[j] : T(0);
+              T dan = dht * (T(1) - zg) * (T(1) - ng * ng);
+              T dar = dan * hn * rg * (T(1) - rg);
+              T daz = dht * (hpv - ng) * zg * (T(1) - zg);
+              gx[j] = gh[j] = dar;
+              gx[H + j] = gh[H + j] = daz;
+              gx[2 * H + j] = dan;
+              gh[2 * H + j] = dan * rg;
+              dhb[j] = dht * zg;
+            }
           }
         }
+        // dh_{t-1} (+)= da_h (Bc, GH) @ W_hh (GH, H); nothing flows into the zero initial state
+        if (t > 0)
+          gemm_serial(false, false, Bc, H, GH, T(1), dgh + (b0 * L + t - t0) * GH, L * GH, w_hh, H,
+                      cell == RnnCell::gru ? T(1) : T(0), dh, H);
       }
-      // dh_{t-1} (+)= da_h (Bc, GH) @ W_hh (GH, H); nothing flows into the zero initial state
-      if (t > 0)
-        gemm_serial(false, false, Bc, H, GH, T(1), dgh + (b0 * T_ + t) * GH, T_ * GH, w_hh, H,
-                cell == RnnCell::gru ? T(1) : T(0), dh, H);
-    }
-    // dx (Bc*T, I) = da_x (Bc*T, GH) @ W_ih (GH, I)
-    if (dx) gemm_serial(false, false, Bc * T_, I, GH, T(1), dgx + b0 * T_ * GH, GH, w_ih, I, T(0), dx + b0 * T_ * I, I);
-  });
+      for (int64_t b = b0; b < b1; ++b) {
+        // dx rows (b, t0..t1) = da_x (L, GH) @ W_ih (GH, I)
+        if (dx) gemm_serial(false, false, L, I, GH, T(1), dgx + b * L * GH, GH, w_ih, I, T(0), dx + (b * T_ + t0) * I, I);
+        // the chunk's x rows and h_{t-1} rows, contiguous for the weight GEMMs
+        if (dw_ih) std::memcpy(xs + b * L * I, x + (b * T_ + t0) * I, sizeof(T) * L * I);
+        if (dw_hh) {
+          T* hb = hs + b * L * H;
+          if (t0 == 0) std::fill(hb, hb + H, T(0));
+          const int64_t first = t0 == 0 ? 1 : 0;
+          std::memcpy(hb + first * H, y + (b * T_ + t0 + first - 1) * H, sizeof(T) * (L - first) * H);
+        }
+      }
+    });
+    // over the chunk's B * L rows: dW_ih += da_x^T x, dW_hh += da_h^T h_prev (chunks in order)
+    const int64_t R = d.B * L;
+    const T beta = tc == n_tchunks - 1 ? T(0) : T(1);
+    if (dw_ih) gemm<T>(true, false, GH, I, R, dgx, xs, beta, dw_ih);
+    if (dw_hh) gemm<T>(true, false, GH, H, R, dgh, hs, beta, dw_hh);
+    // bias sums: parallel over column blocks, rows in order inside (order independent of threads)
+    auto column_sums = [&](const T* src, double* acc) {
+      parallel_for(0, GH, 64, [&](int64_t j0, int64_t j1) {
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t j = j0; j < j1; ++j) acc[j] += static_cast<double>(src[r * GH + j]);
+      });
+    };
+    if (db_x) column_sums(dgx, db_x);
+    if (db_h) column_sums(dgh, db_h);
+  }
 }
 
 }  // namespace
@@ -270,47 +306,46 @@ RnnForward rnn_forward(RnnCell cell, const Tensor& x, const Tensor& w_ih, const 
 
 RnnGrads rnn_backward(RnnCell cell, const Tensor& dy, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
                       const RnnForward& f, bool need_dx, bool need_dw_ih, bool need_dw_hh, bool need_db_ih,
-                      bool need_db_hh) {
+                      bool need_db_hh, int64_t time_chunk) {
   Dims d = check_shapes(cell, x, w_ih, w_hh, Tensor(), Tensor());
   const char* name = rnn_cell_name(cell);
   SEQLAB_CHECK(dy.shape() == f.y.shape() && dy.dtype() == x.dtype(), name, ": gradient of shape ",
                to_string(dy.shape()), ", expected ", to_string(f.y.shape()));
-  const int64_t BT = d.B * d.T, GH = d.G * d.H;
+  const int64_t GH = d.G * d.H;
   DType dt = x.dtype();
   RnnGrads g;
-  // Gate pre-activation gradients of every step: the input side (da_x) and, for the gru whose n gate
-  // sees r * (W_hn h + b_hn), a separate recurrent side (da_h); the tanh rnn and lstm share one.
-  Tensor dgx = Tensor::empty({BT, GH}, dt);
-  Tensor dgh = cell == RnnCell::gru ? Tensor::empty({BT, GH}, dt) : dgx;
+  // Time chunk: about kChunkRows rows of gate gradients at once (Tc = T when B * T is small).
+  constexpr int64_t kChunkRows = 8192;
+  const int64_t Tc = std::min(d.T, time_chunk > 0 ? time_chunk : std::max<int64_t>(1, (kChunkRows + d.B - 1) / d.B));
+  const int64_t R = d.B * Tc;
+  // Gate pre-activation gradients of one time chunk: the input side (da_x) and, for the gru whose n
+  // gate sees r * (W_hn h + b_hn), a separate recurrent side (da_h); the tanh rnn and lstm share one.
+  Tensor dgx = Tensor::empty({R, GH}, dt);
+  Tensor dgh = cell == RnnCell::gru ? Tensor::empty({R, GH}, dt) : dgx;
+  Tensor xs = need_dw_ih ? Tensor::empty({R, d.I}, dt) : Tensor();
+  Tensor hs = need_dw_hh ? Tensor::empty({R, d.H}, dt) : Tensor();
   Tensor dh = Tensor::empty({d.B, d.H}, dt);
   Tensor dc = cell == RnnCell::lstm ? Tensor::empty({d.B, d.H}, dt) : Tensor();
   if (need_dx) g.dx = Tensor::empty(x.shape(), dt);
+  if (need_dw_ih) g.dw_ih = Tensor::empty(w_ih.shape(), dt);
+  if (need_dw_hh) g.dw_hh = Tensor::empty(w_hh.shape(), dt);
+  const bool shared = cell != RnnCell::gru;  // db_hh = db_ih when da_h = da_x
+  std::vector<double> db_x(need_db_ih || (shared && need_db_hh) ? GH : 0, 0.0);
+  std::vector<double> db_h(!shared && need_db_hh ? GH : 0, 0.0);
   dispatch_float(dt, name, [&]<typename T>() {
     auto ptr = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
-    backward_impl<T>(cell, d, dy.data<T>(), w_ih.data<T>(), w_hh.data<T>(), f.y.data<T>(),
-                     ptr(f.gates), ptr(f.c), dgx.data<T>(), dgh.data<T>(), dh.data<T>(), ptr(dc), ptr(g.dx));
-    // dW_ih (GH, I) = da_x^T @ x over all B*T rows
-    if (need_dw_ih) {
-      g.dw_ih = Tensor::empty(w_ih.shape(), dt);
-      gemm<T>(true, false, GH, d.I, BT, dgx.data<T>(), x.data<T>(), T(0), g.dw_ih.data<T>());
-    }
-    // dW_hh (GH, H) = da_h^T @ h_prev, h_prev the outputs shifted one step later (zero at t = 0)
-    if (need_dw_hh) {
-      Tensor hprev = Tensor::empty({BT, d.H}, dt);
-      T* hp = hprev.data<T>();
-      const T* py = f.y.data<T>();
-      parallel_for(0, d.B, 1, [&](int64_t lo, int64_t hi) {
-        for (int64_t b = lo; b < hi; ++b) {
-          std::fill(hp + b * d.T * d.H, hp + (b * d.T + 1) * d.H, T(0));
-          std::memcpy(hp + (b * d.T + 1) * d.H, py + b * d.T * d.H, sizeof(T) * (d.T - 1) * d.H);
-        }
-      });
-      g.dw_hh = Tensor::empty(w_hh.shape(), dt);
-      gemm<T>(true, false, GH, d.H, BT, dgh.data<T>(), hp, T(0), g.dw_hh.data<T>());
-    }
+    backward_impl<T>(cell, d, dy.data<T>(), x.data<T>(), w_ih.data<T>(), w_hh.data<T>(), f.y.data<T>(),
+                     ptr(f.gates), ptr(f.c), dgx.data<T>(), dgh.data<T>(), ptr(xs), ptr(hs), dh.data<T>(), ptr(dc),
+                     ptr(g.dx), ptr(g.dw_ih), ptr(g.dw_hh), db_x.empty() ? nullptr : db_x.data(),
+                     db_h.empty() ? nullptr : db_h.data(), Tc);
+    auto to_tensor = [&](const std::vector<double>& v) {
+      Tensor t = Tensor::empty({GH}, dt);
+      for (int64_t j = 0; j < GH; ++j) t.data<T>()[j] = static_cast<T>(v[j]);
+      return t;
+    };
+    if (need_db_ih) g.db_ih = to_tensor(db_x);
+    if (need_db_hh) g.db_hh = to_tensor(shared ? db_x : db_h);
   });
-  if (need_db_ih) g.db_ih = column_sum(dgx, GH);
-  if (need_db_hh) g.db_hh = cell == RnnCell::gru || !need_db_ih ? column_sum(dgh, GH) : g.db_ih.clone();
   return g;
 }
 

@@ -39,8 +39,10 @@ struct RnnGrads {
 };
 
 /// Backpropagation through time of rnn_forward (zero h0, c0) given dy (B, T, H) and the saved f.
+/// It runs in time chunks of time_chunk steps (0: about 8192 / B steps), holding the gate gradients
+/// of one chunk only; the chunk length changes rounding, never the maths (the tests vary it).
 RnnGrads rnn_backward(RnnCell cell, const Tensor& dy, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
                       const RnnForward& f, bool need_dx, bool need_dw_ih, bool need_dw_hh, bool need_db_ih,
-                      bool need_db_hh);
+                      bool need_db_hh, int64_t time_chunk = 0);
 
 }  // namespace seqlab::kernels

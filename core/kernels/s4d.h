@@ -1,6 +1,6 @@
 // S4D loops (Gu et al. 2022, "On the Parameterization and Initialization of Diagonal State Space
 // Models"; state-spaces/s4 models/s4/s4d.py): the SSM convolution kernel by a Vandermonde product
-// and its hand-written backward, the causal (and two-sided) long convolution by real FFTs (float)
+// and its hand-written backward, the causal (and two-sided) long convolution by FFTs (float)
 // or direct loops (double, and the reference), and one recurrent step.
 // Glossary: B batch, T time, D channels, M = N/2 conjugate pairs, S kernel directions (1 or 2).
 #pragma once
@@ -28,7 +28,7 @@ struct ConvGrads {
 };
 /// y[b, t, d] = sum_{j<=t} K[0, d, j] u[b, t-j, d] (+ sum_{j<T-1-t} K[1, d, j] u[b, t+1+j, d] when K is
 /// (2, D, T): the anti-causal half, s4.py's bidirectional layout). u (B, T, D), K (D, T) or (2, D, T).
-/// float32: real FFTs of a fast length >= 2T - 1; float64: the direct loops.
+/// float32: LaneFFT transforms (16 channels each) of a 2,3,5-smooth length >= 2T - 1; float64: the direct loops.
 Tensor causal_conv_forward(const Tensor& u, const Tensor& K);
 /// du = correlate(dy, K), dK = sum over batch of correlate(dy, u); undefined when not needed.
 ConvGrads causal_conv_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K);
@@ -39,6 +39,22 @@ ConvGrads causal_conv_direct_backward(const Tensor& dy, const Tensor& u, const T
 /// The FFT path, float32 only.
 Tensor causal_conv_fft_forward(const Tensor& u, const Tensor& K);
 ConvGrads causal_conv_fft_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K);
+
+/// S4D's output path around the convolution y, fused into single passes over (B, T, D):
+/// pre = y + u * D_skip, h = gelu(pre) (exact erf GELU). Returns {h, pre}; pre is what backward reads.
+struct SkipGelu {
+  Tensor h, pre;
+};
+SkipGelu s4d_skip_gelu_forward(const Tensor& y, const Tensor& u, const Tensor& D_skip);
+/// Backward of the skip: du += dpre * D_skip in place (du may be undefined: then it is created when
+/// need_u), returns dD_skip = sum over (b, t) of dpre * u (fixed row chunks summed in order), or an
+/// undefined tensor when !need_D.
+Tensor s4d_skip_backward(Tensor& du, const Tensor& dpre, const Tensor& u, const Tensor& D_skip, bool need_u,
+                         bool need_D);
+/// GLU over the last axis: z (..., 2D) -> a * sigmoid(b), a = z[..., :D], b = z[..., D:].
+Tensor glu_forward(const Tensor& z);
+/// dz = [dout sigmoid(b), dout a sigmoid(b) (1 - sigmoid(b))].
+Tensor glu_backward(const Tensor& dout, const Tensor& z);
 
 /// One recurrent step (B = 1 in the SSM): s = exp(dtA) s + (exp(dtA) - 1) / A * u_t,
 /// y_t = 2 Re(sum_m C s) + D_skip u_t. u_t (B, D); state (B, D, M, 2) updated in place; C (D, M, 2).
