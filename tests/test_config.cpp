@@ -225,3 +225,15 @@ TEST_CASE("apps/config: wrapper option combinations that do not make sense name 
   CHECK_ERROR(error_of_text("[data]\ntask = \"induction-heads\"\n[model]\npatch_len = 2\n"), "[model] patch_len: expected 1");
   CHECK_ERROR(error_of_text(m, {"model.patch_len=99"}), "[model] patch_len: expected at most");
 }
+
+TEST_CASE("apps/config: every committed config under configs/ loads (keys, types, option combinations)") {
+  namespace fs = std::filesystem;
+  int n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(fs::path(SEQLAB_SOURCE_DIR) / "configs")) {
+    if (e.path().extension() != ".toml") continue;
+    CAPTURE(e.path().string());
+    CHECK_NOTHROW(load_config(e.path().string()));
+    ++n;
+  }
+  CHECK(n >= 15);
+}
