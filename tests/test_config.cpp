@@ -228,6 +228,12 @@ TEST_CASE("apps/config: wrapper option combinations that do not make sense name 
 
 TEST_CASE("apps/config: every committed config under configs/ loads (keys, types, option combinations)") {
   namespace fs = std::filesystem;
+  // Data paths in the configs are relative to the project root, where the README runs them.
+  struct Cwd {
+    fs::path old = fs::current_path();
+    Cwd() { fs::current_path(SEQLAB_SOURCE_DIR); }
+    ~Cwd() { fs::current_path(old); }
+  } cwd;
   int n = 0;
   for (const auto& e : fs::recursive_directory_iterator(fs::path(SEQLAB_SOURCE_DIR) / "configs")) {
     if (e.path().extension() != ".toml") continue;
