@@ -161,10 +161,9 @@ double loss_weight(bool token, const data::Batch& b) {
   return static_cast<double>(n);
 }
 
-// Data-parallel token tasks: every rank draws the global batch and keeps its contiguous rows.
-data::Batch shard_rows(const data::Batch& b) {
-  const auto [lo, hi] = data::Loader::shard_range(b.size, dist::rank(), dist::size());
-  auto rows = [lo = lo, hi = hi](const Tensor& t) {
+// Rows [lo, hi) of a token batch.
+data::Batch batch_rows(const data::Batch& b, int64_t lo, int64_t hi) {
+  auto rows = [&](const Tensor& t) {
     Shape s = t.shape();
     const size_t row = t.nbytes() / static_cast<size_t>(s[0]);
     s[0] = hi - lo;
@@ -174,6 +173,12 @@ data::Batch shard_rows(const data::Batch& b) {
     return out;
   };
   return {rows(b.x), rows(b.y), hi - lo};
+}
+
+// Data-parallel token tasks: every rank draws the global batch and keeps its contiguous rows.
+data::Batch shard_rows(const data::Batch& b) {
+  const auto [lo, hi] = data::Loader::shard_range(b.size, dist::rank(), dist::size());
+  return batch_rows(b, lo, hi);
 }
 
 struct EvalStats {
@@ -930,20 +935,6 @@ double mem_available_mib() {
 }
 
 int64_t min_token_len(const DataConfig& d) { return d.task == "selective-copying" ? 2 * data::SelectiveCopy::kCopy : 3; }
-
-// Rows [lo, hi) of a token batch.
-data::Batch batch_rows(const data::Batch& b, int64_t lo, int64_t hi) {
-  auto rows = [&](const Tensor& t) {
-    Shape s = t.shape();
-    const size_t row = t.nbytes() / static_cast<size_t>(s[0]);
-    s[0] = hi - lo;
-    Tensor out = Tensor::empty(s, t.dtype());
-    std::memcpy(out.raw_data(), static_cast<const char*>(t.raw_data()) + static_cast<size_t>(lo) * row,
-                static_cast<size_t>(hi - lo) * row);
-    return out;
-  };
-  return {rows(b.x), rows(b.y), hi - lo};
-}
 
 struct Tally {
   int64_t scored = 0, correct = 0;
