@@ -420,6 +420,8 @@ void read_train(Reader& r, TrainConfig& t) {
   t.checkpoint_every = r.get_int("checkpoint_every", t.checkpoint_every, 0);
   t.prefetch = r.get_int("prefetch", t.prefetch, 0, 64);
   t.on_nonfinite = r.get_string("on_nonfinite", t.on_nonfinite, {"stop", "skip"});
+  t.init_from = r.get_string("init_from", t.init_from);
+  if (!t.init_from.empty()) t.init_from = resolve_path(t.init_from);
   r.finish();
 }
 
@@ -555,6 +557,7 @@ std::string emit(const Config& c, const std::vector<size_t>& models, bool multi,
   os << "checkpoint_every = " << t.checkpoint_every << "\n";
   os << "prefetch = " << t.prefetch << "\n";
   os << "on_nonfinite = " << quote(t.on_nonfinite) << "\n";
+  os << "init_from = " << quote(t.init_from) << "\n";
   os << "\n[output]\n";
   os << "dir = " << quote(dir) << "\n";
   return os.str();

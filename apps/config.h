@@ -87,6 +87,7 @@ struct TrainConfig {
   int64_t checkpoint_every = 0; // also write checkpoint-last.h5 every N steps; 0 = epoch ends only
   int64_t prefetch = 2;         // batches the loader prepares ahead
   std::string on_nonfinite = "stop";  // a NaN/Inf loss or gradient: stop (error) | skip the step
+  std::string init_from;        // warm start: a checkpoint file or run directory ("" = random init)
 };
 
 struct OutputConfig {

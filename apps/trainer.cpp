@@ -426,6 +426,32 @@ RunState restore(const Checkpoint& c, const std::string& path, nn::Module& model
   return s;
 }
 
+// [train] init_from: the parameters (only: the optimizer, counters and history start fresh) of a
+// checkpoint file, of <dir>/<model name>/checkpoint-best.h5 (a compare run) or of
+// <dir>/checkpoint-best.h5 (a single run). Names and shapes must match the config's model; the
+// sequence length may differ (curriculum: train short, continue long).
+void warm_start(const Config& c, const std::string& name, nn::Module& model) {
+  const fs::path from(c.train.init_from);
+  fs::path file = from;
+  if (fs::is_directory(from)) {
+    file = from / name / "checkpoint-best.h5";
+    if (!fs::exists(file)) file = from / "checkpoint-best.h5";
+    SEQLAB_CHECK(fs::exists(file), c.file, ": [train] init_from: ", from.string(), " holds neither ", name,
+                 "/checkpoint-best.h5 nor checkpoint-best.h5");
+  } else {
+    SEQLAB_CHECK(fs::exists(from), c.file, ": [train] init_from: ", from.string(),
+                 ": no such file (expected a checkpoint .h5 or a run directory)");
+  }
+  Checkpoint ck = load_checkpoint(file);
+  try {
+    model.load_state_dict(ck.params);
+  } catch (const Error& e) {
+    throw Error(str(c.file, ": [train] init_from: ", file.string(), " does not match the model of [", name, "]: ",
+                    e.what()));
+  }
+  spdlog::info("[{}] parameters initialised from {}", name, file.string());
+}
+
 // Numeric faults: the first parameter (registration order) whose gradient (or value) holds a NaN
 // or an Inf; "" when every one is finite. O(parameters), negligible next to a training step.
 std::string first_nonfinite(const nn::Module& m, bool gradients) {
@@ -561,6 +587,7 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir_str,
       st.done = false;
     }
   } else {
+    if (!c.train.init_from.empty()) warm_start(c, mc.name, *model);
     for (const char* k : kMetricNames) st.metrics[k];
     if (td.token) st.metrics["val_acc"], st.metrics["test_acc"];
     std::error_code ec;

@@ -159,6 +159,48 @@ TEST_CASE("apps/train: --resume with more epochs extends a finished run like an 
   check_same_params(a / "checkpoint-last.h5", b / "checkpoint-last.h5");
 }
 
+TEST_CASE("apps/train: [train] init_from warm-starts the parameters, at another length, and rejects a bad source") {
+  Quiet q;
+  fs::path a = scratch("init_src"), b = scratch("init_dst"), bad = scratch("init_bad");
+  RunResult src = run_train(parse_config(sine_config(a, 2, 4), "sine.toml"), {.quiet = true});
+  REQUIRE(src.finished);
+  // Continue at seq_len 32 (trained at 24) with lr 1e-12: after one epoch the parameters are the
+  // source's best ones to ~1e-9 (the optimizer starts fresh, so each AdamW step moves them by ~lr).
+  auto warm = [&](const fs::path& dir, const std::string& from, const std::string& extra = "") {
+    std::string t = sine_config(dir, 1, 2);
+    t.replace(t.find("seq_len = 24"), 12, "seq_len = 32");
+    t.replace(t.find("lr = 3e-3"), 9, "lr = 1e-12");
+    t.replace(t.find("warmup_steps = 2"), 16, "warmup_steps = 0");
+    t.replace(t.find("[train]\n"), 8, str("[train]\ninit_from = \"", from, "\"\n"));
+    return parse_config(t + extra, "warm.toml");
+  };
+  RunResult w = run_train(warm(b, a.string()), {.quiet = true});
+  CHECK(w.finished);
+  Checkpoint cs = load_checkpoint(a / "checkpoint-best.h5"), cw = load_checkpoint(b / "checkpoint-last.h5");
+  REQUIRE(cs.params.size() == cw.params.size());
+  for (const auto& [k, t] : cs.params) {
+    CAPTURE(k);
+    REQUIRE(cw.params.count(k));
+    auto x = t.to_vector(), y = cw.params.at(k).to_vector();
+    REQUIRE(x.size() == y.size());
+    for (size_t i = 0; i < x.size(); ++i) CHECK(std::abs(x[i] - y[i]) < 1e-6);
+  }
+  CHECK(cw.counters.at("global_step") == 2);  // counters start fresh
+  // The resolved config records the source; a checkpoint file works as well as a run directory.
+  CHECK(read_file(b / "config.resolved.toml").find("init_from = \"" + a.string()) != std::string::npos);
+  CHECK(run_train(warm(b, (a / "checkpoint-best.h5").string()), {.quiet = true}).finished);
+  // A missing source and a model that does not match: errors naming the key, nothing written.
+  CHECK_THROWS_WITH_AS(run_train(warm(bad, (a / "nope").string()), {.quiet = true}),
+                       doctest::Contains("[train] init_from"), Error);
+  std::string wide = sine_config(bad, 1, 2);
+  wide.replace(wide.find("d_model = 8"), 11, "d_model = 6");
+  wide.replace(wide.find("warmup_steps = 2"), 16, "warmup_steps = 0");
+  wide.replace(wide.find("[train]\n"), 8, str("[train]\ninit_from = \"", a.string(), "\"\n"));
+  CHECK_THROWS_WITH_AS(run_train(parse_config(wide, "wide.toml"), {.quiet = true}),
+                       doctest::Contains("does not match the model"), Error);
+  CHECK(!fs::exists(bad / "config.resolved.toml"));
+}
+
 #ifdef SEQLAB_BINARY
 TEST_CASE("apps/train: a child `seqlab train` SIGKILLed mid-run, then --resume, ends like an uninterrupted run") {
   Quiet q;
