@@ -275,30 +275,33 @@ TEST_CASE("layers/mamba: PyTorch reference (tests/fixtures/gen_mamba.py)") {
 }
 
 TEST_CASE("layers/mamba: step mode equals the parallel forward") {
-  for (DType dt : {DType::f64, DType::f32}) {
-    nn::MambaOptions o;
-    o.d_model = 8;
-    o.scan_chunk = 3;
-    nn::Mamba m(o);
-    m.to(dt);
-    Generator g(4);
-    const int64_t B = 3, T = 9;
-    Tensor x = randn({B, T, 8}, 0, 1, dt, g);
-    Tensor y;
-    {
+  // d_model 10: d_inner 20, one 16-channel block of the float d_state-16 step kernel and a tail.
+  for (int64_t D : {8, 10})
+    for (DType dt : {DType::f64, DType::f32}) {
+      CAPTURE(D);
+      nn::MambaOptions o;
+      o.d_model = D;
+      o.scan_chunk = 3;
+      nn::Mamba m(o);
+      m.to(dt);
+      Generator g(4);
+      const int64_t B = 3, T = 9;
+      Tensor x = randn({B, T, D}, 0, 1, dt, g);
+      Tensor y;
+      {
+        NoGradGuard ng;
+        y = m.forward(x);
+      }
+      nn::StepState st = m.init_state(B, dt);
+      std::vector<Tensor> ys;
+      for (int64_t t = 0; t < T; ++t) {
+        NoGradGuard ng;
+        ys.push_back(reshape(m.step(reshape(slice(x, 1, t, t + 1), {B, D}), st), {B, 1, D}));
+      }
       NoGradGuard ng;
-      y = m.forward(x);
+      double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+      CHECK_CLOSE(concat(ys, 1), y, tol, tol);
     }
-    nn::StepState st = m.init_state(B, dt);
-    std::vector<Tensor> ys;
-    for (int64_t t = 0; t < T; ++t) {
-      NoGradGuard ng;
-      ys.push_back(reshape(m.step(reshape(slice(x, 1, t, t + 1), {B, 8}), st), {B, 1, 8}));
-    }
-    NoGradGuard ng;
-    double tol = dt == DType::f64 ? 1e-12 : 1e-5;
-    CHECK_CLOSE(concat(ys, 1), y, tol, tol);
-  }
 }
 
 // Not run by default (-tc='bench/mamba*' --no-skip): peak memory of a training step and timing.

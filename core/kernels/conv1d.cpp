@@ -146,8 +146,10 @@ Tensor causal_conv1d_step(Tensor& buf, const Tensor& x_t, const Tensor& w, const
         acc += pw[c * K + K - 1] * xv;
         for (int64_t k = 0; k + 1 < K - 1; ++k) q[k] = q[k + 1];
         if (K > 1) q[K - 2] = xv;
-        py[b * C + c] = silu ? acc * vmath::sigmoid_of(acc) : acc;
+        py[b * C + c] = acc;
       }
+    if (silu)  // a separate pass so that the sigmoid vectorises
+      for (int64_t i = 0; i < B * C; ++i) py[i] = py[i] * vmath::sigmoid_of(py[i]);
   });
   return y;
 }

@@ -655,6 +655,49 @@ ScanGrads selective_scan_loop_backward(const Tensor& dy_, const Tensor& u, const
   return g;
 }
 
+// Step mode with d_state 16 in float: per batch row the step sizes of 16 channels at a time
+// (vector softplus), then per channel its state as one vector: exp(delta A), the update, C . h.
+// The same formulas as the scalar loop below (vmath's exp is vexp lane for lane).
+namespace {
+void step_n16(const ScanArgs<float>& s, float* h, float* y) {
+  using vmath::f32x16;
+  const int64_t B = s.B, E = s.E;
+  parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> dls(E);
+    for (int64_t b = lo; b < hi; ++b) {
+      const float* d = s.delta + b * E;
+      int64_t c = 0;
+      for (; c + 16 <= E; c += 16) {
+        f32x16 v;
+        std::memcpy(&v, d + c, sizeof v);
+        if (s.bias) {
+          f32x16 bb;
+          std::memcpy(&bb, s.bias + c, sizeof bb);
+          v += bb;
+        }
+        if (s.softplus) v = vmath::softplus_of(v);
+        std::memcpy(dls.data() + c, &v, sizeof v);
+      }
+      for (; c < E; ++c) dls[c] = s.softplus ? vmath::softplus_of(s.delta_pre(b * E + c, c)) : s.delta_pre(b * E + c, c);
+      f32x16 Bt, Ct;
+      std::memcpy(&Bt, s.Bm + b * 16, sizeof Bt);
+      std::memcpy(&Ct, s.Cm + b * 16, sizeof Ct);
+      for (c = 0; c < E; ++c) {
+        const int64_t idx = b * E + c;
+        const float dl = dls[c], uu = s.u[idx];
+        f32x16 a, hv;
+        std::memcpy(&a, s.A + c * 16, sizeof a);
+        std::memcpy(&hv, h + idx * 16, sizeof hv);
+        hv = vmath::exp_of(dl * a) * hv + (dl * uu) * Bt;
+        std::memcpy(h + idx * 16, &hv, sizeof hv);
+        const float acc = vmath::reduce_add(Ct * hv);
+        y[idx] = s.gate(acc + s.D[c] * uu, idx);
+      }
+    }
+  });
+}
+}  // namespace
+
 Tensor selective_scan_step(Tensor& h_, const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm,
                            const Tensor& Cm, const Tensor& Dskip, const ScanExtras& ex) {
   const int64_t B = u.size(0), E = u.size(1), N = A.size(1);
@@ -664,6 +707,12 @@ Tensor selective_scan_step(Tensor& h_, const Tensor& u, const Tensor& delta, con
     ScanArgs<T> s(u.view({B, 1, E}), delta.view({B, 1, E}), A, Bm, Cm, Dskip, ex);
     T* h = h_.data<T>();
     T* y = y_.data<T>();
+    if constexpr (std::is_same_v<T, float>) {
+      if (N == 16) {  // Mamba's default d_state: a channel's state is one 16-lane vector
+        step_n16(s, h, y);
+        return;
+      }
+    }
     parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b)
         for (int64_t c = 0; c < E; ++c) {

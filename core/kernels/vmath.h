@@ -207,6 +207,15 @@ typedef int32_t i32x16 __attribute__((vector_size(64)));
   const f32x16 l = d == splat(0.0f) ? e : lg;
   return x > splat(20.0f) ? x : l;
 }
+// Sum of the 16 lanes by halving (8 + 8, 4 + 4, 2 + 2, 1 + 1): a fixed order, three shuffles.
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
+[[gnu::always_inline]] inline float reduce_add(f32x16 v) {
+  const f32x8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const f32x4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
 #pragma GCC diagnostic pop
 
 }  // namespace seqlab::kernels::vmath
