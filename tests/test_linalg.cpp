@@ -208,6 +208,43 @@ TEST_CASE("kernels/linear: matches naive loops, float32 and float64, TBB-split s
   }
 }
 
+TEST_CASE("kernels/linear and matmul: float32 results are bit-identical at 1, 2 and 3 threads") {
+  // Blocks depend on the sizes alone. B = 11, T = 37, D = 40 once gave other bits at 2 threads (the
+  // dw GEMM cut by rows into thread-count blocks hit OpenBLAS's edge tiles); 300 x 200 x 250 is split.
+  struct Case {
+    int64_t B, T, in, out;
+  };
+  for (Case c : {Case{11, 37, 40, 40}, Case{11, 37, 40, 80}, Case{11, 37, 80, 40}, Case{11, 37, 40, 120},
+                 Case{4, 75, 96, 80}, Case{32, 96, 64, 256}, Case{32, 96, 256, 64}, Case{7, 50, 33, 70}}) {
+    CAPTURE(c.B);
+    CAPTURE(c.T);
+    CAPTURE(c.in);
+    CAPTURE(c.out);
+    Generator gen(17);
+    Tensor x = randn({c.B, c.T, c.in}, 0, 1, DType::f32, gen), w = randn({c.out, c.in}, 0, 1, DType::f32, gen);
+    Tensor b = randn({c.out}, 0, 1, DType::f32, gen), dy = randn({c.B, c.T, c.out}, 0, 1, DType::f32, gen);
+    Tensor a2 = randn({300, 200}, 0, 1, DType::f32, gen), b2 = randn({200, 250}, 0, 1, DType::f32, gen);
+    Tensor b2t = randn({250, 200}, 0, 1, DType::f32, gen);
+    auto run_at = [&](int threads) {
+      set_num_threads(threads);
+      auto [dx, dw, db] = kernels::linear_backward(dy, x, w, true, true, true);
+      std::vector<std::vector<double>> out;
+      for (const Tensor& t : {kernels::linear_forward(x, w, b), dx, dw, db, kernels::matmul_forward(a2, b2, false, false),
+                              kernels::matmul_forward(a2, b2t, false, true)})
+        out.push_back(t.to_vector());
+      return out;
+    };
+    const int prev = num_threads();
+    auto one = run_at(1), two = run_at(2), three = run_at(3);
+    set_num_threads(prev);
+    for (size_t i = 0; i < one.size(); ++i) {
+      CAPTURE(i);
+      CHECK(one[i] == two[i]);
+      CHECK(one[i] == three[i]);
+    }
+  }
+}
+
 TEST_CASE("ops/matmul: results are identical run to run") {
   Tensor a = randn({300, 200}), b = randn({200, 250});
   Tensor y1 = matmul(a, b), y2 = matmul(a, b);

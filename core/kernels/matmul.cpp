@@ -1,7 +1,7 @@
 // Matrix products on CBLAS. OpenBLAS runs one thread (core/parallel.cpp); a large GEMM is cut into
 // row (or column) blocks of the output, one single-threaded sgemm/dgemm per TBB task, so seqlab has
-// one thread pool. Blocks depend only on the sizes and the thread count, and each output element
-// is computed by one call, so results are bit-identical for a given thread count.
+// one thread pool. Blocks depend only on the sizes, and each output element is computed by one call,
+// so results are bit-identical at any thread count.
 #include "core/kernels/matmul.h"
 
 #include <cblas.h>
@@ -19,6 +19,8 @@ namespace {
 constexpr int64_t kSplitWork = int64_t{1} << 20;
 // A block narrower than this loses more to re-packing the shared operand than it gains.
 constexpr int64_t kMinBlock = 32;
+// Enough blocks to share one product among the cores of a small machine.
+constexpr int64_t kMaxBlocks = 8;
 // Rows per partial in column_sum: fixed, so the summation order never depends on the thread count.
 constexpr int64_t kSumChunk = 256;
 
@@ -42,10 +44,15 @@ void gemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* a, c
   gemm_serial(ta, tb, rows, cols, K, T(1), ab, lda, bb, ldb, beta, c + r0 * N + c0, N);
 }
 
-// How many blocks to cut one product into: 1 when small or single-threaded.
-int64_t n_blocks(int64_t M, int64_t N, int64_t K, int64_t want) {
-  if (want <= 1 || M * N * K < kSplitWork) return 1;
-  return std::max<int64_t>(1, std::min(want, std::max(M, N) / kMinBlock));
+// How many blocks to cut one product into: a power of two, at most kMaxBlocks, each block at least
+// kSplitWork multiply-adds and kMinBlock rows (or columns). It depends on the sizes alone, never on
+// the thread count: every output element then comes from the same BLAS call with the same tiling
+// (OpenBLAS's edge tiles accumulate in another order than full ones) at any thread count.
+int64_t n_blocks(int64_t M, int64_t N, int64_t K) {
+  const int64_t work = M * N * K, cap = std::min(kMaxBlocks, std::max(M, N) / kMinBlock);
+  int64_t nb = 1;
+  while (nb * 2 <= cap && work / (nb * 2) >= kSplitWork) nb *= 2;
+  return nb;
 }
 
 void check_blas_size(int64_t M, int64_t N, int64_t K) {
@@ -119,10 +126,9 @@ void batched_gemm(bool ta, bool tb, int64_t L, int64_t M, int64_t N, int64_t K, 
     K *= L;
     L = 1;
   }
-  int64_t threads = num_threads();
   if (stride_c == 0 || L == 1) {
     // Products that accumulate into one c run in batch order; each is split into blocks.
-    int64_t nb = n_blocks(M, N, K, threads);
+    int64_t nb = n_blocks(M, N, K);
     for (int64_t i = 0; i < L; ++i) {
       const T* ai = a + i * stride_a;
       const T* bi = b + i * stride_b;
@@ -134,7 +140,7 @@ void batched_gemm(bool ta, bool tb, int64_t L, int64_t M, int64_t N, int64_t K, 
     return;
   }
   // Independent products: tasks over (product, block); products split only when too few to share.
-  int64_t nb = L >= threads ? 1 : n_blocks(M, N, K, (threads + L - 1) / L);
+  int64_t nb = L >= kMaxBlocks ? 1 : n_blocks(M, N, K);
   int64_t work = M * N * K / nb;
   int64_t grain = L * work * nb < kSplitWork ? L * nb : std::max<int64_t>(1, kSplitWork / std::max<int64_t>(work, 1));
   parallel_for(0, L * nb, grain, [&](int64_t lo, int64_t hi) {

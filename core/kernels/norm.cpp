@@ -1,5 +1,5 @@
 // LayerNorm / RMSNorm over the last axis, one pass per row for the statistics (two-pass variance,
-// in double) and one for the output; backward recomputes xh from x and the saved mean / rstd.
+// in double, vectorised sums) and one for the output; backward recomputes xh from x and the saved mean / rstd.
 // Row chunks have a size fixed by D alone, and weight/bias partials are added in chunk order, so
 // gradients are bit-identical whatever the thread count.
 #include "core/kernels/norm.h"
@@ -14,6 +14,20 @@ namespace seqlab::kernels {
 namespace {
 
 int64_t rows_per_chunk(int64_t D) { return std::max<int64_t>(16, 16384 / std::max<int64_t>(D, 1)); }
+
+// Row sums in double over 8 interleaved accumulators, added pairwise at the end: a fixed order
+// (per row, so any thread count gives the same bits) that GCC vectorises, where one running double
+// sum is a chain of dependent adds. f(j) gives the j-th term.
+template <typename F>
+[[gnu::always_inline]] inline double row_sum(int64_t D, F&& f) {
+  constexpr int L = 8;
+  double acc[L] = {};
+  const int64_t D8 = D - D % L;
+  for (int64_t j0 = 0; j0 < D8; j0 += L)
+    for (int l = 0; l < L; ++l) acc[l] += f(j0 + l);
+  for (int64_t j = D8; j < D; ++j) acc[j - D8] += f(j);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
 
 void check_norm(const char* op, const Tensor& x, const Tensor& w, const Tensor& b) {
   SEQLAB_CHECK(x.dim() >= 1, op, ": input must have rank >= 1, got shape ", to_string(x.shape()));
@@ -47,16 +61,15 @@ NormForward norm_forward(const char* op, const Tensor& x, const Tensor& w, const
       for (int64_t r = lo; r < hi; ++r) {
         const T* xr = px + r * D;
         T* yr = py + r * D;
-        double mean = 0, ss = 0;
+        double mean = 0;
         if constexpr (kCenter) {
-          for (int64_t j = 0; j < D; ++j) mean += static_cast<double>(xr[j]);
-          mean /= static_cast<double>(D);
+          mean = row_sum(D, [&](int64_t j) { return static_cast<double>(xr[j]); }) / static_cast<double>(D);
           pm[r] = mean;
         }
-        for (int64_t j = 0; j < D; ++j) {
-          double c = static_cast<double>(xr[j]) - mean;
-          ss += c * c;
-        }
+        const double ss = row_sum(D, [&](int64_t j) {
+          const double c = static_cast<double>(xr[j]) - mean;
+          return c * c;
+        });
         double rstd = 1.0 / std::sqrt(ss / static_cast<double>(D) + eps);
         pr[r] = rstd;
         T m = static_cast<T>(mean), s = static_cast<T>(rstd);
@@ -100,19 +113,19 @@ std::array<Tensor, 3> norm_backward(const char* op, const Tensor& dy, const Tens
           const T* xr = px + r * D;
           const T* gr = pg + r * D;
           double m = kCenter ? pm[r] : 0.0, s = pr[r];
-          if (dw || db)
-            for (int64_t j = 0; j < D; ++j) {
-              double gj = static_cast<double>(gr[j]);
-              if (dw) dw[j] += gj * (static_cast<double>(xr[j]) - m) * s;
-              if (db) db[j] += gj;
-            }
+          if (dw)
+            for (int64_t j = 0; j < D; ++j) dw[j] += static_cast<double>(gr[j]) * (static_cast<double>(xr[j]) - m) * s;
+          if (db)
+            for (int64_t j = 0; j < D; ++j) db[j] += static_cast<double>(gr[j]);
           if (!pdx) continue;
-          double sum_g = 0, sum_gx = 0;  // sums of g and g * xh over the row
-          for (int64_t j = 0; j < D; ++j) {
-            double gj = static_cast<double>(gr[j]) * (pw ? static_cast<double>(pw[j]) : 1.0);
-            sum_g += gj;
-            sum_gx += gj * (static_cast<double>(xr[j]) - m) * s;
-          }
+          // Sums of g and g * xh over the row.
+          double sum_g = 0, sum_gx = 0;
+          auto sums = [&](auto gw) {  // gw(j): g times the weight; one instance per case, so both vectorise
+            if (kCenter) sum_g = row_sum(D, gw);
+            sum_gx = row_sum(D, [&](int64_t j) { return gw(j) * (static_cast<double>(xr[j]) - m) * s; });
+          };
+          if (pw) sums([&](int64_t j) { return static_cast<double>(gr[j]) * static_cast<double>(pw[j]); });
+          else sums([&](int64_t j) { return static_cast<double>(gr[j]); });
           T mg = kCenter ? static_cast<T>(sum_g / static_cast<double>(D)) : T(0);
           T mgx = static_cast<T>(sum_gx / static_cast<double>(D));
           T tm = static_cast<T>(m), ts = static_cast<T>(s);
