@@ -75,8 +75,9 @@ Tensor gelu_forward(const Tensor& x) {
 Tensor gelu_backward(const Tensor& dy, const Tensor& x) {
   return binary_map(dy, x, "gelu_backward", [](auto g, auto v) {
     using T = decltype(v);
-    const T cdf = T(0.5) * (T(1) + erf_of(v * T(M_SQRT1_2)));
-    const T pdf = T(0.5 * M_2_SQRTPI * M_SQRT1_2) * exp_of(T(-0.5) * v * v);  // 1/sqrt(2 pi) e^{-v^2/2}
+    T e;  // e^{-v^2/2}, from the erf's own exponential
+    const T cdf = T(0.5) * (T(1) + vmath::erf_exp_of(v * T(M_SQRT1_2), e));
+    const T pdf = T(0.5 * M_2_SQRTPI * M_SQRT1_2) * e;  // 1/sqrt(2 pi) e^{-v^2/2}
     return g * (cdf + v * pdf);
   });
 }

@@ -102,7 +102,9 @@ template <typename T>
 // 1 - exp(-x^2) R(x) with R a degree-11 polynomial in (x - 2.5) / 1.5 fitted to erfc(x) e^{x^2},
 // and x^2 split into hi + lo so exp(-x^2) = exp(-hi) (1 - lo) keeps float's precision; 1 from 4
 // on (erfc(4) = 1.5e-8 rounds away). Max relative error 1.7e-7 over [-6, 6] (tests/test_unary.cpp).
-[[gnu::always_inline]] inline float erf_of(float x) {
+// erf(x), and through `e` exp(-x^2) (the Gaussian density's factor, flushed to 0 beyond |x| = 9.3),
+// which the [1, 4) branch needs anyway: GELU's backward takes both from one call.
+[[gnu::always_inline]] inline float erf_exp_of(float x, float& e) {
   const float a = std::abs(x);
   const float z = a * a;
   float p = -9.6895882785892905e-06f;  // Horner with fused multiply-adds: one rounding per step
@@ -128,15 +130,25 @@ template <typename T>
   q = q * t + 0.056110890325010064f;
   q = q * t - 0.11152104077211314f;
   q = q * t + 0.21080635884138291f;
-  const float hi = ac * ac;
-  const float lo = std::fma(ac, ac, -hi);  // exact residual (a float->double product here stops the vectoriser)
-  const float big = 1.0f - exp_of(-hi) * (1.0f - lo) * q;
+  const float ae = std::min(a, 10.0f);     // = ac on [1, 4), where erf uses it; keeps ae^2 finite
+  const float hi = ae * ae;
+  const float lo = std::fma(ae, ae, -hi);  // exact residual (a float->double product here stops the vectoriser)
+  e = exp_of(-hi) * (1.0f - lo);
+  const float big = 1.0f - e * q;
   float r = a < 1.0f ? small : big;
   r = a < 4.0f ? r : 1.0f;
   r = std::copysign(r, x);
   return x != x ? x : r;
 }
+[[gnu::always_inline]] inline float erf_of(float x) {
+  float e;
+  return erf_exp_of(x, e);
+}
 [[gnu::always_inline]] inline double erf_of(double x) { return std::erf(x); }
+[[gnu::always_inline]] inline double erf_exp_of(double x, double& e) {
+  e = std::exp(-x * x);
+  return std::erf(x);
+}
 
 // Vector forms of exp_of, log_of, sigmoid_of, softplus_of on 16 floats (GCC/clang vector
 // extensions: one AVX-512 register with -march=native here, split into narrower registers
