@@ -30,6 +30,24 @@ AdamW::AdamW(const std::vector<nn::NamedParam>& params, const AdamOptions& optio
 
 AdamW::AdamW(std::vector<ParamGroup> groups, const AdamOptions& options) : Adam(std::move(groups), options, true) {}
 
+namespace {
+
+// One chunk of the update: m, v and the parameter in place (decoupled decay applied first).
+template <typename T>
+void adam_chunk(int64_t lo, int64_t hi, T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
+                T b1c, T b2, T b2c, T eps, T step_size, T bc2s, T l2, T shrink, bool decay) {
+  if (decay)
+    for (int64_t i = lo; i < hi; ++i) p[i] *= shrink;
+  for (int64_t i = lo; i < hi; ++i) {
+    const T gi = l2 != T(0) ? g[i] + l2 * p[i] : g[i];
+    m[i] += b1c * (gi - m[i]);  // lerp, as torch
+    v[i] = b2 * v[i] + b2c * gi * gi;
+    p[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2s + eps);
+  }
+}
+
+}  // namespace
+
 void Adam::update(const ParamGroup& group, Tensor& p, const Tensor& g, std::vector<Tensor>& state) {
   const double t = static_cast<double>(step_count());
   const double bc1 = 1 - std::pow(options_.beta1, t);
@@ -46,14 +64,7 @@ void Adam::update(const ParamGroup& group, Tensor& p, const Tensor& g, std::vect
     const T shrink = static_cast<T>(1 - group.lr * group.weight_decay);
     const bool decay = decoupled_ && group.weight_decay != 0;
     parallel_for(0, p.numel(), kOptimGrain, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        if (decay) pp[i] *= shrink;
-        T gi = pg[i];
-        if (l2 != T(0)) gi += l2 * pp[i];
-        m[i] += b1c * (gi - m[i]);  // lerp, as torch
-        v[i] = b2 * v[i] + b2c * gi * gi;
-        pp[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2s + eps);
-      }
+      adam_chunk<T>(lo, hi, pp, pg, m, v, b1c, b2, b2c, eps, step_size, bc2s, l2, shrink, decay);
     });
   });
 }
