@@ -60,15 +60,8 @@ void ModelOptions::validate() const {
 
 namespace {
 
-// x (B, L, D) -> the same with the token order reversed: x^T J, J the exchange matrix.
-Tensor reverse_tokens(const Tensor& x) {
-  const int64_t L = x.size(1);
-  if (L == 1) return x;
-  std::vector<double> j(static_cast<size_t>(L * L), 0.0);
-  for (int64_t i = 0; i < L; ++i) j[static_cast<size_t>(i * L + (L - 1 - i))] = 1.0;
-  Tensor J = Tensor::from_vector(j, {L, L}, x.dtype());
-  return transpose(matmul(transpose(x, 1, 2), J), 1, 2);  // (B, D, L) @ (L, L) -> back to (B, L, D)
-}
+// x (B, L, D) -> the same with the token order reversed.
+Tensor reverse_tokens(const Tensor& x) { return flip(x, 1); }
 
 }  // namespace
 

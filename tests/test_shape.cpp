@@ -79,6 +79,18 @@ TEST_CASE("ops/transpose: gradcheck") {
                        std::vector<Tensor>{gc_input({2, 3, 4}, 7)});
 }
 
+TEST_CASE("ops/flip: gradcheck, and it reverses exactly one axis") {
+  for (int64_t axis : {0, 1, 2, -1})
+    CHECK_OP_GRADCHECK("flip", ([axis](const std::vector<Tensor>& in) { return flip(in[0], axis); }),
+                       std::vector<Tensor>{gc_input({2, 3, 4}, 10)});
+  Tensor x = Tensor::from_vector({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {2, 3, 2});
+  CHECK(flip(x, 1).to_vector() == std::vector<double>{4, 5, 2, 3, 0, 1, 10, 11, 8, 9, 6, 7});
+  CHECK(flip(x, 0).to_vector() == std::vector<double>{6, 7, 8, 9, 10, 11, 0, 1, 2, 3, 4, 5});
+  CHECK(flip(x, -1).to_vector() == std::vector<double>{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10});
+  CHECK(flip(flip(x, 1), 1).to_vector() == x.to_vector());
+  CHECK_THROWS_WITH_AS(flip(x, 3), doctest::Contains("flip: axis 3 out of range"), Error);
+}
+
 TEST_CASE("ops/permute: gradcheck") {
   for (const auto& p : std::vector<std::vector<int64_t>>{{2, 0, 1}, {1, 2, 0}, {1, 0, 2}, {0, 1, 2}, {-1, 0, -2}})
     CHECK_OP_GRADCHECK("permute", ([p](const std::vector<Tensor>& in) { return permute(in[0], p); }),

@@ -47,6 +47,12 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
 }
 
 // y = x with axis0 and axis1 swapped;  dx = dy with them swapped back
+// y = x reversed along axis;  dx = dy reversed along the same axis
+Tensor flip(const Tensor& x, int64_t axis) {
+  Tensor y = kernels::flip(x, axis);
+  return record("flip", y, {x}, [axis](const Tensor& dy) { return grads{kernels::flip(dy, axis)}; });
+}
+
 Tensor transpose(const Tensor& x, int64_t axis0, int64_t axis1) {
   Tensor y = kernels::transpose(x, axis0, axis1);
   return record("transpose", y, {x},

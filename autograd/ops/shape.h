@@ -13,6 +13,8 @@ Tensor reshape(const Tensor& x, const Shape& shape);
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
 /// x[..., start:end, ...] along `axis`.
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);
+/// Reverses the order along `axis` (torch.flip(x, [axis])).
+Tensor flip(const Tensor& x, int64_t axis);
 /// Swaps two axes.
 Tensor transpose(const Tensor& x, int64_t axis0, int64_t axis1);
 /// Reorders axes: out.shape[i] = x.shape[dims[i]].

@@ -162,6 +162,26 @@ Tensor transpose(const Tensor& x, int64_t axis0, int64_t axis1) {
   return permute(x, p);
 }
 
+Tensor flip(const Tensor& x, int64_t axis) {
+  const int64_t rank = x.dim();
+  const int64_t ax = axis < 0 ? axis + rank : axis;
+  SEQLAB_CHECK(ax >= 0 && ax < rank, "flip: axis ", axis, " out of range for a tensor of shape ", to_string(x.shape()));
+  int64_t A, K, B;
+  split_at(x.shape(), ax, A, K, B);
+  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  const size_t row = static_cast<size_t>(B) * dtype_size(x.dtype());  // one position along axis: B elements
+  const char* src = static_cast<const char*>(x.raw_data());
+  char* dst = static_cast<char*>(out.raw_data());
+  if (row == 0 || A * K == 0) return out;
+  parallel_for(0, A * K, std::max<int64_t>(1, kGrain / std::max<int64_t>(B, 1)), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t a = i / K, k = i % K;
+      std::memcpy(dst + static_cast<size_t>(a * K + (K - 1 - k)) * row, src + static_cast<size_t>(i) * row, row);
+    }
+  });
+  return out;
+}
+
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
   const Shape& xs = x.shape();
   const int64_t rank = x.dim();

@@ -17,6 +17,8 @@ std::vector<int64_t> inverse_permutation(const std::vector<int64_t>& p);
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
 /// Copy with two axes swapped.
 Tensor transpose(const Tensor& x, int64_t axis0, int64_t axis1);
+/// Copy with the order along `axis` reversed (torch.flip with one axis; its own gradient).
+Tensor flip(const Tensor& x, int64_t axis);
 /// Copy of x[..., start:end, ...] along `axis` (negative axis/start/end count from the end).
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);
 /// Zeros of x_shape with dy written at [start, start + dy.size(axis)) along `axis` (slice's gradient).
