@@ -21,6 +21,8 @@ constexpr int64_t kSplitWork = int64_t{1} << 20;
 constexpr int64_t kMinBlock = 32;
 // Enough blocks to share one product among the cores of a small machine.
 constexpr int64_t kMaxBlocks = 8;
+// Shortest inner-axis chunk of a split weight-gradient product.
+constexpr int64_t kMinChunkK = 256;
 // Rows per partial in column_sum: fixed, so the summation order never depends on the thread count.
 constexpr int64_t kSumChunk = 256;
 
@@ -53,6 +55,41 @@ int64_t n_blocks(int64_t M, int64_t N, int64_t K) {
   int64_t nb = 1;
   while (nb * 2 <= cap && work / (nb * 2) >= kSplitWork) nb *= 2;
   return nb;
+}
+
+// Inner-axis blocks for a product whose inner axis dwarfs its output (a weight gradient: K = rows,
+// M x N = the weight): row blocks would each re-pack the whole K x N operand, inner chunks pack
+// their own rows once. Also fixed by the sizes alone; partial products are added in chunk order.
+int64_t k_blocks(int64_t M, int64_t N, int64_t K) {
+  if (K < 8 * std::max(M, N)) return 1;
+  const int64_t work = M * N * K;
+  int64_t nb = 1;
+  while (nb * 2 <= kMaxBlocks && work / (nb * 2) >= kSplitWork && K / (nb * 2) >= kMinChunkK) nb *= 2;
+  return nb;
+}
+
+// c = beta * c + op(a) @ op(b) as nb partial products over chunks of the inner axis.
+template <typename T>
+void gemm_split_k(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* a, const T* b, T beta, T* c,
+                  int64_t nb) {
+  const int64_t lda = ta ? M : K, ldb = tb ? K : N, MN = M * N;
+  Tensor parts = Tensor::empty({nb, MN}, dtype_of<T>());
+  T* pp = parts.data<T>();
+  parallel_for(0, nb, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t blk = lo; blk < hi; ++blk) {
+      const int64_t k0 = K * blk / nb, k1 = K * (blk + 1) / nb;
+      const T* ak = ta ? a + k0 * lda : a + k0;  // op(a)'s columns k0.. are rows of a when transposed
+      const T* bk = tb ? b + k0 : b + k0 * ldb;
+      gemm_serial(ta, tb, M, N, k1 - k0, T(1), ak, lda, bk, ldb, T(0), pp + blk * MN, N);
+    }
+  });
+  parallel_for(0, MN, 16384, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      T s = beta == T(0) ? T(0) : beta * c[i];  // beta 0: c may hold garbage, never read
+      for (int64_t blk = 0; blk < nb; ++blk) s += pp[blk * MN + i];
+      c[i] = s;
+    }
+  });
 }
 
 void check_blas_size(int64_t M, int64_t N, int64_t K) {
@@ -125,6 +162,10 @@ void batched_gemm(bool ta, bool tb, int64_t L, int64_t M, int64_t N, int64_t K, 
   if (L > 1 && stride_c == 0 && ta && !tb && stride_a == K * M && stride_b == K * N) {
     K *= L;
     L = 1;
+  }
+  if (L == 1 && K > 0) {
+    const int64_t nk = k_blocks(M, N, K);
+    if (nk > 1) return gemm_split_k(ta, tb, M, N, K, a, b, beta, c, nk);
   }
   if (stride_c == 0 || L == 1) {
     // Products that accumulate into one c run in batch order; each is split into blocks.
