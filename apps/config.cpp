@@ -332,6 +332,7 @@ ModelConfig read_model(const std::string& file, Reader& r, const std::string& wh
   m.patch_stride = r.get_int("patch_stride", m.patch_stride, 0);
   m.channel_independent = r.get_bool("channel_independent", m.channel_independent);
   m.bidir = r.get_bool("bidir", m.bidir);
+  m.mixer_dropout = r.get_double("mixer_dropout", m.mixer_dropout, 0.0, 0.999);
   if (m.head == "auto") m.head = data.is_token_task() || m.embed == "variate" ? "token" : "last";
   // Combinations that do not make sense, named by the key that breaks them (nn::ModelOptions checks again).
   auto bad = [&](const std::string& key, const std::string& why) {
@@ -377,9 +378,20 @@ ModelConfig read_model(const std::string& file, Reader& r, const std::string& wh
   // Build one layer now so that an unknown or invalid option fails at load time, not mid-run; the
   // default generator is restored so loading a config draws no random numbers.
   auto saved = default_generator().state();
+  std::string no_dropout;  // set when the layer type has no dropout for mixer_dropout to set
   try {
     nn::LayerArgs probe = m.args;
     nn::make_layer(m.type, m.d_model, probe);
+    if (m.mixer_dropout >= 0) {
+      nn::LayerArgs with_dropout = m.layer_args();
+      try {
+        nn::make_layer(m.type, m.d_model, with_dropout);
+      } catch (const Error& e) {
+        if (std::string(e.what()).find("unknown option(s)") == std::string::npos) throw;
+        no_dropout = str(file, ": ", r.label(), " mixer_dropout: the ", m.type,
+                         " layer has no dropout of its own (types with one: rnn, lstm, gru, transformer, mlp)");
+      }
+    }
   } catch (const Error& e) {
     default_generator().set_state(saved);
     std::string msg = e.what();
@@ -387,6 +399,7 @@ ModelConfig read_model(const std::string& file, Reader& r, const std::string& wh
     throw Error(str(where, ": ", msg));
   }
   default_generator().set_state(saved);
+  SEQLAB_CHECK(no_dropout.empty(), no_dropout);
   return m;
 }
 
@@ -493,6 +506,7 @@ void emit_model(std::ostringstream& os, const ModelConfig& m) {
   os << "patch_stride = " << m.patch_stride << "\n";
   os << "channel_independent = " << (m.channel_independent ? "true" : "false") << "\n";
   os << "bidir = " << (m.bidir ? "true" : "false") << "\n";
+  if (m.mixer_dropout >= 0) os << "mixer_dropout = " << format_double(m.mixer_dropout) << "\n";  // unset: omitted
   for (const auto& [k, v] : m.args.values()) {
     os << k << " = ";
     if (auto* i = std::get_if<int64_t>(&v)) os << *i;
@@ -610,11 +624,17 @@ std::string syntax_error_message(const std::string& name, const std::string& wha
 
 }  // namespace
 
+nn::LayerArgs ModelConfig::layer_args() const {
+  nn::LayerArgs a = args;
+  if (mixer_dropout >= 0) a.set("dropout", mixer_dropout);
+  return a;
+}
+
 nn::ModelOptions ModelConfig::options(const DataConfig& data, int64_t in_channels, int64_t out_channels,
                                       int64_t vocab) const {
   nn::ModelOptions o;
   o.layer = type;
-  o.layer_args = args;
+  o.layer_args = layer_args();
   o.in_channels = in_channels;
   o.vocab_size = vocab;
   o.d_model = d_model;

@@ -53,7 +53,11 @@ struct ModelConfig {
   int64_t patch_stride = 0;       // 0: patch_len
   bool channel_independent = false;
   bool bidir = false;             // a second mixer per block over the reversed tokens
+  double mixer_dropout = -1.0;    // the layer's own `dropout` option; < 0: unset (the layer's default)
   nn::LayerArgs args;             // every other key; where() = "<file> [model]" or "... [[models]] #i"
+
+  /// The layer's options: args, plus `dropout` = mixer_dropout when that is set (>= 0).
+  nn::LayerArgs layer_args() const;
 
   /// ModelOptions for a series with `in_channels` inputs (vocab 0) or a token task (vocab > 0).
   nn::ModelOptions options(const DataConfig& data, int64_t in_channels, int64_t out_channels,

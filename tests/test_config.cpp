@@ -6,6 +6,9 @@
 #include <string>
 
 #include "apps/config.h"
+#include "autograd/node.h"
+#include "core/random.h"
+#include "layers/model.h"
 #include "core/error.h"
 #include "testing.h"
 
@@ -203,6 +206,41 @@ TEST_CASE("apps/config: wrapper options embed, patch_len, patch_stride, channel_
   Config s = parse_config(kSine, "configs/x.toml", {"model.embed=variate", "model.dropout=0.2"});
   CHECK(s.models[0].embed == "variate");
   CHECK(s.models[0].head == "token");
+}
+
+TEST_CASE("apps/config: mixer_dropout reaches the layer's own dropout; a layer without one is named") {
+  Config c = parse_config("[data]\ntask = \"sine\"\n[model]\nd_model = 8\ndropout = 0.1\n[[models]]\n"
+                          "type = \"transformer\"\nn_heads = 2\nmixer_dropout = 0.25\n[[models]]\ntype = \"gru\"\n",
+                          "configs/x.toml");
+  REQUIRE(c.models.size() == 2);
+  CHECK(c.models[0].dropout == 0.1);  // the wrapper's residual dropout is unchanged
+  CHECK(c.models[0].mixer_dropout == 0.25);
+  nn::ModelOptions o = c.models[0].options(c.data, 3, 3, 0);
+  REQUIRE(o.layer_args.values().count("dropout"));
+  CHECK(std::get<double>(o.layer_args.values().at("dropout")) == 0.25);
+  CHECK(c.models[1].options(c.data, 3, 3, 0).layer_args.values().count("dropout") == 0);  // unset: not passed
+  // With the wrapper's dropout at 0, the layer's own dropout alone makes training forwards random.
+  Config c0 = parse_config("[data]\ntask = \"sine\"\n[model]\nd_model = 8\ntype = \"transformer\"\nn_heads = 2\n"
+                           "mixer_dropout = 0.25\n", "configs/x.toml");
+  // Unset (-1): the transformer's own default, 0.1 as PyTorch's; an explicit 0 turns it off.
+  for (double md : {0.25, 0.0, -1.0}) {
+    CAPTURE(md);
+    c0.models[0].mixer_dropout = md;
+    nn::SequenceModel m(c0.models[0].options(c0.data, 3, 3, 0));
+    Tensor x = randn({2, c0.data.seq_len, 3});
+    m.train();
+    NoGradGuard ng;
+    const bool differ = m.forward(x).to_vector() != m.forward(x).to_vector();
+    CHECK(differ == (md != 0.0));
+  }
+  CHECK(!contains(to_toml(parse_config(kSine, "configs/x.toml")), "mixer_dropout"));  // unset stays unset
+  std::string once = to_toml(c);
+  CHECK(contains(once, "\nmixer_dropout = 0.25\n"));
+  CHECK(to_toml(parse_config(once, "configs/x.toml")) == once);
+  CHECK_ERROR(error_of_text("[data]\ntask = \"sine\"\n[model]\ntype = \"mamba\"\nmixer_dropout = 0.1\n"),
+              "configs/x.toml: [model] mixer_dropout: the mamba layer has no dropout of its own");
+  CHECK_ERROR(error_of_text("[data]\ntask = \"sine\"\n[model]\ntype = \"gru\"\nmixer_dropout = 1.5\n"),
+              "mixer_dropout");
 }
 
 TEST_CASE("apps/config: wrapper option combinations that do not make sense name the key") {
