@@ -208,7 +208,7 @@ TEST_CASE("apps/config: wrapper options embed, patch_len, patch_stride, channel_
   CHECK(s.models[0].head == "token");
 }
 
-TEST_CASE("apps/config: mixer_dropout reaches the layer's own dropout; a layer without one is named") {
+TEST_CASE("apps/config: mixer_dropout reaches the layer's own dropout, a layer without one is named") {
   Config c = parse_config("[data]\ntask = \"sine\"\n[model]\nd_model = 8\ndropout = 0.1\n[[models]]\n"
                           "type = \"transformer\"\nn_heads = 2\nmixer_dropout = 0.25\n[[models]]\ntype = \"gru\"\n",
                           "configs/x.toml");
