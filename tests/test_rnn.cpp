@@ -310,35 +310,3 @@ TEST_CASE("layers/rnn: options and factories") {
   CHECK_THROWS_WITH_AS(lstm.forward(Tensor::zeros({2, 3, 5})), doctest::Contains("expected (B, T, 4)"), Error);
 }
 
-// Timing, not a check: run with --no-skip -tc='layers/rnn: timing*'. Reports wall time with every
-// thread and, as a figure that a loaded shared machine distorts less, CPU time with one thread.
-TEST_CASE("layers/rnn: timing of forward + backward at B=32, T=336, D=64" * doctest::skip()) {
-  const int threads = num_threads();
-  for (RnnCell cell : kCells) {
-    auto layer_ptr = make_layer(cell, 64, 1, DType::f32, 1);
-    Rnn& layer = *layer_ptr;
-    Tensor x = randn({32, 336, 64}).set_requires_grad(true);
-    Tensor w = randn({32, 336, 64});
-    for (int nt : {threads, 1}) {
-      set_num_threads(nt);
-      std::vector<double> fwd, total, cpu;
-      for (int rep = 0; rep < 7; ++rep) {
-        std::clock_t c0 = std::clock();
-        auto t0 = std::chrono::steady_clock::now();
-        Tensor y = layer.forward(x);
-        auto t1 = std::chrono::steady_clock::now();
-        backward(y, w);
-        auto t2 = std::chrono::steady_clock::now();
-        cpu.push_back(1000.0 * static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC);
-        fwd.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-        total.push_back(std::chrono::duration<double, std::milli>(t2 - t0).count());
-        layer.zero_grad();
-        x.zero_grad();
-      }
-      for (auto* v : {&fwd, &total, &cpu}) std::sort(v->begin(), v->end());
-      MESSAGE(key_of(cell), " threads=", nt, ": forward ", fwd[3], " ms, forward + backward ", total[3],
-              " ms wall, ", cpu[3], " ms CPU (medians of 7)");
-    }
-    set_num_threads(threads);
-  }
-}

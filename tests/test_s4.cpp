@@ -383,39 +383,3 @@ TEST_CASE("layers/s4: initialisation, parameter names, options and the registry"
   }
 }
 
-// Timing at the brief's size; skipped by default: -tc='layers/s4: timing*' --no-skip.
-TEST_CASE("layers/s4: timing forward+backward at B=32, T=336, D=64, N=64 (lssl, s4, s4d)" * doctest::skip()) {
-  const int64_t B = 32, T = 336, D = 64;
-  Generator gen(1);
-  Tensor x = randn({B, T, D}, 0, 1, DType::f32, gen).set_requires_grad();
-  Tensor w = randn({B, T, D}, 0, 1, DType::f32, gen);
-  auto med = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
-  std::vector<std::pair<std::string, std::shared_ptr<nn::SequenceLayer>>> layers{
-      {"lssl", std::make_shared<nn::LSSL>(nn::LSSLOptions{.d_model = D, .d_state = 64}, gen)},
-      {"s4", std::make_shared<nn::S4>(nn::S4Options{.d_model = D, .d_state = 64}, gen)},
-      {"s4d", std::make_shared<nn::S4D>(nn::S4DOptions{.d_model = D, .d_state = 64}, gen)}};
-  for (auto& [name, layer] : layers) {
-    std::vector<double> ms, msk;
-    for (int rep = 0; rep < 5; ++rep) {
-      auto t0 = std::chrono::steady_clock::now();
-      Tensor y = layer->forward(x);
-      backward(y, w);
-      auto t1 = std::chrono::steady_clock::now();
-      ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-      layer->zero_grad();
-      x.zero_grad();
-    }
-    for (int rep = 0; rep < 5 && name != "s4d"; ++rep) {
-      auto t0 = std::chrono::steady_clock::now();
-      Tensor k = name == "lssl" ? dynamic_cast<nn::LSSL&>(*layer).kernel(T) : dynamic_cast<nn::S4&>(*layer).kernel(T);
-      backward(k, Tensor::ones(k.shape()));
-      auto t1 = std::chrono::steady_clock::now();
-      msk.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-      layer->zero_grad();
-    }
-    MESSAGE(name << " fwd+bwd median " << med(ms) << " ms" << (msk.empty() ? std::string() : "; kernel op fwd+bwd " + std::to_string(med(msk)) + " ms"));
-  }
-}
