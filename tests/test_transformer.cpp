@@ -246,12 +246,7 @@ TEST_CASE("layers/transformer: float32 with Dh = 16 is bit-identical at 1 and 2 
     o.n_heads = 2;  // Dh = 16: the vector attention kernels
     o.dropout = 0.0;
     Transformer layer(o, gen);
-    Tensor x = randn({3, 70, 32}, 0, 1, DType::f32, gen).set_requires_grad();
-    Tensor y = layer.forward(x);
-    backward(sum(mul(y, y)));
-    std::vector<std::vector<double>> r{y.to_vector(), x.grad().to_vector()};
-    for (const auto& np : layer.named_parameters()) r.push_back(np.tensor.grad().to_vector());
-    return r;
+    return testing::forward_backward_values(layer, randn({3, 70, 32}, 0, 1, DType::f32, gen));
   };
   const int before = num_threads();
   auto one = run(1), two = run(2), again = run(2);

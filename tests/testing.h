@@ -8,6 +8,9 @@
 #include <vector>
 
 #include "autograd/gradcheck.h"
+#include "autograd/node.h"
+#include "autograd/ops/elementwise.h"
+#include "autograd/ops/reduce.h"
 #include "core/tensor.h"
 
 namespace seqlab::testing {
@@ -58,4 +61,19 @@ inline CloseResult close(const std::vector<double>& a, const std::vector<double>
 namespace seqlab::testing {
 inline std::vector<double> values(const Tensor& t) { return t.to_vector(); }
 inline std::vector<double> values(const std::vector<double>& v) { return v; }
+
+/// One forward and backward of `layer` on a fresh copy of x: y, dL/dx and every parameter's
+/// gradient for L = sum(y * dy) (dy undefined: L = sum(y * y)), as vectors to compare bit for bit
+/// across thread counts or runs.
+template <typename Layer>
+std::vector<std::vector<double>> forward_backward_values(Layer& layer, const Tensor& x_in, const Tensor& dy = Tensor()) {
+  layer.zero_grad();
+  Tensor x = x_in.detach().clone();
+  x.set_requires_grad(true);
+  Tensor y = layer.forward(x);
+  backward(sum(mul(y, dy.defined() ? dy : y)));
+  std::vector<std::vector<double>> out{y.to_vector(), x.grad().to_vector()};
+  for (const auto& p : layer.named_parameters()) out.push_back(p.tensor.grad().to_vector());
+  return out;
+}
 }  // namespace seqlab::testing
