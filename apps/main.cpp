@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
   eval->add_option("run_dir", run_dir, "a run directory (or a comparison's)")->required();
   auto* split_opt = eval->add_option("--split", split, "val or test")->check(CLI::IsMember({"val", "test"}));
   // Length extrapolation (token tasks); the values are checked by the library (seqlab::Error, exit 1).
-  std::string seq_lens, n_sequences, max_seconds, step_mode;
+  std::string seq_lens, n_sequences, max_seconds, step_mode, key_distance;
   auto* seq_lens_opt = eval->add_option("--seq-lens", seq_lens,
                                         "token tasks: accuracy on fresh sequences of these lengths (256,512,...,65536 "
                                         "or 2^8,2^16), written to extrapolation.csv");
@@ -108,6 +108,9 @@ int main(int argc, char** argv) {
                                            "(default 120)");
   auto* step_opt = eval->add_option("--step", step_mode,
                                     "--seq-lens: auto (step mode beyond the training length), always or never");
+  auto* key_distance_opt = eval->add_option("--key-distance", key_distance,
+                                            "--seq-lens, induction heads: the query comes this many positions after "
+                                            "the first trigger (default: random); to extrapolation-d<D>.csv");
 
   std::vector<std::string> report_dirs;
   seqlab::app::ReportOptions report_opt;
@@ -161,12 +164,12 @@ int main(int argc, char** argv) {
       if (root) std::printf("\n%s", seqlab::app::results_md(rows).c_str());
     }
     if (eval->parsed() && root && seq_lens_opt->count() == 0) {
-      for (auto* o : {n_sequences_opt, max_seconds_opt, step_opt})
+      for (auto* o : {n_sequences_opt, max_seconds_opt, step_opt, key_distance_opt})
         if (o->count() > 0) throw seqlab::Error("eval " + o->get_name() + ": applies only with --seq-lens");
     }
     if (eval->parsed() && root && seq_lens_opt->count() > 0) {
       if (split_opt->count() > 0) throw seqlab::Error("eval --split: does not apply with --seq-lens (fresh sequences)");
-      auto xo = seqlab::app::parse_extrapolate_options(seq_lens, n_sequences, max_seconds, step_mode);
+      auto xo = seqlab::app::parse_extrapolate_options(seq_lens, n_sequences, max_seconds, step_mode, key_distance);
       xo.threads = threads_given ? threads : -1;
       auto rows = seqlab::app::run_extrapolation(run_dir, xo);
       std::printf("%s", seqlab::app::extrapolation_md(rows).c_str());

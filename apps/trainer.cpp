@@ -1062,6 +1062,7 @@ std::vector<ExtrapolationRow> extrapolate_one(const ExtrapolationRun& run, const
     r.accuracy = r.peak_rss_mib = r.alloc_peak_mib = kNaN;
     const bool step = opt.step == "always" || (opt.step == "auto" && can_step && T > c.data.seq_len);
     r.mode = step ? "step" : "forward";
+    r.key_distance = opt.key_distance;
     const auto n = static_cast<double>(r.n_sequences), Td = static_cast<double>(T);
     if (stop_requested() && stop.empty()) stop = "skipped: interrupted";  // Ctrl-C: the file keeps what was done
     if (step && !can_step) {
@@ -1082,7 +1083,7 @@ std::vector<ExtrapolationRow> extrapolate_one(const ExtrapolationRun& run, const
     } else {
       // Fresh sequences from a stream of their own per length: reproducible, and a smaller
       // n_sequences draws a prefix of a larger one.
-      auto task = data::make_token_task(task_name, T);
+      auto task = data::make_token_task(task_name, T, opt.key_distance);
       data::Batch b = task->batch(r.n_sequences, c.data.data_seed + 3, T);
       release_cached_memory();
       reset_peak_memory();
@@ -1127,7 +1128,7 @@ std::vector<ExtrapolationRow> extrapolate_one(const ExtrapolationRun& run, const
                    r.status);
     }
     rows.push_back(r);
-    write_text_atomic(run.dir / "extrapolation.csv", extrapolation_csv(rows));
+    write_text_atomic(run.dir / extrapolation_file(opt), extrapolation_csv(rows));
   }
   model->train();
   release_cached_memory();
@@ -1199,8 +1200,13 @@ std::vector<int64_t> parse_seq_lens(const std::string& text) {
   return lens;
 }
 
+std::string extrapolation_file(const ExtrapolateOptions& opt) {
+  return opt.key_distance > 0 ? str("extrapolation-d", opt.key_distance, ".csv") : std::string("extrapolation.csv");
+}
+
 ExtrapolateOptions parse_extrapolate_options(const std::string& seq_lens, const std::string& n_sequences,
-                                             const std::string& max_seconds, const std::string& step) {
+                                             const std::string& max_seconds, const std::string& step,
+                                             const std::string& key_distance) {
   ExtrapolateOptions o;
   o.seq_lens = parse_seq_lens(seq_lens);
   auto whole = [](const std::string& s, size_t used) { return used == s.size(); };
@@ -1231,6 +1237,18 @@ ExtrapolateOptions parse_extrapolate_options(const std::string& seq_lens, const 
   if (!step.empty()) o.step = step;
   SEQLAB_CHECK(o.step == "auto" || o.step == "always" || o.step == "never",
                "eval --step: expected auto, always or never, got '", o.step, "'");
+  if (!key_distance.empty()) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(key_distance, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    SEQLAB_CHECK(used > 0 && whole(key_distance, used) && v >= 2, "eval --key-distance: expected an integer >= 2, got '",
+                 key_distance, "'");
+    o.key_distance = v;
+  }
   return o;
 }
 
@@ -1253,6 +1271,13 @@ std::vector<ExtrapolationRow> run_extrapolation(const std::string& run_dir, cons
   SEQLAB_CHECK(lens.front() >= min_len, "eval --seq-lens: expected lengths >= ", min_len, " for ", c.data.task,
                c.data.task == "selective-copying" ? " (16 data tokens and 16 markers)" : " (trigger, key, trigger)",
                ", got ", lens.front());
+  if (opt.key_distance != 0) {
+    SEQLAB_CHECK(c.data.task == "induction-heads", "eval --key-distance: applies only to induction-heads runs; ", run_dir,
+                 " is a ", c.data.task, " run");
+    SEQLAB_CHECK(opt.key_distance >= 2 && opt.key_distance < lens.front(), "eval --key-distance ", opt.key_distance,
+                 ": expected a distance in [2, T - 1] for every length; the shortest, ", lens.front(), ", allows up to ",
+                 lens.front() - 1);
+  }
   // Every model's directory, config and checkpoint are checked before anything is evaluated.
   std::vector<ExtrapolationRun> runs;
   if (c.multi) {
@@ -1273,15 +1298,15 @@ std::vector<ExtrapolationRow> run_extrapolation(const std::string& run_dir, cons
     auto sub = extrapolate_one(r, lens, opt);
     rows.insert(rows.end(), sub.begin(), sub.end());
   }
-  if (c.multi) write_text_atomic(dir / "extrapolation.csv", extrapolation_csv(rows));
+  if (c.multi) write_text_atomic(dir / extrapolation_file(opt), extrapolation_csv(rows));
   return rows;
 }
 
 std::string extrapolation_csv(const std::vector<ExtrapolationRow>& rows) {
-  std::string s = "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status\n";
+  std::string s = "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance\n";
   for (const auto& r : rows)
     s += str(r.model, ",", r.seq_len, ",", r.n_sequences, ",", fmt("%.6f", r.accuracy), ",", fmt("%.3f", r.seconds),
-             ",", fmt("%.1f", r.peak_rss_mib), ",", r.mode, ",", csv_field(r.status), "\n");
+             ",", fmt("%.1f", r.peak_rss_mib), ",", r.mode, ",", csv_field(r.status), ",", r.key_distance, "\n");
   return s;
 }
 

@@ -74,6 +74,7 @@ struct ExtrapolateOptions {
   int64_t n_sequences = 0;        // sequences per length; 0: default_sequences(T)
   double max_seconds = 120;       // a length projected (or seen) to take longer is skipped, and every longer one
   std::string step = "auto";      // auto: step mode beyond the training length; always; never (full forward)
+  int64_t key_distance = 0;       // induction heads: > 0 fixes the trigger-to-query distance (0: random)
   int threads = -1;               // -1: [train] threads of the run's config
 };
 /// One row of extrapolation.csv.
@@ -85,6 +86,7 @@ struct ExtrapolationRow {
   double peak_rss_mib = 0;        // process peak RSS (VmHWM, reset before each length); NaN when not run
   double alloc_peak_mib = 0;      // the tensor allocator's peak during this length (printed, not in the CSV)
   std::string mode;               // step | forward
+  int64_t key_distance = 0;       // induction heads: the fixed trigger-to-query distance, 0 = random
   std::string status;             // ok | skipped: time limit | memory limit | no step mode | interrupted | failed at T | failed: ...
 };
 /// The default number of sequences at length T: 64 up to 2^16, then 2^22 / T, at least 16.
@@ -95,13 +97,16 @@ std::vector<int64_t> parse_seq_lens(const std::string& text);
 /// Builds options from the command line's strings (each may be empty: the default); throws
 /// seqlab::Error naming the option and what was expected.
 ExtrapolateOptions parse_extrapolate_options(const std::string& seq_lens, const std::string& n_sequences,
-                                             const std::string& max_seconds, const std::string& step);
+                                             const std::string& max_seconds, const std::string& step,
+                                             const std::string& key_distance = "");
+/// The file extrapolation rows go to: extrapolation.csv, or extrapolation-d<D>.csv with a fixed key distance D.
+std::string extrapolation_file(const ExtrapolateOptions& opt);
 /// Evaluates a token-task run (or every model of a comparison) at opt.seq_lens; writes
 /// extrapolation.csv into each model's directory (and the combined rows into a comparison's),
 /// rewritten after every length. Inputs are checked before anything runs. After request_stop()
 /// (Ctrl-C) the remaining lengths are marked "skipped: interrupted".
 std::vector<ExtrapolationRow> run_extrapolation(const std::string& run_dir, const ExtrapolateOptions& opt);
-/// model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status
+/// model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance
 std::string extrapolation_csv(const std::vector<ExtrapolationRow>& rows);
 /// A Markdown table of the rows (with the allocator peak).
 std::string extrapolation_md(const std::vector<ExtrapolationRow>& rows);

@@ -56,8 +56,11 @@ Batch SelectiveCopy::sample(int64_t batch_size, Generator& gen) const {
   return b;
 }
 
-InductionHeads::InductionHeads(int64_t seq_len) : seq_len_(seq_len) {
+InductionHeads::InductionHeads(int64_t seq_len, int64_t key_distance) : seq_len_(seq_len), key_distance_(key_distance) {
   SEQLAB_CHECK(seq_len >= 3, "induction_heads: seq_len must be at least 3 (trigger, key, trigger), got ", seq_len);
+  SEQLAB_CHECK(key_distance == 0 || (key_distance >= 2 && key_distance <= seq_len - 1),
+               "induction_heads: key distance must be 0 (random) or in [2, seq_len - 1] = [2, ", seq_len - 1,
+               "], got ", key_distance);
 }
 
 Batch InductionHeads::sample(int64_t batch_size, Generator& gen) const {
@@ -67,7 +70,8 @@ Batch InductionHeads::sample(int64_t batch_size, Generator& gen) const {
     int32_t* x = b.x.data<int32_t>() + s * T;
     int32_t* y = b.y.data<int32_t>() + s * T;
     for (int64_t t = 0; t < T - 1; ++t) x[t] = draw(gen, 1, static_cast<int32_t>(kVocab - 1));
-    const auto p = static_cast<int64_t>(gen.randint(static_cast<uint64_t>(T - 2)));  // in [0, T - 3]
+    const int64_t p = key_distance_ > 0 ? T - 1 - key_distance_
+                                        : static_cast<int64_t>(gen.randint(static_cast<uint64_t>(T - 2)));  // [0, T - 3]
     x[p] = kTrigger;  // x[p + 1] (an ordinary token, p + 1 <= T - 2) is the key
     x[T - 1] = kTrigger;
     y[T - 1] = x[p + 1];
@@ -75,9 +79,11 @@ Batch InductionHeads::sample(int64_t batch_size, Generator& gen) const {
   return b;
 }
 
-std::unique_ptr<TokenTask> make_token_task(const std::string& name, int64_t seq_len) {
+std::unique_ptr<TokenTask> make_token_task(const std::string& name, int64_t seq_len, int64_t key_distance) {
+  SEQLAB_CHECK(key_distance == 0 || name == "induction_heads", "token task '", name,
+               "': a key distance applies only to induction_heads, got ", key_distance);
   if (name == "selective_copy") return std::make_unique<SelectiveCopy>(seq_len);
-  if (name == "induction_heads") return std::make_unique<InductionHeads>(seq_len);
+  if (name == "induction_heads") return std::make_unique<InductionHeads>(seq_len, key_distance);
   throw Error(str("token task: unknown name '", name, "', expected one of selective_copy, induction_heads"));
 }
 

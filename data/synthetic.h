@@ -58,24 +58,30 @@ class SelectiveCopy : public TokenTask {
 /// position p in [0, T - 3] followed by the key k = x[p + 1] (an ordinary token), and the trigger
 /// again at T - 1; the trigger appears nowhere else. y = -100 except y[T - 1] = k: after seeing the
 /// trigger again the model must recall the token that followed it the first time.
+/// key_distance d > 0 fixes p = T - 1 - d (the query comes d positions after the first trigger, so
+/// the key must be held for d - 1 steps): a probe of how far back a model remembers, at any length.
 class InductionHeads : public TokenTask {
  public:
   static constexpr int32_t kTrigger = 0;
   static constexpr int64_t kVocab = 16;
-  /// Throws seqlab::Error when seq_len < 3.
-  explicit InductionHeads(int64_t seq_len);
+  /// Throws seqlab::Error when seq_len < 3, or key_distance is not 0 or in [2, seq_len - 1].
+  explicit InductionHeads(int64_t seq_len, int64_t key_distance = 0);
   std::string name() const override { return "induction_heads"; }
   int64_t vocab_size() const override { return kVocab; }
   int64_t seq_len() const override { return seq_len_; }
   int64_t scored_per_sequence() const override { return 1; }
   Batch sample(int64_t batch_size, Generator& gen) const override;
+  /// 0: the first trigger at a uniformly random position; d: at T - 1 - d.
+  int64_t key_distance() const { return key_distance_; }
 
  private:
   int64_t seq_len_;
+  int64_t key_distance_;
 };
 
 /// "selective_copy" or "induction_heads" of length seq_len; throws listing the choices otherwise.
-std::unique_ptr<TokenTask> make_token_task(const std::string& name, int64_t seq_len);
+/// key_distance (induction_heads only; 0 = random): see InductionHeads.
+std::unique_ptr<TokenTask> make_token_task(const std::string& name, int64_t seq_len, int64_t key_distance = 0);
 
 struct SineOptions {
   int64_t rows = 2000;

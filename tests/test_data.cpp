@@ -428,6 +428,26 @@ TEST_CASE("data/synthetic: induction heads target the key that followed the firs
   CHECK_ERROR_HAS(InductionHeads(2), "seq_len", "3");
 }
 
+TEST_CASE("data/synthetic: induction heads with a fixed key distance put the first trigger d before the query") {
+  for (int64_t d : {2, 5, 99}) {
+    auto task = make_token_task("induction_heads", 100, d);
+    Batch b = task->batch(16, 7, 0);
+    for (int64_t s = 0; s < 16; ++s) {
+      const int32_t* x = b.x.data<int32_t>() + s * 100;
+      std::vector<int64_t> triggers;
+      for (int64_t t = 0; t < 100; ++t)
+        if (x[t] == InductionHeads::kTrigger) triggers.push_back(t);
+      REQUIRE(triggers.size() == 2);
+      CHECK(triggers[1] - triggers[0] == d);
+      CHECK(b.y.data<int32_t>()[s * 100 + 99] == x[triggers[0] + 1]);
+    }
+  }
+  CHECK(InductionHeads(64, 10).key_distance() == 10);
+  CHECK_ERROR_HAS(InductionHeads(64, 1), "key distance", "[2, 63]");
+  CHECK_ERROR_HAS(InductionHeads(64, 64), "key distance", "64");
+  CHECK_ERROR_HAS(make_token_task("selective_copy", 64, 5), "selective_copy", "only to induction_heads");
+}
+
 TEST_CASE("data/synthetic: the sine series goes through the forecasting path") {
   SineOptions so;
   so.rows = 1000;

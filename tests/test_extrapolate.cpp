@@ -80,13 +80,13 @@ TEST_CASE("apps/extrapolate: a trained token run at two lengths writes extrapola
     CHECK(rows[i].seconds > 0);
     CHECK(rows[i].peak_rss_mib > 0);
   }
-  const std::string header = "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status\n";
+  const std::string header = "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance\n";
   for (const char* m : {"lstm", "attn"}) {
     CAPTURE(m);
     std::string csv = read_text(dir / m / "extrapolation.csv");
     CHECK(csv.starts_with(header));
     CHECK(csv.find(str("\n", m, ",16,8,")) != std::string::npos);
-    CHECK(csv.find(",step,ok\n") != std::string::npos);
+    CHECK(csv.find(",step,ok,0\n") != std::string::npos);
     for (const auto& e : fs::directory_iterator(dir / m)) CHECK_MESSAGE(e.path().extension() != ".tmp", e.path().string());
   }
   std::string all = read_text(dir / "extrapolation.csv");
@@ -115,7 +115,20 @@ TEST_CASE("apps/extrapolate: a trained token run at two lengths writes extrapola
   CHECK(limited[1].status == "skipped: time limit");
   CHECK(limited[2].status == "skipped: time limit");
   CHECK(std::isnan(limited[2].accuracy));
-  CHECK(read_text(dir / "attn" / "extrapolation.csv").find(",step,skipped: time limit\n") != std::string::npos);
+  CHECK(read_text(dir / "attn" / "extrapolation.csv").find(",step,skipped: time limit,0\n") != std::string::npos);
+
+  // A fixed key distance: the rows say it, and go to their own file (extrapolation.csv is kept).
+  const std::string before = read_text(dir / "lstm" / "extrapolation.csv");
+  ExtrapolateOptions od = opts({16, 64}, 8);
+  od.key_distance = 10;
+  auto near = run_extrapolation((dir / "lstm").string(), od);
+  REQUIRE(near.size() == 2);
+  CHECK(near[1].key_distance == 10);
+  CHECK(near[1].status == "ok");
+  CHECK(read_text(dir / "lstm" / "extrapolation-d10.csv") == extrapolation_csv(near));
+  CHECK(read_text(dir / "lstm" / "extrapolation.csv") == before);
+  od.key_distance = 16;  // the query would sit past the shortest length's end
+  CHECK_THROWS_WITH_AS(run_extrapolation((dir / "lstm").string(), od), doctest::Contains("allows up to 15"), Error);
 
 #ifdef SEQLAB_BINARY
   // The command line: a table on stdout; bad input exits 1.
@@ -130,6 +143,10 @@ TEST_CASE("apps/extrapolate: a trained token run at two lengths writes extrapola
   CHECK(run("--seq-lens 2") == 1);
   CHECK(run("--seq-lens 16 --step sometimes") == 1);
   CHECK(run("--n-sequences 4") == 1);
+  CHECK(run("--key-distance 4") == 1);
+  CHECK(run("--seq-lens 16 --key-distance 1") == 1);
+  CHECK(run("--seq-lens 16,32 --n-sequences 4 --key-distance 8") == 0);
+  CHECK(fs::is_regular_file(dir / "extrapolation-d8.csv"));
 #endif
 }
 
@@ -151,6 +168,13 @@ TEST_CASE("apps/extrapolate: bad input throws naming the option and what was exp
   CHECK(o.n_sequences == 0);
   CHECK(o.max_seconds == 120);
   CHECK(o.step == "auto");
+  CHECK(o.key_distance == 0);
+  CHECK(parse_extrapolate_options("256", "", "", "", "100").key_distance == 100);
+  CHECK(extrapolation_file(parse_extrapolate_options("256", "", "", "", "100")) == "extrapolation-d100.csv");
+  CHECK(extrapolation_file(o) == "extrapolation.csv");
+  for (const char* bad : {"1", "0", "-5", "ten", "5x"})
+    CHECK_THROWS_WITH_AS(parse_extrapolate_options("256", "", "", "", bad),
+                         doctest::Contains("--key-distance: expected an integer >= 2"), Error);
   CHECK(default_sequences(256) == 64);
   CHECK(default_sequences(1 << 16) == 64);
   CHECK(default_sequences(1 << 20) == 16);
@@ -168,6 +192,9 @@ TEST_CASE("apps/extrapolate: bad input throws naming the option and what was exp
   fs::path sc = run_dir("sc", "[data]\ntask = \"selective-copying\"\nseq_len = 64\n");
   CHECK_THROWS_WITH_AS(run_extrapolation(sc.string(), opts({16, 64}, 4)),
                        doctest::Contains("--seq-lens: expected lengths >= 32 for selective-copying"), Error);
+  ExtrapolateOptions sd = opts({64}, 4);
+  sd.key_distance = 8;
+  CHECK_THROWS_WITH_AS(run_extrapolation(sc.string(), sd), doctest::Contains("applies only to induction-heads"), Error);
   fs::path ih = run_dir("ih", "[data]\ntask = \"induction-heads\"\nseq_len = 16\n");
   CHECK_THROWS_WITH_AS(run_extrapolation(ih.string(), opts({2}, 4)),
                        doctest::Contains("--seq-lens: expected lengths >= 3 for induction-heads"), Error);
