@@ -1204,24 +1204,28 @@ std::string extrapolation_file(const ExtrapolateOptions& opt) {
   return opt.key_distance > 0 ? str("extrapolation-d", opt.key_distance, ".csv") : std::string("extrapolation.csv");
 }
 
+namespace {
+// An integer >= lo spelled out in the whole of text; throws naming the option otherwise.
+int64_t parse_int_at_least(const std::string& text, int64_t lo, const char* option) {
+  size_t used = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  SEQLAB_CHECK(used > 0 && used == text.size() && v >= lo, "eval ", option, ": expected an integer >= ", lo, ", got '",
+               text, "'");
+  return v;
+}
+}  // namespace
+
 ExtrapolateOptions parse_extrapolate_options(const std::string& seq_lens, const std::string& n_sequences,
                                              const std::string& max_seconds, const std::string& step,
                                              const std::string& key_distance) {
   ExtrapolateOptions o;
   o.seq_lens = parse_seq_lens(seq_lens);
-  auto whole = [](const std::string& s, size_t used) { return used == s.size(); };
-  if (!n_sequences.empty()) {
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(n_sequences, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    SEQLAB_CHECK(used > 0 && whole(n_sequences, used) && v >= 1, "eval --n-sequences: expected an integer >= 1, got '",
-                 n_sequences, "'");
-    o.n_sequences = v;
-  }
+  if (!n_sequences.empty()) o.n_sequences = parse_int_at_least(n_sequences, 1, "--n-sequences");
   if (!max_seconds.empty()) {
     size_t used = 0;
     double v = 0;
@@ -1230,25 +1234,14 @@ ExtrapolateOptions parse_extrapolate_options(const std::string& seq_lens, const 
     } catch (const std::exception&) {
       used = 0;
     }
-    SEQLAB_CHECK(used > 0 && whole(max_seconds, used) && std::isfinite(v) && v > 0,
+    SEQLAB_CHECK(used > 0 && used == max_seconds.size() && std::isfinite(v) && v > 0,
                  "eval --max-seconds: expected a number > 0, got '", max_seconds, "'");
     o.max_seconds = v;
   }
   if (!step.empty()) o.step = step;
   SEQLAB_CHECK(o.step == "auto" || o.step == "always" || o.step == "never",
                "eval --step: expected auto, always or never, got '", o.step, "'");
-  if (!key_distance.empty()) {
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(key_distance, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    SEQLAB_CHECK(used > 0 && whole(key_distance, used) && v >= 2, "eval --key-distance: expected an integer >= 2, got '",
-                 key_distance, "'");
-    o.key_distance = v;
-  }
+  if (!key_distance.empty()) o.key_distance = parse_int_at_least(key_distance, 2, "--key-distance");
   return o;
 }
 
