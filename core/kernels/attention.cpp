@@ -5,7 +5,7 @@
 // Two implementations of the same loops: float with Dh a multiple of 16 (every head width the
 // standard models use) runs explicit 16-lane vector code (one AVX-512 register per 16 floats of a
 // head row): blocks of kR = 8 query rows against K^T and V^T packed once per head, so every score
-// vector is 16 keys x one row and the exponentials run 16 at a time (exp_softmax). Tiny CBLAS
+// vector is 16 keys x one row and the exponentials run 16 at a time (vmath::exp_nonpositive_of). Tiny CBLAS
 // calls on 64 x 64 x 16 tiles spent most of their time packing and in edge kernels (the profile of
 // issue 5). Double (gradchecks) and other head widths keep the tile loops on single-threaded GEMMs.
 // The vector kernels also read q, k, v straight from the packed in-projection (B, T, 3, H, Dh) and
@@ -35,31 +35,14 @@ constexpr int64_t kBc = 64;
 
 
 
-// exp(x) for float without branches, so loops over a tile row vectorise (AVX2: 8 lanes); std::exp
-// does not, and with Dh = 16 the exponentials would otherwise cost as much as the GEMMs. Cephes
-// expf: x = n ln2 + r, |r| <= ln2 / 2, degree-6 polynomial, about 1 ulp. Inputs here are <= 0
-// (scores minus the row max or the logsumexp); below -87 it returns exp(-87) ~ 1.6e-38 instead of
-// a subnormal, negligible next to the row max's exp(0) = 1 in every sum.
-inline float exp_branchless(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float n = std::nearbyint(x * 1.44269504088896341f);  // floor() would not vectorise
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float e = p * r * r + r + 1.0f;
-  return e * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
-}
-
 // x[c] = exp(x[c] - shift) for c < n.
 inline void exp_shifted(double* x, int64_t n, double shift) {
   for (int64_t c = 0; c < n; ++c) x[c] = std::exp(x[c] - shift);
 }
 inline void exp_shifted(float* x, int64_t n, float shift) {
-  for (int64_t c = 0; c < n; ++c) x[c] = exp_branchless(x[c] - shift);
+  // vmath's branch-free exp vectorises (std::exp does not); with Dh = 16 the exponentials would
+  // otherwise cost as much as the GEMMs.
+  for (int64_t c = 0; c < n; ++c) x[c] = vmath::exp_nonpositive_of(x[c] - shift);
 }
 
 // Max and sum of a row with 8 independent accumulators in a fixed pattern: a single running value
@@ -236,29 +219,6 @@ typedef float f32x16u __attribute__((vector_size(64), aligned(4), may_alias));
 }
 const i32x16 kLane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
-// e^x in 16 lanes for the attention's arguments (scores minus a row max or a logsumexp, so <= 0
-// up to rounding, or -inf where masked): Cephes expf's reduction and polynomial (about 1 ulp) with
-// 2^n built from the rounding constant's mantissa bits, and results below e^-87.3 flushed to 0.
-// vmath::exp_of also handles overflow and NaN, which costs a third more instructions; the
-// exponentials are the largest cost next to the products at Dh = 16.
-[[gnu::always_inline]] inline f32x16 exp_softmax(f32x16 x) {
-  const f32x16 xc = x > splat(-87.3f) ? x : splat(-87.3f);
-  const f32x16 k = xc * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23 + n: n in the low bits
-  const f32x16 n = k - 12582912.0f;
-  f32x16 r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  f32x16 p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const f32x16 scale = (f32x16)(((i32x16)k + 127) << 23);  // 2^n (the high bits shift out)
-  const f32x16 y = p * scale;
-  return x > splat(-87.3f) ? y : splat(0.0f);
-}
 
 // Where head (b, h) of q, k, v (and of their gradients) and of the output lives: x's rows of head
 // (b, h) start at b * x_b + h * x_h and are ld apart. Heads split into (B, H, T, Dh) tensors:
@@ -355,7 +315,7 @@ void forward_rows_vec(const float* q, const float* kt, int64_t ldkt, const float
       const float alpha = vmath::exp_of(m[r] - shift);  // 0 on the first block (m = -inf)
       f32x16 sum = {};
       for (int64_t g = 0; g < ng; ++g) {
-        const f32x16 e = exp_softmax(load16(&p[r][16 * g]) - shift);  // masked: exp(-inf) = 0
+        const f32x16 e = vmath::exp_nonpositive_of(load16(&p[r][16 * g]) - shift);  // masked: exp(-inf) = 0
         store16(&p[r][16 * g], e);
         sum += e;
       }
@@ -470,7 +430,7 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
           }
         }
         for (int r = 0; r < kR; ++r) {  // P = exp(S - lse) (0 where masked), dS = P (dP - D)
-          const f32x16 e = exp_softmax(as[r] - lse_r[r]);
+          const f32x16 e = vmath::exp_nonpositive_of(as[r] - lse_r[r]);
           const f32x16 pr = kLane < vis[r] - static_cast<int32_t>(16 * g) ? e : splat(0.0f);
           store16(&P[r][16 * g], pr);
           store16(&dS[r][16 * g], pr * (ap[r] - d_r[r]));
