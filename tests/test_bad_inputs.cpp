@@ -24,13 +24,6 @@ namespace {
 
 const fs::path kCases = fs::path(SEQLAB_SOURCE_DIR) / "tests" / "bad_inputs";
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
   std::stringstream ss(text);
@@ -67,8 +60,8 @@ Outcome run_seqlab(const fs::path& cwd, const std::vector<std::string>& args) {
   Outcome r;
   while (::waitpid(pid, &r.status, 0) < 0 && errno == EINTR) {
   }
-  r.out = slurp(out);
-  r.err = slurp(err);
+  r.out = testing::read_file(out);
+  r.err = testing::read_file(err);
   fs::remove(out);
   fs::remove(err);
   return r;
@@ -86,7 +79,7 @@ void write_series_h5(const fs::path& p, const std::string& dataset) {
 
 void run_setup(const fs::path& dir) {
   if (!fs::exists(dir / "setup")) return;
-  for (const auto& line : lines_of(slurp(dir / "setup"))) {
+  for (const auto& line : lines_of(testing::read_file(dir / "setup"))) {
     std::stringstream ss(line);
     std::string op, a, b, c;
     ss >> op >> a >> b >> c;
@@ -94,7 +87,7 @@ void run_setup(const fs::path& dir) {
     if (op == "series_h5") {
       write_series_h5(dir / a, b);
     } else if (op == "truncate") {
-      std::string bytes = slurp(dir / a);
+      std::string bytes = testing::read_file(dir / a);
       REQUIRE(!bytes.empty());
       auto n = static_cast<size_t>(static_cast<double>(bytes.size()) * std::stod(c));
       std::ofstream(dir / b, std::ios::binary | std::ios::trunc) << bytes.substr(0, n);
@@ -148,7 +141,7 @@ TEST_CASE("bad_inputs: every case fails with one clear error line and leaves no 
     REQUIRE(fs::exists(dir / "expect"));
     std::vector<std::string> args = {"--log-level", "warn"};
     if (fs::exists(dir / "args")) {
-      for (const auto& a : lines_of(slurp(dir / "args"))) args.push_back(a);
+      for (const auto& a : lines_of(testing::read_file(dir / "args"))) args.push_back(a);
     } else {
       args.insert(args.end(), {"train", "config.toml"});
     }
@@ -165,7 +158,7 @@ TEST_CASE("bad_inputs: every case fails with one clear error line and leaves no 
     }
     REQUIRE(errors.size() == 1);
     CAPTURE(errors[0]);
-    for (const auto& part : lines_of(slurp(dir / "expect"))) {
+    for (const auto& part : lines_of(testing::read_file(dir / "expect"))) {
       CAPTURE(part);
       CHECK(errors[0].find(part) != std::string::npos);
     }

@@ -21,6 +21,7 @@
 #include "apps/trainer.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "testing.h"
 
 using namespace seqlab;
 using namespace seqlab::app;
@@ -36,13 +37,6 @@ fs::path shared_root() {
     return fs::temp_directory_path() / ("seqlab_test_mpi_" + std::to_string(static_cast<int64_t>(pid)));
   }();
   return root;
-}
-
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 void check_close(double a, double b, double rel, const std::string& what) {
@@ -88,7 +82,7 @@ void check_data_parallel(const std::string& name, const std::string& text_with_d
   }
   dist::barrier();
   if (dist::rank() == 0) {
-    const std::string a = read_bytes(root / "params.rank0.bin"), b = read_bytes(root / "params.rank1.bin");
+    const std::string a = testing::read_file(root / "params.rank0.bin"), b = testing::read_file(root / "params.rank1.bin");
     CHECK(a.size() > 0);
     CHECK_MESSAGE(a == b, name, ": the parameters differ between rank 0 and rank 1");
     // Only rank 0 wrote the data-parallel run directory: one of each file, no leftovers.

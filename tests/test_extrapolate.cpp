@@ -27,13 +27,6 @@ struct Quiet : testing::RunScope {
   Quiet() : RunScope(spdlog::level::warn) {}
 };
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // Induction heads at length 16: an LSTM and a causal transformer (both with a step mode), a few steps.
 fs::path trained_token_compare() {
   fs::path dir = testing::scratch("ih");
@@ -83,13 +76,13 @@ TEST_CASE("apps/extrapolate: a trained token run at two lengths writes extrapola
   const std::string header = "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance\n";
   for (const char* m : {"lstm", "attn"}) {
     CAPTURE(m);
-    std::string csv = read_text(dir / m / "extrapolation.csv");
+    std::string csv = testing::read_file(dir / m / "extrapolation.csv");
     CHECK(csv.starts_with(header));
     CHECK(csv.find(str("\n", m, ",16,8,")) != std::string::npos);
     CHECK(csv.find(",step,ok,0\n") != std::string::npos);
     for (const auto& e : fs::directory_iterator(dir / m)) CHECK_MESSAGE(e.path().extension() != ".tmp", e.path().string());
   }
-  std::string all = read_text(dir / "extrapolation.csv");
+  std::string all = testing::read_file(dir / "extrapolation.csv");
   CHECK(all == extrapolation_csv(rows));
   CHECK(std::count(all.begin(), all.end(), '\n') == 5);
   CHECK(extrapolation_md(rows).find("| attn | 64 | 8 |") != std::string::npos);
@@ -115,18 +108,18 @@ TEST_CASE("apps/extrapolate: a trained token run at two lengths writes extrapola
   CHECK(limited[1].status == "skipped: time limit");
   CHECK(limited[2].status == "skipped: time limit");
   CHECK(std::isnan(limited[2].accuracy));
-  CHECK(read_text(dir / "attn" / "extrapolation.csv").find(",step,skipped: time limit,0\n") != std::string::npos);
+  CHECK(testing::read_file(dir / "attn" / "extrapolation.csv").find(",step,skipped: time limit,0\n") != std::string::npos);
 
   // A fixed key distance: the rows say it, and go to their own file (extrapolation.csv is kept).
-  const std::string before = read_text(dir / "lstm" / "extrapolation.csv");
+  const std::string before = testing::read_file(dir / "lstm" / "extrapolation.csv");
   ExtrapolateOptions od = opts({16, 64}, 8);
   od.key_distance = 10;
   auto near = run_extrapolation((dir / "lstm").string(), od);
   REQUIRE(near.size() == 2);
   CHECK(near[1].key_distance == 10);
   CHECK(near[1].status == "ok");
-  CHECK(read_text(dir / "lstm" / "extrapolation-d10.csv") == extrapolation_csv(near));
-  CHECK(read_text(dir / "lstm" / "extrapolation.csv") == before);
+  CHECK(testing::read_file(dir / "lstm" / "extrapolation-d10.csv") == extrapolation_csv(near));
+  CHECK(testing::read_file(dir / "lstm" / "extrapolation.csv") == before);
   od.key_distance = 16;  // the query would sit past the shortest length's end
   CHECK_THROWS_WITH_AS(run_extrapolation((dir / "lstm").string(), od), doctest::Contains("allows up to 15"), Error);
 
@@ -139,7 +132,7 @@ TEST_CASE("apps/extrapolate: a trained token run at two lengths writes extrapola
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
   };
   CHECK(run("--seq-lens 16,32 --n-sequences 4") == 0);
-  CHECK(read_text(dir / "out.txt").find("| attn | 32 | 4 |") != std::string::npos);
+  CHECK(testing::read_file(dir / "out.txt").find("| attn | 32 | 4 |") != std::string::npos);
   CHECK(run("--seq-lens 2") == 1);
   CHECK(run("--seq-lens 16 --step sometimes") == 1);
   CHECK(run("--n-sequences 4") == 1);

@@ -31,13 +31,6 @@ struct Quiet : testing::RunScope {
   Quiet() : RunScope(spdlog::level::err) {}
 };
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // One element of a parsed SVG file: its name, attributes and the text directly inside it.
 struct Element {
   std::string name;
@@ -125,7 +118,7 @@ std::vector<double> numbers(const std::string& s) {
 struct Svg {
   std::vector<Element> el;
   double width = 0, height = 0;
-  explicit Svg(const fs::path& p) : Svg(slurp(p)) {}
+  explicit Svg(const fs::path& p) : Svg(testing::read_file(p)) {}
   explicit Svg(const std::string& text) : el(parse_xml(text)) {
     width = std::stod(el[0].attrs.at("width"));
     height = std::stod(el[0].attrs.at("height"));
@@ -429,5 +422,5 @@ TEST_CASE("apps/report: errors name the directory, file or option, and write not
   int rc = std::system(cmd.c_str());
   CHECK(WIFEXITED(rc));
   CHECK(WEXITSTATUS(rc) == 1);
-  CHECK(contains(slurp(out / "stderr.txt"), missing + ": no such directory"));
+  CHECK(contains(testing::read_file(out / "stderr.txt"), missing + ": no such directory"));
 }

@@ -50,13 +50,6 @@ std::string sine_config(const fs::path& dir, int epochs, int max_steps, int chec
              "[output]\ndir = \"", dir.string(), "\"\n");
 }
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 
 
 }  // namespace
@@ -95,7 +88,7 @@ TEST_CASE("apps/train: a tiny sine run writes every file of the run directory, a
   Checkpoint best = load_checkpoint(dir / "checkpoint-best.h5");
   CHECK(best.values.at("best_val_loss") == doctest::Approx(r.val_mse).epsilon(1e-12));
 
-  std::string csv = read_file(dir / "results.csv");
+  std::string csv = testing::read_file(dir / "results.csv");
   CHECK(csv.starts_with("model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae\ngru,"));
   auto rows = read_results_csv((dir / "results.csv").string());
   REQUIRE(rows.size() == 1);
@@ -104,7 +97,7 @@ TEST_CASE("apps/train: a tiny sine run writes every file of the run directory, a
   // The resolved config reloads to the same config (the first line names the source file).
   auto body = [](const std::string& t) { return t.substr(t.find('\n')); };
   Config again = load_config((dir / "config.resolved.toml").string());
-  CHECK(body(to_toml_single(again, 0, dir.string())) == body(read_file(dir / "config.resolved.toml")));
+  CHECK(body(to_toml_single(again, 0, dir.string())) == body(testing::read_file(dir / "config.resolved.toml")));
 
   // eval re-computes the best checkpoint's test MSE.
   auto ev = run_eval(dir.string(), "test", 1);
@@ -187,7 +180,7 @@ TEST_CASE("apps/train: [train] init_from warm-starts the parameters, at another 
   }
   CHECK(cw.counters.at("global_step") == 2);  // counters start fresh
   // The resolved config records the source; a checkpoint file works as well as a run directory.
-  CHECK(read_file(b / "config.resolved.toml").find("init_from = \"" + a.string()) != std::string::npos);
+  CHECK(testing::read_file(b / "config.resolved.toml").find("init_from = \"" + a.string()) != std::string::npos);
   CHECK(run_train(warm(b, (a / "checkpoint-best.h5").string()), {.quiet = true}).finished);
   // A missing source and a model that does not match: errors naming the key, nothing written.
   CHECK_THROWS_WITH_AS(run_train(warm(bad, (a / "nope").string()), {.quiet = true}),
@@ -265,7 +258,7 @@ TEST_CASE("apps/train: compare trains every model into its own directory and wri
   auto csv = read_results_csv((dir / "results.csv").string());
   REQUIRE(csv.size() == 2);
   CHECK(csv[1].model == "ssm");
-  CHECK(read_file(dir / "results.md").find("| ssm |") != std::string::npos);
+  CHECK(testing::read_file(dir / "results.md").find("| ssm |") != std::string::npos);
   auto ev = run_eval(dir.string(), "val", 1);
   REQUIRE(ev.size() == 2);
   CHECK(ev[1].mse == doctest::Approx(rows[1].val_mse).epsilon(1e-9));
@@ -285,8 +278,8 @@ TEST_CASE("apps/train: a token task trains with cross-entropy and reports token 
   CHECK(r.test_mse > 0);  // cross-entropy
   Metrics m = read_metrics(dir / "metrics.h5");
   CHECK(m.at("test_acc").size() == 2);
-  std::string md = read_file(dir / "results.md");
+  std::string md = testing::read_file(dir / "results.md");
   CHECK(md.find("test_acc") != std::string::npos);
-  CHECK(read_file(dir / "results.csv").starts_with(
+  CHECK(testing::read_file(dir / "results.csv").starts_with(
       "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae\n"));
 }

@@ -1,9 +1,12 @@
 // Test helpers shared by every suite: closeness checks that report the worst index, both values
-// and the difference, and a gradcheck wrapper.
+// and the difference, a gradcheck wrapper, and reading a whole file.
 #pragma once
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -14,6 +17,14 @@
 #include "core/tensor.h"
 
 namespace seqlab::testing {
+
+/// The bytes of a file ("" when it cannot be opened).
+inline std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
 
 struct CloseResult {
   bool ok = true;
