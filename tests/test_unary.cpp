@@ -216,3 +216,38 @@ TEST_CASE("kernels/vmath: float erf, softplus, log, tanh against libm in double"
   CHECK(kernels::vmath::softplus_of(100.0f) == 100.0f);
   CHECK(kernels::vmath::softplus_of(-100.0f) >= 0.0f);
 }
+
+TEST_CASE("kernels/vmath: float exp and exp_nonpositive against libm in double, scalar and 16 lanes") {
+  namespace vm = kernels::vmath;
+  double worst = 0, worst_np = 0, worst_vec = 0;
+  for (int i = -870000; i <= 880000; ++i) {
+    const float x = static_cast<float>(i) * 1e-4f;  // [-87, 88]
+    const double e = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::abs(vm::exp_of(x) - e) / e);
+    if (x <= 0) worst_np = std::max(worst_np, std::abs(vm::exp_nonpositive_of(x) - e) / e);
+  }
+  // The 16-lane forms give the scalar forms' results lane for lane.
+  for (int i = -5440; i <= 5500; i += 16) {
+    vm::f32x16 v;
+    for (int l = 0; l < 16; ++l) v[l] = static_cast<float>(i + l) * 0.016f;
+    const vm::f32x16 a = vm::exp_of(v), b = vm::exp_nonpositive_of(v < vm::splat(0.0f) ? v : -v);
+    for (int l = 0; l < 16; ++l) {
+      worst_vec = std::max(worst_vec, static_cast<double>(std::abs(a[l] - vm::exp_of(v[l]))));
+      const float w = v[l] < 0 ? v[l] : -v[l];
+      worst_vec = std::max(worst_vec, static_cast<double>(std::abs(b[l] - vm::exp_nonpositive_of(w))));
+    }
+  }
+  MESSAGE("worst relative errors: exp ", worst, ", exp_nonpositive ", worst_np);
+  CHECK(worst <= 2.5e-7);
+  CHECK(worst_np <= 2.5e-7);
+  CHECK(worst_vec == 0);
+  CHECK(vm::exp_of(0.0f) == 1.0f);
+  CHECK(vm::exp_nonpositive_of(0.0f) == 1.0f);
+  CHECK(vm::exp_of(-100.0f) == 0.0f);
+  CHECK(vm::exp_nonpositive_of(-100.0f) == 0.0f);
+  CHECK(vm::exp_nonpositive_of(-INFINITY) == 0.0f);  // masked attention scores
+  CHECK(vm::exp_of(100.0f) == INFINITY);
+  CHECK(std::isnan(vm::exp_of(NAN)));
+  const vm::f32x16 masked = vm::splat(-INFINITY);
+  CHECK(vm::exp_nonpositive_of(masked)[7] == 0.0f);
+}
