@@ -142,8 +142,11 @@ Tensor S4::step(const Tensor& x_t, StepState& state) {
 
 // ---------------------------------------------------------------------------------------------
 
-std::shared_ptr<SequenceLayer> make_lssl(int64_t d_model, LayerArgs& args) {
-  LSSLOptions o;
+namespace {
+// LSSLOptions and S4Options hold the same keys.
+template <class Options>
+Options ssm_options(int64_t d_model, LayerArgs& args) {
+  Options o;
   o.d_model = d_model;
   o.d_state = args.get_int("d_state", o.d_state);
   o.dt_min = args.get_double("dt_min", o.dt_min);
@@ -151,19 +154,16 @@ std::shared_ptr<SequenceLayer> make_lssl(int64_t d_model, LayerArgs& args) {
   o.dropout = args.get_double("dropout", o.dropout);
   o.lr_scale_ssm = args.get_double("lr_scale_ssm", o.lr_scale_ssm);
   args.finish();
-  return std::make_shared<LSSL>(o);
+  return o;
+}
+}  // namespace
+
+std::shared_ptr<SequenceLayer> make_lssl(int64_t d_model, LayerArgs& args) {
+  return std::make_shared<LSSL>(ssm_options<LSSLOptions>(d_model, args));
 }
 
 std::shared_ptr<SequenceLayer> make_s4(int64_t d_model, LayerArgs& args) {
-  S4Options o;
-  o.d_model = d_model;
-  o.d_state = args.get_int("d_state", o.d_state);
-  o.dt_min = args.get_double("dt_min", o.dt_min);
-  o.dt_max = args.get_double("dt_max", o.dt_max);
-  o.dropout = args.get_double("dropout", o.dropout);
-  o.lr_scale_ssm = args.get_double("lr_scale_ssm", o.lr_scale_ssm);
-  args.finish();
-  return std::make_shared<S4>(o);
+  return std::make_shared<S4>(ssm_options<S4Options>(d_model, args));
 }
 
 }  // namespace seqlab::nn
