@@ -4,10 +4,11 @@
 //         c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)
 //   gru : r, z = sigmoid(W_i{r,z} x_t + b_i{r,z} + W_h{r,z} h_{t-1} + b_h{r,z}),
 //         n = tanh(W_in x_t + b_in + r * (W_hn h_{t-1} + b_hn)), h_t = (1 - z) * n + z * h_{t-1}
-// Batch rows never interact, so the batch is cut into one contiguous chunk per thread and each chunk
-// runs its whole sequence (input GEMM, then per step a GEMM and a fused gate loop) without any
-// synchronisation per time step. Chunks depend only on B and the thread count: results are
-// bit-identical for a given thread count.
+// Batch rows never interact, so the batch is cut into contiguous chunks of kBatchChunk rows and
+// each chunk runs its whole sequence (input GEMM, then per step a GEMM and a fused gate loop)
+// without any synchronisation per time step. The chunks depend only on B, never on the thread
+// count: a BLAS kernel may sum a row differently depending on where the row falls in its tiles
+// (OpenBLAS's AVX2 edge kernels do), so each GEMM must see the same rows at any thread count.
 #include "core/kernels/rnn.h"
 #include "core/kernels/vmath.h"
 
@@ -37,12 +38,17 @@ template <typename T>
   return vmath::tanh_of(v);
 }
 
-// Calls f(b0, b1) for one contiguous batch chunk per thread, in parallel.
+// Rows per batch chunk: large enough for an efficient per-step GEMM, small enough that a batch of
+// 32 gives 4 chunks (work for 1, 2 or 4 threads).
+constexpr int64_t kBatchChunk = 8;
+
+// Calls f(b0, b1) for each batch chunk [b0, b1) of kBatchChunk rows (the last may be shorter), in
+// parallel. The chunks are fixed by B alone.
 template <typename F>
 void for_batch_chunks(int64_t B, F&& f) {
-  int64_t n = std::max<int64_t>(1, std::min<int64_t>(B, num_threads()));
+  const int64_t n = (B + kBatchChunk - 1) / kBatchChunk;
   parallel_for(0, n, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t k = lo; k < hi; ++k) f(B * k / n, B * (k + 1) / n);
+    for (int64_t k = lo; k < hi; ++k) f(k * kBatchChunk, std::min(B, (k + 1) * kBatchChunk));
   });
 }
 
