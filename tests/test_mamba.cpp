@@ -120,47 +120,51 @@ TEST_CASE("ops/selective_scan: gradcheck (with and without gate, bias, softplus,
 }
 
 TEST_CASE("ops/selective_scan: fused vs composite reference and plain loop (float64 and float32)") {
-  // E = 20 with B = 3 splits channels into uneven blocks (partial dB, dC summed across blocks).
-  for (DType dt : {DType::f64, DType::f32})
-    for (int64_t N : {16, 5})
-      for (bool full : {true, false}) {
-        ScanInputs s = make_scan_inputs(3, 11, 20, N, dt, 5);
-        if (!full) s.delta = leaf(rand_uniform({3, 11, 20}, 0.05, 1.0, dt));  // no softplus: keep delta > 0
-        Tensor w = randn({3, 11, 20}, 0, 1, dt);
-        auto ref = scan_outputs(selective_scan_reference, s, full, 64, w);
-        auto loop = scan_outputs(selective_scan_loop, s, full, 64, w);
-        double tol = dt == DType::f64 ? 1e-11 : 2e-4;
-        double worst = 0;
-        for (int64_t chunk : {1, 4, 64}) {
-          auto fused = scan_outputs(selective_scan, s, full, chunk, w);
-          for (size_t i = 0; i < fused.size(); ++i) {
-            CAPTURE(i);
-            CAPTURE(chunk);
-            CHECK_CLOSE(fused[i], ref[i], tol, tol);
-            CHECK_CLOSE(loop[i], ref[i], tol, tol);
-            auto a = fused[i].to_vector(), b = ref[i].to_vector();
-            for (size_t k = 0; k < a.size(); ++k) worst = std::max(worst, std::abs(a[k] - b[k]) / (1 + std::abs(b[k])));
+  testing::for_each_isa([&] {
+    // E = 20 with B = 3 splits channels into uneven blocks (partial dB, dC summed across blocks).
+    for (DType dt : {DType::f64, DType::f32})
+      for (int64_t N : {16, 5})
+        for (bool full : {true, false}) {
+          ScanInputs s = make_scan_inputs(3, 11, 20, N, dt, 5);
+          if (!full) s.delta = leaf(rand_uniform({3, 11, 20}, 0.05, 1.0, dt));  // no softplus: keep delta > 0
+          Tensor w = randn({3, 11, 20}, 0, 1, dt);
+          auto ref = scan_outputs(selective_scan_reference, s, full, 64, w);
+          auto loop = scan_outputs(selective_scan_loop, s, full, 64, w);
+          double tol = dt == DType::f64 ? 1e-11 : 2e-4;
+          double worst = 0;
+          for (int64_t chunk : {1, 4, 64}) {
+            auto fused = scan_outputs(selective_scan, s, full, chunk, w);
+            for (size_t i = 0; i < fused.size(); ++i) {
+              CAPTURE(i);
+              CAPTURE(chunk);
+              CHECK_CLOSE(fused[i], ref[i], tol, tol);
+              CHECK_CLOSE(loop[i], ref[i], tol, tol);
+              auto a = fused[i].to_vector(), b = ref[i].to_vector();
+              for (size_t k = 0; k < a.size(); ++k) worst = std::max(worst, std::abs(a[k] - b[k]) / (1 + std::abs(b[k])));
+            }
           }
+          MESSAGE("selective_scan fused vs reference " << std::string(dtype_name(dt)) << " N=" << N << " full=" << full
+                                                       << ": max |diff|/(1+|ref|) " << worst);
         }
-        MESSAGE("selective_scan fused vs reference " << std::string(dtype_name(dt)) << " N=" << N << " full=" << full
-                                                     << ": max |diff|/(1+|ref|) " << worst);
-      }
+  });
 }
 
 TEST_CASE("ops/selective_scan: bit-identical at 1 and 2 threads") {
-  // (B, E) = (2, 24): one task per batch row, a full and a partial 16-channel block; (1, 64): four
-  // channel groups per row, whose dB, dC partials are summed afterwards.
-  for (auto [B, E] : {std::pair<int64_t, int64_t>{2, 24}, {1, 64}}) {
-    ScanInputs s = make_scan_inputs(B, 70, E, 16, DType::f32, 9);
-    Tensor w = randn({B, 70, E}, 0, 1, DType::f32);
-    int prev = num_threads();
-    set_num_threads(1);
-    auto one = scan_outputs(selective_scan, s, true, 16, w);
-    set_num_threads(2);
-    auto two = scan_outputs(selective_scan, s, true, 16, w);
-    set_num_threads(prev);
-    for (size_t i = 0; i < one.size(); ++i) CHECK(one[i].to_vector() == two[i].to_vector());
-  }
+  testing::for_each_isa([&] {
+    // (B, E) = (2, 24): one task per batch row, a full and a partial 16-channel block; (1, 64): four
+    // channel groups per row, whose dB, dC partials are summed afterwards.
+    for (auto [B, E] : {std::pair<int64_t, int64_t>{2, 24}, {2, 20}, {1, 64}}) {
+      ScanInputs s = make_scan_inputs(B, 70, E, 16, DType::f32, 9);
+      Tensor w = randn({B, 70, E}, 0, 1, DType::f32);
+      int prev = num_threads();
+      set_num_threads(1);
+      auto one = scan_outputs(selective_scan, s, true, 16, w);
+      set_num_threads(2);
+      auto two = scan_outputs(selective_scan, s, true, 16, w);
+      set_num_threads(prev);
+      for (size_t i = 0; i < one.size(); ++i) CHECK(one[i].to_vector() == two[i].to_vector());
+    }
+  });
 }
 
 TEST_CASE("ops/selective_scan: memory has no (B, T, E, N) term") {
@@ -275,32 +279,34 @@ TEST_CASE("layers/mamba: PyTorch reference (tests/fixtures/gen_mamba.py)") {
 }
 
 TEST_CASE("layers/mamba: step mode equals the parallel forward") {
-  // d_model 10: d_inner 20, one 16-channel block of the float d_state-16 step kernel and a tail.
-  for (int64_t D : {8, 10})
-    for (DType dt : {DType::f64, DType::f32}) {
-      CAPTURE(D);
-      nn::MambaOptions o;
-      o.d_model = D;
-      o.scan_chunk = 3;
-      nn::Mamba m(o);
-      m.to(dt);
-      Generator g(4);
-      const int64_t B = 3, T = 9;
-      Tensor x = randn({B, T, D}, 0, 1, dt, g);
-      Tensor y;
-      {
+  testing::for_each_isa([&] {
+    // d_model 10: d_inner 20, one 16-channel block of the float d_state-16 step kernel and a tail.
+    for (int64_t D : {8, 10})
+      for (DType dt : {DType::f64, DType::f32}) {
+        CAPTURE(D);
+        nn::MambaOptions o;
+        o.d_model = D;
+        o.scan_chunk = 3;
+        nn::Mamba m(o);
+        m.to(dt);
+        Generator g(4);
+        const int64_t B = 3, T = 9;
+        Tensor x = randn({B, T, D}, 0, 1, dt, g);
+        Tensor y;
+        {
+          NoGradGuard ng;
+          y = m.forward(x);
+        }
+        nn::StepState st = m.init_state(B, dt);
+        std::vector<Tensor> ys;
+        for (int64_t t = 0; t < T; ++t) {
+          NoGradGuard ng;
+          ys.push_back(reshape(m.step(reshape(slice(x, 1, t, t + 1), {B, D}), st), {B, 1, D}));
+        }
         NoGradGuard ng;
-        y = m.forward(x);
+        double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+        CHECK_CLOSE(concat(ys, 1), y, tol, tol);
       }
-      nn::StepState st = m.init_state(B, dt);
-      std::vector<Tensor> ys;
-      for (int64_t t = 0; t < T; ++t) {
-        NoGradGuard ng;
-        ys.push_back(reshape(m.step(reshape(slice(x, 1, t, t + 1), {B, D}), st), {B, 1, D}));
-      }
-      NoGradGuard ng;
-      double tol = dt == DType::f64 ? 1e-12 : 1e-5;
-      CHECK_CLOSE(concat(ys, 1), y, tol, tol);
-    }
+  });
 }
 

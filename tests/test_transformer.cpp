@@ -91,53 +91,59 @@ TEST_CASE("ops/attention: fused vs composite reference, float64") {
 }
 
 TEST_CASE("ops/attention: fused vs composite reference, float32") {
-  for (bool causal : {false, true}) {
-    compare_fused_reference(2, 2, 5, 5, 3, causal, DType::f32, 1e-4);
-    compare_fused_reference(1, 3, 150, 150, 8, causal, DType::f32, 1e-4);
-  }
+  testing::for_each_isa([&] {
+    for (bool causal : {false, true}) {
+      compare_fused_reference(2, 2, 5, 5, 3, causal, DType::f32, 1e-4);
+      compare_fused_reference(1, 3, 150, 150, 8, causal, DType::f32, 1e-4);
+    }
+  });
 }
 
 TEST_CASE("ops/attention: float32 vector kernels (Dh a multiple of 16) vs composite reference") {
-  for (bool causal : {false, true}) {
-    compare_fused_reference(2, 2, 5, 5, 16, causal, DType::f32, 1e-4);      // one partial block
-    compare_fused_reference(1, 3, 150, 150, 16, causal, DType::f32, 1e-4);  // ragged blocks and tiles
-    compare_fused_reference(2, 1, 64, 300, 16, causal, DType::f32, 1e-4);   // Tk > Tq, 3 forward blocks
-    compare_fused_reference(1, 2, 3, 130, 32, causal, DType::f32, 1e-4);    // few queries on many keys
-    compare_fused_reference(1, 1, 37, 37, 48, causal, DType::f32, 1e-4);
-    compare_fused_reference(1, 2, 70, 70, 64, causal, DType::f32, 1e-4);
-  }
-  compare_fused_reference(1, 1, 100, 7, 16, false, DType::f32, 1e-4);  // Tq > Tk (non-causal only)
+  testing::for_each_isa([&] {
+    for (bool causal : {false, true}) {
+      compare_fused_reference(2, 2, 5, 5, 16, causal, DType::f32, 1e-4);      // one partial block
+      compare_fused_reference(1, 3, 150, 150, 16, causal, DType::f32, 1e-4);  // ragged blocks and tiles
+      compare_fused_reference(2, 1, 64, 300, 16, causal, DType::f32, 1e-4);   // Tk > Tq, 3 forward blocks
+      compare_fused_reference(1, 2, 3, 130, 32, causal, DType::f32, 1e-4);    // few queries on many keys
+      compare_fused_reference(1, 1, 37, 37, 48, causal, DType::f32, 1e-4);
+      compare_fused_reference(1, 2, 70, 70, 64, causal, DType::f32, 1e-4);
+    }
+    compare_fused_reference(1, 1, 100, 7, 16, false, DType::f32, 1e-4);  // Tq > Tk (non-causal only)
+  });
 }
 
 TEST_CASE("ops/attention_packed: equals split_heads -> attention -> merge_heads, forward and gradients") {
-  // float32 with Dh = 16, 32 runs the strided vector kernels; float64 and Dh = 8 the split fallback.
-  struct Case {
-    int64_t B, T, H, Dh;
-    DType dt;
-    double tol;
-  };
-  for (const Case& c : {Case{2, 150, 4, 16, DType::f32, 1e-4}, Case{1, 37, 2, 32, DType::f32, 1e-4},
-                        Case{2, 20, 2, 8, DType::f32, 1e-4}, Case{2, 30, 2, 16, DType::f64, 1e-12}})
-    for (bool causal : {false, true}) {
-      Generator gen(13 + c.T);
-      const int64_t D = c.H * c.Dh;
-      Tensor x0 = randn({c.B, c.T, 3 * D}, 0, 1, c.dt, gen), w = randn({c.B, c.T, D}, 0, 1, c.dt, gen);
-      Tensor xa = x0.clone().set_requires_grad(), xb = x0.clone().set_requires_grad();
-      Tensor ya = attention_packed(xa, c.H, causal);
-      std::vector<Tensor> p = split_heads(xb, 3, c.H);
-      Tensor yb = merge_heads(attention(p[0], p[1], p[2], causal));
-      backward(sum(mul(ya, w)));
-      backward(sum(mul(yb, w)));
-      MESSAGE("attention_packed Dh=", c.Dh, " ", std::string(dtype_name(c.dt)), " causal=", causal,
-              ": rel error out ", rel_err(ya, yb), ", grad ", rel_err(xa.grad(), xb.grad()));
-      CHECK_CLOSE(ya, yb, c.tol, c.tol);
-      CHECK_CLOSE(xa.grad(), xb.grad(), c.tol, c.tol);
-    }
-  Generator gen(4);
-  std::vector<Tensor> in{randn({2, 9, 12}, 0, 1, DType::f64, gen).set_requires_grad()};
-  auto r = gradcheck([&](const std::vector<Tensor>& x) { return attention_packed(x[0], 2, true); }, in);
-  CHECK_MESSAGE(r.ok, r.report);
-  CHECK_THROWS_AS(attention_packed(Tensor::zeros({1, 4, 10}), 2, false), Error);  // 10 % (3 * 2) != 0
+  testing::for_each_isa([&] {
+    // float32 with Dh = 16, 32 runs the strided vector kernels; float64 and Dh = 8 the split fallback.
+    struct Case {
+      int64_t B, T, H, Dh;
+      DType dt;
+      double tol;
+    };
+    for (const Case& c : {Case{2, 150, 4, 16, DType::f32, 1e-4}, Case{1, 37, 2, 32, DType::f32, 1e-4},
+                          Case{2, 20, 2, 8, DType::f32, 1e-4}, Case{2, 30, 2, 16, DType::f64, 1e-12}})
+      for (bool causal : {false, true}) {
+        Generator gen(13 + c.T);
+        const int64_t D = c.H * c.Dh;
+        Tensor x0 = randn({c.B, c.T, 3 * D}, 0, 1, c.dt, gen), w = randn({c.B, c.T, D}, 0, 1, c.dt, gen);
+        Tensor xa = x0.clone().set_requires_grad(), xb = x0.clone().set_requires_grad();
+        Tensor ya = attention_packed(xa, c.H, causal);
+        std::vector<Tensor> p = split_heads(xb, 3, c.H);
+        Tensor yb = merge_heads(attention(p[0], p[1], p[2], causal));
+        backward(sum(mul(ya, w)));
+        backward(sum(mul(yb, w)));
+        MESSAGE("attention_packed Dh=", c.Dh, " ", std::string(dtype_name(c.dt)), " causal=", causal,
+                ": rel error out ", rel_err(ya, yb), ", grad ", rel_err(xa.grad(), xb.grad()));
+        CHECK_CLOSE(ya, yb, c.tol, c.tol);
+        CHECK_CLOSE(xa.grad(), xb.grad(), c.tol, c.tol);
+      }
+    Generator gen(4);
+    std::vector<Tensor> in{randn({2, 9, 12}, 0, 1, DType::f64, gen).set_requires_grad()};
+    auto r = gradcheck([&](const std::vector<Tensor>& x) { return attention_packed(x[0], 2, true); }, in);
+    CHECK_MESSAGE(r.ok, r.report);
+    CHECK_THROWS_AS(attention_packed(Tensor::zeros({1, 4, 10}), 2, false), Error);  // 10 % (3 * 2) != 0
+  });
 }
 
 TEST_CASE("ops/attention: gradcheck") {
@@ -154,26 +160,28 @@ TEST_CASE("ops/attention: gradcheck") {
 }
 
 TEST_CASE("ops/attention: bit-identical across thread counts") {
-  // Dh = 8 runs the GEMM tile loops, Dh = 16 the vector kernels; B H = 2 splits the forward's queries.
-  for (int64_t B : {2, 1})
-    for (int64_t Dh : {8, 16}) {
-      const int64_t H = B == 2 ? 3 : 2;
-      Generator gen(9);
-      Tensor q = randn({B, H, 200, Dh}, 0, 1, DType::f32, gen), k = randn({B, H, 200, Dh}, 0, 1, DType::f32, gen);
-      Tensor v = randn({B, H, 200, Dh}, 0, 1, DType::f32, gen), w = randn({B, H, 200, Dh}, 0, 1, DType::f32, gen);
-      const int before = num_threads();
-      set_num_threads(1);
-      AttnGrads one = run_attention(true, q, k, v, w, true);
-      set_num_threads(2);
-      AttnGrads two = run_attention(true, q, k, v, w, true);
-      AttnGrads again = run_attention(true, q, k, v, w, true);
-      set_num_threads(before);
-      CHECK(one.out.to_vector() == two.out.to_vector());
-      CHECK(one.dq.to_vector() == two.dq.to_vector());
-      CHECK(one.dk.to_vector() == two.dk.to_vector());
-      CHECK(one.dv.to_vector() == two.dv.to_vector());
-      CHECK(again.dq.to_vector() == two.dq.to_vector());
-    }
+  testing::for_each_isa([&] {
+    // Dh = 8 runs the GEMM tile loops, Dh = 16 the vector kernels; B H = 2 splits the forward's queries.
+    for (int64_t B : {2, 1})
+      for (int64_t Dh : {8, 16}) {
+        const int64_t H = B == 2 ? 3 : 2;
+        Generator gen(9);
+        Tensor q = randn({B, H, 200, Dh}, 0, 1, DType::f32, gen), k = randn({B, H, 200, Dh}, 0, 1, DType::f32, gen);
+        Tensor v = randn({B, H, 200, Dh}, 0, 1, DType::f32, gen), w = randn({B, H, 200, Dh}, 0, 1, DType::f32, gen);
+        const int before = num_threads();
+        set_num_threads(1);
+        AttnGrads one = run_attention(true, q, k, v, w, true);
+        set_num_threads(2);
+        AttnGrads two = run_attention(true, q, k, v, w, true);
+        AttnGrads again = run_attention(true, q, k, v, w, true);
+        set_num_threads(before);
+        CHECK(one.out.to_vector() == two.out.to_vector());
+        CHECK(one.dq.to_vector() == two.dq.to_vector());
+        CHECK(one.dk.to_vector() == two.dk.to_vector());
+        CHECK(one.dv.to_vector() == two.dv.to_vector());
+        CHECK(again.dq.to_vector() == two.dq.to_vector());
+      }
+  });
 }
 
 TEST_CASE("ops/attention: bad shapes are errors") {
@@ -238,21 +246,23 @@ TEST_CASE("layers/transformer: gradcheck") {
 }
 
 TEST_CASE("layers/transformer: float32 with Dh = 16 is bit-identical at 1 and 2 threads and run to run") {
-  auto run = [](int threads) {
-    set_num_threads(threads);
-    Generator gen(17);
-    TransformerOptions o;
-    o.d_model = 32;
-    o.n_heads = 2;  // Dh = 16: the vector attention kernels
-    o.dropout = 0.0;
-    Transformer layer(o, gen);
-    return testing::forward_backward_values(layer, randn({3, 70, 32}, 0, 1, DType::f32, gen));
-  };
-  const int before = num_threads();
-  auto one = run(1), two = run(2), again = run(2);
-  set_num_threads(before);
-  CHECK(one == two);
-  CHECK(two == again);
+  testing::for_each_isa([&] {
+    auto run = [](int threads) {
+      set_num_threads(threads);
+      Generator gen(17);
+      TransformerOptions o;
+      o.d_model = 32;
+      o.n_heads = 2;  // Dh = 16: the vector attention kernels
+      o.dropout = 0.0;
+      Transformer layer(o, gen);
+      return testing::forward_backward_values(layer, randn({3, 70, 32}, 0, 1, DType::f32, gen));
+    };
+    const int before = num_threads();
+    auto one = run(1), two = run(2), again = run(2);
+    set_num_threads(before);
+    CHECK(one == two);
+    CHECK(two == again);
+  });
 }
 
 TEST_CASE("layers/transformer: PyTorch reference") {
@@ -293,34 +303,36 @@ TEST_CASE("layers/transformer: PyTorch reference") {
 }
 
 TEST_CASE("layers/transformer: step mode equals the parallel forward") {
-  for (std::string pe : {"none", "sinusoidal", "learned"}) {
-    Generator gen(21);
-    TransformerOptions o;
-    o.d_model = 8;
-    o.n_heads = 2;
-    o.dropout = 0.0;
-    o.causal = true;
-    o.pos_encoding = pe;
-    o.max_len = 40;
-    Transformer layer(o, gen);
-    layer.to(DType::f64);
-    CHECK(layer.has_step());
-    const int64_t B = 2, T = 37;  // crosses the cache's growth from 16 to 32 to 64 rows
-    Tensor x = randn({B, T, 8}, 0, 1, DType::f64, gen);
-    NoGradGuard ng;
-    Tensor y = layer.forward(x);
-    StepState st = layer.init_state(B, DType::f64);
-    double e = 0;
-    for (int64_t t = 0; t < T; ++t) {
-      Tensor yt = layer.step(slice(x, 1, t, t + 1).view({B, 8}), st);
-      Tensor ref = slice(y, 1, t, t + 1);
-      CHECK_CLOSE(yt, ref, 1e-10, 1e-10);
-      e = std::max(e, rel_err(yt, ref));
+  testing::for_each_isa([&] {
+    for (std::string pe : {"none", "sinusoidal", "learned"}) {
+      Generator gen(21);
+      TransformerOptions o;
+      o.d_model = 8;
+      o.n_heads = 2;
+      o.dropout = 0.0;
+      o.causal = true;
+      o.pos_encoding = pe;
+      o.max_len = 40;
+      Transformer layer(o, gen);
+      layer.to(DType::f64);
+      CHECK(layer.has_step());
+      const int64_t B = 2, T = 37;  // crosses the cache's growth from 16 to 32 to 64 rows
+      Tensor x = randn({B, T, 8}, 0, 1, DType::f64, gen);
+      NoGradGuard ng;
+      Tensor y = layer.forward(x);
+      StepState st = layer.init_state(B, DType::f64);
+      double e = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        Tensor yt = layer.step(slice(x, 1, t, t + 1).view({B, 8}), st);
+        Tensor ref = slice(y, 1, t, t + 1);
+        CHECK_CLOSE(yt, ref, 1e-10, 1e-10);
+        e = std::max(e, rel_err(yt, ref));
+      }
+      MESSAGE("transformer step vs forward (pos ", pe, "): max rel error ", e);
     }
-    MESSAGE("transformer step vs forward (pos ", pe, "): max rel error ", e);
-  }
-  Transformer full(TransformerOptions{8, 2});
-  CHECK_FALSE(full.has_step());
-  CHECK_THROWS_AS(full.init_state(1, DType::f32), Error);
+    Transformer full(TransformerOptions{8, 2});
+    CHECK_FALSE(full.has_step());
+    CHECK_THROWS_AS(full.init_state(1, DType::f32), Error);
+  });
 }
 

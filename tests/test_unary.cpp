@@ -7,6 +7,7 @@
 #include "core/kernels/vmath.h"
 #include "ops_testing.h"
 
+#pragma GCC diagnostic ignored "-Wpsabi"  // 16-lane vmath forms on the baseline ISA
 using namespace seqlab;
 using namespace seqlab::testing;
 

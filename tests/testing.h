@@ -14,9 +14,23 @@
 #include "autograd/node.h"
 #include "autograd/ops/elementwise.h"
 #include "autograd/ops/reduce.h"
+#include "core/isa.h"
 #include "core/tensor.h"
 
 namespace seqlab::testing {
+
+/// Runs body() once on every ISA path this CPU supports (core/isa.h), narrowest first, with the
+/// path named in any failure; the path in use before is restored afterwards.
+template <typename F>
+void for_each_isa(F&& body) {
+  for (Isa isa : supported_isas()) {
+    IsaGuard guard(isa);
+    const std::string name = isa_name(isa);
+    INFO("ISA path ", name);
+    MESSAGE("ISA path ", name);
+    body();
+  }
+}
 
 /// The bytes of a file ("" when it cannot be opened).
 inline std::string read_file(const std::filesystem::path& p) {

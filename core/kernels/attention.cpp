@@ -3,9 +3,11 @@
 // Backward: P = exp(S - lse) recomputed per tile, dV += P^T dO, dP = dO V^T, dS = P * (dP - D) with
 // D = rowsum(dO * O), dK += scale dS^T Q, dQ += scale dS K.
 // Two implementations of the same loops: float with Dh a multiple of 16 (every head width the
-// standard models use) runs explicit 16-lane vector code (one AVX-512 register per 16 floats of a
-// head row): blocks of kR = 8 query rows against K^T and V^T packed once per head, so every score
-// vector is 16 keys x one row and the exponentials run 16 at a time (vmath::exp_nonpositive_of). Tiny CBLAS
+// standard models use) runs explicit vector code of kW lanes, one register of the ISA path this copy
+// is compiled for (core/kernels/isa_target.h: 16 on AVX-512, 8 on AVX2, 4 on SSE2): blocks of kR
+// query rows against K^T and V^T packed once per head, so every score vector is kW keys x one row
+// and the exponentials run kW at a time (vmath::exp_nonpositive_of); kR and the keys per dK/dV pass
+// fit the path's register file (rows_per_block, keys_per_pass). Tiny CBLAS
 // calls on 64 x 64 x 16 tiles spent most of their time packing and in edge kernels (the profile of
 // issue 5). Double (gradchecks) and other head widths keep the tile loops on single-threaded GEMMs.
 // The vector kernels also read q, k, v straight from the packed in-projection (B, T, 3, H, Dh) and
@@ -17,6 +19,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -24,8 +27,9 @@
 #include "core/kernels/matmul.h"
 #include "core/kernels/vmath.h"
 #include "core/parallel.h"
+#include "core/kernels/isa_target.h"  // last: the ISA of everything below
 
-namespace seqlab::kernels {
+namespace seqlab::kernels::SEQLAB_ISA_NS {
 namespace {
 
 // Query rows and keys per tile: a 64 x 64 score tile (16 KB in float) stays in L1/L2 next to its
@@ -189,35 +193,45 @@ void backward_head(const T* dout, const T* q, const T* k, const T* v, const T* o
   }
 }
 
-// ---- float, Dh = 16 NV: explicit 16-lane vector loops -------------------------------------------
+// ---- float, Dh = kW NV: explicit vector loops, kW lanes (one register of this ISA path) ---------
 
-using vmath::f32x16;
-using vmath::i32x16;
-using vmath::splat;
-typedef float f32x8 __attribute__((vector_size(32)));
-typedef float f32x4 __attribute__((vector_size(16)));
-// Unaligned, aliasing view of 16 floats (head rows are only 4-byte aligned in general).
-typedef float f32x16u __attribute__((vector_size(64), aligned(4), may_alias));
+constexpr int kW = kIsaLanes;
+using VF = vmath::VecTypes<kW>::f;
+using VI = vmath::IntVec<VF>;
+// Unaligned, aliasing view of kW floats (head rows are only 4-byte aligned in general).
+typedef float VFu __attribute__((vector_size(4 * kW), aligned(4), may_alias));
 
-[[gnu::always_inline]] inline f32x16 load16(const float* p) { return *reinterpret_cast<const f32x16u*>(p); }
-[[gnu::always_inline]] inline void store16(float* p, f32x16 x) { *reinterpret_cast<f32x16u*>(p) = x; }
-[[gnu::always_inline]] inline f32x16 vmax(f32x16 a, f32x16 b) { return a > b ? a : b; }
+[[gnu::always_inline]] inline VF splat(float v) { return vmath::splat<VF>(v); }
+[[gnu::always_inline]] inline VF loadv(const float* p) { return *reinterpret_cast<const VFu*>(p); }
+[[gnu::always_inline]] inline void storev(float* p, VF x) { *reinterpret_cast<VFu*>(p) = x; }
+[[gnu::always_inline]] inline VF vmax(VF a, VF b) { return a > b ? a : b; }
 // Horizontal max and sum in a fixed tree order (deterministic, independent of threads).
-[[gnu::always_inline]] inline float hmax(f32x16 x) {
-  f32x8 a = __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7);
-  f32x8 b = __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
-  a = a > b ? a : b;
-  f32x4 c = __builtin_shufflevector(a, a, 0, 1, 2, 3), e = __builtin_shufflevector(a, a, 4, 5, 6, 7);
-  c = c > e ? c : e;
-  return std::max(std::max(c[0], c[2]), std::max(c[1], c[3]));
+[[gnu::always_inline]] inline float hmax(VF x) { return vmath::reduce_max(x); }
+[[gnu::always_inline]] inline float hsum(VF x) { return vmath::reduce_add(x); }
+// Lane numbers 0 .. kW - 1 (masks of the keys past a row's visible end). Read from a constant
+// array in the kernels: a vector global would need a static initialiser, and that one would run
+// this path's instructions at program start on every CPU.
+alignas(64) constexpr int32_t kLaneIdx[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+[[gnu::always_inline]] inline VI lanes() {
+  VI v;
+  std::memcpy(&v, kLaneIdx, sizeof v);
+  return v;
 }
-[[gnu::always_inline]] inline float hsum(f32x16 x) {
-  const f32x8 a = __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7) +
-                  __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
-  const f32x4 c = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-  return (c[0] + c[2]) + (c[1] + c[3]);
+
+// Register blocking per path and head width (NV vectors per head row). AVX-512 (32 registers):
+// kR = 8 query rows and 8 keys per dK/dV pass. AVX2 and SSE2 (16 registers): the accumulators of
+// a micro-block (kR x NV in the forward's O += P V, 2 x keys x NV in the backward's dK/dV pass)
+// stay at 12 or fewer, so nothing spills.
+template <int NV>
+constexpr int rows_per_block() {
+  if (kW == 16) return 8;
+  return NV <= 1 ? 8 : NV == 2 ? 4 : NV <= 4 ? 2 : 1;
 }
-const i32x16 kLane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+template <int NV>
+constexpr int keys_per_pass() {
+  if (kW == 16) return 8;
+  return NV <= 1 ? 4 : NV <= 3 ? 2 : 1;
+}
 
 
 // Where head (b, h) of q, k, v (and of their gradients) and of the output lives: x's rows of head
@@ -252,7 +266,6 @@ Layout packed_layout(int64_t T, int64_t H, int64_t Dh) {
   return l;
 }
 
-constexpr int kR = 8;            // query rows per micro-block: 8 independent FMA chains per loop
 constexpr int64_t kFwdC = 128;   // keys per forward block (one max / rescale per row and block)
 constexpr int64_t kBwdC = 64;    // keys per backward tile (its dK, dV rows stay in L1)
 
@@ -273,7 +286,8 @@ void pack_transposed(const float* x, int64_t ldx, int64_t rows, int64_t Dh, floa
 template <int NV>
 void forward_rows_vec(const float* q, const float* kt, int64_t ldkt, const float* v, float* o, float* lse, int64_t i0,
                       int64_t rows, const Dims& d, int64_t ldq, int64_t ldo) {
-  constexpr int Dh = 16 * NV;
+  constexpr int Dh = kW * NV;
+  constexpr int kR = rows_per_block<NV>();
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   alignas(64) float qs[kR][Dh];
@@ -284,28 +298,28 @@ void forward_rows_vec(const float* q, const float* kt, int64_t ldkt, const float
     for (int e = 0; e < Dh; ++e) qs[r][e] = q[i * ldq + e] * scale;
     vend[r] = d.visible_end(i);
   }
-  f32x16 oacc[kR][NV] = {};
-  f32x16 lacc[kR] = {};
+  VF oacc[kR][NV] = {};
+  VF lacc[kR] = {};
   float m[kR];
   std::fill(m, m + kR, kNegInf);
   const int64_t j_end = vend[kR - 1];  // the visible end grows with the row
   for (int64_t j0 = 0; j0 < j_end; j0 += kFwdC) {
-    const int64_t cols = std::min(kFwdC, j_end - j0), ng = (cols + 15) / 16;
+    const int64_t cols = std::min(kFwdC, j_end - j0), ng = (cols + kW - 1) / kW;
     const int64_t all_see = vend[0] - j0;  // keys j0 .. j0 + all_see - 1 are visible to every row
-    f32x16 mx[kR];
+    VF mx[kR];
     for (int r = 0; r < kR; ++r) mx[r] = splat(kNegInf);
-    for (int64_t g = 0; g < ng; ++g) {  // S = (scale q) K^T, 16 keys x kR rows per pass; row maxima
-      f32x16 acc[kR] = {};
-      const float* kg = kt + j0 + 16 * g;
+    for (int64_t g = 0; g < ng; ++g) {  // S = (scale q) K^T, kW keys x kR rows per pass; row maxima
+      VF acc[kR] = {};
+      const float* kg = kt + j0 + kW * g;
       for (int e = 0; e < Dh; ++e) {
-        const f32x16 kv = load16(kg + e * ldkt);
+        const VF kv = loadv(kg + e * ldkt);
         for (int r = 0; r < kR; ++r) acc[r] += qs[r][e] * kv;
       }
-      if (16 * (g + 1) > all_see)  // masked keys (causal, or past the end) become -inf
+      if (kW * (g + 1) > all_see)  // masked keys (causal, or past the end) become -inf
         for (int r = 0; r < kR; ++r)
-          acc[r] = kLane < static_cast<int32_t>(vend[r] - j0 - 16 * g) ? acc[r] : splat(kNegInf);
+          acc[r] = lanes() < static_cast<int32_t>(vend[r] - j0 - kW * g) ? acc[r] : splat(kNegInf);
       for (int r = 0; r < kR; ++r) {
-        store16(&p[r][16 * g], acc[r]);
+        storev(&p[r][kW * g], acc[r]);
         mx[r] = vmax(mx[r], acc[r]);
       }
     }
@@ -313,10 +327,10 @@ void forward_rows_vec(const float* q, const float* kt, int64_t ldkt, const float
       const float m_new = std::max(m[r], hmax(mx[r]));
       const float shift = m_new == kNegInf ? 0.0f : m_new;
       const float alpha = vmath::exp_of(m[r] - shift);  // 0 on the first block (m = -inf)
-      f32x16 sum = {};
+      VF sum = {};
       for (int64_t g = 0; g < ng; ++g) {
-        const f32x16 e = vmath::exp_nonpositive_of(load16(&p[r][16 * g]) - shift);  // masked: exp(-inf) = 0
-        store16(&p[r][16 * g], e);
+        const VF e = vmath::exp_nonpositive_of(loadv(&p[r][kW * g]) - shift);  // masked: exp(-inf) = 0
+        storev(&p[r][kW * g], e);
         sum += e;
       }
       lacc[r] = lacc[r] * alpha + sum;
@@ -324,15 +338,15 @@ void forward_rows_vec(const float* q, const float* kt, int64_t ldkt, const float
       m[r] = m_new;
     }
     for (int64_t j = 0; j < cols; ++j) {  // O += P V
-      f32x16 vv[NV];
-      for (int u = 0; u < NV; ++u) vv[u] = load16(v + (j0 + j) * ldq + 16 * u);
+      VF vv[NV];
+      for (int u = 0; u < NV; ++u) vv[u] = loadv(v + (j0 + j) * ldq + kW * u);
       for (int r = 0; r < kR; ++r)
         for (int u = 0; u < NV; ++u) oacc[r][u] += p[r][j] * vv[u];
     }
   }
   for (int64_t r = 0; r < rows; ++r) {
     const float l = hsum(lacc[r]), inv = 1.0f / l;
-    for (int u = 0; u < NV; ++u) store16(o + (i0 + r) * ldo + 16 * u, oacc[r][u] * inv);
+    for (int u = 0; u < NV; ++u) storev(o + (i0 + r) * ldo + kW * u, oacc[r][u] * inv);
     lse[i0 + r] = m[r] + std::log(l);
   }
 }
@@ -341,7 +355,8 @@ void forward_rows_vec(const float* q, const float* kt, int64_t ldkt, const float
 template <int NV>
 void forward_all_vec(const float* q, const float* k, const float* v, float* o, float* lse, const Dims& d,
                      const Layout& lay) {
-  constexpr int Dh = 16 * NV;
+  constexpr int Dh = kW * NV;
+  constexpr int kR = rows_per_block<NV>();
   // Whole heads per task when there are enough of them; otherwise query chunks (each row's result
   // does not depend on the chunking, so neither does the output).
   const int64_t per_head =
@@ -380,18 +395,19 @@ template <int NV>
 void backward_head_vec(const float* dout, const float* q, const float* k, const float* v, const float* o,
                        const float* lse, float* dq, float* dk, float* dv, const Dims& d, int64_t ldq, int64_t ldo,
                        BwdScratchVec& w) {
-  constexpr int Dh = 16 * NV;
+  constexpr int Dh = kW * NV;
+  constexpr int kR = rows_per_block<NV>(), kJ = keys_per_pass<NV>();
   const int64_t Tq = d.Tq, Tk = d.Tk, ld = round16(Tk);
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
   float *kt = w.kt.data(), *vt = w.vt.data(), *ks = w.ks.data(), *drow = w.drow.data();
   pack_transposed(k, ldq, Tk, Dh, kt, ld);
   pack_transposed(v, ldq, Tk, Dh, vt, ld);
   for (int64_t j = 0; j < Tk; ++j)
-    for (int u = 0; u < NV; ++u) store16(ks + j * Dh + 16 * u, load16(k + j * ldq + 16 * u) * scale);
+    for (int u = 0; u < NV; ++u) storev(ks + j * Dh + kW * u, loadv(k + j * ldq + kW * u) * scale);
   std::fill(ks + Tk * Dh, ks + ld * Dh, 0.0f);
   for (int64_t i = 0; i < Tq; ++i) {  // D_i = rowsum(dO * O) = sum_j P_ij dP_ij
-    f32x16 acc = {};
-    for (int u = 0; u < NV; ++u) acc += load16(dout + i * ldo + 16 * u) * load16(o + i * ldo + 16 * u);
+    VF acc = {};
+    for (int u = 0; u < NV; ++u) acc += loadv(dout + i * ldo + kW * u) * loadv(o + i * ldo + kW * u);
     drow[i] = hsum(acc);
   }
   for (int64_t i = 0; i < Tq; ++i) std::fill(dq + i * ldq, dq + i * ldq + Dh, 0.0f);
@@ -400,7 +416,7 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
   float lse_r[kR], d_r[kR];
   int32_t vis[kR];
   for (int64_t j0 = 0; j0 < Tk; j0 += kBwdC) {
-    const int64_t cols = std::min(kBwdC, Tk - j0), ng = (cols + 15) / 16, nj = 16 * ng;
+    const int64_t cols = std::min(kBwdC, Tk - j0), ng = (cols + kW - 1) / kW, nj = kW * ng;
     float *dkt = w.dkt.data(), *dvt = w.dvt.data();  // rows of the tile, Dh floats each
     std::fill(w.dkt.begin(), w.dkt.end(), 0.0f);
     std::fill(w.dvt.begin(), w.dvt.end(), 0.0f);
@@ -418,69 +434,69 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
         d_r[r] = drow[i];
         vis[r] = r < rows ? static_cast<int32_t>(std::clamp<int64_t>(d.visible_end(i) - j0, 0, cols)) : 0;
       }
-      for (int64_t g = 0; g < ng; ++g) {  // S = (scale q) K^T and dP = dO V^T, 16 keys x kR rows
-        f32x16 as[kR] = {}, ap[kR] = {};
-        const float* kg = kt + j0 + 16 * g;
-        const float* vg = vt + j0 + 16 * g;
+      for (int64_t g = 0; g < ng; ++g) {  // S = (scale q) K^T and dP = dO V^T, kW keys x kR rows
+        VF as[kR] = {}, ap[kR] = {};
+        const float* kg = kt + j0 + kW * g;
+        const float* vg = vt + j0 + kW * g;
         for (int e = 0; e < Dh; ++e) {
-          const f32x16 kv = load16(kg + e * ld), vv = load16(vg + e * ld);
+          const VF kv = loadv(kg + e * ld), vv = loadv(vg + e * ld);
           for (int r = 0; r < kR; ++r) {
             as[r] += qs[r][e] * kv;
             ap[r] += dob[r][e] * vv;
           }
         }
         for (int r = 0; r < kR; ++r) {  // P = exp(S - lse) (0 where masked), dS = P (dP - D)
-          const f32x16 e = vmath::exp_nonpositive_of(as[r] - lse_r[r]);
-          const f32x16 pr = kLane < vis[r] - static_cast<int32_t>(16 * g) ? e : splat(0.0f);
-          store16(&P[r][16 * g], pr);
-          store16(&dS[r][16 * g], pr * (ap[r] - d_r[r]));
+          const VF e = vmath::exp_nonpositive_of(as[r] - lse_r[r]);
+          const VF pr = lanes() < vis[r] - static_cast<int32_t>(kW * g) ? e : splat(0.0f);
+          storev(&P[r][kW * g], pr);
+          storev(&dS[r][kW * g], pr * (ap[r] - d_r[r]));
         }
       }
       // dV_j += sum_r P_rj dO_r, dK_j += sum_r dS_rj (scale q_r): 8 keys at a time, rows in order
-      for (int64_t jb = 0; jb < nj; jb += 8) {
-        f32x16 av[8][NV], ak[8][NV];
-        for (int u = 0; u < 8; ++u)
+      for (int64_t jb = 0; jb < nj; jb += kJ) {
+        VF av[kJ][NV], ak[kJ][NV];
+        for (int u = 0; u < kJ; ++u)
           for (int t = 0; t < NV; ++t) {
-            av[u][t] = load16(dvt + (jb + u) * Dh + 16 * t);
-            ak[u][t] = load16(dkt + (jb + u) * Dh + 16 * t);
+            av[u][t] = loadv(dvt + (jb + u) * Dh + kW * t);
+            ak[u][t] = loadv(dkt + (jb + u) * Dh + kW * t);
           }
         for (int64_t r = 0; r < rows; ++r) {
-          f32x16 dor[NV], qr[NV];
+          VF dor[NV], qr[NV];
           for (int t = 0; t < NV; ++t) {
-            dor[t] = load16(&dob[r][16 * t]);
-            qr[t] = load16(&qs[r][16 * t]);
+            dor[t] = loadv(&dob[r][kW * t]);
+            qr[t] = loadv(&qs[r][kW * t]);
           }
           const float* pr = &P[r][jb];  // one base pointer per row: 8 broadcasts at fixed offsets
           const float* sr = &dS[r][jb];
-          for (int u = 0; u < 8; ++u)
+          for (int u = 0; u < kJ; ++u)
             for (int t = 0; t < NV; ++t) {
               av[u][t] += pr[u] * dor[t];
               ak[u][t] += sr[u] * qr[t];
             }
         }
-        for (int u = 0; u < 8; ++u)
+        for (int u = 0; u < kJ; ++u)
           for (int t = 0; t < NV; ++t) {
-            store16(dvt + (jb + u) * Dh + 16 * t, av[u][t]);
-            store16(dkt + (jb + u) * Dh + 16 * t, ak[u][t]);
+            storev(dvt + (jb + u) * Dh + kW * t, av[u][t]);
+            storev(dkt + (jb + u) * Dh + kW * t, ak[u][t]);
           }
       }
       // dQ_r += sum_j dS_rj (scale k_j): every row at once, keys in order
-      f32x16 aq[kR][NV];
+      VF aq[kR][NV];
       for (int r = 0; r < kR; ++r)
-        for (int t = 0; t < NV; ++t) aq[r][t] = r < rows ? load16(dq + (i0 + r) * ldq + 16 * t) : splat(0.0f);
+        for (int t = 0; t < NV; ++t) aq[r][t] = r < rows ? loadv(dq + (i0 + r) * ldq + kW * t) : splat(0.0f);
       for (int64_t j = 0; j < cols; ++j) {
-        f32x16 kr[NV];
-        for (int t = 0; t < NV; ++t) kr[t] = load16(ks + (j0 + j) * Dh + 16 * t);
+        VF kr[NV];
+        for (int t = 0; t < NV; ++t) kr[t] = loadv(ks + (j0 + j) * Dh + kW * t);
         for (int r = 0; r < kR; ++r)
           for (int t = 0; t < NV; ++t) aq[r][t] += dS[r][j] * kr[t];
       }
       for (int64_t r = 0; r < rows; ++r)
-        for (int t = 0; t < NV; ++t) store16(dq + (i0 + r) * ldq + 16 * t, aq[r][t]);
+        for (int t = 0; t < NV; ++t) storev(dq + (i0 + r) * ldq + kW * t, aq[r][t]);
     }
     for (int64_t j = 0; j < cols; ++j)
       for (int t = 0; t < NV; ++t) {
-        store16(dk + (j0 + j) * ldq + 16 * t, load16(dkt + j * Dh + 16 * t));
-        store16(dv + (j0 + j) * ldq + 16 * t, load16(dvt + j * Dh + 16 * t));
+        storev(dk + (j0 + j) * ldq + kW * t, loadv(dkt + j * Dh + kW * t));
+        storev(dv + (j0 + j) * ldq + kW * t, loadv(dvt + j * Dh + kW * t));
       }
   }
 }
@@ -488,7 +504,7 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
 template <int NV>
 void backward_all_vec(const float* dout, const float* q, const float* k, const float* v, const float* o,
                       const float* lse, float* dq, float* dk, float* dv, const Dims& d, const Layout& lay) {
-  constexpr int Dh = 16 * NV;
+  constexpr int Dh = kW * NV;
   parallel_for(0, d.BH, 1, [&](int64_t h0, int64_t h1) {
     BwdScratchVec w(Dh, round16(d.Tk), d.Tq);  // once per chunk of heads
     for (int64_t h = h0; h < h1; ++h)
@@ -497,18 +513,18 @@ void backward_all_vec(const float* dout, const float* q, const float* k, const f
   });
 }
 
-// Dh / 16 when the vector kernels cover this head width (float, Dh in 16, 32, 48, 64), else 0.
+// Dh / kW when the vector kernels cover this head width (float, Dh in 16, 32, 48, 64), else 0.
 int vec_width(DType dt, int64_t Dh) {
-  return dt == DType::f32 && Dh % 16 == 0 && Dh >= 16 && Dh <= 64 ? static_cast<int>(Dh / 16) : 0;
+  return dt == DType::f32 && Dh % 16 == 0 && Dh >= 16 && Dh <= 64 ? static_cast<int>(Dh / kW) : 0;
 }
 
 template <typename F>
 void with_nv(int nv, F&& f) {
-  switch (nv) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    case 3: f(std::integral_constant<int, 3>{}); break;
-    default: f(std::integral_constant<int, 4>{}); break;
+  switch (nv * kW) {
+    case 16: f(std::integral_constant<int, 16 / kW>{}); break;
+    case 32: f(std::integral_constant<int, 32 / kW>{}); break;
+    case 48: f(std::integral_constant<int, 48 / kW>{}); break;
+    default: f(std::integral_constant<int, 64 / kW>{}); break;
   }
 }
 
@@ -660,93 +676,4 @@ Tensor attention_packed_backward(const Tensor& dout, const Tensor& qkv, const Te
   return merge_heads({g[0], g[1], g[2]});
 }
 
-}  // namespace seqlab::kernels
-
-namespace seqlab::kernels {
-
-std::vector<Tensor> split_heads(const Tensor& x, int64_t n, int64_t H) {
-  SEQLAB_CHECK(x.dim() == 3 && n > 0 && H > 0 && x.size(2) % (n * H) == 0, "split_heads: cannot read ",
-               to_string(x.shape()), " as (B, T, ", n, ", ", H, ", Dh)");
-  const int64_t B = x.size(0), T = x.size(1), Dh = x.size(2) / (n * H);
-  std::vector<Tensor> parts;
-  for (int64_t p = 0; p < n; ++p) parts.push_back(Tensor::empty({B, H, T, Dh}, x.dtype()));
-  dispatch_float(x.dtype(), "split_heads", [&]<typename T_>() {
-    const T_* src = x.data<T_>();
-    std::vector<T_*> dst;
-    for (auto& p : parts) dst.push_back(p.data<T_>());
-    parallel_for(0, B * T, 64, [&](int64_t r0, int64_t r1) {
-      for (int64_t bt = r0; bt < r1; ++bt) {
-        const int64_t b = bt / T, t = bt % T;
-        const T_* row = src + bt * n * H * Dh;
-        for (int64_t p = 0; p < n; ++p)
-          for (int64_t h = 0; h < H; ++h)
-            std::copy(row + (p * H + h) * Dh, row + (p * H + h + 1) * Dh, dst[p] + ((b * H + h) * T + t) * Dh);
-      }
-    });
-  });
-  return parts;
-}
-
-Tensor merge_heads(const std::vector<Tensor>& parts) {
-  SEQLAB_CHECK(!parts.empty() && parts[0].dim() == 4, "merge_heads: expected tensors of shape (B, H, T, Dh)");
-  const Shape& s0 = parts[0].shape();
-  for (const auto& p : parts)
-    SEQLAB_CHECK(p.shape() == s0 && p.dtype() == parts[0].dtype(), "merge_heads: parts differ in shape or dtype");
-  const int64_t n = static_cast<int64_t>(parts.size()), B = s0[0], H = s0[1], T = s0[2], Dh = s0[3];
-  Tensor y = Tensor::empty({B, T, n * H * Dh}, parts[0].dtype());
-  dispatch_float(y.dtype(), "merge_heads", [&]<typename T_>() {
-    T_* dst = y.data<T_>();
-    std::vector<const T_*> src;
-    for (const auto& p : parts) src.push_back(p.data<T_>());
-    parallel_for(0, B * T, 64, [&](int64_t r0, int64_t r1) {
-      for (int64_t bt = r0; bt < r1; ++bt) {
-        const int64_t b = bt / T, t = bt % T;
-        T_* row = dst + bt * n * H * Dh;
-        for (int64_t p = 0; p < n; ++p)
-          for (int64_t h = 0; h < H; ++h) {
-            const T_* s = src[p] + ((b * H + h) * T + t) * Dh;
-            std::copy(s, s + Dh, row + (p * H + h) * Dh);
-          }
-      }
-    });
-  });
-  return y;
-}
-
-Tensor add_positions_forward(const Tensor& x, const Tensor& table, int64_t offset) {
-  SEQLAB_CHECK(x.dim() == 3 && table.dim() == 2 && table.size(1) == x.size(2), "add_positions: x ",
-               to_string(x.shape()), " and table ", to_string(table.shape()), " must be (B, T, D) and (L, D)");
-  SEQLAB_CHECK(x.dtype() == table.dtype(), "add_positions: x and table must share one dtype");
-  SEQLAB_CHECK(offset >= 0 && offset + x.size(1) <= table.size(0), "add_positions: positions ", offset, "..",
-               offset + x.size(1) - 1, " exceed the table's ", table.size(0), " rows");
-  const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  dispatch_float(x.dtype(), "add_positions", [&]<typename T_>() {
-    const T_ *px = x.data<T_>(), *pt = table.data<T_>() + offset * D;
-    T_* py = y.data<T_>();
-    parallel_for(0, B * T, 64, [&](int64_t r0, int64_t r1) {
-      for (int64_t bt = r0; bt < r1; ++bt) {
-        const T_* tr = pt + (bt % T) * D;
-        for (int64_t e = 0; e < D; ++e) py[bt * D + e] = px[bt * D + e] + tr[e];
-      }
-    });
-  });
-  return y;
-}
-
-Tensor add_positions_backward_table(const Tensor& dy, const Shape& table_shape, int64_t offset) {
-  const int64_t B = dy.size(0), T = dy.size(1), D = dy.size(2);
-  Tensor dt = Tensor::zeros(table_shape, dy.dtype());
-  dispatch_float(dy.dtype(), "add_positions backward", [&]<typename T_>() {
-    const T_* pdy = dy.data<T_>();
-    T_* pdt = dt.data<T_>() + offset * D;
-    parallel_for(0, T, 16, [&](int64_t t0, int64_t t1) {  // each position sums its batch in order
-      for (int64_t t = t0; t < t1; ++t)
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t e = 0; e < D; ++e) pdt[t * D + e] += pdy[(b * T + t) * D + e];
-    });
-  });
-  return dt;
-}
-
-}  // namespace seqlab::kernels
+}  // namespace seqlab::kernels::SEQLAB_ISA_NS

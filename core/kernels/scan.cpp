@@ -1,7 +1,7 @@
 // Selective scan kernels (Mamba-1, Gu & Dao 2023): the fused chunk-checkpointed forward/backward,
 // a plain-loop reference that stores every state, and the one-token step. Equations in scan.h.
-// The fused kernels put W channels side by side in one vector (W = 16 floats or 8 doubles: one
-// AVX-512 register) and keep the N state vectors of that channel block in registers / L1 while
+// The fused kernels put W channels side by side in one vector (one register of the ISA path this
+// copy is compiled for: W = 16 / 8 / 4 floats on AVX-512 / AVX2 / SSE2, half as many doubles) and keep the N state vectors of that channel block in registers / L1 while
 // the loop runs over T. Along channels everything is lane-wise (exp(delta A) included, 16 at a
 // time), so only the backward's dB, dC (sums over channels) need cross-lane sums: a fixed tree of
 // shuffles, so results are bit-identical at any thread count.
@@ -15,16 +15,15 @@
 #include <utility>
 #include <vector>
 
+#include <immintrin.h>
+
 #include "core/kernels/vmath.h"
 #include "core/parallel.h"
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include "core/kernels/isa_target.h"  // last: the ISA of everything below
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors without AVX-512: internal functions only
 
-namespace seqlab::kernels {
+namespace seqlab::kernels::SEQLAB_ISA_NS {
 namespace {
 
 constexpr int64_t kMaxN = 256;  // largest d_state with on-stack per-channel arrays
@@ -66,12 +65,12 @@ template <typename T> inline T softplus_grad(T x) { return x > T(20) ? T(1) : si
 
 template <typename T> struct Simd;
 template <> struct Simd<float> {
-  typedef float V __attribute__((vector_size(64)));
-  static constexpr int W = 16;
+  static constexpr int W = kIsaLanes;
+  typedef float V __attribute__((vector_size(4 * W)));
 };
 template <> struct Simd<double> {
-  typedef double V __attribute__((vector_size(64)));
-  static constexpr int W = 8;
+  static constexpr int W = kIsaLanes / 2;
+  typedef double V __attribute__((vector_size(8 * W)));
 };
 template <typename T> using Vec = typename Simd<T>::V;
 
@@ -108,7 +107,7 @@ template <typename T> [[gnu::always_inline]] inline void store(T* p, Vec<T> v, i
   return p * f + 1.0f;
 }
 [[gnu::always_inline]] inline Vec<float> exp2_v(Vec<float> t) {
-#if defined(__AVX512F__)
+#if SEQLAB_ISA_LEVEL == 2
   // No clamp needed: vscalefps turns any finite k into 0 or inf (only t = +-inf gives NaN, from
   // delta or A already infinite). The masked forms with an all-ones mask: the plain ones pass
   // GCC 12 an "undefined" source operand that -Wmaybe-uninitialized flags.
@@ -120,24 +119,24 @@ template <typename T> [[gnu::always_inline]] inline void store(T* p, Vec<T> v, i
   Vec<float> x = t > splat(-126.0f) ? t : splat(-126.0f);
   x = x < splat(127.0f) ? x : splat(127.0f);
   const Vec<float> k = (x + 12582912.0f) - 12582912.0f;
-  return exp2_poly(x - k) * (Vec<float>)((__builtin_convertvector(k, vmath::i32x16) + 127) << 23);
+  return exp2_poly(x - k) * (Vec<float>)((__builtin_convertvector(k, vmath::IntVec<Vec<float>>) + 127) << 23);
 #endif
 }
 // exp(dl a) from dl and al = a log2 e (float) or a (double).
 [[gnu::always_inline]] inline Vec<float> decay_v(Vec<float> dl, Vec<float> al) { return exp2_v(dl * al); }
 inline Vec<double> decay_v(Vec<double> dl, Vec<double> a) {
   Vec<double> x = dl * a;
-  for (int l = 0; l < 8; ++l) x[l] = std::exp(x[l]);
+  for (int l = 0; l < Simd<double>::W; ++l) x[l] = std::exp(x[l]);
   return x;
 }
 [[gnu::always_inline]] inline Vec<float> softplus_v(Vec<float> x) { return vmath::softplus_of(x); }
 inline Vec<double> softplus_v(Vec<double> x) {
-  for (int l = 0; l < 8; ++l) x[l] = softplus(x[l]);
+  for (int l = 0; l < Simd<double>::W; ++l) x[l] = softplus(x[l]);
   return x;
 }
 [[gnu::always_inline]] inline Vec<float> sigmoid_v(Vec<float> x) { return vmath::sigmoid_of(x); }
 inline Vec<double> sigmoid_v(Vec<double> x) {
-  for (int l = 0; l < 8; ++l) x[l] = sigmoid(x[l]);
+  for (int l = 0; l < Simd<double>::W; ++l) x[l] = sigmoid(x[l]);
   return x;
 }
 
@@ -234,7 +233,7 @@ struct ScanArgs {
   T delta_pre(int64_t idx, int64_t c) const { return bias ? delta[idx] + bias[c] : delta[idx]; }
   T delta_at(int64_t idx, int64_t c) const {
     T d = delta_pre(idx, c);
-    return softplus ? kernels::softplus(d) : d;
+    return softplus ? SEQLAB_ISA_NS::softplus(d) : d;
   }
   // Output before the gate -> gated output.
   T gate(T out, int64_t idx) const { return z ? out * z[idx] * sigmoid(z[idx]) : out; }
@@ -339,17 +338,9 @@ void forward_block(const ScanArgs<T>& s, int64_t b, int64_t c0, int cnt, int64_t
 // across chunks, each of the task's blocks' dL/dh and dA, dD, dbias accumulators.
 template <typename T>
 struct BackwardWork {
-  std::vector<Vec<T>> h, e, dl, out, dh, dA, dD, dbias;
-  BackwardWork(int64_t L, int64_t N, int64_t blocks) {
-    h.resize(static_cast<size_t>((L + 1) * N));
-    e.resize(static_cast<size_t>(L * N));
-    dl.resize(static_cast<size_t>(L));
-    out.resize(static_cast<size_t>(L));
-    dh.resize(static_cast<size_t>(blocks * N));
-    dA.resize(static_cast<size_t>(blocks * N));
-    dD.resize(static_cast<size_t>(blocks));
-    dbias.resize(static_cast<size_t>(blocks));
-  }
+  VecArray<Vec<T>> h, e, dl, out, dh, dA, dD, dbias;
+  BackwardWork(int64_t L, int64_t N, int64_t blocks)
+      : h((L + 1) * N), e(L * N), dl(L), out(L), dh(blocks * N), dA(blocks * N), dD(blocks), dbias(blocks) {}
 };
 
 // Outputs of the backward (pointers into the gradient tensors and per-batch-row partials).
@@ -442,10 +433,10 @@ void backward_task(const ScanArgs<T>& s, const BackwardOut<T>& o, int64_t b, int
                    BackwardWork<T>& w, T* __restrict dB, T* __restrict dC) {
   constexpr int W = Simd<T>::W;
   const int64_t N = NS ? NS : s.N, T_ = s.T_, E = s.E, nc = (T_ + L - 1) / L;
-  std::fill(w.dh.begin(), w.dh.end(), Vec<T>{});
-  std::fill(w.dA.begin(), w.dA.end(), Vec<T>{});
-  std::fill(w.dD.begin(), w.dD.end(), Vec<T>{});
-  std::fill(w.dbias.begin(), w.dbias.end(), Vec<T>{});
+  w.dh.zero();
+  w.dA.zero();
+  w.dD.zero();
+  w.dbias.zero();
   for (int64_t kc = nc - 1; kc >= 0; --kc) {
     const int64_t t0 = kc * L, len = std::min(T_, t0 + L) - t0;
     const T* ck = kc == 0 ? nullptr : o.ck + (b * (nc - 1) + kc - 1) * N * E;
@@ -727,4 +718,4 @@ Tensor selective_scan_step(Tensor& h_, const Tensor& u, const Tensor& delta, con
   return y_;
 }
 
-}  // namespace seqlab::kernels
+}  // namespace seqlab::kernels::SEQLAB_ISA_NS

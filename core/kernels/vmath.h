@@ -11,6 +11,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace seqlab::kernels::vmath {
 
@@ -162,53 +163,77 @@ template <typename T>
   return std::erf(x);
 }
 
-// Vector forms of exp_of, log_of, sigmoid_of, softplus_of on 16 floats (GCC/clang vector
-// extensions: one AVX-512 register with -march=native here, split into narrower registers
-// elsewhere). Lane for lane the same operations as the scalar functions above. Used by kernels
-// that keep a block of 16 channels in a vector (the selective scan).
+// Vector forms of exp_of, exp_nonpositive_of, log_of, sigmoid_of, softplus_of on W floats (GCC
+// vector extensions), W = 4, 8 or 16: one SSE, AVX2 or AVX-512 register. Lane for lane the same
+// operations as the scalar functions above. The kernels that keep a block of channels or keys in a
+// vector use the width of their ISA path (core/kernels/isa_target.h); these functions are
+// always_inline, so each is compiled for the instruction set of the kernel that calls it.
 #pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors without AVX-512: inline functions only
-typedef float f32x16 __attribute__((vector_size(64)));
-typedef int32_t i32x16 __attribute__((vector_size(64)));
+#pragma GCC diagnostic ignored "-Wpsabi"  // vectors wider than the baseline ISA: inline functions only
+template <int W>
+struct VecTypes {
+  typedef float f __attribute__((vector_size(4 * W)));
+  typedef int32_t i __attribute__((vector_size(4 * W)));
+};
+typedef VecTypes<4>::f f32x4;
+typedef VecTypes<8>::f f32x8;
+typedef VecTypes<16>::f f32x16;
+typedef VecTypes<16>::i i32x16;
 
-[[gnu::always_inline]] inline f32x16 splat(float v) { return v - f32x16{}; }
+template <typename V>
+concept FloatVec = std::is_same_v<V, f32x4> || std::is_same_v<V, f32x8> || std::is_same_v<V, f32x16>;
+/// The int32 vector of V's width (what a comparison of two V returns).
+template <FloatVec V>
+using IntVec = decltype(V{} < V{});
+template <FloatVec V>
+inline constexpr int lanes_of = static_cast<int>(sizeof(V) / sizeof(float));
 
-[[gnu::always_inline]] inline f32x16 exp_core(f32x16 xc) {
-  const f32x16 k = xc * 1.44269504088896341f + 12582912.0f;
-  const f32x16 n = k - 12582912.0f;
-  f32x16 r = xc - n * 0.693359375f;
+template <FloatVec V = f32x16>
+[[gnu::always_inline]] inline V splat(float v) {
+  return v - V{};
+}
+
+template <FloatVec V>
+[[gnu::always_inline]] inline V exp_core(V xc) {
+  const V k = xc * 1.44269504088896341f + 12582912.0f;
+  const V n = k - 12582912.0f;
+  V r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  f32x16 p = splat(1.9875691500e-4f);
+  V p = splat<V>(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  return p * (f32x16)(((i32x16)k + 127) << 23);
+  return p * (V)(((IntVec<V>)k + 127) << 23);
 }
-[[gnu::always_inline]] inline f32x16 exp_of(f32x16 x) {
-  f32x16 xc = x > splat(-87.3f) ? x : splat(-87.3f);  // NaN lanes compare false: put back at the end
-  xc = xc < splat(88.7f) ? xc : splat(88.7f);
-  f32x16 y = exp_core(xc);
-  y = x < splat(-87.3f) ? splat(0.0f) : y;
-  y = x > splat(88.7f) ? splat(INFINITY) : y;
+template <FloatVec V>
+[[gnu::always_inline]] inline V exp_of(V x) {
+  V xc = x > splat<V>(-87.3f) ? x : splat<V>(-87.3f);  // NaN lanes compare false: put back at the end
+  xc = xc < splat<V>(88.7f) ? xc : splat<V>(88.7f);
+  V y = exp_core(xc);
+  y = x < splat<V>(-87.3f) ? splat<V>(0.0f) : y;
+  y = x > splat<V>(88.7f) ? splat<V>(INFINITY) : y;
   return x != x ? x : y;
 }
-[[gnu::always_inline]] inline f32x16 exp_nonpositive_of(f32x16 x) {
-  const f32x16 y = exp_core(x > splat(-87.3f) ? x : splat(-87.3f));
-  return x > splat(-87.3f) ? y : splat(0.0f);
+template <FloatVec V>
+[[gnu::always_inline]] inline V exp_nonpositive_of(V x) {
+  const V y = exp_core(x > splat<V>(-87.3f) ? x : splat<V>(-87.3f));
+  return x > splat<V>(-87.3f) ? y : splat<V>(0.0f);
 }
 
-[[gnu::always_inline]] inline f32x16 log_of(f32x16 x) {
-  const i32x16 bits = (i32x16)x;
-  f32x16 e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, f32x16);
-  f32x16 m = (f32x16)((bits & (int32_t)0x807fffff) | 0x3f000000);
-  const auto low = m < splat(0.707106781186547524f);
+template <FloatVec V>
+[[gnu::always_inline]] inline V log_of(V x) {
+  using IV = IntVec<V>;
+  const IV bits = (IV)x;
+  V e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, V);
+  V m = (V)((bits & (int32_t)0x807fffff) | 0x3f000000);
+  const auto low = m < splat<V>(0.707106781186547524f);
   e = low ? e - 1.0f : e;
   m = low ? m + m - 1.0f : m - 1.0f;
-  const f32x16 z = m * m;
-  f32x16 y = splat(7.0376836292e-2f);
+  const V z = m * m;
+  V y = splat<V>(7.0376836292e-2f);
   y = y * m - 1.1514610310e-1f;
   y = y * m + 1.1676998740e-1f;
   y = y * m - 1.2420140846e-1f;
@@ -223,28 +248,48 @@ typedef int32_t i32x16 __attribute__((vector_size(64)));
   return m + y + 0.693359375f * e;
 }
 
-[[gnu::always_inline]] inline f32x16 sigmoid_of(f32x16 v) {
-  const f32x16 e = exp_of(v < splat(0.0f) ? v : -v);  // exp(-|v|)
-  const f32x16 r = 1.0f / (1.0f + e);
-  return v >= splat(0.0f) ? r : e * r;
+template <FloatVec V>
+[[gnu::always_inline]] inline V sigmoid_of(V v) {
+  const V e = exp_of(v < splat<V>(0.0f) ? v : -v);  // exp(-|v|)
+  const V r = 1.0f / (1.0f + e);
+  return v >= splat<V>(0.0f) ? r : e * r;
 }
 
-[[gnu::always_inline]] inline f32x16 softplus_of(f32x16 x) {
-  const f32x16 e = exp_of(x < splat(20.0f) ? x : splat(20.0f));
-  const f32x16 u = 1.0f + e;
-  const f32x16 d = u - 1.0f;
-  const f32x16 lg = log_of(u) * (e / d);
-  const f32x16 l = d == splat(0.0f) ? e : lg;
-  return x > splat(20.0f) ? x : l;
+template <FloatVec V>
+[[gnu::always_inline]] inline V softplus_of(V x) {
+  const V e = exp_of(x < splat<V>(20.0f) ? x : splat<V>(20.0f));
+  const V u = 1.0f + e;
+  const V d = u - 1.0f;
+  const V lg = log_of(u) * (e / d);
+  const V l = d == splat<V>(0.0f) ? e : lg;
+  return x > splat<V>(20.0f) ? x : l;
 }
-// Sum of the 16 lanes by halving (8 + 8, 4 + 4, 2 + 2, 1 + 1): a fixed order, three shuffles.
-typedef float f32x8 __attribute__((vector_size(32)));
-typedef float f32x4 __attribute__((vector_size(16)));
-[[gnu::always_inline]] inline float reduce_add(f32x16 v) {
-  const f32x8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const f32x4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-  return (b[0] + b[2]) + (b[1] + b[3]);
+
+// Sum and maximum of the lanes by halving (W/2 + W/2, ..., then (0 + 2) + (1 + 3)): a fixed order
+// for each width (deterministic at any thread count; widths differ from each other in rounding).
+template <FloatVec V>
+[[gnu::always_inline]] inline float reduce_add(V v) {
+  if constexpr (lanes_of<V> == 16) {
+    return reduce_add(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                      __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
+  } else if constexpr (lanes_of<V> == 8) {
+    return reduce_add(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7));
+  } else {
+    return (v[0] + v[2]) + (v[1] + v[3]);
+  }
+}
+template <FloatVec V>
+[[gnu::always_inline]] inline float reduce_max(V v) {
+  if constexpr (lanes_of<V> == 16) {
+    const f32x8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+    const f32x8 b = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    return reduce_max(a > b ? a : b);
+  } else if constexpr (lanes_of<V> == 8) {
+    const f32x4 a = __builtin_shufflevector(v, v, 0, 1, 2, 3), b = __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    return reduce_max(a > b ? a : b);
+  } else {
+    return std::max(std::max(v[0], v[2]), std::max(v[1], v[3]));
+  }
 }
 #pragma GCC diagnostic pop
 
