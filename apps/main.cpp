@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <new>
 #include <thread>
 
 #include "apps/config.h"
@@ -18,6 +19,7 @@
 #include "apps/trainer.h"
 #include "bench/step_bench.h"
 #include "core/error.h"
+#include "core/isa.h"
 #include "core/parallel.h"
 
 namespace {
@@ -25,6 +27,8 @@ namespace {
 void print_info() {
   std::printf("seqlab %s\n", SEQLAB_VERSION);
   std::printf("build type:   %s\n", SEQLAB_BUILD_TYPE);
+  std::printf("ISA path:     %s (this CPU: %s; SEQLAB_ISA=avx512|avx2|generic forces a narrower one)\n",
+              seqlab::isa_name(seqlab::active_isa()), seqlab::isa_name(seqlab::detected_isa()));
   std::printf("compiler:     %s\n", __VERSION__);
   std::printf("threads:      %d (TBB pool; %u hardware threads)\n", seqlab::num_threads(),
               std::thread::hardware_concurrency());
@@ -125,9 +129,20 @@ int main(int argc, char** argv) {
 
   seqlab::bench::add_bench_subcommand(app);  // `seqlab bench`: runs from its own callback
 
-  CLI11_PARSE(app, argc, argv);
   // Logs and the progress bar go to stderr; stdout carries only results (tables).
   spdlog::set_default_logger(spdlog::stderr_color_mt("seqlab"));
+  // `seqlab bench` runs from its subcommand's callback, inside parse(): its errors end here too.
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const seqlab::Error& e) {
+    spdlog::error("{}", one_line(e.what()));
+    return 1;
+  } catch (const std::bad_alloc&) {
+    spdlog::error("out of memory (a workspace outside the tensors; lower the batch size or sequence length)");
+    return 1;
+  }
   spdlog::set_level(spdlog::level::from_str(log_level));
   const bool root = dist::rank() == 0;
   if (dist::size() > 1) {
@@ -138,6 +153,7 @@ int main(int argc, char** argv) {
   const bool threads_given = threads_opt->count() > 0;
   install_interrupt_handler();
   try {
+    (void)seqlab::active_isa();  // a bad SEQLAB_ISA fails here, before any work
     seqlab::set_num_threads(threads);
     seqlab::app::RunOptions opt;
     opt.resume = resume;
@@ -189,6 +205,11 @@ int main(int argc, char** argv) {
   } catch (const seqlab::Error& e) {
     spdlog::error("{}", one_line(e.what()));
     if (dist::size() > 1) dist::abort(1);  // the other ranks may be waiting in a collective
+    return 1;
+  } catch (const std::bad_alloc&) {
+    // Tensors say what they were allocating (seqlab::Error above); this is any other buffer.
+    spdlog::error("out of memory (a workspace outside the tensors; lower the batch size or sequence length)");
+    if (dist::size() > 1) dist::abort(1);
     return 1;
   } catch (const std::exception& e) {
     spdlog::error("internal error: {}", one_line(e.what()));

@@ -2,6 +2,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
+#include <new>
+
+#include <unistd.h>
+
+#include "core/allocator.h"
 
 namespace seqlab {
 
@@ -18,9 +24,30 @@ decltype(auto) dispatch_any(DType t, F&& f) {
 }  // namespace
 
 Tensor Tensor::empty(const Shape& shape, DType dtype) {
-  for (int64_t d : shape) SEQLAB_CHECK(d >= 0, "empty: negative size in shape ", to_string(shape));
+  // The element count in double first: a shape from a config can overflow int64 before numel says so.
+  double elems = 1;
+  for (int64_t d : shape) {
+    SEQLAB_CHECK(d >= 0, "empty: negative size in shape ", to_string(shape));
+    elems *= static_cast<double>(d);
+  }
+  const double bytes = elems * static_cast<double>(dtype_size(dtype));
+  auto out_of_memory = [&] {
+    return Error(str("out of memory: cannot allocate a ", dtype_name(dtype), " tensor of shape ", to_string(shape), " (",
+                     static_cast<long long>(bytes / (1 << 20)), " MiB; seqlab tensors already hold ", allocator_stats().in_use_bytes >> 20,
+                     " MiB): lower the batch size, the sequence length or the model width"));
+  };
+  // More than the machine's memory can never succeed; asking anyway would, with overcommit, end in
+  // the OOM killer instead of this message.
+  static const double machine_bytes =
+      static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+  if (bytes > static_cast<double>(std::numeric_limits<int64_t>::max() / 2) || (machine_bytes > 0 && bytes > machine_bytes))
+    throw out_of_memory();
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(seqlab::numel(shape)) * dtype_size(dtype));
+  try {
+    impl->storage = std::make_shared<Storage>(static_cast<size_t>(seqlab::numel(shape)) * dtype_size(dtype));
+  } catch (const std::bad_alloc&) {
+    throw out_of_memory();
+  }
   impl->shape = shape;
   impl->dtype = dtype;
   return Tensor(std::move(impl));
