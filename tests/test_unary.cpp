@@ -99,26 +99,46 @@ TEST_CASE("ops/unary: chained ops") {
   gradcheck_unary("unary chain", [](const Tensor& t) { return seqlab::tanh(gelu(seqlab::log(seqlab::sqrt(t)) * 2.0)); }, x);
 }
 
+// Every ISA path: float32 GELU runs per-path vector loops (core/kernels/gelu.cpp).
 TEST_CASE("kernels/unary: forward and backward match naive loops") {
-  for (DType dt : {DType::f32, DType::f64}) {
-    // float32 maths (libm's float functions) against double references.
-    const double tol = dt == DType::f32 ? 1e-5 : 1e-13;
-    for (const Case& c : kCases) {
-      CAPTURE(c.name);
-      CAPTURE(dtype_name(dt));
-      Generator g(10);
-      Tensor x = rand_uniform({300001}, c.lo, c.hi, dt, g);
-      Tensor dy = rand_uniform({300001}, -1, 1, dt, g);
-      std::vector<double> vx = x.to_vector(), vdy = dy.to_vector(), ey(vx.size()), edx(vx.size());
-      for (size_t i = 0; i < vx.size(); ++i) {
-        ey[i] = c.f(vx[i]);
-        edx[i] = vdy[i] * c.df(vx[i]);
+  testing::for_each_isa([&] {
+    for (DType dt : {DType::f32, DType::f64}) {
+      // float32 maths (libm's float functions) against double references.
+      const double tol = dt == DType::f32 ? 1e-5 : 1e-13;
+      for (const Case& c : kCases) {
+        CAPTURE(c.name);
+        CAPTURE(dtype_name(dt));
+        Generator g(10);
+        Tensor x = rand_uniform({300001}, c.lo, c.hi, dt, g);
+        Tensor dy = rand_uniform({300001}, -1, 1, dt, g);
+        std::vector<double> vx = x.to_vector(), vdy = dy.to_vector(), ey(vx.size()), edx(vx.size());
+        for (size_t i = 0; i < vx.size(); ++i) {
+          ey[i] = c.f(vx[i]);
+          edx[i] = vdy[i] * c.df(vx[i]);
+        }
+        Tensor y = c.fwd(x);
+        CHECK_CLOSE(y, ey, tol, tol);
+        CHECK_CLOSE(c.bwd(dy, c.bwd_takes_y ? y : x), edx, 10 * tol, tol);
       }
-      Tensor y = c.fwd(x);
-      CHECK_CLOSE(y, ey, tol, tol);
-      CHECK_CLOSE(c.bwd(dy, c.bwd_takes_y ? y : x), edx, 10 * tol, tol);
     }
-  }
+  });
+}
+
+TEST_CASE("kernels/gelu: float32 special values on every ISA path") {
+  testing::for_each_isa([&] {
+    const std::vector<double> x = {NAN, INFINITY, -INFINITY, 0.0, -0.0, 3.9, 4.1, 12.0, -12.0, 1e-30};
+    const Tensor y = kernels::gelu_forward(Tensor::from_vector(x, {10}, DType::f32));
+    const Tensor dx = kernels::gelu_backward(Tensor::ones({10}, DType::f32), Tensor::from_vector(x, {10}, DType::f32));
+    const std::vector<double> vy = y.to_vector(), vd = dx.to_vector();
+    CHECK(std::isnan(vy[0]));
+    CHECK(vy[1] == INFINITY);
+    CHECK(vy[3] == 0.0);
+    CHECK(vy[7] == doctest::Approx(12.0));
+    CHECK(std::abs(vy[8]) < 1e-20);
+    CHECK(vd[7] == doctest::Approx(1.0));
+    CHECK(std::abs(vd[8]) < 1e-20);
+    for (int i = 5; i <= 6; ++i) CHECK(vy[i] == doctest::Approx(gelu_ref(x[i])).epsilon(1e-6));
+  });
 }
 
 TEST_CASE("kernels/softplus: threshold as PyTorch") {

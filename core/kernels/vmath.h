@@ -265,6 +265,49 @@ template <FloatVec V>
   return x > splat<V>(20.0f) ? x : l;
 }
 
+// erf_exp_of on W lanes: the scalar form's polynomials and branches as selects. The exact
+// residual lo = fma(a, a, -a^2) is written a * a - hi, which is one fused multiply-add where the
+// ISA has FMA (GCC contracts it); without FMA lo is 0 and exp(-x^2) loses up to ~1e-6 relative.
+template <FloatVec V>
+[[gnu::always_inline]] inline V erf_exp_of(V x, V& e) {
+  using IV = IntVec<V>;
+  const V a = (V)((IV)x & 0x7fffffff);
+  const V z = a * a;
+  V p = splat<V>(-9.6895882785892905e-06f);
+  p = p * z + 0.00011274685375811914f;
+  p = p * z + -0.00084854317511693538f;
+  p = p * z + 0.0052211382044794761f;
+  p = p * z + -0.026865475337090237f;
+  p = p * z + 0.11283783440656824f;
+  p = p * z + -0.37612638552578792f;
+  p = p * z + 1.1283791670800536f;
+  const V small = a * p;
+  V ac = a > splat<V>(1.0f) ? a : splat<V>(1.0f);
+  ac = ac < splat<V>(4.0f) ? ac : splat<V>(4.0f);
+  const V t = (ac - 2.5f) * (1.0f / 1.5f);
+  V q = splat<V>(-3.3179310927303431e-05f);
+  q = q * t + 9.5658948151970279e-05f;
+  q = q * t - 0.00015413162835149394f;
+  q = q * t + 0.00036971301424779162f;
+  q = q * t - 0.0010070917932085591f;
+  q = q * t + 0.0024242930541305621f;
+  q = q * t - 0.0055716330019991095f;
+  q = q * t + 0.012484594123922067f;
+  q = q * t - 0.027004977284195101f;
+  q = q * t + 0.056110890325010064f;
+  q = q * t - 0.11152104077211314f;
+  q = q * t + 0.21080635884138291f;
+  const V ae = a < splat<V>(10.0f) ? a : splat<V>(10.0f);
+  const V hi = ae * ae;
+  const V lo = ae * ae - hi;
+  e = exp_of(-hi) * (1.0f - lo);
+  const V big = 1.0f - e * q;
+  V r = a < splat<V>(1.0f) ? small : big;
+  r = a < splat<V>(4.0f) ? r : splat<V>(1.0f);
+  r = (V)(((IV)r & 0x7fffffff) | ((IV)x & (int32_t)0x80000000));  // copysign(r, x)
+  return x != x ? x : r;
+}
+
 // Sum and maximum of the lanes by halving (W/2 + W/2, ..., then (0 + 2) + (1 + 3)): a fixed order
 // for each width (deterministic at any thread count; widths differ from each other in rounding).
 template <FloatVec V>
