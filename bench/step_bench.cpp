@@ -24,6 +24,7 @@
 
 #include "autograd/ops.h"
 #include "core/isa.h"
+#include "core/kernels/isa_info.h"
 #include "core/parallel.h"
 #include "core/random.h"
 #include "layers/model.h"
@@ -197,8 +198,9 @@ void run_all(const CLI::App* sub, const BenchOptions& o) {
               static_cast<long long>(o.batch), static_cast<long long>(kChannels), static_cast<long long>(kDModel),
               static_cast<long long>(kLayers), static_cast<long long>(kHorizon), static_cast<long long>(kChannels),
               o.threads, o.steps, o.warmup);
-  std::printf("seqlab bench: ISA path %s (CPU supports %s), OpenBLAS core %s\n", isa_name(active_isa()),
-              isa_name(detected_isa()), openblas_get_corename());
+  std::printf("seqlab bench: ISA path %s (CPU supports %s), OpenBLAS core %s, FMA peak of the path %.1f "
+              "GFLOP/s per core\n",
+              isa_name(active_isa()), isa_name(detected_isa()), openblas_get_corename(), kernels::fma_peak_gflops());
   std::printf("%-12s %6s %9s %11s %11s %10s %9s %9s %11s\n", "model", "T", "params", "step_ms", "samples/s",
               "peak_MiB", "GFLOP", "GFLOP/s", "cpu_ms");
   std::fflush(stdout);
