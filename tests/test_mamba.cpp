@@ -81,21 +81,23 @@ TEST_CASE("ops/causal_conv1d: gradcheck") {
 }
 
 TEST_CASE("ops/causal_conv1d: fused vs composite reference (float64 and float32)") {
-  for (DType dt : {DType::f64, DType::f32})
-    for (bool silu : {false, true}) {
-      Generator g(3);
-      Tensor x = leaf(randn({3, 9, 37}, 0, 1, dt, g)), w = leaf(randn({37, 4}, 0, 1, dt, g)),
-             b = leaf(randn({37}, 0, 1, dt, g)), wy = randn({3, 9, 37}, 0, 1, dt, g);
-      auto run = [&](auto fn) {
-        x.zero_grad(), w.zero_grad(), b.zero_grad();
-        Tensor y = fn(x, w, b, silu);
-        backward(sum(y * wy));
-        return std::vector<Tensor>{y.detach(), x.grad(), w.grad(), b.grad()};
-      };
-      auto fu = run(causal_conv1d), re = run(causal_conv1d_reference);
-      double tol = dt == DType::f64 ? 1e-12 : 1e-5;
-      for (size_t i = 0; i < fu.size(); ++i) CHECK_CLOSE(fu[i], re[i], tol, tol);
-    }
+  testing::for_each_isa([&] {
+    for (DType dt : {DType::f64, DType::f32})
+      for (bool silu : {false, true}) {
+        Generator g(3);
+        Tensor x = leaf(randn({3, 9, 37}, 0, 1, dt, g)), w = leaf(randn({37, 4}, 0, 1, dt, g)),
+               b = leaf(randn({37}, 0, 1, dt, g)), wy = randn({3, 9, 37}, 0, 1, dt, g);
+        auto run = [&](auto fn) {
+          x.zero_grad(), w.zero_grad(), b.zero_grad();
+          Tensor y = fn(x, w, b, silu);
+          backward(sum(y * wy));
+          return std::vector<Tensor>{y.detach(), x.grad(), w.grad(), b.grad()};
+        };
+        auto fu = run(causal_conv1d), re = run(causal_conv1d_reference);
+        double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+        for (size_t i = 0; i < fu.size(); ++i) CHECK_CLOSE(fu[i], re[i], tol, tol);
+      }
+  });
 }
 
 TEST_CASE("ops/selective_scan: gradcheck (with and without gate, bias, softplus, chunked)") {

@@ -7,9 +7,34 @@
 
 #include "core/kernels/vmath.h"
 #include "core/parallel.h"
+#include "core/kernels/isa_target.h"  // last: the ISA of everything below (compiled once per path)
 
-namespace seqlab::kernels {
+namespace seqlab::kernels::SEQLAB_ISA_NS {
 namespace {
+
+// y = y sigmoid(y) over n values (float: explicit vectors of this path, see for_each_vec).
+inline void silu_inplace(double* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = y[i] * vmath::sigmoid_of(y[i]);
+}
+inline void silu_inplace(float* y, int64_t n) {
+  for_each_vec(0, n, [&](int64_t i, int cnt) {
+    const VecF v = load_lanes(y + i, cnt);
+    store_lanes(y + i, v * vmath::sigmoid_of(v), cnt);
+  });
+}
+// g = dy silu'(p) = dy s (1 + p (1 - s)), s = sigmoid(p), in place over p.
+inline void silu_grad_inplace(double* g, const double* dy, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) {
+    const double p = g[c], sg = vmath::sigmoid_of(p);
+    g[c] = dy[c] * (sg * (1.0 + p * (1.0 - sg)));
+  }
+}
+inline void silu_grad_inplace(float* g, const float* dy, int64_t n) {
+  for_each_vec(0, n, [&](int64_t i, int cnt) {
+    const VecF p = load_lanes(g + i, cnt), sg = vmath::sigmoid_of(p);
+    store_lanes(g + i, load_lanes(dy + i, cnt) * (sg * (1.0f + p * (1.0f - sg))), cnt);
+  });
+}
 
 constexpr int64_t kRowGrain = 64;  // (b, t) rows per forward task
 constexpr int64_t kTimeTile = 128;  // time steps per backward task (one batch row each)
@@ -51,8 +76,7 @@ Tensor causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bia
       for (int64_t r = lo; r < hi; ++r) {
         T* yr = py + r * C;
         conv_row(px, wt.data(), pb, r, r % T_, C, K, yr);
-        if (silu)
-          for (int64_t c = 0; c < C; ++c) yr[c] = yr[c] * vmath::sigmoid_of(yr[c]);
+        if (silu) silu_inplace(yr, C);
       }
     });
   });
@@ -91,10 +115,7 @@ std::array<Tensor, 3> causal_conv1d_backward(const Tensor& dy, const Tensor& x, 
           const T* dyr = pdy + r * C;
           if (silu) {
             conv_row(px, wt.data(), pb, r, t, C, K, g);
-            for (int64_t c = 0; c < C; ++c) {
-              const T p = g[c], sg = vmath::sigmoid_of(p);
-              g[c] = dyr[c] * (sg * (T(1) + p * (T(1) - sg)));  // silu'(p) = s (1 + p (1 - s))
-            }
+            silu_grad_inplace(g, dyr, C);  // silu'(p) = s (1 + p (1 - s))
           } else {
             std::copy(dyr, dyr + C, g);
           }
@@ -148,10 +169,9 @@ Tensor causal_conv1d_step(Tensor& buf, const Tensor& x_t, const Tensor& w, const
         if (K > 1) q[K - 2] = xv;
         py[b * C + c] = acc;
       }
-    if (silu)  // a separate pass so that the sigmoid vectorises
-      for (int64_t i = 0; i < B * C; ++i) py[i] = py[i] * vmath::sigmoid_of(py[i]);
+    if (silu) silu_inplace(py, B * C);  // a separate pass so that the sigmoid vectorises
   });
   return y;
 }
 
-}  // namespace seqlab::kernels
+}  // namespace seqlab::kernels::SEQLAB_ISA_NS

@@ -32,6 +32,28 @@ namespace seqlab::kernels::SEQLAB_ISA_NS {
 /// Floats per vector on this path: 16 (AVX-512), 8 (AVX2) or 4 (SSE2).
 inline constexpr int kIsaLanes = SEQLAB_ISA_LEVEL == 2 ? 16 : SEQLAB_ISA_LEVEL == 1 ? 8 : 4;
 
+/// The float vector of this path.
+using VecF = vmath::VecTypes<kIsaLanes>::f;
+
+/// The first cnt floats at p in the low lanes, the others zero; and its inverse.
+[[gnu::always_inline]] inline VecF load_lanes(const float* p, int cnt) {
+  VecF v{};
+  std::memcpy(&v, p, sizeof(float) * static_cast<size_t>(cnt));
+  return v;
+}
+[[gnu::always_inline]] inline void store_lanes(float* p, VecF v, int cnt) {
+  std::memcpy(p, &v, sizeof(float) * static_cast<size_t>(cnt));
+}
+/// f(i, cnt) for i = lo, lo + kIsaLanes, ...: full vectors (cnt = kIsaLanes), then one partial
+/// vector for the tail (cnt < kIsaLanes). Elementwise loops stay explicit vectors on every path
+/// (GCC leaves loops over branchy maths scalar on AVX2 when it cannot if-convert them).
+template <typename F>
+[[gnu::always_inline]] inline void for_each_vec(int64_t lo, int64_t hi, F&& f) {
+  int64_t i = lo;
+  for (; i + kIsaLanes <= hi; i += kIsaLanes) f(i, kIsaLanes);
+  if (i < hi) f(i, static_cast<int>(hi - i));
+}
+
 /// A zeroed heap array of n vectors, 64-byte aligned. Not std::vector<V>: its members are
 /// template code compiled for the baseline ISA, which allocates with 16-byte alignment, while this
 /// path's code stores 32- or 64-byte vectors with aligned moves (a crash seen on the AVX2 path).
