@@ -103,51 +103,55 @@ TEST_CASE("layers/rnn: the fused op is one graph node per stacked layer") {
 }
 
 TEST_CASE("layers/rnn: fused op vs composite reference, values and gradients (float64 and float32)") {
-  for (RnnCell cell : kCells) {
-    for (DType dt : {DType::f64, DType::f32}) {
-      CAPTURE(key_of(cell));
-      const std::string dtn = dtype_name(dt);
-      CAPTURE(dtn);
-      // B = 5 cuts into uneven batch chunks when two threads share it.
-      auto layer_ptr = make_layer(cell, 6, 2, dt, 3);
-      Rnn& layer = *layer_ptr;
-      Generator gen(5);
-      Tensor x = randn({5, 9, 6}, 0, 1, dt, gen);
-      Tensor w = randn({5, 9, 6}, 0, 1, dt, gen);
-      std::vector<Tensor> in = leaves(x, layer);
-      Run fused = run(layer, in, w, false);
-      Run ref = run(layer, in, w, true);
-      double tol = dt == DType::f64 ? 1e-12 : 1e-5;
-      CHECK_CLOSE(fused.y, ref.y, tol, tol);
-      double worst = 0;
-      for (size_t i = 0; i < in.size(); ++i) {
-        CAPTURE(i);
-        CHECK_CLOSE(fused.grads[i], ref.grads[i], tol, tol);
-        auto a = fused.grads[i].to_vector(), b = ref.grads[i].to_vector();
-        for (size_t j = 0; j < a.size(); ++j) worst = std::max(worst, std::abs(a[j] - b[j]));
+  testing::for_each_isa([&] {
+    for (RnnCell cell : kCells) {
+      for (DType dt : {DType::f64, DType::f32}) {
+        CAPTURE(key_of(cell));
+        const std::string dtn = dtype_name(dt);
+        CAPTURE(dtn);
+        // B = 5 cuts into uneven batch chunks when two threads share it.
+        auto layer_ptr = make_layer(cell, 6, 2, dt, 3);
+        Rnn& layer = *layer_ptr;
+        Generator gen(5);
+        Tensor x = randn({5, 9, 6}, 0, 1, dt, gen);
+        Tensor w = randn({5, 9, 6}, 0, 1, dt, gen);
+        std::vector<Tensor> in = leaves(x, layer);
+        Run fused = run(layer, in, w, false);
+        Run ref = run(layer, in, w, true);
+        double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+        CHECK_CLOSE(fused.y, ref.y, tol, tol);
+        double worst = 0;
+        for (size_t i = 0; i < in.size(); ++i) {
+          CAPTURE(i);
+          CHECK_CLOSE(fused.grads[i], ref.grads[i], tol, tol);
+          auto a = fused.grads[i].to_vector(), b = ref.grads[i].to_vector();
+          for (size_t j = 0; j < a.size(); ++j) worst = std::max(worst, std::abs(a[j] - b[j]));
+        }
+        MESSAGE(key_of(cell), " ", dtn, ": fused vs reference max abs gradient difference ", worst);
       }
-      MESSAGE(key_of(cell), " ", dtn, ": fused vs reference max abs gradient difference ", worst);
     }
-  }
+  });
 }
 
 TEST_CASE("layers/rnn: fused op with input width != hidden width and no biases matches the reference") {
-  for (RnnCell cell : kCells) {
-    CAPTURE(key_of(cell));
-    const int64_t B = 3, T = 4, I = 5, H = 2, G = kernels::rnn_gate_count(cell);
-    Generator gen(21);
-    Tensor x = randn({B, T, I}, 0, 1, DType::f64, gen).set_requires_grad(true);
-    Tensor w_ih = randn({G * H, I}, 0, 0.5, DType::f64, gen).set_requires_grad(true);
-    Tensor w_hh = randn({G * H, H}, 0, 0.5, DType::f64, gen).set_requires_grad(true);
-    Tensor b_hh = randn({G * H}, 0, 0.5, DType::f64, gen).set_requires_grad(true);
-    std::vector<Tensor> in{x, w_ih, w_hh, b_hh};
-    auto fused = [&](const std::vector<Tensor>& v) { return rnn_layer(cell, v[0], v[1], v[2], Tensor(), v[3]); };
-    auto ref = [&](const std::vector<Tensor>& v) {
-      return rnn_layer_reference(cell, v[0], v[1], v[2], Tensor(), v[3]);
-    };
-    CHECK_GRADCHECK(fused, in);
-    CHECK_CLOSE(fused(in), ref(in), 1e-12, 1e-12);
-  }
+  testing::for_each_isa([&] {
+    for (RnnCell cell : kCells) {
+      CAPTURE(key_of(cell));
+      const int64_t B = 3, T = 4, I = 5, H = 2, G = kernels::rnn_gate_count(cell);
+      Generator gen(21);
+      Tensor x = randn({B, T, I}, 0, 1, DType::f64, gen).set_requires_grad(true);
+      Tensor w_ih = randn({G * H, I}, 0, 0.5, DType::f64, gen).set_requires_grad(true);
+      Tensor w_hh = randn({G * H, H}, 0, 0.5, DType::f64, gen).set_requires_grad(true);
+      Tensor b_hh = randn({G * H}, 0, 0.5, DType::f64, gen).set_requires_grad(true);
+      std::vector<Tensor> in{x, w_ih, w_hh, b_hh};
+      auto fused = [&](const std::vector<Tensor>& v) { return rnn_layer(cell, v[0], v[1], v[2], Tensor(), v[3]); };
+      auto ref = [&](const std::vector<Tensor>& v) {
+        return rnn_layer_reference(cell, v[0], v[1], v[2], Tensor(), v[3]);
+      };
+      CHECK_GRADCHECK(fused, in);
+      CHECK_CLOSE(fused(in), ref(in), 1e-12, 1e-12);
+    }
+  });
 }
 
 TEST_CASE("layers/rnn: backward in time chunks equals the one-chunk backward (float64 and float32)") {
@@ -180,92 +184,98 @@ TEST_CASE("layers/rnn: backward in time chunks equals the one-chunk backward (fl
 
 // B = 19: three batch chunks, the last one short, so that 1, 2 and 3 threads share them differently.
 TEST_CASE("layers/rnn: float32 output and gradients are bit-identical at 1, 2 and 3 threads") {
-  for (RnnCell cell : kCells) {
-    CAPTURE(key_of(cell));
-    const int64_t B = 19, T = 9, I = 6, H = 8, G = kernels::rnn_gate_count(cell);
-    Generator gen(51);
-    Tensor x = randn({B, T, I}, 0, 1, DType::f32, gen), w_ih = randn({G * H, I}, 0, 0.5, DType::f32, gen),
-           w_hh = randn({G * H, H}, 0, 0.5, DType::f32, gen), b_ih = randn({G * H}, 0, 0.5, DType::f32, gen),
-           b_hh = randn({G * H}, 0, 0.5, DType::f32, gen), dy = randn({B, T, H}, 0, 1, DType::f32, gen);
-    auto run_at = [&](int threads) {
-      set_num_threads(threads);
-      kernels::RnnForward f = kernels::rnn_forward(cell, x, w_ih, w_hh, b_ih, b_hh);
-      kernels::RnnGrads g = kernels::rnn_backward(cell, dy, x, w_ih, w_hh, f, true, true, true, true, true, 4);
-      return std::vector<std::vector<double>>{f.y.to_vector(),     g.dx.to_vector(),    g.dw_ih.to_vector(),
-                                              g.dw_hh.to_vector(), g.db_ih.to_vector(), g.db_hh.to_vector()};
-    };
-    const int prev = num_threads();
-    auto one = run_at(1), two = run_at(2), three = run_at(3);
-    set_num_threads(prev);
-    for (size_t i = 0; i < one.size(); ++i) {
-      CHECK(one[i] == two[i]);
-      CHECK(one[i] == three[i]);
+  testing::for_each_isa([&] {
+    for (RnnCell cell : kCells) {
+      CAPTURE(key_of(cell));
+      const int64_t B = 19, T = 9, I = 6, H = 8, G = kernels::rnn_gate_count(cell);
+      Generator gen(51);
+      Tensor x = randn({B, T, I}, 0, 1, DType::f32, gen), w_ih = randn({G * H, I}, 0, 0.5, DType::f32, gen),
+             w_hh = randn({G * H, H}, 0, 0.5, DType::f32, gen), b_ih = randn({G * H}, 0, 0.5, DType::f32, gen),
+             b_hh = randn({G * H}, 0, 0.5, DType::f32, gen), dy = randn({B, T, H}, 0, 1, DType::f32, gen);
+      auto run_at = [&](int threads) {
+        set_num_threads(threads);
+        kernels::RnnForward f = kernels::rnn_forward(cell, x, w_ih, w_hh, b_ih, b_hh);
+        kernels::RnnGrads g = kernels::rnn_backward(cell, dy, x, w_ih, w_hh, f, true, true, true, true, true, 4);
+        return std::vector<std::vector<double>>{f.y.to_vector(),     g.dx.to_vector(),    g.dw_ih.to_vector(),
+                                                g.dw_hh.to_vector(), g.db_ih.to_vector(), g.db_hh.to_vector()};
+      };
+      const int prev = num_threads();
+      auto one = run_at(1), two = run_at(2), three = run_at(3);
+      set_num_threads(prev);
+      for (size_t i = 0; i < one.size(); ++i) {
+        CHECK(one[i] == two[i]);
+        CHECK(one[i] == three[i]);
+      }
     }
-  }
+  });
 }
 
 TEST_CASE("layers/rnn: PyTorch nn.RNN/LSTM/GRU reference values (2 layers, float64 and float32)") {
-  for (RnnCell cell : kCells) {
-    const std::string key = key_of(cell);
-    CAPTURE(key);
-    auto fx = testing::load_fixture(key + ".txt");
-    Tensor x64 = testing::fixture_tensor(fx, key + ".x");
-    const int64_t D = x64.size(2);
-    for (DType dt : {DType::f64, DType::f32}) {
-      const std::string dtn = dtype_name(dt);
-      CAPTURE(dtn);
-      auto layer_ptr = make_layer(cell, D, 2, dt, 0);
-      Rnn& layer = *layer_ptr;
-      std::map<std::string, Tensor> state;
-      for (const auto& p : layer.named_parameters()) state[p.name] = testing::fixture_tensor(fx, key + "." + p.name);
-      layer.load_state_dict(state);
-      std::vector<Tensor> in = leaves(x64.to(dt), layer);
-      Run r = run(layer, in, testing::fixture_tensor(fx, key + ".w").to(dt), false);
-      double tol = dt == DType::f64 ? 1e-12 : 1e-4;
-      CHECK_CLOSE(r.y, testing::fixture_tensor(fx, key + ".y"), tol, tol);
-      CHECK_CLOSE(r.grads[0], testing::fixture_tensor(fx, key + ".dx"), tol, tol);
-      double worst = 0;
-      auto named = layer.named_parameters();
-      for (size_t i = 0; i < named.size(); ++i) {
-        CAPTURE(named[i].name);
-        Tensor want = testing::fixture_tensor(fx, key + ".d." + named[i].name);
-        CHECK_CLOSE(r.grads[i + 1], want, tol, tol);
-        auto a = r.grads[i + 1].to_vector(), b = want.to_vector();
-        for (size_t j = 0; j < a.size(); ++j) worst = std::max(worst, std::abs(a[j] - b[j]) / std::max(std::abs(b[j]), 1e-3));
+  testing::for_each_isa([&] {
+    for (RnnCell cell : kCells) {
+      const std::string key = key_of(cell);
+      CAPTURE(key);
+      auto fx = testing::load_fixture(key + ".txt");
+      Tensor x64 = testing::fixture_tensor(fx, key + ".x");
+      const int64_t D = x64.size(2);
+      for (DType dt : {DType::f64, DType::f32}) {
+        const std::string dtn = dtype_name(dt);
+        CAPTURE(dtn);
+        auto layer_ptr = make_layer(cell, D, 2, dt, 0);
+        Rnn& layer = *layer_ptr;
+        std::map<std::string, Tensor> state;
+        for (const auto& p : layer.named_parameters()) state[p.name] = testing::fixture_tensor(fx, key + "." + p.name);
+        layer.load_state_dict(state);
+        std::vector<Tensor> in = leaves(x64.to(dt), layer);
+        Run r = run(layer, in, testing::fixture_tensor(fx, key + ".w").to(dt), false);
+        double tol = dt == DType::f64 ? 1e-12 : 1e-4;
+        CHECK_CLOSE(r.y, testing::fixture_tensor(fx, key + ".y"), tol, tol);
+        CHECK_CLOSE(r.grads[0], testing::fixture_tensor(fx, key + ".dx"), tol, tol);
+        double worst = 0;
+        auto named = layer.named_parameters();
+        for (size_t i = 0; i < named.size(); ++i) {
+          CAPTURE(named[i].name);
+          Tensor want = testing::fixture_tensor(fx, key + ".d." + named[i].name);
+          CHECK_CLOSE(r.grads[i + 1], want, tol, tol);
+          auto a = r.grads[i + 1].to_vector(), b = want.to_vector();
+          for (size_t j = 0; j < a.size(); ++j) worst = std::max(worst, std::abs(a[j] - b[j]) / std::max(std::abs(b[j]), 1e-3));
+        }
+        MESSAGE(key, " ", dtn, ": vs PyTorch, max relative parameter-gradient difference ", worst);
       }
-      MESSAGE(key, " ", dtn, ": vs PyTorch, max relative parameter-gradient difference ", worst);
     }
-  }
+  });
 }
 
 TEST_CASE("layers/rnn: step mode equals the parallel forward (2 layers)") {
-  for (RnnCell cell : kCells) {
-    for (DType dt : {DType::f64, DType::f32}) {
-      CAPTURE(key_of(cell));
-      const std::string dtn = dtype_name(dt);
-      CAPTURE(dtn);
-      const int64_t B = 3, T = 7, D = 5;
-      auto layer_ptr = make_layer(cell, D, 2, dt, 9);
-      Rnn& layer = *layer_ptr;
-      Generator gen(13);
-      Tensor x = randn({B, T, D}, 0, 1, dt, gen);
-      Tensor y;
-      {
-        NoGradGuard ng;
-        y = layer.forward(x);
-      }
-      REQUIRE(layer.has_step());
-      nn::StepState s = layer.init_state(B, dt);
-      CHECK(s.tensors.size() == (cell == RnnCell::lstm ? 4u : 2u));
-      double tol = dt == DType::f64 ? 1e-12 : 1e-5;
-      for (int64_t t = 0; t < T; ++t) {
-        CAPTURE(t);
-        Tensor yt = layer.step(reshape(slice(x, 1, t, t + 1), {B, D}), s);
-        CHECK(!yt.requires_grad());
-        CHECK_CLOSE(yt, reshape(slice(y, 1, t, t + 1), {B, D}), tol, tol);
+  testing::for_each_isa([&] {
+    for (RnnCell cell : kCells) {
+      for (DType dt : {DType::f64, DType::f32}) {
+        CAPTURE(key_of(cell));
+        const std::string dtn = dtype_name(dt);
+        CAPTURE(dtn);
+        const int64_t B = 3, T = 7, D = 5;
+        auto layer_ptr = make_layer(cell, D, 2, dt, 9);
+        Rnn& layer = *layer_ptr;
+        Generator gen(13);
+        Tensor x = randn({B, T, D}, 0, 1, dt, gen);
+        Tensor y;
+        {
+          NoGradGuard ng;
+          y = layer.forward(x);
+        }
+        REQUIRE(layer.has_step());
+        nn::StepState s = layer.init_state(B, dt);
+        CHECK(s.tensors.size() == (cell == RnnCell::lstm ? 4u : 2u));
+        double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+        for (int64_t t = 0; t < T; ++t) {
+          CAPTURE(t);
+          Tensor yt = layer.step(reshape(slice(x, 1, t, t + 1), {B, D}), s);
+          CHECK(!yt.requires_grad());
+          CHECK_CLOSE(yt, reshape(slice(y, 1, t, t + 1), {B, D}), tol, tol);
+        }
       }
     }
-  }
+  });
 }
 
 TEST_CASE("layers/rnn: dropout between stacked layers only in training") {

@@ -261,61 +261,65 @@ TEST_CASE("layers/s4d: LaneFFT equals the DFT at 2,3,5-smooth lengths, inverse(f
 }
 
 TEST_CASE("layers/s4d: the whole float32 layer (forward, backward) is bit-identical at 1, 2 and 3 threads") {
-  const int64_t B = 11, T = 37, D = 40;
-  nn::S4D layer = make_layer(D, 64, false, 3);
-  layer.to(DType::f32);
-  Tensor u = rnd({B, T, D}, 96, 0, 1, DType::f32), dy = rnd({B, T, D}, 97, 0, 1, DType::f32);
-  auto run_at = [&](int threads) {
-    set_num_threads(threads);
-    return testing::forward_backward_values(layer, u, dy);
-  };
-  const int prev = num_threads();
-  auto one = run_at(1), two = run_at(2), three = run_at(3);
-  set_num_threads(prev);
-  REQUIRE(one.size() == two.size());
-  for (size_t i = 0; i < one.size(); ++i) {
-    CAPTURE(i);
-    CHECK(one[i] == two[i]);
-    CHECK(one[i] == three[i]);
-  }
-}
-
-TEST_CASE("layers/s4d: float32 fused kernels are bit-identical at 1 and 2 threads") {
-  // D = 40: two full 16-channel transform groups and a partial one; B = 11: two backward batch chunks.
-  // (The whole layer, out_proj's GEMM included, is checked at 1, 2 and 3 threads above.)
-  const int64_t B = 11, T = 37, D = 40, M = 4;
-  for (int64_t S : {1, 2}) {
-    KParams p = kparams(S, D, M, 91 + S);
-    std::vector<Tensor> kp;
-    for (const Tensor& t : p.all()) kp.push_back(t.to(DType::f32));
-    Tensor u = rnd({B, T, D}, 92, 0, 1, DType::f32), dy = rnd({B, T, D}, 93, 0, 1, DType::f32);
-    Tensor Dskip = rnd({D}, 94, 0, 1, DType::f32), z = rnd({B, T, 2 * D}, 95, 0, 1, DType::f32);
+  testing::for_each_isa([&] {
+    const int64_t B = 11, T = 37, D = 40;
+    nn::S4D layer = make_layer(D, 64, false, 3);
+    layer.to(DType::f32);
+    Tensor u = rnd({B, T, D}, 96, 0, 1, DType::f32), dy = rnd({B, T, D}, 97, 0, 1, DType::f32);
     auto run_at = [&](int threads) {
       set_num_threads(threads);
-      Tensor K = kernels::s4d_kernel_forward(kp[0], kp[1], kp[2], kp[3], T);
-      kernels::S4DKernelGrads kg = kernels::s4d_kernel_backward(K, kp[0], kp[1], kp[2], kp[3]);
-      Tensor y = kernels::causal_conv_fft_forward(u, K);
-      kernels::ConvGrads cg = kernels::causal_conv_fft_backward(dy, u, K, true, true);
-      kernels::SkipGelu sg = kernels::s4d_skip_gelu_forward(y, u, Dskip);
-      Tensor du = cg.du.clone();
-      Tensor dD = kernels::s4d_skip_backward(du, dy, u, Dskip, true, true);
-      Tensor g = kernels::glu_forward(z), dz = kernels::glu_backward(dy, z);
-      std::vector<std::vector<double>> out;
-      for (const Tensor& t : {K, kg.dlog_dt, kg.dlog_A_real, kg.dA_imag, kg.dC, y, cg.du, cg.dK, sg.h, sg.pre, du, dD,
-                              g, dz})
-        out.push_back(t.to_vector());
-      return out;
+      return testing::forward_backward_values(layer, u, dy);
     };
     const int prev = num_threads();
-    auto one = run_at(1), two = run_at(2);
+    auto one = run_at(1), two = run_at(2), three = run_at(3);
     set_num_threads(prev);
     REQUIRE(one.size() == two.size());
     for (size_t i = 0; i < one.size(); ++i) {
-      CAPTURE(S);
       CAPTURE(i);
       CHECK(one[i] == two[i]);
+      CHECK(one[i] == three[i]);
     }
-  }
+  });
+}
+
+TEST_CASE("layers/s4d: float32 fused kernels are bit-identical at 1 and 2 threads") {
+  testing::for_each_isa([&] {
+    // D = 40: two full 16-channel transform groups and a partial one; B = 11: two backward batch chunks.
+    // (The whole layer, out_proj's GEMM included, is checked at 1, 2 and 3 threads above.)
+    const int64_t B = 11, T = 37, D = 40, M = 4;
+    for (int64_t S : {1, 2}) {
+      KParams p = kparams(S, D, M, 91 + S);
+      std::vector<Tensor> kp;
+      for (const Tensor& t : p.all()) kp.push_back(t.to(DType::f32));
+      Tensor u = rnd({B, T, D}, 92, 0, 1, DType::f32), dy = rnd({B, T, D}, 93, 0, 1, DType::f32);
+      Tensor Dskip = rnd({D}, 94, 0, 1, DType::f32), z = rnd({B, T, 2 * D}, 95, 0, 1, DType::f32);
+      auto run_at = [&](int threads) {
+        set_num_threads(threads);
+        Tensor K = kernels::s4d_kernel_forward(kp[0], kp[1], kp[2], kp[3], T);
+        kernels::S4DKernelGrads kg = kernels::s4d_kernel_backward(K, kp[0], kp[1], kp[2], kp[3]);
+        Tensor y = kernels::causal_conv_fft_forward(u, K);
+        kernels::ConvGrads cg = kernels::causal_conv_fft_backward(dy, u, K, true, true);
+        kernels::SkipGelu sg = kernels::s4d_skip_gelu_forward(y, u, Dskip);
+        Tensor du = cg.du.clone();
+        Tensor dD = kernels::s4d_skip_backward(du, dy, u, Dskip, true, true);
+        Tensor g = kernels::glu_forward(z), dz = kernels::glu_backward(dy, z);
+        std::vector<std::vector<double>> out;
+        for (const Tensor& t : {K, kg.dlog_dt, kg.dlog_A_real, kg.dA_imag, kg.dC, y, cg.du, cg.dK, sg.h, sg.pre, du, dD,
+                                g, dz})
+          out.push_back(t.to_vector());
+        return out;
+      };
+      const int prev = num_threads();
+      auto one = run_at(1), two = run_at(2);
+      set_num_threads(prev);
+      REQUIRE(one.size() == two.size());
+      for (size_t i = 0; i < one.size(); ++i) {
+        CAPTURE(S);
+        CAPTURE(i);
+        CHECK(one[i] == two[i]);
+      }
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -341,74 +345,78 @@ TEST_CASE("layers/s4d: gradcheck of the input and every parameter") {
 }
 
 TEST_CASE("layers/s4d: PyTorch reference values (float64 and float32)") {
-  auto fx = testing::load_fixture("s4d.txt");
-  for (std::string prefix : {"", "bi."}) {
-    Tensor x = testing::fixture_tensor(fx, prefix + "x");
-    bool bi = !prefix.empty();
-    int64_t D = x.size(2), N = 2 * testing::fixture_tensor(fx, prefix + "log_A_real").size(1);
-    for (DType dt : {DType::f64, DType::f32}) {
-      nn::S4D layer = make_layer(D, N, bi, 1);
-      layer.to(dt);  // before loading, so float64 values are not rounded through float32
-      std::map<std::string, Tensor> state;
-      for (const auto& np : layer.named_parameters()) state[np.name] = testing::fixture_tensor(fx, prefix + np.name);
-      layer.load_state_dict(state);
-      Tensor xin = x.to(dt).set_requires_grad();
-      Tensor out = layer.forward(xin);
-      backward(out, testing::fixture_tensor(fx, prefix + "w").to(dt));
-      double rtol = dt == DType::f64 ? 1e-10 : 1e-4, atol = dt == DType::f64 ? 1e-12 : 1e-5;
-      INFO(prefix << " dtype " << std::string(dtype_name(dt)));
-      CHECK_CLOSE(out, testing::fixture_tensor(fx, prefix + "out"), rtol, atol);
-      double worst = max_rel(out, testing::fixture_tensor(fx, prefix + "out"));
-      CHECK_CLOSE(xin.grad(), testing::fixture_tensor(fx, prefix + "grad.x"), rtol, atol);
-      worst = std::max(worst, max_rel(xin.grad(), testing::fixture_tensor(fx, prefix + "grad.x")));
-      for (const auto& np : layer.named_parameters()) {
-        INFO("grad of " << np.name);
-        Tensor ref = testing::fixture_tensor(fx, prefix + "grad." + np.name);
-        CHECK_CLOSE(np.tensor.grad(), ref, rtol, atol);
-        worst = std::max(worst, max_rel(np.tensor.grad(), ref));
+  testing::for_each_isa([&] {
+    auto fx = testing::load_fixture("s4d.txt");
+    for (std::string prefix : {"", "bi."}) {
+      Tensor x = testing::fixture_tensor(fx, prefix + "x");
+      bool bi = !prefix.empty();
+      int64_t D = x.size(2), N = 2 * testing::fixture_tensor(fx, prefix + "log_A_real").size(1);
+      for (DType dt : {DType::f64, DType::f32}) {
+        nn::S4D layer = make_layer(D, N, bi, 1);
+        layer.to(dt);  // before loading, so float64 values are not rounded through float32
+        std::map<std::string, Tensor> state;
+        for (const auto& np : layer.named_parameters()) state[np.name] = testing::fixture_tensor(fx, prefix + np.name);
+        layer.load_state_dict(state);
+        Tensor xin = x.to(dt).set_requires_grad();
+        Tensor out = layer.forward(xin);
+        backward(out, testing::fixture_tensor(fx, prefix + "w").to(dt));
+        double rtol = dt == DType::f64 ? 1e-10 : 1e-4, atol = dt == DType::f64 ? 1e-12 : 1e-5;
+        INFO(prefix << " dtype " << std::string(dtype_name(dt)));
+        CHECK_CLOSE(out, testing::fixture_tensor(fx, prefix + "out"), rtol, atol);
+        double worst = max_rel(out, testing::fixture_tensor(fx, prefix + "out"));
+        CHECK_CLOSE(xin.grad(), testing::fixture_tensor(fx, prefix + "grad.x"), rtol, atol);
+        worst = std::max(worst, max_rel(xin.grad(), testing::fixture_tensor(fx, prefix + "grad.x")));
+        for (const auto& np : layer.named_parameters()) {
+          INFO("grad of " << np.name);
+          Tensor ref = testing::fixture_tensor(fx, prefix + "grad." + np.name);
+          CHECK_CLOSE(np.tensor.grad(), ref, rtol, atol);
+          worst = std::max(worst, max_rel(np.tensor.grad(), ref));
+        }
+        MESSAGE("S4D vs PyTorch " << std::string(bi ? "bidirectional " : "unidirectional ")
+                                  << std::string(dtype_name(dt)) << ": max rel diff " << worst);
       }
-      MESSAGE("S4D vs PyTorch " << std::string(bi ? "bidirectional " : "unidirectional ")
-                                << std::string(dtype_name(dt)) << ": max rel diff " << worst);
     }
-  }
+  });
 }
 
 TEST_CASE("layers/s4d: step mode equals the parallel forward") {
-  for (std::string init : {"lin", "inv", "real"}) {
-    for (DType dt : {DType::f64, DType::f32}) {
-      int64_t B = 2, T = 9, D = 3;
-      nn::S4D layer = make_layer(D, 8, false, 5, init);
-      layer.eval();
-      layer.to(dt);
-      {
-        NoGradGuard ng;  // a dt range where the state carries information over the 9 steps
-        layer.named_parameters()[0].tensor.copy_from(rand_uniform({D}, std::log(0.05), std::log(0.5), dt));
+  testing::for_each_isa([&] {
+    for (std::string init : {"lin", "inv", "real"}) {
+      for (DType dt : {DType::f64, DType::f32}) {
+        int64_t B = 2, T = 9, D = 3;
+        nn::S4D layer = make_layer(D, 8, false, 5, init);
+        layer.eval();
+        layer.to(dt);
+        {
+          NoGradGuard ng;  // a dt range where the state carries information over the 9 steps
+          layer.named_parameters()[0].tensor.copy_from(rand_uniform({D}, std::log(0.05), std::log(0.5), dt));
+        }
+        Tensor x = rnd({B, T, D}, 9, 0, 1, dt);
+        Tensor y;
+        {
+          NoGradGuard ng;
+          y = layer.forward(x);
+        }
+        nn::StepState st = layer.init_state(B, dt);
+        std::vector<double> xv = x.to_vector(), yv = y.to_vector(), stepped(yv.size());
+        for (int64_t t = 0; t < T; ++t) {
+          std::vector<double> xt(static_cast<size_t>(B * D));
+          for (int64_t b = 0; b < B; ++b)
+            for (int64_t d = 0; d < D; ++d) xt[b * D + d] = xv[(b * T + t) * D + d];
+          Tensor yt = layer.step(Tensor::from_vector(xt, {B, D}, dt), st);
+          CHECK(!yt.requires_grad());
+          std::vector<double> yts = yt.to_vector();
+          for (int64_t b = 0; b < B; ++b)
+            for (int64_t d = 0; d < D; ++d) stepped[(b * T + t) * D + d] = yts[b * D + d];
+        }
+        INFO("init " << init << " dtype " << std::string(dtype_name(dt)));
+        CHECK_CLOSE(stepped, yv, dt == DType::f64 ? 1e-10 : 1e-4, dt == DType::f64 ? 1e-12 : 1e-5);
       }
-      Tensor x = rnd({B, T, D}, 9, 0, 1, dt);
-      Tensor y;
-      {
-        NoGradGuard ng;
-        y = layer.forward(x);
-      }
-      nn::StepState st = layer.init_state(B, dt);
-      std::vector<double> xv = x.to_vector(), yv = y.to_vector(), stepped(yv.size());
-      for (int64_t t = 0; t < T; ++t) {
-        std::vector<double> xt(static_cast<size_t>(B * D));
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t d = 0; d < D; ++d) xt[b * D + d] = xv[(b * T + t) * D + d];
-        Tensor yt = layer.step(Tensor::from_vector(xt, {B, D}, dt), st);
-        CHECK(!yt.requires_grad());
-        std::vector<double> yts = yt.to_vector();
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t d = 0; d < D; ++d) stepped[(b * T + t) * D + d] = yts[b * D + d];
-      }
-      INFO("init " << init << " dtype " << std::string(dtype_name(dt)));
-      CHECK_CLOSE(stepped, yv, dt == DType::f64 ? 1e-10 : 1e-4, dt == DType::f64 ? 1e-12 : 1e-5);
     }
-  }
-  nn::S4D bi = make_layer(3, 4, true, 5);
-  CHECK(!bi.has_step());
-  CHECK(contains(error_of([&] { bi.init_state(1, DType::f32); }), "bidirectional"));
+    nn::S4D bi = make_layer(3, 4, true, 5);
+    CHECK(!bi.has_step());
+    CHECK(contains(error_of([&] { bi.init_state(1, DType::f32); }), "bidirectional"));
+  });
 }
 
 TEST_CASE("layers/s4d: initialisation, parameter names and optimizer options") {

@@ -99,7 +99,7 @@ TEST_CASE("ops/unary: chained ops") {
   gradcheck_unary("unary chain", [](const Tensor& t) { return seqlab::tanh(gelu(seqlab::log(seqlab::sqrt(t)) * 2.0)); }, x);
 }
 
-// Every ISA path: float32 GELU runs per-path vector loops (core/kernels/gelu.cpp).
+// Every ISA path: float32 GELU runs per-path vector loops (core/kernels/activation_vec.cpp).
 TEST_CASE("kernels/unary: forward and backward match naive loops") {
   testing::for_each_isa([&] {
     for (DType dt : {DType::f32, DType::f64}) {

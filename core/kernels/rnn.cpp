@@ -20,22 +20,44 @@
 #include <cstring>
 #include <vector>
 
+#include <type_traits>
+
 #include "core/kernels/matmul.h"
 #include "core/parallel.h"
+#include "core/kernels/isa_target.h"  // last: the ISA of everything below (compiled once per path)
 
-namespace seqlab::kernels {
+namespace seqlab::kernels::SEQLAB_ISA_NS {
 namespace {
 
-
-
-// Gate nonlinearities: branch-free in float so the loops over H vectorise (core/kernels/vmath.h).
-template <typename T>
-[[gnu::always_inline]] inline T sigmoid(T v) {
+// Gate nonlinearities: vmath's branch-free forms, for scalars and for vectors of this path.
+template <typename V>
+[[gnu::always_inline]] inline V sigmoid(V v) {
   return vmath::sigmoid_of(v);
 }
-template <typename T>
-[[gnu::always_inline]] inline T tanh_(T v) {
+template <typename V>
+[[gnu::always_inline]] inline V tanh_(V v) {
   return vmath::tanh_of(v);
+}
+
+// body(ld, st) for the elements [0, n) of a gate loop: ld(p) reads p's elements, st(p, v) writes
+// them. float: one call per vector of this path (explicit vectors: GCC leaves these loops scalar
+// on AVX2, unable to if-convert the nonlinearities); double: one call per element. The maths in
+// body is written once, for both (the operations are lane-wise the same).
+template <typename T, typename Body>
+[[gnu::always_inline]] inline void lanes(int64_t n, Body&& body) {
+  if constexpr (std::is_same_v<T, float>) {
+    for_each_vec(0, n, [&](int64_t j, int cnt) {
+      body([&](const float* p) { return load_lanes(p + j, cnt); },
+           [&](float* p, VecF v) { store_lanes(p + j, v, cnt); });
+    });
+  } else {
+    for (int64_t j = 0; j < n; ++j) body([&](const T* p) { return p[j]; }, [&](T* p, T v) { p[j] = v; });
+  }
+}
+// p[j] = f(p[j]) for j < n.
+template <typename T, typename F>
+[[gnu::always_inline]] inline void apply(T* p, int64_t n, F&& f) {
+  lanes<T>(n, [&](auto ld, auto st) { st(p, f(ld(p))); });
 }
 
 // Rows per batch chunk: large enough for an efficient per-step GEMM, small enough that a batch of
@@ -117,7 +139,7 @@ void forward_impl(RnnCell cell, const Dims& d, const T* x, const T* w_ih, const 
         const T* hgb = hg + b * GH;
         T* yb = y + row * H;
         if (cell == RnnCell::tanh) {
-          for (int64_t j = 0; j < H; ++j) yb[j] = tanh_(yb[j] + hgb[j]);
+          lanes<T>(H, [&](auto ld, auto st) { st(yb, tanh_(ld(yb) + ld(hgb))); });
         } else if (cell == RnnCell::lstm) {
           T* g = gates + row * 4 * H;
           T* cb = c + row * H;
@@ -126,29 +148,28 @@ void forward_impl(RnnCell cell, const Dims& d, const T* x, const T* w_ih, const 
           // Short single-purpose loops: each vectorises (one fused loop with four nonlinearities
           // did not: GCC gave up if-converting it). Same operations, same results.
           for (int64_t j = 0; j < 4 * H; ++j) g[j] += hgb[j];
-          for (int64_t j = 0; j < 2 * H; ++j) g[j] = sigmoid(g[j]);  // i, f
-          for (int64_t j = 2 * H; j < 3 * H; ++j) g[j] = tanh_(g[j]);  // g
-          for (int64_t j = 3 * H; j < 4 * H; ++j) g[j] = sigmoid(g[j]);  // o
-          for (int64_t j = 0; j < H; ++j) {
-            const T ct = g[H + j] * cp[j] + g[j] * g[2 * H + j];  // f * 0 = +0 exactly at t = 0
-            cb[j] = ct;
-            yb[j] = tanh_(ct);
-          }
-          for (int64_t j = 0; j < H; ++j) yb[j] *= g[3 * H + j];  // h = o tanh(c)
+          apply(g, 2 * H, [](auto v) { return sigmoid(v); });          // i, f
+          apply(g + 2 * H, H, [](auto v) { return tanh_(v); });        // g
+          apply(g + 3 * H, H, [](auto v) { return sigmoid(v); });      // o
+          lanes<T>(H, [&](auto ld, auto st) {
+            const auto ct = ld(g + H) * ld(cp) + ld(g) * ld(g + 2 * H);  // f * 0 = +0 exactly at t = 0
+            st(cb, ct);
+            st(yb, ld(g + 3 * H) * tanh_(ct));  // h = o tanh(c)
+          });
         } else {  // gru
           T* g = gates + row * 4 * H;
-          const T* hpb = hp ? hp + b * ldh : nullptr;
-          for (int64_t j = 0; j < H; ++j) {
-            T rg = sigmoid(g[j] + hgb[j]);
-            T zg = sigmoid(g[H + j] + hgb[H + j]);
-            T hn = hgb[2 * H + j] + bhn[j];
-            T ng = tanh_(g[2 * H + j] + rg * hn);
-            g[j] = rg;
-            g[H + j] = zg;
-            g[2 * H + j] = ng;
-            g[3 * H + j] = hn;
-            yb[j] = (T(1) - zg) * ng + (hpb ? zg * hpb[j] : T(0));
-          }
+          const T* hpb = hp ? hp + b * ldh : zero_row.data();  // h_{-1} = 0 without h0
+          lanes<T>(H, [&](auto ld, auto st) {
+            const auto rg = sigmoid(ld(g) + ld(hgb));
+            const auto zg = sigmoid(ld(g + H) + ld(hgb + H));
+            const auto hn = ld(hgb + 2 * H) + ld(bhn.data());
+            const auto ng = tanh_(ld(g + 2 * H) + rg * hn);
+            st(g, rg);
+            st(g + H, zg);
+            st(g + 2 * H, ng);
+            st(g + 3 * H, hn);
+            st(yb, (T(1) - zg) * ng + zg * ld(hpb));
+          });
         }
       }
     }
@@ -166,6 +187,7 @@ void backward_impl(RnnCell cell, const Dims& d, const T* dy, const T* x, const T
                    const T* gates, const T* c, T* dgx, T* dgh, T* xs, T* hs, T* dh_all, T* dc_all, T* dx, T* dw_ih,
                    T* dw_hh, double* db_x, double* db_h, int64_t Tc) {
   const int64_t T_ = d.T, I = d.I, H = d.H, GH = d.G * d.H;
+  const std::vector<T> zero_row(static_cast<size_t>(H), T(0));  // the state before t = 0
   std::fill(dh_all, dh_all + d.B * H, T(0));  // dL/dh_t through h_{t+1} (the recurrence), (B, H)
   if (dc_all) std::fill(dc_all, dc_all + d.B * H, T(0));
   const int64_t n_tchunks = (T_ + Tc - 1) / Tc;
@@ -191,38 +213,39 @@ void backward_impl(RnnCell cell, const Dims& d, const T* dy, const T* x, const T
             // di = dc g, df = dc c_prev, dg = dc i, dc_prev = dc f; then through each nonlinearity
             const T* g = gates + row * 4 * H;
             const T* cb = c + row * H;
-            const T* cp = t > 0 ? c + (row - 1) * H : nullptr;
+            const T* cp = t > 0 ? c + (row - 1) * H : zero_row.data();  // c_{-1} = 0: df = 0
             T* dcb = dc + b * H;
-            for (int64_t j = 0; j < H; ++j) {
-              T ig = g[j], fg = g[H + j], gg = g[2 * H + j], og = g[3 * H + j];
-              T dht = dyb[j] + dhb[j];
-              T tc_ = tanh_(cb[j]);
-              T dct = dcb[j] + dht * og * (T(1) - tc_ * tc_);
-              gx[j] = dct * gg * ig * (T(1) - ig);
-              gx[H + j] = cp ? dct * cp[j] * fg * (T(1) - fg) : T(0);
-              gx[2 * H + j] = dct * ig * (T(1) - gg * gg);
-              gx[3 * H + j] = dht * tc_ * og * (T(1) - og);
-              dcb[j] = dct * fg;
-            }
+            lanes<T>(H, [&](auto ld, auto st) {
+              const auto ig = ld(g), fg = ld(g + H), gg = ld(g + 2 * H), og = ld(g + 3 * H);
+              const auto dht = ld(dyb) + ld(dhb);
+              const auto tc_ = tanh_(ld(cb));
+              const auto dct = ld(dcb) + dht * og * (T(1) - tc_ * tc_);
+              st(gx, dct * gg * ig * (T(1) - ig));
+              st(gx + H, dct * ld(cp) * fg * (T(1) - fg));
+              st(gx + 2 * H, dct * ig * (T(1) - gg * gg));
+              st(gx + 3 * H, dht * tc_ * og * (T(1) - og));
+              st(dcb, dct * fg);
+            });
           } else {
             // h = (1 - z) n + z h_prev, n = tanh(a_n + r hn):  dz = dh (h_prev - n), dn = dh (1 - z),
             // da_n = dn (1 - n^2), dr = da_n hn, d(hn) = da_n r; dh_prev = dh z + (W_hh part)
             const T* g = gates + row * 4 * H;
-            const T* hp = t > 0 ? y + (row - 1) * H : nullptr;
+            const T* hp = t > 0 ? y + (row - 1) * H : zero_row.data();  // h_{-1} = 0
             T* gh = dgh + crow * GH;
-            for (int64_t j = 0; j < H; ++j) {
-              T rg = g[j], zg = g[H + j], ng = g[2 * H + j], hn = g[3 * H + j];
-              T dht = dyb[j] + dhb[j];
-              T hpv = hp ? hp[j] : T(0);
-              T dan = dht * (T(1) - zg) * (T(1) - ng * ng);
-              T dar = dan * hn * rg * (T(1) - rg);
-              T daz = dht * (hpv - ng) * zg * (T(1) - zg);
-              gx[j] = gh[j] = dar;
-              gx[H + j] = gh[H + j] = daz;
-              gx[2 * H + j] = dan;
-              gh[2 * H + j] = dan * rg;
-              dhb[j] = dht * zg;
-            }
+            lanes<T>(H, [&](auto ld, auto st) {
+              const auto rg = ld(g), zg = ld(g + H), ng = ld(g + 2 * H), hn = ld(g + 3 * H);
+              const auto dht = ld(dyb) + ld(dhb);
+              const auto dan = dht * (T(1) - zg) * (T(1) - ng * ng);
+              const auto dar = dan * hn * rg * (T(1) - rg);
+              const auto daz = dht * (ld(hp) - ng) * zg * (T(1) - zg);
+              st(gx, dar);
+              st(gh, dar);
+              st(gx + H, daz);
+              st(gh + H, daz);
+              st(gx + 2 * H, dan);
+              st(gh + 2 * H, dan * rg);
+              st(dhb, dht * zg);
+            });
           }
         }
         // dh_{t-1} (+)= da_h (Bc, GH) @ W_hh (GH, H); nothing flows into the zero initial state
@@ -261,24 +284,6 @@ void backward_impl(RnnCell cell, const Dims& d, const T* dy, const T* x, const T
 }
 
 }  // namespace
-
-int64_t rnn_gate_count(RnnCell cell) {
-  switch (cell) {
-    case RnnCell::tanh: return 1;
-    case RnnCell::lstm: return 4;
-    case RnnCell::gru: return 3;
-  }
-  return 0;
-}
-
-const char* rnn_cell_name(RnnCell cell) {
-  switch (cell) {
-    case RnnCell::tanh: return "rnn_tanh";
-    case RnnCell::lstm: return "lstm";
-    case RnnCell::gru: return "gru";
-  }
-  return "?";
-}
 
 RnnForward rnn_forward(RnnCell cell, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih,
                        const Tensor& b_hh, const Tensor& h0, const Tensor& c0) {
@@ -355,4 +360,4 @@ RnnGrads rnn_backward(RnnCell cell, const Tensor& dy, const Tensor& x, const Ten
   return g;
 }
 
-}  // namespace seqlab::kernels
+}  // namespace seqlab::kernels::SEQLAB_ISA_NS

@@ -10,9 +10,11 @@
 #include <cmath>
 #include <complex>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/kernels/fft.h"
+#include "core/kernels/activation_vec.h"
 #include "core/kernels/vmath.h"
 #include "core/parallel.h"
 
@@ -584,11 +586,13 @@ SkipGelu s4d_skip_gelu_forward(const Tensor& y, const Tensor& u, const Tensor& D
     T *ph = r.h.data<T>(), *pp = r.pre.data<T>();
     parallel_for(0, R, std::max<int64_t>(1, 8192 / D), [&](int64_t r0, int64_t r1) {
       for (int64_t i = r0 * D; i < r1 * D; i += D)
-        for (int64_t d = 0; d < D; ++d) {
-          const T v = py[i + d] + pu[i + d] * pd[d];
-          pp[i + d] = v;
-          ph[i + d] = T(0.5) * v * (T(1) + vmath::erf_of(v * T(M_SQRT1_2)));  // as kernels::gelu_forward
-        }
+        for (int64_t d = 0; d < D; ++d) pp[i + d] = py[i + d] + pu[i + d] * pd[d];
+      if constexpr (std::is_same_v<T, float>) {  // the vector GELU of the ISA path in use
+        gelu_forward_f32(pp + r0 * D, ph + r0 * D, (r1 - r0) * D);
+      } else {
+        for (int64_t i = r0 * D; i < r1 * D; ++i)
+          ph[i] = T(0.5) * pp[i] * (T(1) + vmath::erf_of(pp[i] * T(M_SQRT1_2)));  // as kernels::gelu_forward
+      }
     });
   });
   return r;
@@ -633,6 +637,10 @@ Tensor glu_forward(const Tensor& z) {
   Shape oshape = z.shape();
   oshape.back() = D;
   Tensor out = Tensor::empty(oshape, z.dtype());
+  if (z.dtype() == DType::f32) {  // explicit vectors on the ISA path in use
+    glu_forward_f32(z.data<float>(), out.data<float>(), R, D);
+    return out;
+  }
   dispatch_float(z.dtype(), "glu", [&]<typename T>() {
     const T* pz = z.data<T>();
     T* po = out.data<T>();
@@ -651,6 +659,10 @@ Tensor glu_backward(const Tensor& dout, const Tensor& z) {
   SEQLAB_CHECK(dout.numel() == R * D && dout.dtype() == z.dtype(), "glu_backward: bad gradient shape ",
                to_string(dout.shape()));
   Tensor dz = Tensor::empty(z.shape(), z.dtype());
+  if (z.dtype() == DType::f32) {
+    glu_backward_f32(dout.data<float>(), z.data<float>(), dz.data<float>(), R, D);
+    return dz;
+  }
   dispatch_float(z.dtype(), "glu_backward", [&]<typename T>() {
     const T *pz = z.data<T>(), *pg = dout.data<T>();
     T* pdz = dz.data<T>();

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "core/kernels/isa_dispatch.h"
+#include "core/kernels/activation_vec.h"
 #include "core/kernels/loops.h"
 #include "core/kernels/vmath.h"
 
@@ -67,14 +67,11 @@ Tensor silu_backward(const Tensor& dy, const Tensor& x) {
   });
 }
 
-SEQLAB_ISA_DECLARE(void gelu_forward_f32(const float* x, float* y, int64_t n))
-SEQLAB_ISA_DECLARE(void gelu_backward_f32(const float* dy, const float* x, float* dx, int64_t n))
-
-// float32 runs the explicit vector loops of core/kernels/gelu.cpp on the ISA path in use.
+// float32 runs the explicit vector loops of core/kernels/activation_vec.cpp on the ISA path in use.
 Tensor gelu_forward(const Tensor& x) {
   if (x.dtype() == DType::f32) {
     Tensor y = Tensor::empty(x.shape(), x.dtype());
-    [&] { SEQLAB_ISA_CALL(gelu_forward_f32, x.data<float>(), y.data<float>(), x.numel()); }();
+    gelu_forward_f32(x.data<float>(), y.data<float>(), x.numel());
     return y;
   }
   return unary_map(x, "gelu", [](auto v) {
@@ -85,7 +82,7 @@ Tensor gelu_forward(const Tensor& x) {
 Tensor gelu_backward(const Tensor& dy, const Tensor& x) {
   if (x.dtype() == DType::f32 && dy.dtype() == DType::f32 && dy.shape() == x.shape()) {
     Tensor dx = Tensor::empty(x.shape(), x.dtype());
-    [&] { SEQLAB_ISA_CALL(gelu_backward_f32, dy.data<float>(), x.data<float>(), dx.data<float>(), x.numel()); }();
+    gelu_backward_f32(dy.data<float>(), x.data<float>(), dx.data<float>(), x.numel());
     return dx;
   }
   return binary_map(dy, x, "gelu_backward", [](auto g, auto v) {

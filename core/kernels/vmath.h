@@ -265,6 +265,24 @@ template <FloatVec V>
   return x > splat<V>(20.0f) ? x : l;
 }
 
+// tanh_of on W lanes: the scalar form's two branches as a select.
+template <FloatVec V>
+[[gnu::always_inline]] inline V tanh_of(V x) {
+  using IV = IntVec<V>;
+  const V a = (V)((IV)x & 0x7fffffff);
+  const V z = x * x;
+  V p = splat<V>(-5.70498872745e-3f);
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  const V small = p * z * x + x;
+  const V big = 1.0f - 2.0f / (exp_of(2.0f * a) + 1.0f);
+  const V sbig = (V)(((IV)big & 0x7fffffff) | ((IV)x & (int32_t)0x80000000));  // copysign(big, x)
+  const V r = a < splat<V>(0.625f) ? small : sbig;
+  return x != x ? x : r;
+}
+
 // erf_exp_of on W lanes: the scalar form's polynomials and branches as selects. The exact
 // residual lo = fma(a, a, -a^2) is written a * a - hi, which is one fused multiply-add where the
 // ISA has FMA (GCC contracts it); without FMA lo is 0 and exp(-x^2) loses up to ~1e-6 relative.
