@@ -29,7 +29,7 @@ import sys
 import time
 
 C_IN, D_MODEL, N_LAYERS, HORIZON = 7, 64, 2, 96
-CSV_HEADER = "model,seq_len,batch,params,step_ms,samples_per_s,peak_rss_mib,gflop_per_step,gflops"
+CSV_HEADER = "model,seq_len,batch,params,step_ms,samples_per_s,peak_rss_mib,gflop_per_step,gflops,base_rss_mib"
 TAG = "TORCH_BENCH_RESULT"
 
 
@@ -226,6 +226,15 @@ def build(model, T, scan):
     return Model()
 
 
+def vm_rss_mib():
+    """Resident size now (VmRSS of /proc/self/status), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1]) / 1024.0
+    return 0.0
+
+
 def run_single(model, T, args):
     import torch
     torch.set_num_threads(args.threads)
@@ -243,6 +252,7 @@ def run_single(model, T, args):
         loss.backward()
         opt.step()
 
+    base_mib = vm_rss_mib()  # before the first step: interpreter, torch, model, data
     for _ in range(args.warmup):
         step()
     ms = []
@@ -251,7 +261,8 @@ def run_single(model, T, args):
         step()
         ms.append((time.perf_counter() - t0) * 1e3)
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"{TAG} {model} {T} {args.batch} {params} {statistics.median(ms):.4f} {rss_mib:.2f}", flush=True)
+    print(f"{TAG} {model} {T} {args.batch} {params} {statistics.median(ms):.4f} {rss_mib:.2f} {base_mib:.2f}",
+          flush=True)
 
 
 def run_child(model, T, args, scan):
@@ -270,7 +281,7 @@ def run_child(model, T, args, scan):
     for line in p.stdout.splitlines():
         if line.startswith(TAG):
             f = line.split()
-            return (f[1], int(f[2]), int(f[3]), int(f[4]), float(f[5]), float(f[6])), None
+            return (f[1], int(f[2]), int(f[3]), int(f[4]), float(f[5]), float(f[6]), float(f[7])), None
     return None, f"failed (rc {p.returncode}): {p.stderr.strip().splitlines()[-1:] if p.stderr else ''}"
 
 
@@ -329,16 +340,16 @@ def main():
                 print(f"{model:<12} {T:>6} {'':>9} {'skipped':>11}  {'; '.join(notes)}", flush=True)
                 if out:
                     # a skipped case keeps its row with the measured fields empty
-                    print(f"{model},{T},{args.batch},,,,,{step_gflop(model, T, args.batch):.4f},", file=out, flush=True)
+                    print(f"{model},{T},{args.batch},,,,,{step_gflop(model, T, args.batch):.4f},,", file=out, flush=True)
                 continue
-            (m, t, b, params, step_ms, rss), scan = best
+            (m, t, b, params, step_ms, rss, base), scan = best
             g = step_gflop(model, T, args.batch)
             sps, gflops = b / (step_ms / 1e3), g / (step_ms / 1e3)
             note = f"best: {scan} ({'; '.join(notes)})" if model == "mamba" else ""
             print(f"{m:<12} {t:>6} {params:>9} {step_ms:>11.2f} {sps:>11.1f} {rss:>10.1f} {g:>9.2f} {gflops:>9.2f}  "
                   f"{note}", flush=True)
             if out:
-                print(f"{m},{t},{b},{params},{step_ms:.3f},{sps:.2f},{rss:.1f},{g:.4f},{gflops:.3f}", file=out,
+                print(f"{m},{t},{b},{params},{step_ms:.3f},{sps:.2f},{rss:.1f},{g:.4f},{gflops:.3f},{base:.1f}", file=out,
                       flush=True)
     if out:
         out.close()

@@ -66,13 +66,16 @@ nn::LayerArgs layer_args(const std::string& model) {
   return a;
 }
 
-double vm_hwm_mib() {
+// A "Key:   123 kB" line of /proc/self/status in MiB (VmHWM: peak resident, VmRSS: resident now).
+double proc_status_mib(const char* key) {
   std::ifstream f("/proc/self/status");
   std::string line;
+  const size_t n = std::string(key).size();
   while (std::getline(f, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // kB
+    if (line.rfind(key, 0) == 0) return std::stod(line.substr(n)) / 1024.0;  // kB
   return 0;
 }
+double vm_hwm_mib() { return proc_status_mib("VmHWM:"); }
 
 double cpu_seconds() {
   struct rusage ru {};
@@ -113,6 +116,7 @@ void run_single(const std::string& model, int64_t T, const BenchOptions& o) {
     backward(loss);
     opt.step();
   };
+  const double base_rss = proc_status_mib("VmRSS:");  // before the first step
   for (int i = 0; i < o.warmup; ++i) step();
   std::vector<double> ms, cpu;
   for (int i = 0; i < o.steps; ++i) {
@@ -122,9 +126,9 @@ void run_single(const std::string& model, int64_t T, const BenchOptions& o) {
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     cpu.push_back((cpu_seconds() - c0) * 1e3);
   }
-  std::printf("%s %s %lld %lld %lld %.4f %.2f %.4f\n", kResultTag, model.c_str(), static_cast<long long>(T),
+  std::printf("%s %s %lld %lld %lld %.4f %.2f %.4f %.2f\n", kResultTag, model.c_str(), static_cast<long long>(T),
               static_cast<long long>(o.batch), static_cast<long long>(params), median(ms), vm_hwm_mib(),
-              median(cpu));
+              median(cpu), base_rss);
   std::fflush(stdout);
 }
 
@@ -175,7 +179,7 @@ bool run_child(const CLI::App* sub, const std::string& model, int64_t T, const B
     if (line.rfind(kResultTag, 0) != 0) continue;
     std::istringstream f(line.substr(std::string(kResultTag).size()));
     long long t = 0, b = 0, p = 0;
-    f >> r.model >> t >> b >> p >> r.step_ms >> r.peak_rss_mib >> r.cpu_ms;
+    f >> r.model >> t >> b >> p >> r.step_ms >> r.peak_rss_mib >> r.cpu_ms >> r.base_rss_mib;
     r.seq_len = t, r.batch = b, r.params = p;
     if (r.peak_rss_mib <= 0) r.peak_rss_mib = static_cast<double>(ru.ru_maxrss) / 1024.0;  // KiB
     r.gflop_per_step = step_gflop(model, T, o.batch);
@@ -191,7 +195,8 @@ void run_all(const CLI::App* sub, const BenchOptions& o) {
   if (!o.csv.empty()) {
     csv = std::fopen(o.csv.c_str(), "w");
     SEQLAB_CHECK(csv, "bench: cannot write --csv file '", o.csv, "'");
-    std::fprintf(csv, "model,seq_len,batch,params,step_ms,samples_per_s,peak_rss_mib,gflop_per_step,gflops\n");
+    std::fprintf(csv, "model,seq_len,batch,params,step_ms,samples_per_s,peak_rss_mib,gflop_per_step,gflops,"
+                 "base_rss_mib\n");
   }
   std::printf("seqlab bench: B=%lld, C=%lld, D=%lld, %lld layers, head last -> %lld x %lld, %d threads, "
               "median of %d steps after %d warm-up\n",
@@ -201,22 +206,23 @@ void run_all(const CLI::App* sub, const BenchOptions& o) {
   std::printf("seqlab bench: ISA path %s (CPU supports %s), OpenBLAS core %s, FMA peak of the path %.1f "
               "GFLOP/s per core\n",
               isa_name(active_isa()), isa_name(detected_isa()), openblas_get_corename(), kernels::fma_peak_gflops());
-  std::printf("%-12s %6s %9s %11s %11s %10s %9s %9s %11s\n", "model", "T", "params", "step_ms", "samples/s",
-              "peak_MiB", "GFLOP", "GFLOP/s", "cpu_ms");
+  std::printf("%-12s %6s %9s %11s %11s %10s %9s %9s %9s %11s\n", "model", "T", "params", "step_ms", "samples/s",
+              "peak_MiB", "net_MiB", "GFLOP", "GFLOP/s", "cpu_ms");
   std::fflush(stdout);
   for (const auto& m : o.models) {
     for (int64_t T : o.seq_lens) {
       StepResult r;
       if (!run_child(sub, m, T, o, r)) continue;
       double sps = r.batch / (r.step_ms / 1e3), gflops = r.gflop_per_step / (r.step_ms / 1e3);
-      std::printf("%-12s %6lld %9lld %11.2f %11.1f %10.1f %9.2f %9.2f %11.2f\n", r.model.c_str(),
+      std::printf("%-12s %6lld %9lld %11.2f %11.1f %10.1f %9.1f %9.2f %9.2f %11.2f\n", r.model.c_str(),
                   static_cast<long long>(r.seq_len), static_cast<long long>(r.params), r.step_ms, sps,
-                  r.peak_rss_mib, r.gflop_per_step, gflops, r.cpu_ms);
+                  r.peak_rss_mib, r.peak_rss_mib - r.base_rss_mib, r.gflop_per_step, gflops, r.cpu_ms);
       std::fflush(stdout);
       if (csv) {
-        std::fprintf(csv, "%s,%lld,%lld,%lld,%.3f,%.2f,%.1f,%.4f,%.3f\n", r.model.c_str(),
+        std::fprintf(csv, "%s,%lld,%lld,%lld,%.3f,%.2f,%.1f,%.4f,%.3f,%.1f\n", r.model.c_str(),
                      static_cast<long long>(r.seq_len), static_cast<long long>(r.batch),
-                     static_cast<long long>(r.params), r.step_ms, sps, r.peak_rss_mib, r.gflop_per_step, gflops);
+                     static_cast<long long>(r.params), r.step_ms, sps, r.peak_rss_mib, r.gflop_per_step, gflops,
+                     r.base_rss_mib);
         std::fflush(csv);
       }
     }

@@ -21,6 +21,8 @@ struct StepResult {
   double peak_rss_mib = 0;   // the child's VmHWM (falls back to wait4's ru_maxrss)
   double gflop_per_step = 0; // analytic count, see step_gflop()
   double cpu_ms = 0;         // median process CPU time (user + sys) per step: steadier under load
+  double base_rss_mib = 0;   // the child's VmRSS before its first step (binary, libraries, model, data):
+                             // peak_rss_mib - base_rss_mib is what the training steps themselves add
 };
 
 /// Analytic floating-point work of one training step (GFLOP) of `model` at the standard sizes with

@@ -40,7 +40,11 @@ if [[ $TCMALLOC == 1 && -e $TC ]]; then TORCH_ENV+=(LD_PRELOAD=$TC); fi
 
 mkdir -p "$OUT"
 echo "# $(date -Is) $(uptime)" > "$OUT/load.txt"
-HEADER="model,seq_len,batch,params,step_ms,samples_per_s,peak_rss_mib,gflop_per_step,gflops"
+# What every figure depends on: the CPU, seqlab's ISA path (SEQLAB_ISA forces one), OpenBLAS's core.
+{ echo "# cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  "$BIN" info | grep -E '^(ISA path|BLAS):' | sed 's/^/# /'
+  echo "# SEQLAB_ISA=${SEQLAB_ISA:-} OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-}"; } | tee -a "$OUT/load.txt"
+HEADER="model,seq_len,batch,params,step_ms,samples_per_s,peak_rss_mib,gflop_per_step,gflops,base_rss_mib"
 echo "$HEADER" > "$OUT/seqlab.csv"
 echo "$HEADER" > "$OUT/pytorch.csv"
 IFS=, read -ra MODEL_LIST <<< "$MODELS"
@@ -62,16 +66,20 @@ def load(name):
     return {(r["model"], int(r["seq_len"])): r for r in csv.DictReader(open(f"{out}/{name}"))}
 s, p = load("seqlab.csv"), load("pytorch.csv")
 print(f"{'model':<12} {'T':>6} {'seqlab ms':>10} {'torch ms':>10} {'time x':>7} {'seqlab MiB':>11} {'torch MiB':>10} "
-      f"{'RSS x':>7} {'seqlab GF/s':>11} {'torch GF/s':>10}")
+      f"{'RSS x':>7} {'net x':>7} {'seqlab GF/s':>11} {'torch GF/s':>10}")
+# net x: peak RSS minus each process's resident size before its first step (torch starts near 270 MiB).
+def net(r):
+    return float(r["peak_rss_mib"]) - float(r["base_rss_mib"] or 0)
 for key in sorted(s, key=lambda k: (k[0], k[1])):
     a, b = s[key], p.get(key)
     if b is None or not b["step_ms"]:
         print(f"{key[0]:<12} {key[1]:>6} {float(a['step_ms']):>10.1f} {'skipped':>10} {'-':>7} "
-              f"{float(a['peak_rss_mib']):>11.1f} {'-':>10} {'-':>7} {float(a['gflops']):>11.2f} {'-':>10}")
+              f"{float(a['peak_rss_mib']):>11.1f} {'-':>10} {'-':>7} {'-':>7} {float(a['gflops']):>11.2f} {'-':>10}")
         continue
     rt = float(a["step_ms"]) / float(b["step_ms"])
     rm = float(a["peak_rss_mib"]) / float(b["peak_rss_mib"])
+    rn = net(a) / net(b) if net(b) > 0 else float("nan")
     print(f"{key[0]:<12} {key[1]:>6} {float(a['step_ms']):>10.1f} {float(b['step_ms']):>10.1f} {rt:>7.3f} "
-          f"{float(a['peak_rss_mib']):>11.1f} {float(b['peak_rss_mib']):>10.1f} {rm:>7.3f} "
+          f"{float(a['peak_rss_mib']):>11.1f} {float(b['peak_rss_mib']):>10.1f} {rm:>7.3f} {rn:>7.3f} "
           f"{float(a['gflops']):>11.2f} {float(b['gflops']):>10.2f}")
 EOF

@@ -227,6 +227,11 @@ constexpr int rows_per_block() {
   if (kW == 16) return 8;
   return NV <= 1 ? 8 : NV == 2 ? 4 : NV <= 4 ? 2 : 1;
 }
+// Register blocks of rows per dK/dV pass: 1 on AVX-512 (kR = 8 already), 4 elsewhere (16 rows).
+template <int NV>
+constexpr int row_blocks_per_pass() {
+  return kW == 16 ? 1 : std::max(1, 16 / rows_per_block<NV>());
+}
 template <int NV>
 constexpr int keys_per_pass() {
   if (kW == 16) return 8;
@@ -411,8 +416,11 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
     drow[i] = hsum(acc);
   }
   for (int64_t i = 0; i < Tq; ++i) std::fill(dq + i * ldq, dq + i * ldq + Dh, 0.0f);
-  alignas(64) float qs[kR][Dh], dob[kR][Dh];
-  alignas(64) float P[kR][kBwdC], dS[kR][kBwdC];
+  // S and dP in register blocks of kR rows; P and dS of kRB = kR x kSub rows kept in L1, so that each
+  // pass over the tile's dK, dV accumulators (loaded and stored per pass) serves kRB rows.
+  constexpr int kRB = kR * row_blocks_per_pass<NV>();
+  alignas(64) float qs[kRB][Dh], dob[kRB][Dh];
+  alignas(64) float P[kRB][kBwdC], dS[kRB][kBwdC];
   float lse_r[kR], d_r[kR];
   int32_t vis[kR];
   for (int64_t j0 = 0; j0 < Tk; j0 += kBwdC) {
@@ -422,37 +430,40 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
     std::fill(w.dvt.begin(), w.dvt.end(), 0.0f);
     // The first query that sees key j0 (causal: i + off >= j0); earlier blocks are fully masked.
     const int64_t i_start = d.causal ? std::max<int64_t>(0, j0 - d.off()) / kR * kR : 0;
-    for (int64_t i0 = i_start; i0 < Tq; i0 += kR) {
-      const int64_t rows = std::min<int64_t>(kR, Tq - i0);
-      for (int r = 0; r < kR; ++r) {  // rows past `rows` repeat the last one, fully masked
-        const int64_t i = i0 + std::min<int64_t>(r, rows - 1);
-        for (int e = 0; e < Dh; ++e) {
-          qs[r][e] = q[i * ldq + e] * scale;
-          dob[r][e] = dout[i * ldo + e];
+    for (int64_t i0 = i_start; i0 < Tq; i0 += kRB) {
+      const int64_t rows_b = std::min<int64_t>(kRB, Tq - i0);
+      for (int64_t sb = 0; sb < rows_b; sb += kR) {
+        const int64_t rows = std::min<int64_t>(kR, rows_b - sb);
+        for (int r = 0; r < kR; ++r) {  // rows past `rows` repeat the last one, fully masked
+          const int64_t i = i0 + sb + std::min<int64_t>(r, rows - 1);
+          for (int e = 0; e < Dh; ++e) {
+            qs[sb + r][e] = q[i * ldq + e] * scale;
+            dob[sb + r][e] = dout[i * ldo + e];
+          }
+          lse_r[r] = lse[i];
+          d_r[r] = drow[i];
+          vis[r] = r < rows ? static_cast<int32_t>(std::clamp<int64_t>(d.visible_end(i) - j0, 0, cols)) : 0;
         }
-        lse_r[r] = lse[i];
-        d_r[r] = drow[i];
-        vis[r] = r < rows ? static_cast<int32_t>(std::clamp<int64_t>(d.visible_end(i) - j0, 0, cols)) : 0;
-      }
-      for (int64_t g = 0; g < ng; ++g) {  // S = (scale q) K^T and dP = dO V^T, kW keys x kR rows
-        VF as[kR] = {}, ap[kR] = {};
-        const float* kg = kt + j0 + kW * g;
-        const float* vg = vt + j0 + kW * g;
-        for (int e = 0; e < Dh; ++e) {
-          const VF kv = loadv(kg + e * ld), vv = loadv(vg + e * ld);
-          for (int r = 0; r < kR; ++r) {
-            as[r] += qs[r][e] * kv;
-            ap[r] += dob[r][e] * vv;
+        for (int64_t g = 0; g < ng; ++g) {  // S = (scale q) K^T and dP = dO V^T, kW keys x kR rows
+          VF as[kR] = {}, ap[kR] = {};
+          const float* kg = kt + j0 + kW * g;
+          const float* vg = vt + j0 + kW * g;
+          for (int e = 0; e < Dh; ++e) {
+            const VF kv = loadv(kg + e * ld), vv = loadv(vg + e * ld);
+            for (int r = 0; r < kR; ++r) {
+              as[r] += qs[sb + r][e] * kv;
+              ap[r] += dob[sb + r][e] * vv;
+            }
+          }
+          for (int r = 0; r < kR; ++r) {  // P = exp(S - lse) (0 where masked), dS = P (dP - D)
+            const VF e = vmath::exp_nonpositive_of(as[r] - lse_r[r]);
+            const VF pr = lanes() < vis[r] - static_cast<int32_t>(kW * g) ? e : splat(0.0f);
+            storev(&P[sb + r][kW * g], pr);
+            storev(&dS[sb + r][kW * g], pr * (ap[r] - d_r[r]));
           }
         }
-        for (int r = 0; r < kR; ++r) {  // P = exp(S - lse) (0 where masked), dS = P (dP - D)
-          const VF e = vmath::exp_nonpositive_of(as[r] - lse_r[r]);
-          const VF pr = lanes() < vis[r] - static_cast<int32_t>(kW * g) ? e : splat(0.0f);
-          storev(&P[r][kW * g], pr);
-          storev(&dS[r][kW * g], pr * (ap[r] - d_r[r]));
-        }
       }
-      // dV_j += sum_r P_rj dO_r, dK_j += sum_r dS_rj (scale q_r): 8 keys at a time, rows in order
+      // dV_j += sum_r P_rj dO_r, dK_j += sum_r dS_rj (scale q_r): kJ keys at a time, rows in order
       for (int64_t jb = 0; jb < nj; jb += kJ) {
         VF av[kJ][NV], ak[kJ][NV];
         for (int u = 0; u < kJ; ++u)
@@ -460,13 +471,13 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
             av[u][t] = loadv(dvt + (jb + u) * Dh + kW * t);
             ak[u][t] = loadv(dkt + (jb + u) * Dh + kW * t);
           }
-        for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t r = 0; r < rows_b; ++r) {
           VF dor[NV], qr[NV];
           for (int t = 0; t < NV; ++t) {
             dor[t] = loadv(&dob[r][kW * t]);
             qr[t] = loadv(&qs[r][kW * t]);
           }
-          const float* pr = &P[r][jb];  // one base pointer per row: 8 broadcasts at fixed offsets
+          const float* pr = &P[r][jb];  // one base pointer per row: kJ broadcasts at fixed offsets
           const float* sr = &dS[r][jb];
           for (int u = 0; u < kJ; ++u)
             for (int t = 0; t < NV; ++t) {
@@ -480,18 +491,22 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
             storev(dkt + (jb + u) * Dh + kW * t, ak[u][t]);
           }
       }
-      // dQ_r += sum_j dS_rj (scale k_j): every row at once, keys in order
-      VF aq[kR][NV];
-      for (int r = 0; r < kR; ++r)
-        for (int t = 0; t < NV; ++t) aq[r][t] = r < rows ? loadv(dq + (i0 + r) * ldq + kW * t) : splat(0.0f);
-      for (int64_t j = 0; j < cols; ++j) {
-        VF kr[NV];
-        for (int t = 0; t < NV; ++t) kr[t] = loadv(ks + (j0 + j) * Dh + kW * t);
+      // dQ_r += sum_j dS_rj (scale k_j): kR rows at once, keys in order
+      for (int64_t sb = 0; sb < rows_b; sb += kR) {
+        const int64_t rows = std::min<int64_t>(kR, rows_b - sb);
+        VF aq[kR][NV];
         for (int r = 0; r < kR; ++r)
-          for (int t = 0; t < NV; ++t) aq[r][t] += dS[r][j] * kr[t];
+          for (int t = 0; t < NV; ++t)
+            aq[r][t] = r < rows ? loadv(dq + (i0 + sb + r) * ldq + kW * t) : splat(0.0f);
+        for (int64_t j = 0; j < cols; ++j) {
+          VF kr[NV];
+          for (int t = 0; t < NV; ++t) kr[t] = loadv(ks + (j0 + j) * Dh + kW * t);
+          for (int r = 0; r < kR; ++r)
+            for (int t = 0; t < NV; ++t) aq[r][t] += dS[sb + r][j] * kr[t];
+        }
+        for (int64_t r = 0; r < rows; ++r)
+          for (int t = 0; t < NV; ++t) storev(dq + (i0 + sb + r) * ldq + kW * t, aq[r][t]);
       }
-      for (int64_t r = 0; r < rows; ++r)
-        for (int t = 0; t < NV; ++t) storev(dq + (i0 + r) * ldq + kW * t, aq[r][t]);
     }
     for (int64_t j = 0; j < cols; ++j)
       for (int t = 0; t < NV; ++t) {
