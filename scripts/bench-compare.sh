@@ -5,13 +5,14 @@
 #
 # usage: scripts/bench-compare.sh [--bin PATH] [--out DIR] [--models a,b] [--seq-lens 96,...]
 #                                 [--steps N] [--threads N] [--max-seconds S] [--no-tcmalloc]
+#                                 [--mamba-scan auto|sequential|parallel]
 #   --bin   a binary with the bench subcommand (default: build/perf/seqlab_bench_cli, else build/*/seqlab)
 #   --out   where seqlab.csv, pytorch.csv and ratio.txt go (default: bench-results/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN="" OUT="bench-results" MODELS="lstm,transformer,s4d,mamba" SEQ_LENS="96,336,720,1440,2880"
-STEPS=10 THREADS=2 MAX_SECONDS=600 TCMALLOC=1
+STEPS=10 THREADS=2 MAX_SECONDS=600 TCMALLOC=1 MAMBA_SCAN=auto
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --bin) BIN="$2"; shift 2 ;;
@@ -22,7 +23,8 @@ while [[ $# -gt 0 ]]; do
     --threads) THREADS="$2"; shift 2 ;;
     --max-seconds) MAX_SECONDS="$2"; shift 2 ;;
     --no-tcmalloc) TCMALLOC=0; shift ;;
-    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
+    --mamba-scan) MAMBA_SCAN="$2"; shift 2 ;;  # PyTorch's Mamba scan (auto: both, the faster reported)
+    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
     *) echo "bench-compare: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -53,7 +55,8 @@ for m in "${MODEL_LIST[@]}"; do
     | tee -a "$OUT/seqlab.txt"
   tail -n +2 "$OUT/.s.csv" >> "$OUT/seqlab.csv"
   env "${TORCH_ENV[@]}" /usr/bin/python3 bench/pytorch_reference.py --models "$m" --seq-lens "$SEQ_LENS" \
-    --steps "$STEPS" --threads "$THREADS" --max-seconds "$MAX_SECONDS" --csv "$OUT/.p.csv" | tee -a "$OUT/pytorch.txt"
+    --steps "$STEPS" --threads "$THREADS" --max-seconds "$MAX_SECONDS" --mamba-scan "$MAMBA_SCAN" --csv "$OUT/.p.csv" \
+    | tee -a "$OUT/pytorch.txt"
   tail -n +2 "$OUT/.p.csv" >> "$OUT/pytorch.csv"
   echo "# after $m: $(uptime)" >> "$OUT/load.txt"
 done
