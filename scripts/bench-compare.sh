@@ -8,6 +8,7 @@
 #                                 [--mamba-scan auto|sequential|parallel]
 #   --bin   a binary with the bench subcommand (default: build/perf/seqlab_bench_cli, else build/*/seqlab)
 #   --out   where seqlab.csv, pytorch.csv and ratio.txt go (default: bench-results/)
+#   PYTHON  the interpreter with torch (default /usr/bin/python3, Debian's python3-torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,7 +55,7 @@ for m in "${MODEL_LIST[@]}"; do
   "$BIN" bench --models "$m" --seq-lens "$SEQ_LENS" --steps "$STEPS" --threads "$THREADS" --csv "$OUT/.s.csv" \
     | tee -a "$OUT/seqlab.txt"
   tail -n +2 "$OUT/.s.csv" >> "$OUT/seqlab.csv"
-  env "${TORCH_ENV[@]}" /usr/bin/python3 bench/pytorch_reference.py --models "$m" --seq-lens "$SEQ_LENS" \
+  env "${TORCH_ENV[@]}" "${PYTHON:-/usr/bin/python3}" bench/pytorch_reference.py --models "$m" --seq-lens "$SEQ_LENS" \
     --steps "$STEPS" --threads "$THREADS" --max-seconds "$MAX_SECONDS" --mamba-scan "$MAMBA_SCAN" --csv "$OUT/.p.csv" \
     | tee -a "$OUT/pytorch.txt"
   tail -n +2 "$OUT/.p.csv" >> "$OUT/pytorch.csv"
