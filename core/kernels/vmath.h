@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -48,16 +49,30 @@ namespace seqlab::kernels::vmath {
 }
 [[gnu::always_inline]] inline double exp_of(double x) { return std::exp(x); }
 
+// Polynomials shared by the scalar and the vector forms, highest power first: tanh below 0.625, and
+// erf below 1 (in x^2) and erfc(x) e^{x^2} on [1, 4) (in (x - 2.5) / 1.5).
+inline constexpr float kTanhSmall[5] = {-5.70498872745e-3f, 2.06390887954e-2f, -5.37397155531e-2f, 1.33314422036e-1f,
+                                        -3.33332819422e-1f};
+inline constexpr float kErfSmall[8] = {-9.6895882785892905e-06f, 0.00011274685375811914f, -0.00084854317511693538f,
+                                       0.0052211382044794761f,   -0.026865475337090237f,  0.11283783440656824f,
+                                       -0.37612638552578792f,    1.1283791670800536f};
+inline constexpr float kErfcBig[12] = {-3.3179310927303431e-05f, 9.5658948151970279e-05f, -0.00015413162835149394f,
+                                       0.00036971301424779162f,  -0.0010070917932085591f, 0.0024242930541305621f,
+                                       -0.0055716330019991095f,  0.012484594123922067f,   -0.027004977284195101f,
+                                       0.056110890325010064f,    -0.11152104077211314f,   0.21080635884138291f};
+// Horner's rule over c (highest power first): p = p * x + c[i], in the type of x (float or vector).
+template <typename V, size_t N>
+[[gnu::always_inline]] inline V horner(V x, const float (&c)[N]) {
+  V p = c[0] - V{};  // c[0] in every lane (float or vector)
+  for (size_t i = 1; i < N; ++i) p = p * x + c[i];
+  return p;
+}
+
 // An odd polynomial below |x| = 0.625, where 1 - 2 / (e^2x + 1) would cancel, the exp form above.
 [[gnu::always_inline]] inline float tanh_of(float x) {
   const float a = std::abs(x);
   const float z = x * x;
-  float p = -5.70498872745e-3f;
-  p = p * z + 2.06390887954e-2f;
-  p = p * z - 5.37397155531e-2f;
-  p = p * z + 1.33314422036e-1f;
-  p = p * z - 3.33332819422e-1f;
-  const float small = p * z * x + x;
+  const float small = horner(z, kTanhSmall) * z * x + x;
   const float big = 1.0f - 2.0f / (exp_of(2.0f * a) + 1.0f);
   const float r = a < 0.625f ? small : std::copysign(big, x);
   return x != x ? x : r;
@@ -120,29 +135,12 @@ template <typename T>
 [[gnu::always_inline]] inline float erf_exp_of(float x, float& e) {
   const float a = std::abs(x);
   const float z = a * a;
-  float p = -9.6895882785892905e-06f;  // Horner with fused multiply-adds: one rounding per step
-  p = std::fma(p, z, 0.00011274685375811914f);
-  p = std::fma(p, z, -0.00084854317511693538f);
-  p = std::fma(p, z, 0.0052211382044794761f);
-  p = std::fma(p, z, -0.026865475337090237f);
-  p = std::fma(p, z, 0.11283783440656824f);
-  p = std::fma(p, z, -0.37612638552578792f);
-  p = std::fma(p, z, 1.1283791670800536f);
+  float p = kErfSmall[0];  // Horner with fused multiply-adds: one rounding per step
+  for (int i = 1; i < 8; ++i) p = std::fma(p, z, kErfSmall[i]);
   const float small = a * p;
   const float ac = std::min(std::max(a, 1.0f), 4.0f);
   const float t = (ac - 2.5f) * (1.0f / 1.5f);
-  float q = -3.3179310927303431e-05f;
-  q = q * t + 9.5658948151970279e-05f;
-  q = q * t - 0.00015413162835149394f;
-  q = q * t + 0.00036971301424779162f;
-  q = q * t - 0.0010070917932085591f;
-  q = q * t + 0.0024242930541305621f;
-  q = q * t - 0.0055716330019991095f;
-  q = q * t + 0.012484594123922067f;
-  q = q * t - 0.027004977284195101f;
-  q = q * t + 0.056110890325010064f;
-  q = q * t - 0.11152104077211314f;
-  q = q * t + 0.21080635884138291f;
+  const float q = horner(t, kErfcBig);
   const float ae = std::min(a, 10.0f);     // = ac on [1, 4), where erf uses it; keeps ae^2 finite
   const float hi = ae * ae;
   const float lo = std::fma(ae, ae, -hi);  // exact residual (a float->double product here stops the vectoriser)
@@ -271,12 +269,7 @@ template <FloatVec V>
   using IV = IntVec<V>;
   const V a = (V)((IV)x & 0x7fffffff);
   const V z = x * x;
-  V p = splat<V>(-5.70498872745e-3f);
-  p = p * z + 2.06390887954e-2f;
-  p = p * z - 5.37397155531e-2f;
-  p = p * z + 1.33314422036e-1f;
-  p = p * z - 3.33332819422e-1f;
-  const V small = p * z * x + x;
+  const V small = horner(z, kTanhSmall) * z * x + x;
   const V big = 1.0f - 2.0f / (exp_of(2.0f * a) + 1.0f);
   const V sbig = (V)(((IV)big & 0x7fffffff) | ((IV)x & (int32_t)0x80000000));  // copysign(big, x)
   const V r = a < splat<V>(0.625f) ? small : sbig;
@@ -291,30 +284,11 @@ template <FloatVec V>
   using IV = IntVec<V>;
   const V a = (V)((IV)x & 0x7fffffff);
   const V z = a * a;
-  V p = splat<V>(-9.6895882785892905e-06f);
-  p = p * z + 0.00011274685375811914f;
-  p = p * z + -0.00084854317511693538f;
-  p = p * z + 0.0052211382044794761f;
-  p = p * z + -0.026865475337090237f;
-  p = p * z + 0.11283783440656824f;
-  p = p * z + -0.37612638552578792f;
-  p = p * z + 1.1283791670800536f;
-  const V small = a * p;
+  const V small = a * horner(z, kErfSmall);
   V ac = a > splat<V>(1.0f) ? a : splat<V>(1.0f);
   ac = ac < splat<V>(4.0f) ? ac : splat<V>(4.0f);
   const V t = (ac - 2.5f) * (1.0f / 1.5f);
-  V q = splat<V>(-3.3179310927303431e-05f);
-  q = q * t + 9.5658948151970279e-05f;
-  q = q * t - 0.00015413162835149394f;
-  q = q * t + 0.00036971301424779162f;
-  q = q * t - 0.0010070917932085591f;
-  q = q * t + 0.0024242930541305621f;
-  q = q * t - 0.0055716330019991095f;
-  q = q * t + 0.012484594123922067f;
-  q = q * t - 0.027004977284195101f;
-  q = q * t + 0.056110890325010064f;
-  q = q * t - 0.11152104077211314f;
-  q = q * t + 0.21080635884138291f;
+  const V q = horner(t, kErfcBig);
   const V ae = a < splat<V>(10.0f) ? a : splat<V>(10.0f);
   const V hi = ae * ae;
   const V lo = ae * ae - hi;
