@@ -162,17 +162,19 @@ TEST_CASE("layers/s4d: kernel fused vs composite reference, float64 and float32"
 }
 
 TEST_CASE("layers/s4d: conv fused vs composite reference, float64 and float32") {
-  for (int64_t S : {1, 2}) {
-    int64_t B = 2, T = 7, D = 3;
-    Tensor u = rnd({B, T, D}, 41), K = rnd(S == 1 ? Shape{D, T} : Shape{S, D, T}, 42), w = rnd({B, T, D}, 43);
-    Run a = run(conv_fused(), {u, K}, w, DType::f64), b = run(conv_ref(), {u, K}, w, DType::f64);
-    compare(a, b, 1e-12, 1e-12);
-    Run a32 = run(conv_fused(), {u, K}, w, DType::f32);  // the FFT path
-    compare(a32, b, 1e-4, 1e-5);
-    double worst = max_rel(a32.y, b.y);
-    for (size_t i = 0; i < a32.g.size(); ++i) worst = std::max(worst, max_rel(a32.g[i], b.g[i]));
-    MESSAGE("causal_conv_fft (FFT, f32) vs reference S=" << S << ": max rel diff " << worst);
-  }
+  testing::for_each_isa([&] {
+    for (int64_t S : {1, 2}) {
+      int64_t B = 2, T = 7, D = 3;
+      Tensor u = rnd({B, T, D}, 41), K = rnd(S == 1 ? Shape{D, T} : Shape{S, D, T}, 42), w = rnd({B, T, D}, 43);
+      Run a = run(conv_fused(), {u, K}, w, DType::f64), b = run(conv_ref(), {u, K}, w, DType::f64);
+      compare(a, b, 1e-12, 1e-12);
+      Run a32 = run(conv_fused(), {u, K}, w, DType::f32);  // the FFT path
+      compare(a32, b, 1e-4, 1e-5);
+      double worst = max_rel(a32.y, b.y);
+      for (size_t i = 0; i < a32.g.size(); ++i) worst = std::max(worst, max_rel(a32.g[i], b.g[i]));
+      MESSAGE("causal_conv_fft (FFT, f32) vs reference S=" << S << ": max rel diff " << worst);
+    }
+  });
 }
 
 TEST_CASE("layers/s4d: FFT convolution equals the direct loops at awkward lengths") {
@@ -196,68 +198,72 @@ TEST_CASE("layers/s4d: FFT convolution equals the direct loops at awkward length
 }
 
 TEST_CASE("layers/s4d: FFT convolution with full and partial channel groups and several batch chunks") {
-  // D = 37: two full groups of 16 channels (one transform each) and a partial one of 5; B = 10: two
-  // backward batch chunks (8 + 2) whose dK spectra are summed in order.
-  for (int64_t S : {1, 2}) {
-    const int64_t B = 10, T = 50, D = 37;
-    Tensor u = rnd({B, T, D}, 81, 0, 1, DType::f32);
-    Tensor K = rnd(S == 1 ? Shape{D, T} : Shape{S, D, T}, 82, 0, 1.0 / std::sqrt(double(T)), DType::f32);
-    Tensor dy = rnd({B, T, D}, 83, 0, 1, DType::f32);
-    Tensor y_fft = kernels::causal_conv_fft_forward(u, K);
-    Tensor y_dir = kernels::causal_conv_direct_forward(u.to(DType::f64), K.to(DType::f64));
-    auto g_fft = kernels::causal_conv_fft_backward(dy, u, K, true, true);
-    auto g_dir =
-        kernels::causal_conv_direct_backward(dy.to(DType::f64), u.to(DType::f64), K.to(DType::f64), true, true);
-    INFO("S = " << S);
-    CHECK_CLOSE(y_fft, y_dir, 1e-4, 1e-5);
-    CHECK_CLOSE(g_fft.du, g_dir.du, 1e-4, 1e-5);
-    CHECK_CLOSE(g_fft.dK, g_dir.dK, 1e-4, 1e-4);
-    // only one of the two gradients asked for
-    auto g_u = kernels::causal_conv_fft_backward(dy, u, K, true, false);
-    auto g_k = kernels::causal_conv_fft_backward(dy, u, K, false, true);
-    CHECK(!g_u.dK.defined());
-    CHECK(!g_k.du.defined());
-    CHECK_CLOSE(g_u.du, g_fft.du, 0, 0);
-    CHECK_CLOSE(g_k.dK, g_fft.dK, 0, 0);
-  }
+  testing::for_each_isa([&] {
+    // D = 37: two full groups of 16 channels (one transform each) and a partial one of 5; B = 10: two
+    // backward batch chunks (8 + 2) whose dK spectra are summed in order.
+    for (int64_t S : {1, 2}) {
+      const int64_t B = 10, T = 50, D = 37;
+      Tensor u = rnd({B, T, D}, 81, 0, 1, DType::f32);
+      Tensor K = rnd(S == 1 ? Shape{D, T} : Shape{S, D, T}, 82, 0, 1.0 / std::sqrt(double(T)), DType::f32);
+      Tensor dy = rnd({B, T, D}, 83, 0, 1, DType::f32);
+      Tensor y_fft = kernels::causal_conv_fft_forward(u, K);
+      Tensor y_dir = kernels::causal_conv_direct_forward(u.to(DType::f64), K.to(DType::f64));
+      auto g_fft = kernels::causal_conv_fft_backward(dy, u, K, true, true);
+      auto g_dir =
+          kernels::causal_conv_direct_backward(dy.to(DType::f64), u.to(DType::f64), K.to(DType::f64), true, true);
+      INFO("S = " << S);
+      CHECK_CLOSE(y_fft, y_dir, 1e-4, 1e-5);
+      CHECK_CLOSE(g_fft.du, g_dir.du, 1e-4, 1e-5);
+      CHECK_CLOSE(g_fft.dK, g_dir.dK, 1e-4, 1e-4);
+      // only one of the two gradients asked for
+      auto g_u = kernels::causal_conv_fft_backward(dy, u, K, true, false);
+      auto g_k = kernels::causal_conv_fft_backward(dy, u, K, false, true);
+      CHECK(!g_u.dK.defined());
+      CHECK(!g_k.du.defined());
+      CHECK_CLOSE(g_u.du, g_fft.du, 0, 0);
+      CHECK_CLOSE(g_k.dK, g_fft.dK, 0, 0);
+    }
+  });
 }
 
 TEST_CASE("layers/s4d: LaneFFT equals the DFT at 2,3,5-smooth lengths, inverse(forward) = n x") {
-  for (int64_t n : {1, 2, 3, 4, 5, 6, 8, 12, 30, 60, 192, 720}) {
-    kernels::LaneFFT fft(n);
-    std::vector<kernels::LanePoint> x(static_cast<size_t>(n)), x0, work(static_cast<size_t>(n));
-    Generator gen(90 + static_cast<uint64_t>(n));
-    std::vector<double> v = randn({n * 2 * kernels::kLanes}, 0, 1, DType::f64, gen).to_vector();
-    for (int64_t t = 0; t < n; ++t)
-      for (int l = 0; l < kernels::kLanes; ++l) {
-        x[t].re[l] = static_cast<float>(v[(t * 2) * kernels::kLanes + l]);
-        x[t].im[l] = static_cast<float>(v[(t * 2 + 1) * kernels::kLanes + l]);
-      }
-    x0 = x;
-    fft.forward(x.data(), work.data());
-    double err = 0, scale = 0;
-    for (int64_t k = 0; k < n; ++k)
-      for (int l = 0; l < kernels::kLanes; ++l) {
-        double sr = 0, si = 0;
-        for (int64_t t = 0; t < n; ++t) {
-          const double a = -2.0 * M_PI * static_cast<double>((k * t) % n) / static_cast<double>(n);
-          sr += x0[t].re[l] * std::cos(a) - x0[t].im[l] * std::sin(a);
-          si += x0[t].re[l] * std::sin(a) + x0[t].im[l] * std::cos(a);
+  testing::for_each_isa([&] {
+    for (int64_t n : {1, 2, 3, 4, 5, 6, 8, 12, 30, 60, 192, 720}) {
+      kernels::LaneFFT fft(n);
+      std::vector<kernels::LanePoint> x(static_cast<size_t>(n)), x0, work(static_cast<size_t>(n));
+      Generator gen(90 + static_cast<uint64_t>(n));
+      std::vector<double> v = randn({n * 2 * kernels::kLanes}, 0, 1, DType::f64, gen).to_vector();
+      for (int64_t t = 0; t < n; ++t)
+        for (int l = 0; l < kernels::kLanes; ++l) {
+          x[t].re[l] = static_cast<float>(v[(t * 2) * kernels::kLanes + l]);
+          x[t].im[l] = static_cast<float>(v[(t * 2 + 1) * kernels::kLanes + l]);
         }
-        err = std::max(err, std::hypot(sr - x[k].re[l], si - x[k].im[l]));
-        scale = std::max(scale, std::hypot(sr, si));
-      }
-    fft.inverse(x.data(), work.data());
-    double back = 0;
-    for (int64_t t = 0; t < n; ++t)
-      for (int l = 0; l < kernels::kLanes; ++l)
-        back = std::max({back, std::abs(double(x[t].re[l]) / n - x0[t].re[l]),
-                         std::abs(double(x[t].im[l]) / n - x0[t].im[l])});
-    INFO("n = " << n);
-    CHECK(err <= 1e-6 * scale);
-    CHECK(back <= 1e-5);
-  }
-  CHECK_THROWS_AS(kernels::LaneFFT(14), Error);  // a factor 7
+      x0 = x;
+      fft.forward(x.data(), work.data());
+      double err = 0, scale = 0;
+      for (int64_t k = 0; k < n; ++k)
+        for (int l = 0; l < kernels::kLanes; ++l) {
+          double sr = 0, si = 0;
+          for (int64_t t = 0; t < n; ++t) {
+            const double a = -2.0 * M_PI * static_cast<double>((k * t) % n) / static_cast<double>(n);
+            sr += x0[t].re[l] * std::cos(a) - x0[t].im[l] * std::sin(a);
+            si += x0[t].re[l] * std::sin(a) + x0[t].im[l] * std::cos(a);
+          }
+          err = std::max(err, std::hypot(sr - x[k].re[l], si - x[k].im[l]));
+          scale = std::max(scale, std::hypot(sr, si));
+        }
+      fft.inverse(x.data(), work.data());
+      double back = 0;
+      for (int64_t t = 0; t < n; ++t)
+        for (int l = 0; l < kernels::kLanes; ++l)
+          back = std::max({back, std::abs(double(x[t].re[l]) / n - x0[t].re[l]),
+                           std::abs(double(x[t].im[l]) / n - x0[t].im[l])});
+      INFO("n = " << n);
+      CHECK(err <= 1e-6 * scale);
+      CHECK(back <= 1e-5);
+    }
+    CHECK_THROWS_AS(kernels::LaneFFT(14), Error);  // a factor 7
+  });
 }
 
 TEST_CASE("layers/s4d: the whole float32 layer (forward, backward) is bit-identical at 1, 2 and 3 threads") {

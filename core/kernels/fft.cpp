@@ -1,7 +1,6 @@
 // LaneFFT: a mixed-radix Stockham autosort FFT (radices 4, 2, 3, 5) whose every point is kLanes
 // complex numbers, so each butterfly is a few vector operations on kLanes independent signals.
-// Stage i turns x into y with y[q + s (r p + k)] = (sum_j x[q + s (p + j m)] w_r^{jk}) w_n^{pk}
-// (m = n_cur / r, s the product of the earlier radices); no bit reversal is needed.
+// This file builds the plan (radices and twiddles); the stages run in fft_lanes.cpp, once per ISA path.
 // RealFFT: KissFFT's kiss_fftr (float); one plan per (thread, length) because kiss_fftr keeps a
 // scratch buffer inside its config.
 #include "core/kernels/fft.h"
@@ -16,6 +15,7 @@
 #include <numbers>
 
 #include "core/error.h"
+#include "core/kernels/isa_dispatch.h"
 
 namespace seqlab::kernels {
 
@@ -61,116 +61,11 @@ LaneFFT::LaneFFT(int64_t n) : n_(n) {
   }
 }
 
-namespace {
+SEQLAB_ISA_DECLARE(void lane_fft_run(const LaneFFT& plan, bool inverse, LanePoint* x, LanePoint* work))
 
-using V = LaneVec;
-using P = LanePoint;
-
-[[gnu::always_inline]] inline P add(P a, P b) { return {a.re + b.re, a.im + b.im}; }
-[[gnu::always_inline]] inline P sub(P a, P b) { return {a.re - b.re, a.im - b.im}; }
-// a * (-i) forward, a * (+i) inverse
-template <bool Inv>
-[[gnu::always_inline]] inline P rot(P a) {
-  if constexpr (Inv) return {-a.im, a.re};
-  else return {a.im, -a.re};
-}
-// a * w, w a scalar twiddle (conjugated for the inverse)
-template <bool Inv>
-[[gnu::always_inline]] inline P twiddle(P a, std::complex<float> w) {
-  const float wr = w.real(), wi = Inv ? -w.imag() : w.imag();
-  return {a.re * wr - a.im * wi, a.re * wi + a.im * wr};
-}
-
-template <bool Inv>
-void stage2(const P* x, P* y, int64_t m, int64_t s, const std::complex<float>* tw) {
-  for (int64_t p = 0; p < m; ++p) {
-    const std::complex<float> w1 = tw[p];
-    for (int64_t q = 0; q < s; ++q) {
-      const P a0 = x[q + s * p], a1 = x[q + s * (p + m)];
-      y[q + s * (2 * p)] = add(a0, a1);
-      y[q + s * (2 * p + 1)] = twiddle<Inv>(sub(a0, a1), w1);
-    }
-  }
-}
-
-template <bool Inv>
-void stage4(const P* x, P* y, int64_t m, int64_t s, const std::complex<float>* tw) {
-  for (int64_t p = 0; p < m; ++p) {
-    const std::complex<float> w1 = tw[3 * p], w2 = tw[3 * p + 1], w3 = tw[3 * p + 2];
-    for (int64_t q = 0; q < s; ++q) {
-      const P a0 = x[q + s * p], a1 = x[q + s * (p + m)], a2 = x[q + s * (p + 2 * m)], a3 = x[q + s * (p + 3 * m)];
-      const P t0 = add(a0, a2), t1 = sub(a0, a2), t2 = add(a1, a3), t3 = rot<Inv>(sub(a1, a3));
-      P* o = y + q + s * (4 * p);
-      o[0] = add(t0, t2);
-      o[s] = twiddle<Inv>(add(t1, t3), w1);
-      o[2 * s] = twiddle<Inv>(sub(t0, t2), w2);
-      o[3 * s] = twiddle<Inv>(sub(t1, t3), w3);
-    }
-  }
-}
-
-template <bool Inv>
-void stage3(const P* x, P* y, int64_t m, int64_t s, const std::complex<float>* tw) {
-  const float h = 0.866025403784438647f;  // sin(2 pi / 3)
-  for (int64_t p = 0; p < m; ++p) {
-    const std::complex<float> w1 = tw[2 * p], w2 = tw[2 * p + 1];
-    for (int64_t q = 0; q < s; ++q) {
-      const P a0 = x[q + s * p], a1 = x[q + s * (p + m)], a2 = x[q + s * (p + 2 * m)];
-      const P t1 = add(a1, a2);
-      const P t2 = {a0.re - 0.5f * t1.re, a0.im - 0.5f * t1.im};
-      const P d = sub(a1, a2);
-      const P t3 = rot<Inv>(P{h * d.re, h * d.im});  // -i sin60 (a1 - a2) forward
-      P* o = y + q + s * (3 * p);
-      o[0] = add(a0, t1);
-      o[s] = twiddle<Inv>(add(t2, t3), w1);
-      o[2 * s] = twiddle<Inv>(sub(t2, t3), w2);
-    }
-  }
-}
-
-template <bool Inv>
-void stage5(const P* x, P* y, int64_t m, int64_t s, const std::complex<float>* tw) {
-  const float c1 = 0.309016994374947424f, c2 = -0.809016994374947424f;  // cos(2 pi / 5), cos(4 pi / 5)
-  const float s1 = 0.951056516295153572f, s2 = 0.587785252292473129f;   // sin(2 pi / 5), sin(4 pi / 5)
-  for (int64_t p = 0; p < m; ++p) {
-    const std::complex<float>* w = tw + 4 * p;
-    for (int64_t q = 0; q < s; ++q) {
-      const P a0 = x[q + s * p], a1 = x[q + s * (p + m)], a2 = x[q + s * (p + 2 * m)],
-              a3 = x[q + s * (p + 3 * m)], a4 = x[q + s * (p + 4 * m)];
-      const P t1 = add(a1, a4), t2 = add(a2, a3), t3 = sub(a1, a4), t4 = sub(a2, a3);
-      const P m1 = {a0.re + c1 * t1.re + c2 * t2.re, a0.im + c1 * t1.im + c2 * t2.im};
-      const P m2 = {a0.re + c2 * t1.re + c1 * t2.re, a0.im + c2 * t1.im + c1 * t2.im};
-      const P n1 = rot<Inv>(P{s1 * t3.re + s2 * t4.re, s1 * t3.im + s2 * t4.im});  // -i (.) forward
-      const P n2 = rot<Inv>(P{s2 * t3.re - s1 * t4.re, s2 * t3.im - s1 * t4.im});
-      P* o = y + q + s * (5 * p);
-      o[0] = {a0.re + t1.re + t2.re, a0.im + t1.im + t2.im};
-      o[s] = twiddle<Inv>(add(m1, n1), w[0]);
-      o[2 * s] = twiddle<Inv>(add(m2, n2), w[1]);
-      o[3 * s] = twiddle<Inv>(sub(m2, n2), w[2]);
-      o[4 * s] = twiddle<Inv>(sub(m1, n1), w[3]);
-    }
-  }
-}
-
-}  // namespace
-
-template <bool Inv>
-void LaneFFT::run(LanePoint* x, LanePoint* work) const {
-  LanePoint *src = x, *dst = work;
-  for (const Stage& st : stages_) {
-    switch (st.radix) {
-      case 4: stage4<Inv>(src, dst, st.m, st.s, st.tw.data()); break;
-      case 2: stage2<Inv>(src, dst, st.m, st.s, st.tw.data()); break;
-      case 3: stage3<Inv>(src, dst, st.m, st.s, st.tw.data()); break;
-      default: stage5<Inv>(src, dst, st.m, st.s, st.tw.data()); break;
-    }
-    std::swap(src, dst);
-  }
-  if (src != x) std::memcpy(static_cast<void*>(x), src, sizeof(LanePoint) * static_cast<size_t>(n_));
-}
-
-void LaneFFT::forward(LanePoint* x, LanePoint* work) const { run<false>(x, work); }
-void LaneFFT::inverse(LanePoint* x, LanePoint* work) const { run<true>(x, work); }
+// The transforms run on the ISA path in use (fft_lanes.cpp, compiled once per path).
+void LaneFFT::forward(LanePoint* x, LanePoint* work) const { SEQLAB_ISA_CALL(lane_fft_run, *this, false, x, work); }
+void LaneFFT::inverse(LanePoint* x, LanePoint* work) const { SEQLAB_ISA_CALL(lane_fft_run, *this, true, x, work); }
 
 const LaneFFT& lane_fft_plan(int64_t n) {
   static std::mutex mu;

@@ -35,14 +35,15 @@ class LaneFFT {
   /// Unnormalised inverse: sum_k x[k] e^{+2 pi i k t / n} (inverse(forward(x)) = n x), in place.
   void inverse(LanePoint* x, LanePoint* work) const;
 
- private:
   struct Stage {
     int radix;
     int64_t m, s;                    // m = n_cur / radix butterflies, s = stride (lanes of q)
     std::vector<std::complex<float>> tw;  // (m, radix - 1): e^{-2 pi i p k / n_cur}
   };
-  template <bool Inv>
-  void run(LanePoint* x, LanePoint* work) const;
+  /// The plan: one stage per radix, in the order they run (fft_lanes.cpp runs them).
+  const std::vector<Stage>& stages() const { return stages_; }
+
+ private:
   int64_t n_;
   std::vector<Stage> stages_;
 };
