@@ -1,10 +1,11 @@
 // Selective scan kernels (Mamba-1, Gu & Dao 2023): the fused chunk-checkpointed forward/backward,
 // a plain-loop reference that stores every state, and the one-token step. Equations in scan.h.
 // The fused kernels put W channels side by side in one vector (one register of the ISA path this
-// copy is compiled for: W = 16 / 8 / 4 floats on AVX-512 / AVX2 / SSE2, half as many doubles) and keep the N state vectors of that channel block in registers / L1 while
-// the loop runs over T. Along channels everything is lane-wise (exp(delta A) included, 16 at a
-// time), so only the backward's dB, dC (sums over channels) need cross-lane sums: a fixed tree of
-// shuffles, so results are bit-identical at any thread count.
+// copy is compiled for: W = 16 / 8 / 4 floats on AVX-512 / AVX2 / SSE2, half as many doubles) and
+// keep the N state vectors of that channel block in registers / L1 while the loop runs over T.
+// Along channels everything is lane-wise (exp(delta A) included, W at a time), so only the
+// backward's dB, dC (sums over channels) need cross-lane sums: a fixed tree of shuffles, so results
+// are bit-identical at any thread count.
 #include "core/kernels/scan.h"
 
 #include <algorithm>
