@@ -170,3 +170,34 @@ TEST_CASE("gradcheck: passes a correct op and catches a wrong backward") {
   CHECK(!rb.ok);
   CHECK(rb.max_rel_error > 0.5);
 }
+
+TEST_CASE("gradcheck: a wrong small gradient entry next to large ones fails (per-element check)") {
+  // y_i = s_i * x_i with s = (10, 10, 1e-6): the backward doubles the third, small, entry. Against the
+  // largest gradient (the old per-tensor norm) its error is ~1e-7 and passed at 1e-6; against its own
+  // size, floored at kGradcheckFloor, it is ~1e-4.
+  Tensor s = Tensor::from_vector({10, 10, 1e-6}, {3}, DType::f64);
+  Tensor s_wrong = Tensor::from_vector({10, 10, 2e-6}, {3}, DType::f64);
+  Tensor a = Tensor::from_vector({0.5, -1.0, 0.25}, {3}, DType::f64).set_requires_grad();
+  auto op = [&](const Tensor& factor) {
+    return [&s, factor](const std::vector<Tensor>& in) {
+      const Tensor& x = in[0];
+      return record("scaled", times(x.detach(), s), {x}, [factor](const Tensor& dy) { return grads{times(dy, factor)}; });
+    };
+  };
+  CHECK_GRADCHECK(op(s), (std::vector<Tensor>{a}));
+  auto r = gradcheck(op(s_wrong), {a});
+  CHECK(!r.ok);
+  CHECK(r.max_rel_error > 1e-5);
+}
+
+TEST_CASE("testing: CHECK_CLOSE fails NaN against NaN and infinities of different sign") {
+  const double nan = std::nan(""), inf = INFINITY;
+  CHECK(testing::close({1.0, 2.0}, {1.0, 2.0 + 1e-9}, 1e-6, 0).ok);
+  CHECK(!testing::close({nan}, {nan}, 1e-3, 1e-3).ok);
+  CHECK(!testing::close({nan}, {1.0}, 1e-3, 1e-3).ok);
+  CHECK(!testing::close({1.0}, {nan}, 1e-3, 1e-3).ok);
+  CHECK(!testing::close({inf}, {-inf}, 1e-3, 1e-3).ok);
+  CHECK(!testing::close({inf}, {1e300}, 1e-3, 1e-3).ok);
+  CHECK(testing::close({inf, -inf}, {inf, -inf}, 1e-3, 1e-3).ok);
+  CHECK(!testing::close({1.0, 2.0}, {1.0, 2.1}, 1e-3, 1e-3).ok);
+}

@@ -45,7 +45,9 @@ struct CloseResult {
   std::string message;
 };
 
-/// |a - b| <= atol + rtol * |b| elementwise; the message names the worst index.
+/// |a - b| <= atol + rtol * |b| elementwise; the message names the worst index. A NaN on either side
+/// fails (NaN against NaN too: a kernel that returns NaN is wrong whatever the reference says), and an
+/// infinity passes only against the same infinity.
 inline CloseResult close(const std::vector<double>& a, const std::vector<double>& b, double rtol, double atol) {
   if (a.size() != b.size()) return {false, "size " + std::to_string(a.size()) + " vs " + std::to_string(b.size())};
   double worst = -1;
@@ -54,7 +56,7 @@ inline CloseResult close(const std::vector<double>& a, const std::vector<double>
   for (size_t i = 0; i < a.size(); ++i) {
     double d = std::abs(a[i] - b[i]);
     double excess = d - (atol + rtol * std::abs(b[i]));
-    if (std::isnan(a[i]) != std::isnan(b[i])) excess = INFINITY;
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) excess = a[i] == b[i] ? 0.0 : INFINITY;
     if (excess > 0) ok = false;
     if (excess > worst || i == 0) {
       worst = excess;
