@@ -155,13 +155,50 @@ TEST_CASE("kernels/matmul: gemm accumulates with beta and column_sum matches nai
     dispatch_float(dt, "test", [&]<typename T>() {
       kernels::gemm<T>(false, false, 150, 140, 120, a.data<T>(), b.data<T>(), T(0.5), c.data<T>());
     });
-    CHECK_CLOSE(c, ref, 1e-4, 1e-3);
+    if (dt == DType::f64) CHECK_CLOSE(c, ref, 1e-12, 1e-12);
+    else CHECK_CLOSE(c, ref, 1e-5, 1e-5 * std::sqrt(120.0));
 
     Tensor x = randn({1000, 37}, 0, 1, dt, gen);
     std::vector<double> xv = x.to_vector(), sum(37, 0.0);
     for (int64_t r = 0; r < 1000; ++r)
       for (int64_t j = 0; j < 37; ++j) sum[static_cast<size_t>(j)] += xv[static_cast<size_t>(r * 37 + j)];
     CHECK_CLOSE(kernels::column_sum(x, 37), sum, 1e-5, 1e-4);
+  }
+}
+
+// The split-K path computes every weight gradient in training (inner axis = the batch's rows).
+TEST_CASE("kernels/matmul: split-K gemm (large inner axis) matches naive loops, every transpose, with beta") {
+  struct Dims {
+    int64_t M, N, K;
+  };
+  for (Dims d : {Dims{64, 48, 4096}, Dims{7, 33, 20000}, Dims{128, 128, 2048}}) {
+    CAPTURE(d.M);
+    CAPTURE(d.N);
+    CAPTURE(d.K);
+    REQUIRE(kernels::gemm_k_blocks(d.M, d.N, d.K) > 1);  // the shape takes the split-K path
+    for (DType dt : {DType::f64, DType::f32})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true})
+          for (double beta : {0.0, 0.5}) {
+            CAPTURE(ta);
+            CAPTURE(tb);
+            CAPTURE(beta);
+            Generator gen(11);
+            Tensor a = randn(stored({}, d.M, d.K, ta), 0, 1, dt, gen), b = randn(stored({}, d.K, d.N, tb), 0, 1, dt, gen);
+            Tensor c = randn({d.M, d.N}, 0, 1, dt, gen);
+            std::vector<double> ref = naive_matmul(ta ? transpose(a.to_vector(), 1, d.K, d.M) : a.to_vector(),
+                                                   tb ? transpose(b.to_vector(), 1, d.N, d.K) : b.to_vector(), 1, d.M,
+                                                   d.N, d.K, false, false, false);
+            std::vector<double> c0 = c.to_vector();
+            for (size_t i = 0; i < ref.size(); ++i) ref[i] += beta * c0[i];
+            if (beta == 0.0) c.fill(std::nan(""));  // beta 0 must never read c
+            dispatch_float(dt, "test", [&]<typename T>() {
+              kernels::gemm<T>(ta, tb, d.M, d.N, d.K, a.data<T>(), b.data<T>(), T(beta), c.data<T>());
+            });
+            const double sk = std::sqrt(static_cast<double>(d.K));
+            if (dt == DType::f64) CHECK_CLOSE(c, ref, 1e-12, 1e-13 * sk);
+            else CHECK_CLOSE(c, ref, 1e-5, 2e-6 * sk);
+          }
   }
 }
 

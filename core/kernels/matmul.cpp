@@ -140,6 +140,8 @@ MatmulDims matmul_dims(const Shape& sa, const Shape& sb, bool ta, bool tb) {
 
 }  // namespace
 
+int64_t gemm_k_blocks(int64_t M, int64_t N, int64_t K) { return k_blocks(M, N, K); }
+
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* a, const T* b, T beta, T* c) {
   batched_gemm(trans_a, trans_b, 1, M, N, K, a, 0, b, 0, beta, c, 0);

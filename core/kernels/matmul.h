@@ -13,6 +13,10 @@ namespace seqlab::kernels {
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* a, const T* b, T beta, T* c);
 
+/// How many inner-axis chunks gemm cuts an (M, N, K) product into (1: none; > 1: a weight-gradient
+/// shape whose partial products are summed in chunk order). Fixed by the sizes alone.
+int64_t gemm_k_blocks(int64_t M, int64_t N, int64_t K);
+
 /// c (M, N) = alpha * op(a) @ op(b) + beta * c on the calling thread, row-major with explicit leading
 /// dimensions: for kernels already running as one task of a parallel loop (RNN steps, attention tiles).
 void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* a,
