@@ -296,6 +296,7 @@ void read_data(const std::string& file, Reader& r, DataConfig& d) {
   d.scale = r.get_bool("scale", d.scale);
   d.n_train_batches = r.get_int("n_train_batches", d.n_train_batches, 1);
   d.n_eval_batches = r.get_int("n_eval_batches", d.n_eval_batches, 1);
+  d.key_distance = r.get_int("key_distance", d.key_distance, 0);
   d.rows = r.get_int("rows", d.rows, 2);
   d.channels = r.get_int("channels", d.channels, 1);
   d.noise = r.get_double("noise", d.noise, 0.0);
@@ -311,6 +312,12 @@ void read_data(const std::string& file, Reader& r, DataConfig& d) {
                  "tokens and 16 markers), got ", d.seq_len);
   if (d.task == "induction-heads")
     SEQLAB_CHECK(d.seq_len >= 4, file, ": [data] seq_len: expected an integer >= 4 for induction-heads, got ", d.seq_len);
+  if (d.key_distance != 0) {
+    SEQLAB_CHECK(d.task == "induction-heads", file, ": [data] key_distance: applies only to task = \"induction-heads\", ",
+                 "this is \"", d.task, "\"");
+    SEQLAB_CHECK(d.key_distance >= 2 && d.key_distance < d.seq_len, file, ": [data] key_distance: expected 0 (random) ",
+                 "or an integer in [2, seq_len - 1] = [2, ", d.seq_len - 1, "], got ", d.key_distance);
+  }
 }
 
 ModelConfig read_model(const std::string& file, Reader& r, const std::string& where, const DataConfig& data) {
@@ -435,6 +442,7 @@ void read_train(Reader& r, TrainConfig& t) {
   t.on_nonfinite = r.get_string("on_nonfinite", t.on_nonfinite, {"stop", "skip"});
   t.init_from = r.get_string("init_from", t.init_from);
   if (!t.init_from.empty()) t.init_from = resolve_path(t.init_from);
+  t.init_checkpoint = r.get_string("init_checkpoint", t.init_checkpoint, {"best", "last"});
   r.finish();
 }
 
@@ -535,6 +543,7 @@ std::string emit(const Config& c, const std::vector<size_t>& models, bool multi,
   os << "scale = " << (d.scale ? "true" : "false") << "\n";
   os << "n_train_batches = " << d.n_train_batches << "\n";
   os << "n_eval_batches = " << d.n_eval_batches << "\n";
+  os << "key_distance = " << d.key_distance << "\n";
   os << "rows = " << d.rows << "\n";
   os << "channels = " << d.channels << "\n";
   os << "noise = " << format_double(d.noise) << "\n";
@@ -572,6 +581,7 @@ std::string emit(const Config& c, const std::vector<size_t>& models, bool multi,
   os << "prefetch = " << t.prefetch << "\n";
   os << "on_nonfinite = " << quote(t.on_nonfinite) << "\n";
   os << "init_from = " << quote(t.init_from) << "\n";
+  os << "init_checkpoint = " << quote(t.init_checkpoint) << "\n";
   os << "\n[output]\n";
   os << "dir = " << quote(dir) << "\n";
   return os.str();

@@ -29,6 +29,7 @@ struct DataConfig {
   // token tasks (selective-copying, induction-heads; vocabulary 16, fixed by data/synthetic.h)
   int64_t n_train_batches = 200;  // training batches per epoch (a fresh stream, never repeated)
   int64_t n_eval_batches = 8;     // validation and test batches each (fixed sets)
+  int64_t key_distance = 0;       // induction-heads: the query this many positions after the first trigger (0: random)
   // sine (a synthetic series through the forecasting path, ratio split)
   int64_t rows = 2000;
   int64_t channels = 3;
@@ -92,6 +93,7 @@ struct TrainConfig {
   int64_t prefetch = 2;         // batches the loader prepares ahead
   std::string on_nonfinite = "stop";  // a NaN/Inf loss or gradient: stop (error) | skip the step
   std::string init_from;        // warm start: a checkpoint file or run directory ("" = random init)
+  std::string init_checkpoint = "best";  // init_from a run directory: its checkpoint-best.h5 or -last.h5
 };
 
 struct OutputConfig {

@@ -97,8 +97,10 @@ int main(int argc, char** argv) {
   compare->add_flag("--in-process", in_process, "train the models in this process (peak RSS is then cumulative)");
 
   std::string run_dir, split = "test";
-  auto* eval = app.add_subcommand("eval", "evaluate checkpoint-best.h5 of a run directory");
+  auto* eval = app.add_subcommand("eval", "evaluate checkpoint-best.h5 (or checkpoint-last.h5) of a run directory");
   eval->add_option("run_dir", run_dir, "a run directory (or a comparison's)")->required();
+  std::string checkpoint = "best";
+  eval->add_option("--checkpoint", checkpoint, "best (the best-validation epoch, default) or last (the last written)");
   auto* split_opt = eval->add_option("--split", split, "val or test")->check(CLI::IsMember({"val", "test"}));
   // Length extrapolation (token tasks); the values are checked by the library (seqlab::Error, exit 1).
   std::string seq_lens, n_sequences, max_seconds, step_mode, key_distance;
@@ -187,15 +189,17 @@ int main(int argc, char** argv) {
       if (split_opt->count() > 0) throw seqlab::Error("eval --split: does not apply with --seq-lens (fresh sequences)");
       auto xo = seqlab::app::parse_extrapolate_options(seq_lens, n_sequences, max_seconds, step_mode, key_distance);
       xo.threads = threads_given ? threads : -1;
+      xo.checkpoint = checkpoint;
       auto rows = seqlab::app::run_extrapolation(run_dir, xo);
       std::printf("%s", seqlab::app::extrapolation_md(rows).c_str());
       if (seqlab::app::stop_requested()) return kExitInterrupted;
     } else if (eval->parsed() && root) {
-      auto rows = seqlab::app::run_eval(run_dir, split, threads_given ? threads : -1);
-      std::printf("| model | %s_mse | %s_mae | %s_acc |\n|---|---:|---:|---:|\n", split.c_str(), split.c_str(),
-                  split.c_str());
+      auto rows = seqlab::app::run_eval(run_dir, split, threads_given ? threads : -1, checkpoint);
+      std::printf("| model | checkpoint | step | epochs | %s_mse | %s_mae | %s_acc |\n|---|---|---:|---:|---:|---:|---:|\n",
+                  split.c_str(), split.c_str(), split.c_str());
       for (const auto& r : rows)
-        std::printf("| %s | %.6f | %.6f | %s |\n", r.model.c_str(), r.mse, r.mae,
+        std::printf("| %s | %s | %lld | %lld | %.6f | %.6f | %s |\n", r.model.c_str(), r.checkpoint.c_str(),
+                    static_cast<long long>(r.step), static_cast<long long>(r.epoch), r.mse, r.mae,
                     r.acc >= 0 ? std::to_string(r.acc).c_str() : "-");
     }
     if (report->parsed() && root) {

@@ -1,6 +1,6 @@
 // `seqlab report`: finds the models of each run directory (a comparison lists them in its
 // config.resolved.toml), reads their metrics.h5, rebuilds forecasting models from checkpoint-best.h5
-// through load_best_model (the same path as `seqlab eval`), reads extrapolation.csv files, and
+// through load_run_model (the same path as `seqlab eval`), reads extrapolation.csv files, and
 // draws the pictures with apps/svg. Every picture is rendered before the first file is written, so
 // a bad option or input leaves the output directory as it was.
 #include "apps/report.h"
@@ -180,17 +180,27 @@ struct WindowView {
   std::string data;  // the data source, for the subtitle
 };
 
-// Rebuilds the model and its data (load_best_model) and forecasts test window opt.window. The
+// Rebuilds the model and its data (load_run_model) and forecasts test window opt.window. The
 // reference model's problems are errors; another model whose data cannot show the same window
 // returns false (it is left out with a warning).
+// config.resolved.toml stores absolute paths (a run directory is re-evaluated from anywhere); a picture
+// shows the path as a config gives it, relative to the working directory, so that it does not carry
+// the machine's directories. A file outside the working directory keeps only its name.
+std::string shown_path(const std::string& path) {
+  std::error_code ec;
+  const fs::path rel = fs::relative(path, fs::current_path(ec), ec);
+  if (!ec && !rel.empty() && *rel.begin() != "..") return rel.string();
+  return fs::path(path).filename().string();
+}
+
 bool view_window(const ModelRun& m, const ReportOptions& opt, bool reference, WindowView& v) {
-  LoadedRun r = load_best_model(m.dir);
+  LoadedRun r = load_run_model(m.dir);
   const data::ForecastDataset& ds = *r.fc.test;
   const data::ColumnSelection& cols = r.fc.columns;
   v.n_windows = ds.size();
   v.seq_len = ds.seq_len();
   v.pred_len = ds.pred_len();
-  v.data = r.config.data.task == "sine" ? std::string("the sine series") : r.config.data.path;
+  v.data = r.config.data.task == "sine" ? std::string("the sine series") : shown_path(r.config.data.path);
   if (opt.window < 0 || opt.window >= ds.size()) {
     SEQLAB_CHECK(!reference, "--window ", opt.window, ": expected a test window in [0, ", ds.size(), ") of ", m.dir,
                  " (its test split has ", ds.size(), " windows of ", ds.seq_len(), " + ", ds.pred_len(), " rows)");
@@ -227,7 +237,7 @@ bool view_window(const ModelRun& m, const ReportOptions& opt, bool reference, Wi
   SEQLAB_CHECK(pred.numel() == P * c_out, m.dir, ": the model predicts ", to_string(pred.shape()), ", expected (1, ", P,
                ", ", c_out, ")");
   std::vector<double> x = b.x.to_vector(), y = b.y.to_vector(), p = pred.to_vector();
-  // The scaler the model was trained with (refitted and checked by load_best_model).
+  // The scaler the model was trained with (refitted and checked by load_run_model).
   double mean = 0, scale = 1;
   const bool unscale = r.fc.scaler.fitted() && !opt.scaled;
   if (unscale) {
@@ -475,6 +485,10 @@ std::vector<ExtrapolationRow> read_extrapolation_csv(const std::string& path) {
     r.seconds = number("seconds", false, false);
     r.peak_rss_mib = number("peak_rss_mib", false, false);
     r.mode = get("mode");
+    double kd = number("key_distance", false, false), step = number("step", false, false);
+    r.key_distance = std::isfinite(kd) ? static_cast<int64_t>(kd) : 0;
+    r.checkpoint = get("checkpoint");  // absent in files written before the column existed
+    r.step = std::isfinite(step) ? static_cast<int64_t>(step) : 0;
     rows.push_back(std::move(r));
   }
   return rows;

@@ -80,7 +80,8 @@ TaskData make_data(const Config& c) {
   try {
     if (d.is_token_task()) {
       td.token = true;
-      td.task = data::make_token_task(d.task == "selective-copying" ? "selective_copy" : "induction_heads", d.seq_len);
+      td.task = data::make_token_task(d.task == "selective-copying" ? "selective_copy" : "induction_heads", d.seq_len,
+                                      d.key_distance);
       // Validation and test are fixed sets drawn from streams of their own.
       for (int64_t i = 0; i < d.n_eval_batches; ++i) {
         td.val_batches.push_back(td.task->batch(c.train.eval_batch_size, d.data_seed + 1, i));
@@ -225,6 +226,26 @@ EvalStats eval_forecast(nn::SequenceModel& m, const std::shared_ptr<data::Foreca
   return s;
 }
 
+}  // namespace
+
+TokenHits count_token_hits(const float* logits, int64_t rows, int64_t V, const int32_t* targets,
+                           int64_t target_stride) {
+  TokenHits h;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t target = targets[r * target_stride];
+    if (target == data::kIgnoreIndex) continue;
+    const float* row = logits + r * V;
+    int64_t best = 0;
+    for (int64_t v = 1; v < V; ++v)
+      if (row[v] > row[best]) best = v;
+    h.correct += best == target;
+    ++h.scored;
+  }
+  return h;
+}
+
+namespace {
+
 // Sharded: rank r evaluates batches r, r + K, ... and the sums are reduced.
 EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batches, bool sharded = false) {
   NoGradGuard ng;
@@ -236,18 +257,9 @@ EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batc
     const data::Batch& b = batches[bi];
     Tensor logits = m.forward(b.x);  // (B, T, V)
     const int64_t V = logits.size(2);
-    const float* l = logits.data<float>();
-    const int32_t* y = b.y.data<int32_t>();
-    int64_t here = 0;
-    for (int64_t i = 0; i < b.y.numel(); ++i) {
-      if (y[i] == data::kIgnoreIndex) continue;
-      const float* row = l + i * V;
-      int64_t best = 0;
-      for (int64_t v = 1; v < V; ++v)
-        if (row[v] > row[best]) best = v;
-      correct += best == y[i];
-      ++here;
-    }
+    const TokenHits hits = count_token_hits(logits.data<float>(), b.y.numel(), V, b.y.data<int32_t>());
+    const int64_t here = hits.scored;
+    correct += hits.correct;
     if (here > 0) loss_sum += token_loss(logits, b.y).item() * static_cast<double>(here);
     scored += here;
   }
@@ -427,17 +439,19 @@ RunState restore(const Checkpoint& c, const std::string& path, nn::Module& model
 }
 
 // [train] init_from: the parameters (only: the optimizer, counters and history start fresh) of a
-// checkpoint file, of <dir>/<model name>/checkpoint-best.h5 (a compare run) or of
-// <dir>/checkpoint-best.h5 (a single run). Names and shapes must match the config's model; the
-// sequence length may differ (curriculum: train short, continue long).
+// checkpoint file, of <dir>/<model name>/checkpoint-<which>.h5 (a compare run) or of
+// <dir>/checkpoint-<which>.h5 (a single run), which = [train] init_checkpoint (best | last). Names
+// and shapes must match the config's model; the sequence length may differ (curriculum: train
+// short, continue long).
 void warm_start(const Config& c, const std::string& name, nn::Module& model) {
   const fs::path from(c.train.init_from);
   fs::path file = from;
   if (fs::is_directory(from)) {
-    file = from / name / "checkpoint-best.h5";
-    if (!fs::exists(file)) file = from / "checkpoint-best.h5";
-    SEQLAB_CHECK(fs::exists(file), c.file, ": [train] init_from: ", from.string(), " holds neither ", name,
-                 "/checkpoint-best.h5 nor checkpoint-best.h5");
+    const std::string ck_file = "checkpoint-" + c.train.init_checkpoint + ".h5";
+    file = from / name / ck_file;
+    if (!fs::exists(file)) file = from / ck_file;
+    SEQLAB_CHECK(fs::exists(file), c.file, ": [train] init_from: ", from.string(), " holds neither ", name, "/",
+                 ck_file, " nor ", ck_file);
   } else {
     SEQLAB_CHECK(fs::exists(from), c.file, ": [train] init_from: ", from.string(),
                  ": no such file (expected a checkpoint .h5 or a run directory)");
@@ -449,7 +463,9 @@ void warm_start(const Config& c, const std::string& name, nn::Module& model) {
     throw Error(str(c.file, ": [train] init_from: ", file.string(), " does not match the model of [", name, "]: ",
                     e.what()));
   }
-  spdlog::info("[{}] parameters initialised from {}", name, file.string());
+  spdlog::info("[{}] parameters initialised from {} (step {}, epoch {})", name, file.string(),
+               ck.counters.count("global_step") ? ck.counters.at("global_step") : 0,
+               ck.counters.count("epoch") ? ck.counters.at("epoch") : 0);
 }
 
 // Numeric faults: the first parameter (registration order) whose gradient (or value) holds a NaN
@@ -913,7 +929,13 @@ std::vector<RunResult> run_compare(const Config& c, const RunOptions& opt, const
   return rows;
 }
 
-std::vector<EvalRow> run_eval(const std::string& run_dir, const std::string& split, int threads) {
+void check_checkpoint_choice(const std::string& which, const std::string& what) {
+  SEQLAB_CHECK(which == "best" || which == "last", what, ": expected best or last, got '", which, "'");
+}
+
+std::vector<EvalRow> run_eval(const std::string& run_dir, const std::string& split, int threads,
+                              const std::string& checkpoint) {
+  check_checkpoint_choice(checkpoint, "eval --checkpoint");
   SEQLAB_CHECK(split == "val" || split == "test", "eval: --split must be val or test, got '", split, "'");
   const fs::path dir(run_dir);
   const fs::path cfg = dir / "config.resolved.toml";
@@ -922,16 +944,16 @@ std::vector<EvalRow> run_eval(const std::string& run_dir, const std::string& spl
   std::vector<EvalRow> rows;
   if (c.multi) {
     for (const auto& m : c.models) {
-      auto sub = run_eval((dir / m.name).string(), split, threads);
+      auto sub = run_eval((dir / m.name).string(), split, threads, checkpoint);
       rows.insert(rows.end(), sub.begin(), sub.end());
     }
     return rows;
   }
   if (threads >= 0 || c.train.threads > 0) set_num_threads(threads >= 0 ? threads : static_cast<int>(c.train.threads));
-  LoadedRun r = load_best_model(run_dir);
+  LoadedRun r = load_run_model(run_dir, checkpoint);
   EvalStats s = r.token ? eval_tokens(*r.model, split == "val" ? r.val_batches : r.test_batches)
                         : eval_forecast(*r.model, split == "val" ? r.fc.val : r.fc.test, c.train.eval_batch_size);
-  rows.push_back({c.models[0].name, s.mse, s.mae, s.acc});
+  rows.push_back({c.models[0].name, s.mse, s.mae, s.acc, r.checkpoint, r.step, r.epoch});
   return rows;
 }
 
@@ -988,18 +1010,9 @@ Tally eval_tokens_step(nn::SequenceModel& m, const data::Batch& b, double max_se
     }
     Tensor logits = m.step(ids, state);  // (B, V)
     if (scored) {
-      const int64_t V = logits.size(1);
-      const float* l = logits.data<float>();
-      for (int64_t s = 0; s < B; ++s) {
-        const int32_t target = y[s * T + t];
-        if (target == data::kIgnoreIndex) continue;
-        const float* row = l + s * V;
-        int64_t best = 0;
-        for (int64_t v = 1; v < V; ++v)
-          if (row[v] > row[best]) best = v;
-        tl.correct += best == target;
-        ++tl.scored;
-      }
+      const TokenHits hits = count_token_hits(logits.data<float>(), B, logits.size(1), y + t, T);
+      tl.scored += hits.scored;
+      tl.correct += hits.correct;
     }
     if ((t & 63) == 63 && t + 1 < T && (stop_requested() || seconds_since(t0) > max_seconds)) {
       tl.stopped_at = t + 1;
@@ -1046,7 +1059,7 @@ std::vector<ExtrapolationRow> extrapolate_one(const ExtrapolationRun& run, const
   const ModelConfig& mc = c.models[0];
   if (opt.threads >= 0 || c.train.threads > 0)
     set_num_threads(opt.threads >= 0 ? opt.threads : static_cast<int>(c.train.threads));
-  LoadedRun loaded = load_best_model(run.dir.string());  // the same path as `seqlab eval`
+  LoadedRun loaded = load_run_model(run.dir.string(), opt.checkpoint);  // the same path as `seqlab eval`
   nn::SequenceModel* model = loaded.model.get();
   const bool can_step = model->has_step();
   const bool quadratic = mc.type == "transformer";  // attention: O(T^2) time in either mode
@@ -1063,6 +1076,8 @@ std::vector<ExtrapolationRow> extrapolate_one(const ExtrapolationRun& run, const
     const bool step = opt.step == "always" || (opt.step == "auto" && can_step && T > c.data.seq_len);
     r.mode = step ? "step" : "forward";
     r.key_distance = opt.key_distance;
+    r.checkpoint = loaded.checkpoint;
+    r.step = loaded.step;
     const auto n = static_cast<double>(r.n_sequences), Td = static_cast<double>(T);
     if (stop_requested() && stop.empty()) stop = "skipped: interrupted";  // Ctrl-C: the file keeps what was done
     if (step && !can_step) {
@@ -1283,9 +1298,10 @@ std::vector<ExtrapolationRow> run_extrapolation(const std::string& run_dir, cons
   } else {
     runs.push_back({dir, c});
   }
+  check_checkpoint_choice(opt.checkpoint, "eval --checkpoint");
+  const std::string ck_file = "checkpoint-" + opt.checkpoint + ".h5";
   for (const auto& r : runs)
-    SEQLAB_CHECK(fs::is_regular_file(r.dir / "checkpoint-best.h5"), (r.dir / "checkpoint-best.h5").string(),
-                 ": missing (no finished epoch yet?)");
+    SEQLAB_CHECK(fs::is_regular_file(r.dir / ck_file), (r.dir / ck_file).string(), ": missing (no finished epoch yet?)");
   std::vector<ExtrapolationRow> rows;
   for (const auto& r : runs) {
     auto sub = extrapolate_one(r, lens, opt);
@@ -1296,34 +1312,38 @@ std::vector<ExtrapolationRow> run_extrapolation(const std::string& run_dir, cons
 }
 
 std::string extrapolation_csv(const std::vector<ExtrapolationRow>& rows) {
-  std::string s = "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance\n";
+  std::string s = "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance,checkpoint,step\n";
   for (const auto& r : rows)
     s += str(r.model, ",", r.seq_len, ",", r.n_sequences, ",", fmt("%.6f", r.accuracy), ",", fmt("%.3f", r.seconds),
-             ",", fmt("%.1f", r.peak_rss_mib), ",", r.mode, ",", csv_field(r.status), ",", r.key_distance, "\n");
+             ",", fmt("%.1f", r.peak_rss_mib), ",", r.mode, ",", csv_field(r.status), ",", r.key_distance, ",", r.checkpoint,
+             ",", r.step, "\n");
   return s;
 }
 
 std::string extrapolation_md(const std::vector<ExtrapolationRow>& rows) {
-  std::string s = "| model | seq_len | n_sequences | accuracy | seconds | peak_rss_mib | tensors_mib | mode | status |\n"
-                  "|---|---:|---:|---:|---:|---:|---:|---|---|\n";
+  std::string s = "| model | seq_len | n_sequences | accuracy | seconds | peak_rss_mib | tensors_mib | mode | status | "
+                  "key_distance | checkpoint | step |\n"
+                  "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|---:|\n";
   for (const auto& r : rows)
     s += str("| ", r.model, " | ", r.seq_len, " | ", r.n_sequences, " | ",
              std::isnan(r.accuracy) ? std::string("-") : fmt("%.4f", r.accuracy), " | ",
              r.status == "ok" ? fmt("%.2f", r.seconds) : std::string("-"), " | ",
              std::isnan(r.peak_rss_mib) ? std::string("-") : fmt("%.0f", r.peak_rss_mib), " | ",
              std::isnan(r.alloc_peak_mib) ? std::string("-") : fmt("%.0f", r.alloc_peak_mib), " | ", r.mode, " | ",
-             r.status, " |\n");
+             r.status, " | ", r.key_distance > 0 ? std::to_string(r.key_distance) : std::string("random"), " | ",
+             r.checkpoint, " | ", r.step, " |\n");
   return s;
 }
 
-LoadedRun load_best_model(const std::string& run_dir) {
+LoadedRun load_run_model(const std::string& run_dir, const std::string& checkpoint) {
+  check_checkpoint_choice(checkpoint, "checkpoint");
   const fs::path dir(run_dir);
   const fs::path cfg = dir / "config.resolved.toml";
   SEQLAB_CHECK(fs::is_regular_file(cfg), run_dir, ": not a run directory (no config.resolved.toml)");
   Config c = load_config(cfg.string());
   SEQLAB_CHECK(!c.multi, run_dir, ": a comparison's directory; expected one model's run directory (", run_dir, "/",
                c.models[0].name, ", ...)");
-  const fs::path best = dir / "checkpoint-best.h5";
+  const fs::path best = dir / ("checkpoint-" + checkpoint + ".h5");
   Checkpoint ck = load_checkpoint(best);
   TaskData td = make_data(c);
   manual_seed(c.train.seed);
@@ -1349,6 +1369,10 @@ LoadedRun load_best_model(const std::string& run_dir) {
   r.dates = std::move(td.dates);
   r.val_batches = std::move(td.val_batches);
   r.test_batches = std::move(td.test_batches);
+  r.checkpoint = checkpoint;
+  const auto counter = [&](const char* k) { return ck.counters.count(k) ? ck.counters.at(k) : int64_t{0}; };
+  r.step = counter("global_step");
+  r.epoch = counter("epoch");
   return r;
 }
 

@@ -59,15 +59,30 @@ RunResult run_train(const Config& config, const RunOptions& opt);
 /// (so peak RSS is per model); otherwise in this process.
 std::vector<RunResult> run_compare(const Config& config, const RunOptions& opt, const std::string& exe = "",
                                    const std::vector<std::string>& child_args = {});
-/// `seqlab eval`: evaluates checkpoint-best.h5 of a run directory (or of each model of a
-/// comparison) on `split` (val | test); returns one (model, mse, mae, acc) row per model.
+/// `seqlab eval`: evaluates checkpoint-best.h5 (or checkpoint-last.h5: checkpoint "last") of a run
+/// directory (or of each model of a comparison) on `split` (val | test); one row per model.
 struct EvalRow {
   std::string model;
   double mse = 0, mae = 0, acc = -1;
+  std::string checkpoint;  // best | last
+  int64_t step = 0;        // the optimizer steps the checkpoint had taken
+  int64_t epoch = 0;       // the epochs it had finished
 };
-std::vector<EvalRow> run_eval(const std::string& run_dir, const std::string& split, int threads = -1);
+std::vector<EvalRow> run_eval(const std::string& run_dir, const std::string& split, int threads = -1,
+                              const std::string& checkpoint = "best");
+/// Checks a --checkpoint / init_checkpoint value: "best" or "last"; throws naming `what`.
+void check_checkpoint_choice(const std::string& which, const std::string& what);
 
-/// `seqlab eval RUN_DIR --seq-lens ...` (token tasks): accuracy of checkpoint-best.h5 on fresh
+/// Token accuracy's counting, shared by the full-forward and the step-mode evaluation: of `rows` rows
+/// of logits (each V floats, row r at logits + r * V) whose target (targets[r * target_stride]) is not
+/// data::kIgnoreIndex, how many are scored and how many have the target as their first largest logit.
+struct TokenHits {
+  int64_t scored = 0, correct = 0;
+};
+TokenHits count_token_hits(const float* logits, int64_t rows, int64_t V, const int32_t* targets,
+                           int64_t target_stride = 1);
+
+/// `seqlab eval RUN_DIR --seq-lens ...` (token tasks): accuracy of checkpoint-best.h5 (or -last) on fresh
 /// sequences of other lengths than the training one (length extrapolation, Mamba paper Table 2).
 struct ExtrapolateOptions {
   std::vector<int64_t> seq_lens;  // evaluated in increasing order (duplicates dropped)
@@ -75,6 +90,7 @@ struct ExtrapolateOptions {
   double max_seconds = 120;       // a length projected (or seen) to take longer is skipped, and every longer one
   std::string step = "auto";      // auto: step mode beyond the training length; always; never (full forward)
   int64_t key_distance = 0;       // induction heads: > 0 fixes the trigger-to-query distance (0: random)
+  std::string checkpoint = "best";  // best | last
   int threads = -1;               // -1: [train] threads of the run's config
 };
 /// One row of extrapolation.csv.
@@ -87,6 +103,8 @@ struct ExtrapolationRow {
   double alloc_peak_mib = 0;      // the tensor allocator's peak during this length (printed, not in the CSV)
   std::string mode;               // step | forward
   int64_t key_distance = 0;       // induction heads: the fixed trigger-to-query distance, 0 = random
+  std::string checkpoint;         // best | last: which checkpoint was evaluated
+  int64_t step = 0;               // the optimizer steps that checkpoint had taken
   std::string status;             // ok | skipped: time limit | memory limit | no step mode | interrupted | failed at T | failed: ...
 };
 /// The default number of sequences at length T: 64 up to 2^16, then 2^22 / T, at least 16.
@@ -106,14 +124,15 @@ std::string extrapolation_file(const ExtrapolateOptions& opt);
 /// rewritten after every length. Inputs are checked before anything runs. After request_stop()
 /// (Ctrl-C) the remaining lengths are marked "skipped: interrupted".
 std::vector<ExtrapolationRow> run_extrapolation(const std::string& run_dir, const ExtrapolateOptions& opt);
-/// model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance
+/// model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance,checkpoint,step
 std::string extrapolation_csv(const std::vector<ExtrapolationRow>& rows);
 /// A Markdown table of the rows (with the allocator peak).
 std::string extrapolation_md(const std::vector<ExtrapolationRow>& rows);
 
 /// One model's run directory rebuilt from its config.resolved.toml: the data as it was trained on
 /// (the scaler refitted and checked against the checkpoint's) and the model with checkpoint-best.h5
-/// loaded, in eval mode. Used by `seqlab eval` and `seqlab report`.
+/// (checkpoint "best") or checkpoint-last.h5 ("last") loaded, in eval mode. Used by `seqlab eval`
+/// and `seqlab report`.
 struct LoadedRun {
   Config config;
   std::shared_ptr<nn::SequenceModel> model;
@@ -121,10 +140,12 @@ struct LoadedRun {
   data::ForecastData fc;                    // forecasting: the splits, scaler and windows
   std::vector<std::string> columns, dates;  // forecasting: the series' column names and dates (may be empty)
   std::vector<data::Batch> val_batches, test_batches;  // token tasks: the fixed evaluation sets
+  std::string checkpoint;                   // best | last
+  int64_t step = 0, epoch = 0;              // the checkpoint's optimizer steps and finished epochs
 };
 /// Loads `run_dir` (one model, not a comparison); throws seqlab::Error naming the missing or
 /// mismatching file.
-LoadedRun load_best_model(const std::string& run_dir);
+LoadedRun load_run_model(const std::string& run_dir, const std::string& checkpoint = "best");
 
 /// The results table: CSV (the columns model,params,...,test_mae) and Markdown (with test_acc
 /// after them for token tasks).

@@ -14,6 +14,8 @@
 #include "apps/checkpoint.h"
 #include "apps/config.h"
 #include "apps/trainer.h"
+#include "core/random.h"
+#include "data/synthetic.h"
 #include "run_testing.h"
 #include "testing.h"
 
@@ -73,13 +75,14 @@ TEST_CASE("apps/extrapolate: a trained token run at two lengths writes extrapola
     CHECK(rows[i].seconds > 0);
     CHECK(rows[i].peak_rss_mib > 0);
   }
-  const std::string header = "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance\n";
+  const std::string header =
+      "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance,checkpoint,step\n";
   for (const char* m : {"lstm", "attn"}) {
     CAPTURE(m);
     std::string csv = testing::read_file(dir / m / "extrapolation.csv");
     CHECK(csv.starts_with(header));
     CHECK(csv.find(str("\n", m, ",16,8,")) != std::string::npos);
-    CHECK(csv.find(",step,ok,0\n") != std::string::npos);
+    CHECK(csv.find(",step,ok,0,best,") != std::string::npos);
     for (const auto& e : fs::directory_iterator(dir / m)) CHECK_MESSAGE(e.path().extension() != ".tmp", e.path().string());
   }
   std::string all = testing::read_file(dir / "extrapolation.csv");
@@ -108,7 +111,23 @@ TEST_CASE("apps/extrapolate: a trained token run at two lengths writes extrapola
   CHECK(limited[1].status == "skipped: time limit");
   CHECK(limited[2].status == "skipped: time limit");
   CHECK(std::isnan(limited[2].accuracy));
-  CHECK(testing::read_file(dir / "attn" / "extrapolation.csv").find(",step,skipped: time limit,0\n") != std::string::npos);
+  CHECK(testing::read_file(dir / "attn" / "extrapolation.csv").find(",step,skipped: time limit,0,best,") != std::string::npos);
+
+  // Which checkpoint, and how many steps it had: one epoch of 3 steps, so the best is the last.
+  for (const auto& r : rows) {
+    CHECK(r.checkpoint == "best");
+    CHECK(r.step == 3);
+  }
+  ExtrapolateOptions ol = opts({16}, 8);
+  ol.checkpoint = "last";
+  auto last = run_extrapolation((dir / "lstm").string(), ol);
+  REQUIRE(last.size() == 1);
+  CHECK(last[0].checkpoint == "last");
+  CHECK(last[0].step == 3);
+  CHECK(last[0].accuracy == rows[0].accuracy);  // the same parameters
+  CHECK(testing::read_file(dir / "lstm" / "extrapolation.csv").find(",forward,ok,0,last,3\n") != std::string::npos);
+  ol.checkpoint = "newest";
+  CHECK_THROWS_WITH_AS(run_extrapolation((dir / "lstm").string(), ol), doctest::Contains("expected best or last"), Error);
 
   // A fixed key distance: the rows say it, and go to their own file (extrapolation.csv is kept).
   const std::string before = testing::read_file(dir / "lstm" / "extrapolation.csv");
@@ -194,4 +213,62 @@ TEST_CASE("apps/extrapolate: bad input throws naming the option and what was exp
   CHECK_THROWS_WITH_AS(run_extrapolation(ih.string(), opts({16}, 4)), doctest::Contains("checkpoint-best.h5"), Error);
   CHECK_THROWS_WITH_AS(run_extrapolation(ih.string(), opts({16}, 4, "maybe")), doctest::Contains("--step"), Error);
   CHECK(!fs::exists(ih / "extrapolation.csv"));
+}
+
+// Every selective-copying and induction-heads figure rests on this count: logits right on exactly k
+// of n scored positions must give k / n, in the full forward's layout ((B, T, V) logits against
+// (B, T) targets) and in step mode's ((B, V) logits of step t against column t of the targets).
+TEST_CASE("apps/eval: token accuracy known answers, right on k of n scored positions gives exactly k/n, both layouts") {
+  const int64_t B = 5, T = 7, V = 6;
+  Generator gen(5);
+  std::vector<int32_t> y(static_cast<size_t>(B * T), data::kIgnoreIndex);
+  std::vector<float> logits(static_cast<size_t>(B * T * V));
+  for (auto& l : logits) l = static_cast<float>(gen.uniform() * 2 - 1);
+  // Scored positions: 3 per sequence (t = 1, 4, 6); right where (b + t) % 3 != 0. Ignored positions
+  // get a target-like argmax too, which must not count.
+  int64_t n = 0, k = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t i = b * T + t;
+      const int32_t target = static_cast<int32_t>((b * 3 + t) % V);
+      const bool scored = t == 1 || t == 4 || t == 6;
+      const bool right = (b + t) % 3 != 0;
+      float* row = logits.data() + i * V;
+      const int64_t top = right ? target : (target + 1 + (b + t) % (V - 1)) % V;
+      row[top] = 5.0f;
+      if (!right) row[target] = 4.999f;  // a close second is still wrong
+      if (scored) {
+        y[static_cast<size_t>(i)] = target;
+        ++n;
+        k += right;
+      }
+    }
+  REQUIRE(n == 15);
+  REQUIRE(k == 11);
+  TokenHits full = count_token_hits(logits.data(), B * T, V, y.data());
+  CHECK(full.scored == n);
+  CHECK(full.correct == k);
+  CHECK(static_cast<double>(full.correct) / static_cast<double>(full.scored) == 11.0 / 15.0);
+  // Step mode: one (B, V) block per position, the targets read with stride T.
+  TokenHits step;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<float> at_t(static_cast<size_t>(B * V));
+    for (int64_t b = 0; b < B; ++b)
+      std::copy_n(logits.data() + (b * T + t) * V, V, at_t.data() + b * V);
+    TokenHits h = count_token_hits(at_t.data(), B, V, y.data() + t, T);
+    step.scored += h.scored;
+    step.correct += h.correct;
+  }
+  CHECK(step.scored == n);
+  CHECK(step.correct == k);
+  // Ties go to the first largest logit: right only when the target comes first.
+  std::vector<float> tie = {1, 3, 3, 0};
+  std::vector<int32_t> t1 = {1}, t2 = {2};
+  CHECK(count_token_hits(tie.data(), 1, 4, t1.data()).correct == 1);
+  CHECK(count_token_hits(tie.data(), 1, 4, t2.data()).correct == 0);
+  // Nothing scored: nothing counted.
+  std::vector<int32_t> none(static_cast<size_t>(B * T), data::kIgnoreIndex);
+  TokenHits empty = count_token_hits(logits.data(), B * T, V, none.data());
+  CHECK(empty.scored == 0);
+  CHECK(empty.correct == 0);
 }

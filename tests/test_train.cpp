@@ -194,6 +194,39 @@ TEST_CASE("apps/train: [train] init_from warm-starts the parameters, at another 
   CHECK(!fs::exists(bad / "config.resolved.toml"));
 }
 
+TEST_CASE("apps/train: eval and init_from choose checkpoint-best.h5 or checkpoint-last.h5 and say its step") {
+  Quiet q;
+  fs::path a = scratch("ck_src"), b = scratch("ck_dst");
+  RunResult src = run_train(parse_config(sine_config(a, 3, 4), "sine.toml"), {.quiet = true});
+  REQUIRE(src.finished);
+  const Checkpoint best = load_checkpoint(a / "checkpoint-best.h5"), last = load_checkpoint(a / "checkpoint-last.h5");
+  auto rb = run_eval(a.string(), "test", 1), rl = run_eval(a.string(), "test", 1, "last");
+  REQUIRE(rb.size() == 1);
+  REQUIRE(rl.size() == 1);
+  CHECK(rb[0].checkpoint == "best");
+  CHECK(rb[0].step == best.counters.at("global_step"));
+  CHECK(rl[0].checkpoint == "last");
+  CHECK(rl[0].step == 12);  // 3 epochs of 4 steps
+  CHECK(rl[0].epoch == 3);
+  CHECK(rb[0].mse == src.test_mse);  // the run's own figure is the best checkpoint's
+  CHECK_THROWS_WITH_AS(run_eval(a.string(), "test", 1, "newest"), doctest::Contains("eval --checkpoint"), Error);
+  // init_checkpoint = "last": the warm start takes the last parameters (lr 1e-12: they stay put).
+  std::string t = sine_config(b, 1, 1);
+  t.replace(t.find("lr = 3e-3"), 9, "lr = 1e-12");
+  t.replace(t.find("warmup_steps = 2"), 16, "warmup_steps = 0");
+  t.replace(t.find("[train]\n"), 8, str("[train]\ninit_from = \"", a.string(), "\"\ninit_checkpoint = \"last\"\n"));
+  REQUIRE(run_train(parse_config(t, "warm.toml"), {.quiet = true}).finished);
+  const Checkpoint warm = load_checkpoint(b / "checkpoint-last.h5");
+  for (const auto& [k, v] : last.params) {
+    CAPTURE(k);
+    auto x = v.to_vector(), y = warm.params.at(k).to_vector();
+    for (size_t i = 0; i < x.size(); ++i) CHECK(std::abs(x[i] - y[i]) < 1e-6);
+  }
+  CHECK(testing::read_file(b / "config.resolved.toml").find("init_checkpoint = \"last\"") != std::string::npos);
+  t.replace(t.find("init_checkpoint = \"last\""), 24, "init_checkpoint = \"oldest\"");
+  CHECK_THROWS_WITH_AS(parse_config(t, "warm.toml"), doctest::Contains("init_checkpoint"), Error);
+}
+
 #ifdef SEQLAB_BINARY
 TEST_CASE("apps/train: a child `seqlab train` SIGKILLed mid-run, then --resume, ends like an uninterrupted run") {
   Quiet q;
@@ -219,16 +252,18 @@ TEST_CASE("apps/train: a child `seqlab train` SIGKILLed mid-run, then --resume, 
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  if (!exited) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(30));
-    ::kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-  }
+  // The test is only worth something if the kill happened: a child that finished first fails it.
+  REQUIRE_MESSAGE(!exited, "the child finished before the kill (status ", status, ")");
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ::kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
   REQUIRE(fs::exists(last));
   Checkpoint at_kill = load_checkpoint(last);
-  MESSAGE("killed after step ", at_kill.counters.at("global_step"), " of ", epochs * steps,
-          std::string(exited ? " (the child had already finished)" : ""));
-  CHECK((exited || WIFSIGNALED(status)));
+  MESSAGE("killed after step ", at_kill.counters.at("global_step"), " of ", epochs * steps);
+  REQUIRE_MESSAGE(WIFSIGNALED(status), "the child exited (status ", status, ") instead of being killed");
+  CHECK(WTERMSIG(status) == SIGKILL);
+  CHECK(at_kill.counters.at("global_step") < epochs * steps);
+  CHECK(!fs::exists(dir / "run" / "results.csv"));  // it never finished
 
   Config c = load_config(config.string());
   RunResult resumed = run_train(c, {.resume = true, .quiet = true});
