@@ -190,14 +190,26 @@ bool run_child(const CLI::App* sub, const std::string& model, int64_t T, const B
   return false;
 }
 
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+// The CSV goes to FILE.tmp, renamed over FILE after every case: an interrupted or failing run keeps
+// the cases measured so far and never leaves a half-written file.
+void write_csv(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "w");
+  SEQLAB_CHECK(f, "bench: cannot write --csv file '", tmp, "'");
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  SEQLAB_CHECK(std::fclose(f) == 0 && ok, "bench: cannot write --csv file '", tmp, "'");
+  SEQLAB_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "bench: cannot rename '", tmp, "' to '", path, "'");
+}
+
 void run_all(const CLI::App* sub, const BenchOptions& o) {
-  std::FILE* csv = nullptr;
-  if (!o.csv.empty()) {
-    csv = std::fopen(o.csv.c_str(), "w");
-    SEQLAB_CHECK(csv, "bench: cannot write --csv file '", o.csv, "'");
-    std::fprintf(csv, "model,seq_len,batch,params,step_ms,samples_per_s,peak_rss_mib,gflop_per_step,gflops,"
-                 "base_rss_mib\n");
-  }
+  for (int64_t T : o.seq_lens) SEQLAB_CHECK(T > 0, "bench --seq-lens: expected lengths >= 1, got ", T);
+  std::string csv = "model,seq_len,batch,params,step_ms,samples_per_s,peak_rss_mib,gflop_per_step,gflops,base_rss_mib\n";
   std::printf("seqlab bench: B=%lld, C=%lld, D=%lld, %lld layers, head last -> %lld x %lld, %d threads, "
               "median of %d steps after %d warm-up\n",
               static_cast<long long>(o.batch), static_cast<long long>(kChannels), static_cast<long long>(kDModel),
@@ -209,25 +221,33 @@ void run_all(const CLI::App* sub, const BenchOptions& o) {
   std::printf("%-12s %6s %9s %11s %11s %10s %9s %9s %9s %11s\n", "model", "T", "params", "step_ms", "samples/s",
               "peak_MiB", "net_MiB", "GFLOP", "GFLOP/s", "cpu_ms");
   std::fflush(stdout);
+  std::vector<std::string> failed;
   for (const auto& m : o.models) {
     for (int64_t T : o.seq_lens) {
       StepResult r;
-      if (!run_child(sub, m, T, o, r)) continue;
+      if (!run_child(sub, m, T, o, r)) {
+        failed.push_back(str(m, " T=", T));
+        continue;
+      }
       double sps = r.batch / (r.step_ms / 1e3), gflops = r.gflop_per_step / (r.step_ms / 1e3);
       std::printf("%-12s %6lld %9lld %11.2f %11.1f %10.1f %9.1f %9.2f %9.2f %11.2f\n", r.model.c_str(),
                   static_cast<long long>(r.seq_len), static_cast<long long>(r.params), r.step_ms, sps,
                   r.peak_rss_mib, r.peak_rss_mib - r.base_rss_mib, r.gflop_per_step, gflops, r.cpu_ms);
       std::fflush(stdout);
-      if (csv) {
-        std::fprintf(csv, "%s,%lld,%lld,%lld,%.3f,%.2f,%.1f,%.4f,%.3f,%.1f\n", r.model.c_str(),
-                     static_cast<long long>(r.seq_len), static_cast<long long>(r.batch),
-                     static_cast<long long>(r.params), r.step_ms, sps, r.peak_rss_mib, r.gflop_per_step, gflops,
-                     r.base_rss_mib);
-        std::fflush(csv);
+      if (!o.csv.empty()) {
+        csv += str(r.model, ",", r.seq_len, ",", r.batch, ",", r.params, ",", fmt("%.3f", r.step_ms), ",",
+                   fmt("%.2f", sps), ",", fmt("%.1f", r.peak_rss_mib), ",", fmt("%.4f", r.gflop_per_step), ",",
+                   fmt("%.3f", gflops), ",", fmt("%.1f", r.base_rss_mib), "\n");
+        write_csv(o.csv, csv);
       }
     }
   }
-  if (csv) std::fclose(csv);
+  if (!failed.empty()) {
+    std::string list;
+    for (const auto& f : failed) list += (list.empty() ? "" : ", ") + f;
+    throw Error(str("bench: ", failed.size(), " case(s) failed (", list, "; their output is above)",
+                    o.csv.empty() ? "" : "; --csv keeps the others"));
+  }
 }
 
 }  // namespace
