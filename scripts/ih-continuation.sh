@@ -3,7 +3,8 @@
 # issue 16). Each variant continues the curriculum's seed-0 Mamba (2000 steps at 64, 1000 at 256:
 # configs/paper/induction_heads_mamba.toml, runs/ih/s0_256) from its LAST checkpoint for 20000 steps at
 # length 256, batch 8, one thread, keeping snapshots after 5000, 10000 and 20000 steps, and evaluates
-# each snapshot at T = 2^16 with the key 16384 and 65535 positions back (64 fresh sequences each).
+# each snapshot's last checkpoint with the key D = 16384 and D = 65535 positions before the query, at
+# T = D + 1 (the trigger at the start; 64 fresh sequences each, step mode).
 #
 #   scripts/ih-continuation.sh curriculum         # runs/ih/s0_64 and runs/ih/s0_256 (about 5 min)
 #   scripts/ih-continuation.sh a b c              # the three continuations (each about 20-30 min + evals)
@@ -49,11 +50,11 @@ continuation() {  # NAME ARGS...: 20000 steps (200 epochs of 100 batches of 8), 
   [ "${EVAL:-1}" = 0 ] || evaluate "$dir"
 }
 
-evaluate() {  # DIR: each snapshot's last checkpoint at T = 2^16, key 16384 and 65535 back
+evaluate() {  # DIR: each snapshot's last checkpoint with the key D = 16384 and 65535 back, at T = D + 1
   local k d
   for k in 5 10 20; do
     for d in 16384 65535; do
-      "$S" --threads 1 eval "$1-${k}k" --checkpoint last --seq-lens 65536 --key-distance $d
+      "$S" --threads 1 eval "$1-${k}k" --checkpoint last --seq-lens $((d + 1)) --key-distance $d --max-seconds 1200
     done
   done
 }
