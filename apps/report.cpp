@@ -183,16 +183,6 @@ struct WindowView {
 // Rebuilds the model and its data (load_run_model) and forecasts test window opt.window. The
 // reference model's problems are errors; another model whose data cannot show the same window
 // returns false (it is left out with a warning).
-// config.resolved.toml stores absolute paths (a run directory is re-evaluated from anywhere); a picture
-// shows the path as a config gives it, relative to the working directory, so that it does not carry
-// the machine's directories. A file outside the working directory keeps only its name.
-std::string shown_path(const std::string& path) {
-  std::error_code ec;
-  const fs::path rel = fs::relative(path, fs::current_path(ec), ec);
-  if (!ec && !rel.empty() && *rel.begin() != "..") return rel.string();
-  return fs::path(path).filename().string();
-}
-
 bool view_window(const ModelRun& m, const ReportOptions& opt, bool reference, WindowView& v) {
   LoadedRun r = load_run_model(m.dir);
   const data::ForecastDataset& ds = *r.fc.test;
@@ -441,6 +431,13 @@ std::string extrapolation_chart(const std::vector<ExtrapolationRow>& rows, int64
 }
 
 }  // namespace
+
+std::string shown_path(const std::string& path) {
+  std::error_code ec;
+  const fs::path rel = fs::relative(path, fs::current_path(ec), ec);
+  if (!ec && !rel.empty() && *rel.begin() != "..") return rel.string();
+  return fs::path(path).filename().string();
+}
 
 std::vector<ExtrapolationRow> read_extrapolation_csv(const std::string& path) {
   std::ifstream in(path);

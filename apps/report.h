@@ -25,6 +25,12 @@ struct ReportOptions {
 /// paths written. Throws seqlab::Error naming the directory, file or option that is wrong.
 std::vector<std::string> run_report(const std::vector<std::string>& run_dirs, const ReportOptions& opt);
 
+/// A data file's path as a picture shows it: relative to the working directory when inside it (as a
+/// config gives it: configs name data relative to where seqlab runs), else its file name alone, so a
+/// committed picture never carries the directories of the machine that made it (config.resolved.toml
+/// stores absolute paths).
+std::string shown_path(const std::string& path);
+
 /// Reads an extrapolation.csv (apps/trainer.h, extrapolation_csv) (columns by header name; model, seq_len, accuracy and
 /// status are required). Throws seqlab::Error naming the file, line and column.
 std::vector<ExtrapolationRow> read_extrapolation_csv(const std::string& path);

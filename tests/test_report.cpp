@@ -231,6 +231,13 @@ TEST_CASE("apps/svg: ticks, escaping and a rendered chart") {
   CHECK_THROWS_WITH_AS(svg::render(empty), doctest::Contains("no finite point"), Error);
 }
 
+TEST_CASE("apps/report: a picture names the data file as a config gives it, never the machine's directories") {
+  const fs::path cwd = fs::current_path();
+  CHECK(shown_path((cwd / "data" / "ETTh1.csv").string()) == "data/ETTh1.csv");
+  CHECK(shown_path((cwd / "x.csv").string()) == "x.csv");
+  CHECK(shown_path("/nowhere/near/here/series.csv") == "series.csv");  // outside: the name alone
+}
+
 TEST_CASE("apps/report: learning curves and the forecast of a two-model sine comparison") {
   Quiet q;
   fs::path dir = sine_comparison();
