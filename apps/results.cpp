@@ -1,0 +1,78 @@
+// The results table of train and compare: results.csv, results.md, and reading results.csv back.
+#include "apps/run.h"
+#include "apps/trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "autograd/ops.h"
+#include "core/error.h"
+#include "data/forecast.h"
+#include "data/synthetic.h"
+#include "layers/model.h"
+
+namespace seqlab::app {
+
+// ---------------------------------------------------------------------------------------------
+
+std::string results_csv(const std::vector<RunResult>& rows) {
+  std::string s = "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae\n";
+  for (const auto& r : rows)
+    s += str(r.model, ",", r.params, ",", r.epochs, ",", fmt("%.3f", r.train_seconds), ",", fmt("%.3f", r.step_ms), ",",
+             fmt("%.1f", r.peak_rss_mib), ",", fmt("%.9g", r.val_mse), ",", fmt("%.9g", r.test_mse), ",",
+             fmt("%.9g", r.test_mae), "\n");
+  return s;
+}
+
+std::string results_md(const std::vector<RunResult>& rows) {
+  bool token = false;
+  for (const auto& r : rows) token = token || r.test_acc >= 0;
+  std::string s = "| model | params | epochs | train_seconds | step_ms | peak_rss_mib | val_mse | test_mse | test_mae |";
+  s += token ? " test_acc |\n" : "\n";
+  s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|";
+  s += token ? "---:|\n" : "\n";
+  for (const auto& r : rows) {
+    s += str("| ", r.model, " | ", r.params, " | ", r.epochs, " | ", fmt("%.1f", r.train_seconds), " | ",
+             fmt("%.2f", r.step_ms), " | ", fmt("%.1f", r.peak_rss_mib), " | ", fmt("%.4f", r.val_mse), " | ",
+             fmt("%.4f", r.test_mse), " | ", fmt("%.4f", r.test_mae), " |");
+    if (token) s += str(" ", fmt("%.4f", r.test_acc), " |");
+    s += "\n";
+  }
+  if (token)
+    s += "\nToken task: val_mse and test_mse hold the cross-entropy (nats per scored token), test_mae is not "
+         "defined (nan), and test_acc is the fraction of scored tokens predicted exactly (argmax), all at the "
+         "epoch with the best validation loss.\n";
+  return s;
+}
+
+std::vector<RunResult> read_results_csv(const std::string& path) {
+  std::ifstream in(path);
+  SEQLAB_CHECK(in, path, ": cannot open");
+  std::string line;
+  std::getline(in, line);
+  std::vector<RunResult> rows;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    SEQLAB_CHECK(f.size() == 9, path, ": expected 9 columns, got ", f.size(), " in '", line, "'");
+    RunResult r;
+    r.model = f[0];
+    r.params = std::stoll(f[1]);
+    r.epochs = std::stoll(f[2]);
+    r.train_seconds = std::stod(f[3]);
+    r.step_ms = std::stod(f[4]);
+    r.peak_rss_mib = std::stod(f[5]);
+    r.val_mse = std::stod(f[6]);
+    r.test_mse = std::stod(f[7]);
+    r.test_mae = std::stod(f[8]);
+    rows.push_back(r);
+  }
+  return rows;
+}
+}  // namespace seqlab::app

@@ -1,0 +1,66 @@
+// Building a run from a Config, in one place for train, compare, eval, extrapolation and report:
+// the task's data (a forecasting split or a token task with its fixed evaluation sets), the model
+// from the layer registry, the optimizer; the token loss, the data-parallel loss weight and row
+// slicing; evaluation of a model on a split. Internal to seqlab_app (the commands' API is trainer.h).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "apps/config.h"
+#include "data/forecast.h"
+#include "data/loader.h"
+#include "data/synthetic.h"
+#include "layers/model.h"
+#include "optim/optimizer.h"
+
+namespace seqlab::app {
+
+using Clock = std::chrono::steady_clock;
+inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+double seconds_since(Clock::time_point t0);
+/// The process's peak RSS so far (getrusage), MiB.
+double peak_rss_mib();
+/// printf of one double into a string.
+std::string fmt(const char* f, double v);
+
+// Data: a forecasting split (ETT/CSV/HDF5 or the sine series) or a token task.
+struct TaskData {
+  bool token = false;
+  data::ForecastData fc;                    // forecasting
+  int64_t in_channels = 0, out_channels = 0;
+  std::unique_ptr<data::TokenTask> task;    // token tasks
+  std::vector<data::Batch> val_batches, test_batches;
+  std::vector<std::string> columns, dates;  // forecasting: the series' column names and dates (may be empty)
+};
+
+TaskData make_data(const Config& c);
+std::unique_ptr<optim::Optimizer> make_optimizer(const Config& c, const nn::Module& m);
+std::shared_ptr<nn::SequenceModel> make_model(const Config& c, const ModelConfig& mc, const TaskData& td);
+
+/// Cross-entropy over (B, T, V) logits against (B, T) targets, positions at data::kIgnoreIndex skipped.
+Tensor token_loss(const Tensor& logits, const Tensor& y);
+/// Data-parallel: the number of terms the batch's mean loss averages (forecast: every target value;
+/// tokens: the scored positions), the weight of this rank's loss and gradients in the global mean.
+double loss_weight(bool token, const data::Batch& b);
+/// Rows [lo, hi) of a token batch.
+data::Batch batch_rows(const data::Batch& b, int64_t lo, int64_t hi);
+/// Data-parallel token tasks: every rank draws the global batch and keeps its contiguous rows.
+data::Batch shard_rows(const data::Batch& b);
+
+struct EvalStats {
+  double loss = 0, mse = kNaN, mae = kNaN, acc = -1;
+};
+
+/// MSE/MAE of a forecasting model on every window of `ds`. Data-parallel (`sharded`): each rank
+/// evaluates its slice of every batch and the sums are reduced, so every rank gets the same metrics.
+EvalStats eval_forecast(nn::SequenceModel& m, const std::shared_ptr<data::ForecastDataset>& ds, int64_t bs,
+                        bool sharded = false);
+/// Loss and token accuracy on fixed token batches (sharded: rank r takes batches r, r + K, ...).
+EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batches, bool sharded = false);
+
+}  // namespace seqlab::app
