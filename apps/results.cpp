@@ -17,6 +17,47 @@
 
 namespace seqlab::app {
 
+// First epoch with the lowest validation loss (-1 when none).
+int64_t best_epoch(const Metrics& m) {
+  auto it = m.find("val_loss");
+  if (it == m.end() || it->second.empty()) return -1;
+  int64_t best = 0;
+  for (size_t i = 1; i < it->second.size(); ++i)
+    if (it->second[i] < it->second[static_cast<size_t>(best)]) best = static_cast<int64_t>(i);
+  return best;
+}
+
+double at(const Metrics& m, const char* key, int64_t i) {
+  auto it = m.find(key);
+  if (it == m.end() || i < 0 || i >= static_cast<int64_t>(it->second.size())) return kNaN;
+  return it->second[static_cast<size_t>(i)];
+}
+
+RunResult result_from(const std::string& name, int64_t params, const Metrics& m, int64_t steps, bool token) {
+  RunResult r;
+  r.model = name;
+  r.params = params;
+  auto sec = m.find("seconds");
+  r.epochs = sec == m.end() ? 0 : static_cast<int64_t>(sec->second.size());
+  if (sec != m.end())
+    for (double s : sec->second) r.train_seconds += s;
+  r.step_ms = steps > 0 ? 1000.0 * r.train_seconds / static_cast<double>(steps) : 0;
+  r.peak_rss_mib = peak_rss_mib();
+  int64_t b = best_epoch(m);
+  r.val_mse = at(m, "val_mse", b);
+  r.test_mse = at(m, "test_mse", b);
+  r.test_mae = token ? kNaN : at(m, "test_mae", b);
+  r.test_acc = token ? at(m, "test_acc", b) : -1;
+  return r;
+}
+
+std::string time_str(double s) {
+  auto t = static_cast<int64_t>(s + 0.5);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%lld:%02lld", static_cast<long long>(t / 60), static_cast<long long>(t % 60));
+  return buf;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 std::string results_csv(const std::vector<RunResult>& rows) {

@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "apps/checkpoint.h"  // Metrics
 #include "apps/config.h"
+#include "apps/trainer.h"    // RunResult
 #include "data/forecast.h"
 #include "data/loader.h"
 #include "data/synthetic.h"
@@ -62,5 +64,12 @@ EvalStats eval_forecast(nn::SequenceModel& m, const std::shared_ptr<data::Foreca
                         bool sharded = false);
 /// Loss and token accuracy on fixed token batches (sharded: rank r takes batches r, r + K, ...).
 EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batches, bool sharded = false);
+
+/// Results: the first epoch with the lowest validation loss (-1 when none); metric `key` at epoch i
+/// (NaN when absent); the row of a finished run at its best epoch; seconds as m:ss.
+int64_t best_epoch(const Metrics& m);
+double at(const Metrics& m, const char* key, int64_t i);
+RunResult result_from(const std::string& name, int64_t params, const Metrics& m, int64_t steps, bool token);
+std::string time_str(double s);
 
 }  // namespace seqlab::app

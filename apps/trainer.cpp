@@ -5,16 +5,11 @@
 // takes exactly the steps the uninterrupted run would have taken.
 #include "apps/trainer.h"
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -24,7 +19,6 @@
 #include <atomic>
 #include <csignal>
 #include <limits>
-#include <map>
 #include <memory>
 #include <sstream>
 
@@ -32,20 +26,15 @@
 #include "apps/distributed.h"
 #include "apps/run.h"
 #include "autograd/ops.h"
-#include "core/allocator.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/random.h"
 #include "data/forecast.h"
 #include "data/loader.h"
-#include "data/synthetic.h"
 #include "layers/model.h"
-#include "optim/adam.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"
-#include "optim/sgd.h"
 
-extern char** environ;
 
 namespace seqlab::app {
 namespace fs = std::filesystem;
@@ -100,47 +89,6 @@ class Progress {
 
 const char* kMetricNames[] = {"train_loss", "val_loss", "val_mse", "val_mae", "test_mse", "test_mae", "seconds",
                               "eval_seconds", "lr"};
-
-// First epoch with the lowest validation loss (-1 when none).
-int64_t best_epoch(const Metrics& m) {
-  auto it = m.find("val_loss");
-  if (it == m.end() || it->second.empty()) return -1;
-  int64_t best = 0;
-  for (size_t i = 1; i < it->second.size(); ++i)
-    if (it->second[i] < it->second[static_cast<size_t>(best)]) best = static_cast<int64_t>(i);
-  return best;
-}
-
-double at(const Metrics& m, const char* key, int64_t i) {
-  auto it = m.find(key);
-  if (it == m.end() || i < 0 || i >= static_cast<int64_t>(it->second.size())) return kNaN;
-  return it->second[static_cast<size_t>(i)];
-}
-
-RunResult result_from(const std::string& name, int64_t params, const Metrics& m, int64_t steps, bool token) {
-  RunResult r;
-  r.model = name;
-  r.params = params;
-  auto sec = m.find("seconds");
-  r.epochs = sec == m.end() ? 0 : static_cast<int64_t>(sec->second.size());
-  if (sec != m.end())
-    for (double s : sec->second) r.train_seconds += s;
-  r.step_ms = steps > 0 ? 1000.0 * r.train_seconds / static_cast<double>(steps) : 0;
-  r.peak_rss_mib = peak_rss_mib();
-  int64_t b = best_epoch(m);
-  r.val_mse = at(m, "val_mse", b);
-  r.test_mse = at(m, "test_mse", b);
-  r.test_mae = token ? kNaN : at(m, "test_mae", b);
-  r.test_acc = token ? at(m, "test_acc", b) : -1;
-  return r;
-}
-
-std::string time_str(double s) {
-  auto t = static_cast<int64_t>(s + 0.5);
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%lld:%02lld", static_cast<long long>(t / 60), static_cast<long long>(t % 60));
-  return buf;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Checkpoint state of a run.
@@ -583,120 +531,6 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir_str,
 RunResult run_train(const Config& c, const RunOptions& opt) {
   SEQLAB_CHECK(!c.multi, c.file, ": lists [[models]]: use `seqlab compare` (or a config with one [model])");
   return train_model(c, 0, c.output.dir, opt);
-}
-
-std::vector<RunResult> run_compare(const Config& c, const RunOptions& opt, const std::string& exe,
-                                   const std::vector<std::string>& child_args) {
-  const fs::path dir(c.output.dir);
-  // Under mpirun the runs are dealt round-robin to the ranks, each trained single-process by the
-  // rank that owns it; rank 0 writes the comparison's own files and gathers the rows.
-  const int n_ranks = dist::size(), me = dist::rank();
-  fs::create_directories(dir);
-  if (me == 0) write_text_atomic(dir / "config.resolved.toml", to_toml(c));
-  const std::vector<std::string> env_strings = dist::environment_without_launcher();
-  std::vector<char*> child_env;  // children run single-process: no MPI launcher variables
-  for (const auto& e : env_strings) child_env.push_back(const_cast<char*>(e.c_str()));
-  child_env.push_back(nullptr);
-  RunOptions run_opt = opt;
-  run_opt.data_parallel = false;
-  std::vector<RunResult> rows;
-  std::vector<size_t> row_index;  // model index of each row
-  auto t0 = Clock::now();
-  for (size_t i = 0; i < c.models.size(); ++i) {
-    if (static_cast<int>(i % static_cast<size_t>(n_ranks)) != me) continue;
-    row_index.push_back(i);
-    const ModelConfig& mc = c.models[i];
-    const fs::path sub = dir / mc.name;
-    spdlog::info("compare: model {}/{} '{}' ({}) -> {}", i + 1, c.models.size(), mc.name, mc.type, sub.string());
-    if (exe.empty()) {
-      rows.push_back(train_model(c, i, sub.string(), run_opt));
-      if (!rows.back().finished) return rows;
-      continue;
-    }
-    // A child process per model: its own peak RSS, and a crash in one model stops only that one.
-    fs::create_directories(sub);
-    const fs::path sub_config = sub / "config.resolved.toml";
-    write_text_atomic(sub_config, to_toml_single(c, i, sub.string()));
-    std::vector<std::string> args = {exe};
-    args.insert(args.end(), child_args.begin(), child_args.end());
-    args.push_back("train");
-    args.push_back(sub_config.string());
-    if (opt.resume) args.push_back("--resume");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = 0;
-    // The child's stdout (its one-row table) is dropped: the combined table is printed at the end.
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-    int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), child_env.data());
-    posix_spawn_file_actions_destroy(&actions);
-    SEQLAB_CHECK(rc == 0, "compare: cannot start ", exe, ": ", std::strerror(rc));
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if ((WIFEXITED(status) && WEXITSTATUS(status) == 130) || (WIFSIGNALED(status) && WTERMSIG(status) == SIGINT)) {
-      RunResult r;  // the child was interrupted (Ctrl-C) and wrote its checkpoint-last.h5
-      r.model = mc.name;
-      r.interrupted = true;
-      rows.push_back(r);
-      return rows;
-    }
-    SEQLAB_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "compare: model '", mc.name, "' failed (",
-                 WIFEXITED(status) ? str("exit code ", WEXITSTATUS(status)) : str("signal ", WTERMSIG(status)),
-                 "); its run directory is ", sub.string(), "; rerun with --resume to continue");
-    auto r = read_results_csv((sub / "results.csv").string());
-    SEQLAB_CHECK(r.size() == 1, (sub / "results.csv").string(), ": expected one row");
-    if (c.data.is_token_task()) {
-      Metrics m = read_metrics(sub / "metrics.h5");
-      r[0].test_acc = at(m, "test_acc", best_epoch(m));
-    }
-    r[0].finished = true;
-    rows.push_back(r[0]);
-  }
-  if (n_ranks > 1) {
-    // One tab-separated line per row (index first), every number exact (%.17g).
-    std::string mine;
-    for (size_t k = 0; k < rows.size(); ++k) {
-      const RunResult& r = rows[k];
-      mine += str(row_index[k], "\t", r.model, "\t", r.params, "\t", r.epochs);
-      for (double v : {r.train_seconds, r.step_ms, r.peak_rss_mib, r.val_mse, r.test_mse, r.test_mae, r.test_acc})
-        mine += '\t', mine += fmt("%.17g", v);
-      mine += "\n";
-    }
-    auto all = dist::gather(mine);
-    if (me != 0) return {};
-    std::vector<RunResult> merged(c.models.size());
-    std::vector<bool> seen(c.models.size(), false);
-    for (const std::string& part : all) {
-      std::stringstream ss(part);
-      for (std::string line; std::getline(ss, line);) {
-        std::vector<std::string> f;
-        std::stringstream ls(line);
-        for (std::string x; std::getline(ls, x, '\t');) f.push_back(x);
-        SEQLAB_CHECK(f.size() == 11, "compare: a malformed row from another rank: '", line, "'");
-        const auto i = static_cast<size_t>(std::stoull(f[0]));
-        SEQLAB_CHECK(i < merged.size() && !seen[i], "compare: row ", i, " from another rank is out of place");
-        RunResult& r = merged[i];
-        r.model = f[1];
-        r.params = std::stoll(f[2]);
-        r.epochs = std::stoll(f[3]);
-        double* v[] = {&r.train_seconds, &r.step_ms, &r.peak_rss_mib, &r.val_mse, &r.test_mse, &r.test_mae, &r.test_acc};
-        for (size_t k = 0; k < 7; ++k) *v[k] = std::stod(f[4 + k]);
-        r.finished = true;
-        seen[i] = true;
-      }
-    }
-    for (size_t i = 0; i < seen.size(); ++i)
-      SEQLAB_CHECK(seen[i], "compare: no result for model '", c.models[i].name, "' from rank ", i % n_ranks);
-    rows = std::move(merged);
-  }
-  write_text_atomic(dir / "results.csv", results_csv(rows));
-  write_text_atomic(dir / "results.md", results_md(rows));
-  spdlog::info("compare: {} models in {} (results in {})", rows.size(), time_str(seconds_since(t0)),
-               (dir / "results.md").string());
-  return rows;
 }
 
 }  // namespace seqlab::app
