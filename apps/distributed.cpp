@@ -80,13 +80,6 @@ Session::~Session() {
 #endif
 }
 
-bool built_with_mpi() {
-#ifdef SEQLAB_HAVE_MPI
-  return true;
-#else
-  return false;
-#endif
-}
 
 std::string mpi_version() {
 #ifdef SEQLAB_HAVE_MPI

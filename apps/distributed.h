@@ -22,8 +22,6 @@ class Session {
   Session& operator=(const Session&) = delete;
 };
 
-/// True when built with MPI (SEQLAB_MPI).
-bool built_with_mpi();
 /// A description of the MPI library ("Open MPI v4.1.4, ..."), or "none".
 std::string mpi_version();
 /// This process's rank (0 without MPI).

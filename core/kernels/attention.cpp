@@ -14,7 +14,6 @@
 // write the output as (B, T, H Dh) (attention_packed_*), so the layer needs no head-split copies.
 #include "core/kernels/attention.h"
 
-#include <cblas.h>
 
 #include <algorithm>
 #include <bit>

@@ -12,7 +12,6 @@
 #include "core/kernels/rnn.h"
 #include "core/kernels/vmath.h"
 
-#include <cblas.h>
 
 #include <algorithm>
 #include <climits>
