@@ -3,6 +3,8 @@
 #include "apps/run.h"
 
 #include "apps/trainer.h"  // count_token_hits
+#include <functional>
+#include "optim/clip.h"
 
 #include <sys/resource.h>
 
@@ -219,4 +221,44 @@ EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batc
   s.acc = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(scored, 1));
   return s;
 }
+// Numeric faults: the first parameter (registration order) whose gradient (or value) holds a NaN
+// or an Inf; "" when every one is finite. O(parameters), negligible next to a training step.
+std::string first_nonfinite(const nn::Module& m, bool gradients) {
+  for (const auto& p : m.named_parameters()) {
+    Tensor t = gradients ? p.tensor.grad() : p.tensor;
+    if (!t.defined()) continue;
+    const int64_t n = t.numel();
+    bool ok = true;
+    if (t.dtype() == DType::f32) {
+      const float* d = t.data<float>();
+      for (int64_t i = 0; i < n; ++i) ok = ok && std::isfinite(d[i]);
+    } else if (t.dtype() == DType::f64) {
+      const double* d = t.data<double>();
+      for (int64_t i = 0; i < n; ++i) ok = ok && std::isfinite(d[i]);
+    }
+    if (!ok) return p.name;
+  }
+  return "";
+}
+
+StepOutcome train_step(nn::SequenceModel& model, optim::Optimizer& opt, const data::Batch& batch, bool token,
+                       double grad_clip, dist::GradientReducer* reducer, bool stop,
+                       const std::function<void()>& before_check) {
+  StepOutcome so;
+  opt.zero_grad();
+  Tensor out = model.forward(batch.x);
+  Tensor loss = token ? token_loss(out, batch.y) : mse_loss(out, batch.y);
+  backward(loss);
+  // Data-parallel: gradients and loss become the global batch's mean, identical on every rank.
+  so.loss = reducer ? reducer->reduce(loss.item(), loss_weight(token, batch), stop) : loss.item();
+  if (before_check) before_check();
+  so.bad_gradient = first_nonfinite(model, true);
+  if (!std::isfinite(so.loss) || !so.bad_gradient.empty()) return so;  // never reaches the parameters
+  if (grad_clip > 0) optim::clip_grad_norm(model.parameters(), grad_clip);
+  opt.step();
+  so.applied = true;
+  so.bad_parameter = first_nonfinite(model, false);
+  return so;
+}
+
 }  // namespace seqlab::app

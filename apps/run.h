@@ -4,6 +4,7 @@
 // slicing; evaluation of a model on a split. Internal to seqlab_app (the commands' API is trainer.h).
 #pragma once
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -12,6 +13,7 @@
 
 #include "apps/checkpoint.h"  // Metrics
 #include "apps/config.h"
+#include "apps/distributed.h"
 #include "apps/trainer.h"    // RunResult
 #include "data/forecast.h"
 #include "data/loader.h"
@@ -64,6 +66,26 @@ EvalStats eval_forecast(nn::SequenceModel& m, const std::shared_ptr<data::Foreca
                         bool sharded = false);
 /// Loss and token accuracy on fixed token batches (sharded: rank r takes batches r, r + K, ...).
 EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batches, bool sharded = false);
+
+/// The first parameter (registration order) whose gradient (gradients = true) or value holds a NaN or
+/// an Inf; "" when every one is finite. O(parameters), negligible next to a training step.
+std::string first_nonfinite(const nn::Module& m, bool gradients);
+
+/// What one training step did.
+struct StepOutcome {
+  double loss = 0;            // the step's mean loss (data-parallel: the global batch's)
+  std::string bad_gradient;   // the first parameter with a non-finite gradient, "" when all are finite
+  bool applied = false;       // loss and gradients were finite and the update was applied
+  std::string bad_parameter;  // after the update: the first parameter that became non-finite, ""
+};
+/// One training step, the same for train, compare, the data-parallel path and `seqlab bench`:
+/// zero_grad, forward, the task's loss, backward, the gradient all-reduce (`reducer`, data-parallel;
+/// `stop` is this rank's stop request, shared with the others), the non-finite check, clipping to
+/// `grad_clip` (0: none) and the optimizer update. A non-finite loss or gradient skips the update (the
+/// caller stops or goes on); `before_check` (tests: poison a gradient) runs just before the check.
+StepOutcome train_step(nn::SequenceModel& model, optim::Optimizer& opt, const data::Batch& batch, bool token,
+                       double grad_clip, dist::GradientReducer* reducer = nullptr, bool stop = false,
+                       const std::function<void()>& before_check = {});
 
 /// Results: the first epoch with the lowest validation loss (-1 when none); metric `key` at epoch i
 /// (NaN when absent); the row of a finished run at its best epoch; seconds as m:ss.

@@ -186,26 +186,6 @@ void warm_start(const Config& c, const std::string& name, nn::Module& model) {
                ck.counters.count("epoch") ? ck.counters.at("epoch") : 0);
 }
 
-// Numeric faults: the first parameter (registration order) whose gradient (or value) holds a NaN
-// or an Inf; "" when every one is finite. O(parameters), negligible next to a training step.
-std::string first_nonfinite(const nn::Module& m, bool gradients) {
-  for (const auto& p : m.named_parameters()) {
-    Tensor t = gradients ? p.tensor.grad() : p.tensor;
-    if (!t.defined()) continue;
-    const int64_t n = t.numel();
-    bool ok = true;
-    if (t.dtype() == DType::f32) {
-      const float* d = t.data<float>();
-      for (int64_t i = 0; i < n; ++i) ok = ok && std::isfinite(d[i]);
-    } else if (t.dtype() == DType::f64) {
-      const double* d = t.data<double>();
-      for (int64_t i = 0; i < n; ++i) ok = ok && std::isfinite(d[i]);
-    }
-    if (!ok) return p.name;
-  }
-  return "";
-}
-
 // Tests (RunOptions::nonfinite_at_step): a NaN in the first parameter's gradient.
 void poison_first_gradient(const nn::Module& m) {
   for (const auto& p : m.named_parameters()) {
@@ -357,17 +337,15 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir_str,
                           (0xBF58476D1CE4E5B9ULL * static_cast<uint64_t>(dist::rank() + 1)));
       lr = base_lr * schedule->lr_at(st.global_step);
       optimizer->set_lr(lr);
-      optimizer->zero_grad();
-      Tensor out = model->forward(batch.x);
-      Tensor loss = td.token ? token_loss(out, batch.y) : mse_loss(out, batch.y);
-      backward(loss);
-      // Data-parallel: gradients and loss become the global batch's mean, identical on every rank.
-      if (reducer) loss = Tensor::scalar(reducer->reduce(loss.item(), loss_weight(td.token, batch), stop_requested()));
-      if (opt.nonfinite_at_step == st.global_step + 1) poison_first_gradient(*model);
-      const double l = loss.item();
+      std::function<void()> before_check;
+      if (opt.nonfinite_at_step == st.global_step + 1) before_check = [&] { poison_first_gradient(*model); };
+      const StepOutcome so = train_step(*model, *optimizer, batch, td.token, c.optim.grad_clip, reducer.get(),
+                                        stop_requested(), before_check);
+      const double l = so.loss;
       // A NaN/Inf loss or gradient never reaches the parameters: stop (checkpoint-last.h5 keeps the
       // last good state) or skip the step ([train] on_nonfinite).
-      if (std::string bad = first_nonfinite(*model, true); !std::isfinite(l) || !bad.empty()) {
+      if (!so.applied) {
+        const std::string& bad = so.bad_gradient;
         const std::string what = str("non-finite ", std::isfinite(l) ? "gradient" : "loss", " (loss ", l, ") at step ",
                                      st.global_step + 1, " (epoch ", st.epoch + 1, ", batch ", st.batch + 1, "); ",
                                      bad.empty() ? std::string("every gradient finite")
@@ -381,9 +359,7 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir_str,
           spdlog::warn("[{}] {}: step skipped ({} skipped so far{})", mc.name, what, st.skipped,
                        st.skipped == 10 ? "; further skips are counted at each epoch end" : "");
       } else {
-        if (c.optim.grad_clip > 0) optim::clip_grad_norm(model->parameters(), c.optim.grad_clip);
-        optimizer->step();
-        const std::string bad_param = first_nonfinite(*model, false);
+        const std::string& bad_param = so.bad_parameter;
         SEQLAB_CHECK(bad_param.empty(), "[", mc.name, "] parameter '", bad_param, "' became non-finite after the update "
                      "of step ", st.global_step + 1, " (epoch ", st.epoch + 1, ", finite loss and gradients: lower "
                      "[optim] lr); ", saved_step >= 0 ? str(last_path.string(), " holds step ", saved_step,

@@ -22,6 +22,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "apps/run.h"
 #include "autograd/ops.h"
 #include "core/isa.h"
 #include "core/kernels/isa_info.h"
@@ -110,11 +111,14 @@ void run_single(const std::string& model, int64_t T, const BenchOptions& o) {
   optim::AdamW opt(net.named_parameters(), optim::AdamOptions{.lr = 1e-3, .weight_decay = 0.01});
   Tensor x = randn({o.batch, T, kChannels}, 0, 1);
   Tensor y = randn({o.batch, kHorizon, kChannels}, 0, 1);
+  // The training step every seqlab command takes (apps/run.h): with the non-finite check and the
+  // default gradient clipping, so the figure is what training pays per step.
+  const data::Batch batch{x, y, o.batch};
+  const double grad_clip = app::OptimConfig{}.grad_clip;
   auto step = [&] {
-    opt.zero_grad();
-    Tensor loss = mse_loss(net.forward(x), y);
-    backward(loss);
-    opt.step();
+    const app::StepOutcome so = app::train_step(net, opt, batch, false, grad_clip);
+    SEQLAB_CHECK(so.applied && so.bad_parameter.empty(), "bench: ", model, " T=", T, ": non-finite step (loss ",
+                 so.loss, ")");
   };
   const double base_rss = proc_status_mib("VmRSS:");  // before the first step
   for (int i = 0; i < o.warmup; ++i) step();
