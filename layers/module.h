@@ -9,22 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "autograd/named_param.h"  // ParamOptions, NamedParam
 #include "core/tensor.h"
 
 namespace seqlab::nn {
-
-/// How the optimizer treats one parameter.
-struct ParamOptions {
-  bool weight_decay = true;  // false: put in the weight_decay = 0 group (norms, biases of norms, A_log, D)
-  double lr_scale = 1.0;     // multiplies the group's base learning rate
-};
-
-/// One parameter with its dotted path and its optimizer options.
-struct NamedParam {
-  std::string name;
-  Tensor tensor;
-  ParamOptions options;
-};
 
 class Module {
  public:

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "core/tensor.h"
-#include "layers/module.h"
+#include "autograd/named_param.h"
 
 namespace seqlab::optim {
 
