@@ -8,6 +8,7 @@
 
 #include <tbb/global_control.h>
 #include <tbb/info.h>
+#include <tbb/task_group.h>
 
 namespace seqlab {
 namespace {
@@ -30,5 +31,14 @@ int num_threads() {
   if (g_threads == 0) set_num_threads(0);
   return g_threads;
 }
+
+struct TaskGroup::Impl {
+  tbb::task_group group;
+};
+
+TaskGroup::TaskGroup() : impl_(std::make_unique<Impl>()) {}
+TaskGroup::~TaskGroup() = default;
+void TaskGroup::run(std::function<void()> task) { impl_->group.run(std::move(task)); }
+void TaskGroup::wait() { impl_->group.wait(); }
 
 }  // namespace seqlab

@@ -4,6 +4,8 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <vector>
 
 #include <tbb/blocked_range.h>
@@ -49,5 +51,22 @@ Acc parallel_sum(int64_t begin, int64_t end, int64_t chunk, F&& f) {
   for (const Acc& p : partial) s += p;
   return s;
 }
+
+/// Fire-and-forget tasks on the same TBB pool, waited for later (the loader's prefetch). wait()
+/// rethrows an exception thrown by a task. The one place outside core/ that needs tasks, not loops,
+/// gets them here, so TBB stays behind this header.
+class TaskGroup {
+ public:
+  TaskGroup();
+  ~TaskGroup();
+  TaskGroup(const TaskGroup&) = delete;
+  TaskGroup& operator=(const TaskGroup&) = delete;
+  void run(std::function<void()> task);
+  void wait();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace seqlab

@@ -1,16 +1,14 @@
-// Loader: seeded per-epoch permutations and background prefetch. The one place in data/ that
-// includes oneTBB directly (<tbb/task_group.h>): core/parallel.h has loops, not fire-and-forget
-// tasks. A prefetched batch is built by the same make_batch() into fresh tensors, so results do
-// not depend on whether prefetch is on.
+// Loader: seeded per-epoch permutations and background prefetch (a core/parallel.h TaskGroup on
+// the TBB pool). A prefetched batch is built by the same make_batch() into fresh tensors, so
+// results do not depend on whether prefetch is on.
 #include "data/loader.h"
-
-#include <tbb/task_group.h>
 
 #include <algorithm>
 #include <numeric>
 #include <utility>
 
 #include "core/error.h"
+#include "core/parallel.h"
 #include "core/random.h"
 
 namespace seqlab::data {
@@ -33,7 +31,7 @@ LoaderOptions LoaderOptions::eval(int64_t batch_size) {
 }
 
 struct Loader::Prefetch {
-  tbb::task_group group;
+  TaskGroup group;
   int64_t batch = -1;  // index of the batch in flight or ready; -1 when none
   Batch result;
 };

@@ -74,7 +74,7 @@ class Loader {
   int64_t epoch_ = 0, batch_ = 0;
   std::vector<int64_t> order_;
   struct Prefetch;
-  std::unique_ptr<Prefetch> prefetch_;  // the TBB task group lives in loader.cpp
+  std::unique_ptr<Prefetch> prefetch_;  // the prefetch task lives in loader.cpp
 };
 
 }  // namespace seqlab::data
