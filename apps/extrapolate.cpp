@@ -26,6 +26,7 @@
 #include "data/forecast.h"
 #include "data/synthetic.h"
 #include "layers/model.h"
+#include "layers/registry.h"
 
 namespace seqlab::app {
 namespace fs = std::filesystem;
@@ -135,7 +136,8 @@ std::vector<ExtrapolationRow> extrapolate_one(const ExtrapolationRun& run, const
   LoadedRun loaded = load_run_model(run.dir.string(), opt.checkpoint);  // the same path as `seqlab eval`
   nn::SequenceModel* model = loaded.model.get();
   const bool can_step = model->has_step();
-  const bool quadratic = mc.type == "transformer";  // attention: O(T^2) time in either mode
+  const nn::LayerType* type = nn::find_layer_type(mc.type);
+  const bool quadratic = type && type->quadratic;  // attention: O(T^2) time in either mode
   const std::string task_name = c.data.task == "selective-copying" ? "selective_copy" : "induction_heads";
   std::map<std::string, std::vector<std::array<double, 3>>> seen_s, seen_mib;  // by mode: (T, n, value)
   std::string stop;  // once a length is skipped for time or memory, so is every longer one

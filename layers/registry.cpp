@@ -15,11 +15,11 @@ namespace {
 
 std::vector<LayerType>& table() {
   static std::vector<LayerType> types = {
-      // name          summary                                                        factory
+      // name          summary                                                        factory (, quadratic)
       {"rnn",         "Elman RNN (tanh), fused BPTT",                                 make_rnn},
       {"lstm",        "LSTM (Hochreiter & Schmidhuber 1997), fused BPTT",             make_lstm},
       {"gru",         "GRU (Cho et al. 2014), fused BPTT",                            make_gru},
-      {"transformer", "pre-LN Transformer encoder layer, fused tiled attention",      make_transformer},
+      {"transformer", "pre-LN Transformer encoder layer, fused tiled attention",      make_transformer, true},
       {"s4d",         "S4D diagonal state space layer (Gu et al. 2022), FFT conv",    make_s4d},
       {"lssl",        "LSSL: dense HiPPO-LegS state space layer (Gu et al. 2021)",   make_lssl},
       {"s4",          "S4 DPLR (HiPPO-LegS NPLR) state space layer (Gu et al. 2022)", make_s4},
@@ -37,6 +37,12 @@ std::mutex& table_mutex() {
 }  // namespace
 
 const std::vector<LayerType>& layer_types() { return table(); }
+
+const LayerType* find_layer_type(const std::string& name) {
+  for (const auto& t : layer_types())
+    if (t.name == name) return &t;
+  return nullptr;
+}
 
 void register_layer(LayerType type) {
   std::lock_guard lock(table_mutex());

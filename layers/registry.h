@@ -19,10 +19,13 @@ struct LayerType {
   std::string name;
   std::string summary;
   LayerFactory make;
+  bool quadratic = false;  // time grows as T^2 in the sequence length (attention), in training and step mode
 };
 
 /// Every registered type, built-ins first.
 const std::vector<LayerType>& layer_types();
+/// The registered type of that name, nullptr when there is none.
+const LayerType* find_layer_type(const std::string& name);
 /// Adds a type at run time (a user's own layer); throws if the name is taken.
 void register_layer(LayerType type);
 /// Builds the named layer; an unknown name is an error listing the known ones.
