@@ -19,10 +19,9 @@ cmake --build "$release" --target seqlab_layers seqlab_data >/dev/null
 out=build/fuzz
 mkdir -p "$out/artifacts"
 cxx=(clang++ -std=c++20 -O1 -g1 -march=native -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-     -fno-omit-frame-pointer -I. -I/usr/include/hdf5/serial -I/usr/include/x86_64-linux-gnu/openblas-pthread
-     -Dkiss_fft_scalar=float)
+     -fno-omit-frame-pointer -I. -I/usr/include/hdf5/serial -I/usr/include/x86_64-linux-gnu/openblas-pthread)
 libs=("$release/layers/libseqlab_layers.a" "$release/autograd/libseqlab_autograd.a" "$release/core/libseqlab_core.a"
-      -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5 -ltbb -lopenblas -lkissfft-float -lpthread)
+      -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5 -ltbb -lopenblas -lpthread)
 build() {  # target sources...
   local target=$1; shift
   if [ ! -x "$out/$target" ] || [ -n "$(find "$@" "$release/core/libseqlab_core.a" -newer "$out/$target" 2>/dev/null)" ]; then

@@ -11,7 +11,6 @@ packages=(
   libhdf5-dev         # metrics and checkpoints
   doctest-dev         # tests
   libopenblas-dev     # GEMM (pthread variant)
-  libkissfft-dev      # FFTs for the S4 convolution
   libtoml11-dev       # configs
   clang               # CI: the libFuzzer targets (scripts/fuzz.sh)
   libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes (clang only recommends it)

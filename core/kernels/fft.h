@@ -4,8 +4,6 @@
 //   autosort transform, so every butterfly is plain vector arithmetic with no shuffles. The S4D
 //   convolution puts kLanes channels of one batch row in the real parts and kLanes more in the
 //   imaginary parts: one transform serves 2 kLanes real signals, read straight from (B, T, D) rows.
-// - RealFFT: KissFFT's kiss_fftr (float): what the convolution used before LaneFFT, kept for single
-//   real transforms.
 #pragma once
 #include <complex>
 #include <cstdint>
@@ -13,7 +11,7 @@
 
 namespace seqlab::kernels {
 
-/// Smallest even length >= min_n whose only prime factors are 2, 3 and 5 (fast for LaneFFT and KissFFT).
+/// Smallest even length >= min_n whose only prime factors are 2, 3 and 5 (fast for LaneFFT).
 int64_t fft_fast_size(int64_t min_n);
 
 /// kLanes floats as one vector (GCC/Clang vector extension; AVX2 ymm with -march=native).
@@ -50,30 +48,5 @@ class LaneFFT {
 
 /// The shared plan of length n (created once, kept for the process' lifetime; thread-safe).
 const LaneFFT& lane_fft_plan(int64_t n);
-
-/// A forward/inverse real FFT pair of even length n. Unnormalised: inverse(forward(x)) = n * x.
-class RealFFT {
- public:
-  explicit RealFFT(int64_t n);
-  ~RealFFT();
-  RealFFT(const RealFFT&) = delete;
-  RealFFT& operator=(const RealFFT&) = delete;
-
-  int64_t size() const { return n_; }
-  /// Number of complex bins, n / 2 + 1.
-  int64_t bins() const { return n_ / 2 + 1; }
-  /// in (n reals) -> out (n/2 + 1 complex bins).
-  void forward(const float* in, std::complex<float>* out) const;
-  /// in (n/2 + 1 bins) -> out (n reals), scaled by n.
-  void inverse(const std::complex<float>* in, float* out) const;
-
- private:
-  int64_t n_;
-  void* fwd_;  // kiss_fftr_cfg
-  void* inv_;
-};
-
-/// This thread's cached plan of length n (created on first use, kept for the thread's lifetime).
-const RealFFT& real_fft_plan(int64_t n);
 
 }  // namespace seqlab::kernels
