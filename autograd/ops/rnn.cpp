@@ -29,19 +29,6 @@ Tensor rnn_layer(RnnCell cell, const Tensor& x, const Tensor& w_ih, const Tensor
                 });
 }
 
-Tensor rnn_tanh_layer(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih,
-                      const Tensor& b_hh) {
-  return rnn_layer(RnnCell::tanh, x, w_ih, w_hh, b_ih, b_hh);
-}
-
-Tensor lstm_layer(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh) {
-  return rnn_layer(RnnCell::lstm, x, w_ih, w_hh, b_ih, b_hh);
-}
-
-Tensor gru_layer(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh) {
-  return rnn_layer(RnnCell::gru, x, w_ih, w_hh, b_ih, b_hh);
-}
-
 Tensor rnn_layer_reference(RnnCell cell, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
                            const Tensor& b_ih, const Tensor& b_hh) {
   SEQLAB_CHECK(x.dim() == 3 && w_hh.dim() == 2, kernels::rnn_cell_name(cell),

@@ -11,15 +11,11 @@ using kernels::RnnCell;
 
 /// One recurrent layer: x (B, T, I), w_ih (G*H, I), w_hh (G*H, H), b_ih, b_hh (G*H, or undefined)
 /// -> y (B, T, H), the hidden states h_1..h_T from h_0 = 0 (and c_0 = 0). One graph node.
+///   tanh: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
+///   lstm: gates i, f, g, o; c_t = f c_{t-1} + i g, h_t = o tanh(c_t)
+///   gru:  gates r, z, n; h_t = (1 - z) n + z h_{t-1}
 Tensor rnn_layer(RnnCell cell, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih,
                  const Tensor& b_hh);
-/// rnn_layer(RnnCell::tanh, ...): h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).
-Tensor rnn_tanh_layer(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih,
-                      const Tensor& b_hh);
-/// rnn_layer(RnnCell::lstm, ...): gates i, f, g, o; c_t = f c_{t-1} + i g, h_t = o tanh(c_t).
-Tensor lstm_layer(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh);
-/// rnn_layer(RnnCell::gru, ...): gates r, z, n; h_t = (1 - z) n + z h_{t-1}.
-Tensor gru_layer(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh);
 
 /// The same recurrence written with primitive ops (linear, slice, sigmoid, tanh, mul, add, concat):
 /// a node per step, for tests only.
