@@ -22,6 +22,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "apps/checkpoint.h"
 #include "apps/run.h"
 #include "autograd/ops.h"
 #include "core/isa.h"
@@ -194,23 +195,6 @@ bool run_child(const CLI::App* sub, const std::string& model, int64_t T, const B
   return false;
 }
 
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
-
-// The CSV goes to FILE.tmp, renamed over FILE after every case: an interrupted or failing run keeps
-// the cases measured so far and never leaves a half-written file.
-void write_csv(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "w");
-  SEQLAB_CHECK(f, "bench: cannot write --csv file '", tmp, "'");
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  SEQLAB_CHECK(std::fclose(f) == 0 && ok, "bench: cannot write --csv file '", tmp, "'");
-  SEQLAB_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "bench: cannot rename '", tmp, "' to '", path, "'");
-}
-
 void run_all(const CLI::App* sub, const BenchOptions& o) {
   for (int64_t T : o.seq_lens) SEQLAB_CHECK(T > 0, "bench --seq-lens: expected lengths >= 1, got ", T);
   std::string csv = "model,seq_len,batch,params,step_ms,samples_per_s,peak_rss_mib,gflop_per_step,gflops,base_rss_mib\n";
@@ -239,10 +223,11 @@ void run_all(const CLI::App* sub, const BenchOptions& o) {
                   r.peak_rss_mib, r.peak_rss_mib - r.base_rss_mib, r.gflop_per_step, gflops, r.cpu_ms);
       std::fflush(stdout);
       if (!o.csv.empty()) {
-        csv += str(r.model, ",", r.seq_len, ",", r.batch, ",", r.params, ",", fmt("%.3f", r.step_ms), ",",
-                   fmt("%.2f", sps), ",", fmt("%.1f", r.peak_rss_mib), ",", fmt("%.4f", r.gflop_per_step), ",",
-                   fmt("%.3f", gflops), ",", fmt("%.1f", r.base_rss_mib), "\n");
-        write_csv(o.csv, csv);
+        csv += str(r.model, ",", r.seq_len, ",", r.batch, ",", r.params, ",", app::fmt("%.3f", r.step_ms), ",",
+                   app::fmt("%.2f", sps), ",", app::fmt("%.1f", r.peak_rss_mib), ",",
+                   app::fmt("%.4f", r.gflop_per_step), ",", app::fmt("%.3f", gflops), ",",
+                   app::fmt("%.1f", r.base_rss_mib), "\n");
+        app::write_text_atomic(o.csv, csv);  // FILE.tmp then a rename, after every case
       }
     }
   }
