@@ -117,21 +117,6 @@ std::shared_ptr<nn::SequenceModel> make_model(const Config& c, const ModelConfig
 // ---------------------------------------------------------------------------------------------
 // Loss and evaluation.
 
-Tensor token_loss(const Tensor& logits, const Tensor& y) {
-  const int64_t B = logits.size(0), T = logits.size(1), V = logits.size(2);
-  return cross_entropy(reshape(logits, {B * T, V}), y.view({B * T}), data::kIgnoreIndex);
-}
-
-// Data-parallel: the number of terms the batch's mean loss averages (forecast: every target value;
-// tokens: the scored positions), the weight of this rank's loss and gradients in the global mean.
-double loss_weight(bool token, const data::Batch& b) {
-  if (!token) return static_cast<double>(b.y.numel());
-  const int32_t* y = b.y.data<int32_t>();
-  int64_t n = 0;
-  for (int64_t i = 0; i < b.y.numel(); ++i) n += y[i] != data::kIgnoreIndex;
-  return static_cast<double>(n);
-}
-
 // Rows [lo, hi) of a token batch.
 data::Batch batch_rows(const data::Batch& b, int64_t lo, int64_t hi) {
   auto rows = [&](const Tensor& t) {
@@ -206,7 +191,7 @@ EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batc
     const TokenHits hits = count_token_hits(logits.data<float>(), b.y.numel(), V, b.y.data<int32_t>());
     const int64_t here = hits.scored;
     correct += hits.correct;
-    if (here > 0) loss_sum += token_loss(logits, b.y).item() * static_cast<double>(here);
+    if (here > 0) loss_sum += token_objective().loss(logits, b.y).item() * static_cast<double>(here);
     scored += here;
   }
   m.train();
@@ -241,20 +226,19 @@ std::string first_nonfinite(const nn::Module& m, bool gradients) {
   return "";
 }
 
-StepOutcome train_step(nn::SequenceModel& model, optim::Optimizer& opt, const data::Batch& batch, bool token,
-                       double grad_clip, dist::GradientReducer* reducer, bool stop,
-                       const std::function<void()>& before_check) {
+StepOutcome train_step(nn::SequenceModel& model, optim::Optimizer& opt, const data::Batch& batch,
+                       const Objective& objective, const StepPolicy& policy) {
   StepOutcome so;
   opt.zero_grad();
   Tensor out = model.forward(batch.x);
-  Tensor loss = token ? token_loss(out, batch.y) : mse_loss(out, batch.y);
+  Tensor loss = objective.loss(out, batch.y);
   backward(loss);
   // Data-parallel: gradients and loss become the global batch's mean, identical on every rank.
-  so.loss = reducer ? reducer->reduce(loss.item(), loss_weight(token, batch), stop) : loss.item();
-  if (before_check) before_check();
+  so.loss = policy.reducer ? policy.reducer->reduce(loss.item(), objective.weight(batch), policy.stop) : loss.item();
+  if (policy.after_backward) policy.after_backward(model);
   so.bad_gradient = first_nonfinite(model, true);
   if (!std::isfinite(so.loss) || !so.bad_gradient.empty()) return so;  // never reaches the parameters
-  if (grad_clip > 0) optim::clip_grad_norm(model.parameters(), grad_clip);
+  if (policy.grad_clip > 0) optim::clip_grad_norm(model.parameters(), policy.grad_clip);
   opt.step();
   so.applied = true;
   so.bad_parameter = first_nonfinite(model, false);

@@ -14,6 +14,7 @@
 #include "apps/checkpoint.h"  // Metrics
 #include "apps/config.h"
 #include "apps/distributed.h"
+#include "apps/task.h"
 #include "apps/trainer.h"    // RunResult
 #include "data/forecast.h"
 #include "data/loader.h"
@@ -46,19 +47,10 @@ TaskData make_data(const Config& c);
 std::unique_ptr<optim::Optimizer> make_optimizer(const Config& c, const nn::Module& m);
 std::shared_ptr<nn::SequenceModel> make_model(const Config& c, const ModelConfig& mc, const TaskData& td);
 
-/// Cross-entropy over (B, T, V) logits against (B, T) targets, positions at data::kIgnoreIndex skipped.
-Tensor token_loss(const Tensor& logits, const Tensor& y);
-/// Data-parallel: the number of terms the batch's mean loss averages (forecast: every target value;
-/// tokens: the scored positions), the weight of this rank's loss and gradients in the global mean.
-double loss_weight(bool token, const data::Batch& b);
 /// Rows [lo, hi) of a token batch.
 data::Batch batch_rows(const data::Batch& b, int64_t lo, int64_t hi);
 /// Data-parallel token tasks: every rank draws the global batch and keeps its contiguous rows.
 data::Batch shard_rows(const data::Batch& b);
-
-struct EvalStats {
-  double loss = 0, mse = kNaN, mae = kNaN, acc = -1;
-};
 
 /// MSE/MAE of a forecasting model on every window of `ds`. Data-parallel (`sharded`): each rank
 /// evaluates its slice of every batch and the sums are reduced, so every rank gets the same metrics.
@@ -78,14 +70,19 @@ struct StepOutcome {
   bool applied = false;       // loss and gradients were finite and the update was applied
   std::string bad_parameter;  // after the update: the first parameter that became non-finite, ""
 };
+/// How train_step treats a step beyond forward and backward.
+struct StepPolicy {
+  double grad_clip = 0;                      // max global gradient norm; 0: none
+  dist::GradientReducer* reducer = nullptr;  // data-parallel: the gradient all-reduce
+  bool stop = false;                         // this rank's stop request, shared with the others by the reducer
+  std::function<void(const nn::Module&)> after_backward = nullptr;  // observers (tests: poison a gradient)
+};
 /// One training step, the same for train, compare, the data-parallel path and `seqlab bench`:
-/// zero_grad, forward, the task's loss, backward, the gradient all-reduce (`reducer`, data-parallel;
-/// `stop` is this rank's stop request, shared with the others), the non-finite check, clipping to
-/// `grad_clip` (0: none) and the optimizer update. A non-finite loss or gradient skips the update (the
-/// caller stops or goes on); `before_check` (tests: poison a gradient) runs just before the check.
-StepOutcome train_step(nn::SequenceModel& model, optim::Optimizer& opt, const data::Batch& batch, bool token,
-                       double grad_clip, dist::GradientReducer* reducer = nullptr, bool stop = false,
-                       const std::function<void()>& before_check = {});
+/// zero_grad, forward, the objective's loss, backward, the gradient all-reduce, after_backward, the
+/// non-finite check, clipping and the optimizer update. A non-finite loss or gradient skips the
+/// update (the caller stops or goes on).
+StepOutcome train_step(nn::SequenceModel& model, optim::Optimizer& opt, const data::Batch& batch,
+                       const Objective& objective, const StepPolicy& policy = {});
 
 /// Results: the first epoch with the lowest validation loss (-1 when none); metric `key` at epoch i
 /// (NaN when absent); the row of a finished run at its best epoch; seconds as m:ss.

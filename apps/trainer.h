@@ -11,18 +11,33 @@
 #include "core/tensor.h"
 #include "data/forecast.h"
 #include "layers/model.h"
+#include "layers/module.h"
 
 namespace seqlab::app {
+
+/// Watches a training run at fixed points (tests steer runs through it: record losses, stop as if
+/// killed, poison a gradient). Every hook does nothing by default.
+class TrainObserver {
+ public:
+  virtual ~TrainObserver() = default;
+  /// After backward and the data-parallel all-reduce of global step `step` (1-based), before the
+  /// non-finite check.
+  virtual void after_backward(const nn::Module& /*model*/, int64_t /*step*/) {}
+  /// After step `step` with its loss; `applied`: the update was applied (not skipped as non-finite).
+  virtual void on_step(int64_t /*step*/, double /*loss*/, bool /*applied*/) {}
+  /// Asked after each step: true ends the run there, as if the process were killed (nothing after
+  /// the last checkpoint is kept).
+  virtual bool should_stop(int64_t /*step*/) { return false; }
+  /// A finished run's model (every rank), after the run directory is written.
+  virtual void on_finish(const nn::Module& /*model*/) {}
+};
 
 struct RunOptions {
   bool resume = false;          // continue from checkpoint-last.h5 when there is one
   int threads = -1;             // --threads when given (wins over [train] threads); -1: from the config
-  int64_t stop_after_steps = 0; // tests: return after this many optimizer steps, as if killed
   bool quiet = false;           // no progress bar, no per-epoch log lines (tests)
-  int64_t nonfinite_at_step = 0; // tests: poison the first parameter's gradient at this global step (1-based)
   bool data_parallel = false;   // under mpirun: split each global batch over the ranks (seqlab train)
-  std::vector<double>* step_losses = nullptr;  // tests: each step's training loss is appended
-  std::vector<Tensor>* final_params = nullptr; // tests: the parameters after training (every rank)
+  TrainObserver* observer = nullptr;
 };
 
 /// One row of the results table.
@@ -37,7 +52,7 @@ struct RunResult {
   double test_mse = 0;         // at the best validation epoch (token tasks: cross-entropy)
   double test_mae = 0;         // at the best validation epoch (token tasks: NaN)
   double test_acc = -1;        // token tasks: token accuracy at the best epoch; -1 otherwise
-  bool finished = false;       // false when stopped by stop_after_steps or request_stop()
+  bool finished = false;       // false when stopped by an observer or request_stop()
   bool interrupted = false;    // stopped by request_stop() (SIGINT) after writing checkpoint-last.h5
   int64_t skipped_steps = 0;   // steps skipped for a non-finite loss or gradient ([train] on_nonfinite = "skip")
 };

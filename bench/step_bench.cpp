@@ -117,7 +117,7 @@ void run_single(const std::string& model, int64_t T, const BenchOptions& o) {
   const data::Batch batch{x, y, o.batch};
   const double grad_clip = app::OptimConfig{}.grad_clip;
   auto step = [&] {
-    const app::StepOutcome so = app::train_step(net, opt, batch, false, grad_clip);
+    const app::StepOutcome so = app::train_step(net, opt, batch, app::mse_objective(), {.grad_clip = grad_clip});
     SEQLAB_CHECK(so.applied && so.bad_parameter.empty(), "bench: ", model, " T=", T, ": non-finite step (loss ",
                  so.loss, ")");
   };

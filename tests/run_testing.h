@@ -1,18 +1,55 @@
-// Helpers shared by the suites that run whole trainings (test_train, test_reliability): a scratch
-// directory per test process, a scope that quiets logging and cleans up, and a checkpoint
-// comparison used by every resume test.
+// Helpers shared by the suites that run whole trainings (test_train, test_reliability,
+// test_distributed): a scratch directory per test process, a scope that quiets logging and cleans
+// up, a checkpoint comparison used by every resume test, and the observer that steers a run.
 #pragma once
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <string>
+#include <vector>
 
 #include "apps/checkpoint.h"
+#include "apps/trainer.h"
 #include "core/parallel.h"
 #include "testing.h"
 
 namespace seqlab::testing {
+
+/// Steers a training run (app::TrainObserver): stop after global step `stop_after` as if killed,
+/// a NaN in the first parameter's gradient at step `poison_at` (0: neither); records each applied
+/// step's loss and a finished run's parameters.
+struct TestObserver : app::TrainObserver {
+  int64_t stop_after = 0;
+  int64_t poison_at = 0;
+  std::vector<double> losses;
+  std::vector<Tensor> final_params;
+
+  void after_backward(const nn::Module& m, int64_t step) override {
+    if (step != poison_at) return;
+    for (const auto& p : m.named_parameters()) {
+      Tensor g = p.tensor.grad();
+      if (!g.defined() || g.numel() == 0) continue;
+      if (g.dtype() == DType::f32) g.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
+      else if (g.dtype() == DType::f64) g.data<double>()[0] = std::numeric_limits<double>::quiet_NaN();
+      return;
+    }
+  }
+  void on_step(int64_t, double loss, bool applied) override {
+    if (applied) losses.push_back(loss);
+  }
+  bool should_stop(int64_t step) override { return stop_after > 0 && step >= stop_after; }
+  void on_finish(const nn::Module& m) override { final_params = m.parameters(); }
+};
+inline TestObserver stop_after(int64_t step, int64_t poison_at = 0) {
+  TestObserver o;
+  o.stop_after = step;
+  o.poison_at = poison_at;
+  return o;
+}
+inline TestObserver poison_at(int64_t step) { return stop_after(0, step); }
 
 /// The scratch root of this test process (removed by RunScope).
 inline std::filesystem::path scratch_root() {

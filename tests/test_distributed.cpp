@@ -21,10 +21,12 @@
 #include "apps/trainer.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "run_testing.h"
 #include "testing.h"
 
 using namespace seqlab;
 using namespace seqlab::app;
+using seqlab::testing::TestObserver;
 namespace fs = std::filesystem;
 
 namespace {
@@ -60,12 +62,13 @@ void check_data_parallel(const std::string& name, const std::string& text_with_d
     return parse_config(t, name + ".toml");
   };
 
-  std::vector<double> dp_losses, sp_losses;
-  std::vector<Tensor> params;
-  RunResult dp = run_train(config_for(root / "dp"),
-                           {.quiet = true, .data_parallel = true, .step_losses = &dp_losses, .final_params = &params});
+  TestObserver dp_obs, sp_obs;
+  RunResult dp = run_train(config_for(root / "dp"), {.quiet = true, .data_parallel = true, .observer = &dp_obs});
   const fs::path single = root / ("single_rank" + std::to_string(dist::rank()));
-  RunResult sp = run_train(config_for(single), {.quiet = true, .step_losses = &sp_losses});
+  RunResult sp = run_train(config_for(single), {.quiet = true, .observer = &sp_obs});
+  const std::vector<double>& dp_losses = dp_obs.losses;
+  const std::vector<double>& sp_losses = sp_obs.losses;
+  const std::vector<Tensor>& params = dp_obs.final_params;
 
   REQUIRE(dp_losses.size() == sp_losses.size());
   CHECK(dp_losses.size() >= 6);

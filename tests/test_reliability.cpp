@@ -37,6 +37,9 @@ namespace {
 using testing::check_same_params;
 using testing::scratch;
 using testing::scratch_root;
+using testing::TestObserver;
+using testing::stop_after;
+using testing::poison_at;
 
 // Quiet logs for one test, then restore and clean up.
 struct Quiet : testing::RunScope {
@@ -94,9 +97,10 @@ TEST_CASE("reliability/nonfinite: a NaN gradient stops training naming step and 
   Quiet q;
   fs::path ref = scratch("nan_ref"), dir = scratch("nan");
   // Reference: the same run stopped after step 5 (checkpoints at steps 2 and 4).
-  run_train(parse_config(sine_config(ref, 2, 6, 2), "sine.toml"), {.stop_after_steps = 5, .quiet = true});
+  TestObserver stop5 = stop_after(5), poison5 = poison_at(5);
+  run_train(parse_config(sine_config(ref, 2, 6, 2), "sine.toml"), {.quiet = true, .observer = &stop5});
   Config c = parse_config(sine_config(dir, 2, 6, 2), "sine.toml");
-  std::string msg = error_of([&] { run_train(c, {.quiet = true, .nonfinite_at_step = 5}); });
+  std::string msg = error_of([&] { run_train(c, {.quiet = true, .observer = &poison5}); });
   CAPTURE(msg);
   CHECK(msg.find("[gru] non-finite gradient") != std::string::npos);
   CHECK(msg.find("at step 5 (epoch 1, batch 5)") != std::string::npos);
@@ -136,8 +140,9 @@ TEST_CASE("reliability/nonfinite: on_nonfinite skip drops the step and counts it
   Quiet q;
   fs::path dir = scratch("skip"), dir2 = scratch("skip_resumed");
   const std::string skip = "on_nonfinite = \"skip\"\n";
+  TestObserver poison3 = poison_at(3), stop5_poison3 = stop_after(5, 3);
   RunResult r = run_train(parse_config(sine_config(dir, 2, 6, 2, skip), "sine.toml"),
-                          {.quiet = true, .nonfinite_at_step = 3});
+                          {.quiet = true, .observer = &poison3});
   CHECK(r.finished);
   CHECK(r.skipped_steps == 1);
   CHECK(std::isfinite(r.test_mse));
@@ -147,7 +152,7 @@ TEST_CASE("reliability/nonfinite: on_nonfinite skip drops the step and counts it
   CHECK(last.counters.at("global_step") == 12);
   // The skip count survives a resume.
   Config c2 = parse_config(sine_config(dir2, 2, 6, 2, skip), "sine.toml");
-  run_train(c2, {.stop_after_steps = 5, .quiet = true, .nonfinite_at_step = 3});
+  run_train(c2, {.quiet = true, .observer = &stop5_poison3});
   RunResult r2 = run_train(c2, {.resume = true, .quiet = true});
   CHECK(r2.skipped_steps == 1);
   CHECK(r2.test_mse == r.test_mse);

@@ -34,6 +34,8 @@ namespace {
 using testing::check_same_params;
 using testing::scratch;
 using testing::scratch_root;
+using testing::TestObserver;
+using testing::stop_after;
 
 // Quiet logs for one test, then restore and clean up.
 struct Quiet : testing::RunScope {
@@ -116,7 +118,8 @@ TEST_CASE("apps/train: same seed, same results, stopped mid-epoch and resumed eq
 
   Config cb = parse_config(sine_config(b, 4, 6, 4), "sine.toml");
   // Steps 1..4 and 5..6 are epoch 1, 7..12 epoch 2: stop at step 11 (last checkpoint: step 8, mid-epoch 2).
-  RunResult stopped = run_train(cb, {.stop_after_steps = 11, .quiet = true});
+  TestObserver stop = stop_after(11);
+  RunResult stopped = run_train(cb, {.quiet = true, .observer = &stop});
   CHECK(!stopped.finished);
   REQUIRE(fs::exists(b / "checkpoint-last.h5"));
   CHECK(load_checkpoint(b / "checkpoint-last.h5").counters.at("global_step") == 8);
