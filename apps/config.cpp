@@ -320,6 +320,50 @@ void read_data(const std::string& file, Reader& r, DataConfig& d) {
   }
 }
 
+// The types whose declared options include `key`, for messages.
+std::string types_with_option(const std::string& key, int64_t d_model) {
+  std::string list;
+  for (const auto& t : nn::layer_types()) {
+    if (!t.options) continue;
+    nn::LayerArgs none;
+    try {
+      for (const auto& o : t.options(d_model, none))
+        if (o.key == key) list += (list.empty() ? "" : ", ") + t.name;
+    } catch (const Error&) {
+    }
+  }
+  return list;
+}
+
+// The layer's options read and checked through the type's declared table, so that an unknown or
+// invalid option fails at load time, not mid-run; m.layer_options gets every option with the value
+// used. No layer is built and no random number drawn. A type registered without declared options
+// (a user's own, register_layer) is checked by building one layer, the generator restored after.
+void resolve_layer_options(const std::string& file, const std::string& label, ModelConfig& m) {
+  const nn::LayerType& type = nn::layer_type(m.type, m.args.where());
+  if (!type.options) {
+    const auto saved = default_generator().state();
+    nn::LayerArgs probe = m.layer_args();
+    try {
+      nn::make_layer(m.type, m.d_model, probe);
+    } catch (const Error&) {
+      default_generator().set_state(saved);
+      throw;
+    }
+    default_generator().set_state(saved);
+    return;
+  }
+  nn::LayerArgs own = m.args;
+  m.layer_options = type.options(m.d_model, own);
+  if (m.mixer_dropout < 0) return;
+  const bool has_dropout = std::any_of(m.layer_options.begin(), m.layer_options.end(),
+                                       [](const nn::OptionValue& o) { return o.key == "dropout"; });
+  SEQLAB_CHECK(has_dropout, file, ": ", label, " mixer_dropout: the ", m.type, " layer has no dropout of its own (types "
+               "with one: ", types_with_option("dropout", m.d_model), ")");
+  nn::LayerArgs with_dropout = m.layer_args();
+  m.layer_options = type.options(m.d_model, with_dropout);
+}
+
 ModelConfig read_model(const std::string& file, Reader& r, const std::string& where, const DataConfig& data) {
   ModelConfig m;
   std::vector<std::string> types;
@@ -341,37 +385,15 @@ ModelConfig read_model(const std::string& file, Reader& r, const std::string& wh
   m.bidir = r.get_bool("bidir", m.bidir);
   m.mixer_dropout = r.get_double("mixer_dropout", m.mixer_dropout, 0.0, 0.999);
   if (m.head == "auto") m.head = data.is_token_task() || m.embed == "variate" ? "token" : "last";
-  // Combinations that do not make sense, named by the key that breaks them (nn::ModelOptions checks again).
-  auto bad = [&](const std::string& key, const std::string& why) {
-    throw Error(str(file, ": ", r.label(), " ", key, ": ", why));
-  };
-  const bool patches = m.patch_len > 1 || m.patch_stride > 1;
-  if (data.is_token_task()) {
-    SEQLAB_CHECK(m.head == "token", file, ": ", r.label(), " head: expected token (or auto) for the ", data.task,
-                 " task, got '", m.head, "'");
-    SEQLAB_CHECK(!m.revin, file, ": ", r.label(), " revin: expected false for the ", data.task,
-                 " task (RevIN normalises series, not tokens)");
-    if (m.embed != "time") bad("embed", str("expected time for the ", data.task, " task (token ids are embedded), got '", m.embed, "'"));
-    if (patches) bad(m.patch_len > 1 ? "patch_len" : "patch_stride", str("expected 1 for the ", data.task, " task (no patches of token ids)"));
-    if (m.channel_independent) bad("channel_independent", str("expected false for the ", data.task, " task (series only)"));
-    if (m.bidir) bad("bidir", str("expected false for the ", data.task, " task (a reversed mixer would see the tokens to predict)"));
-  } else {
-    const bool multi_out = data.features == "MS";  // C inputs, one target: the forecast is not per channel
-    if (m.embed == "variate") {
-      if (m.head == "last")
-        bad("head", "expected token (or auto) or flatten with embed = \"variate\" (last would forecast every variate "
-                    "from the last variate's token)");
-      if (patches) bad(m.patch_len > 1 ? "patch_len" : "patch_stride", "expected 1 with embed = \"variate\" (a token is a variate's whole window)");
-      if (m.channel_independent) bad("channel_independent", "expected false with embed = \"variate\" (one channel would leave one token)");
-      if (multi_out) bad("embed", "\"variate\" forecasts every variate from its own token: expected features M or S, not MS");
-    } else if (m.head == "token") {
-      bad("head", str("expected last or flatten for the ", data.task, " task with embed = \"time\", got 'token' (the token head "
-                      "needs embed = \"variate\")"));
-    }
-    if (m.channel_independent && multi_out)
-      bad("channel_independent", "forecasts every input channel: expected features M or S, not MS");
-    if (m.patch_len > data.seq_len) bad("patch_len", str("expected at most [data] seq_len = ", data.seq_len, ", got ", m.patch_len));
-    if (m.patch_stride > data.seq_len) bad("patch_stride", str("expected at most [data] seq_len = ", data.seq_len, ", got ", m.patch_stride));
+  // Combinations that do not make sense: nn::ModelOptions::validate is their one home. The data's
+  // channels are not known yet; what the rules need of them is whether the forecast covers every
+  // input channel (features M or S: in = out) or one target of several (MS), and whether the task
+  // is a token task.
+  try {
+    const bool ms = data.features == "MS" && !data.is_token_task();
+    m.options(data, ms ? 2 : 1, 1, data.is_token_task() ? 2 : 0).validate();
+  } catch (const nn::OptionError& e) {
+    throw Error(str(file, ": ", r.label(), " ", e.key(), ": ", e.why()));
   }
   m.args = nn::LayerArgs(where);
   for (const auto& key : r.rest()) {
@@ -382,31 +404,7 @@ ModelConfig read_model(const std::string& file, Reader& r, const std::string& wh
     else if (v.is_string()) m.args.set(key, v.as_string().str);
     else r.fail(key, "a number, a boolean or a string (a " + m.type + " option)", &v);
   }
-  // Build one layer now so that an unknown or invalid option fails at load time, not mid-run; the
-  // default generator is restored so loading a config draws no random numbers.
-  auto saved = default_generator().state();
-  std::string no_dropout;  // set when the layer type has no dropout for mixer_dropout to set
-  try {
-    nn::LayerArgs probe = m.args;
-    nn::make_layer(m.type, m.d_model, probe);
-    if (m.mixer_dropout >= 0) {
-      nn::LayerArgs with_dropout = m.layer_args();
-      try {
-        nn::make_layer(m.type, m.d_model, with_dropout);
-      } catch (const Error& e) {
-        if (std::string(e.what()).find("unknown option(s)") == std::string::npos) throw;
-        no_dropout = str(file, ": ", r.label(), " mixer_dropout: the ", m.type,
-                         " layer has no dropout of its own (types with one: rnn, lstm, gru, transformer, mlp)");
-      }
-    }
-  } catch (const Error& e) {
-    default_generator().set_state(saved);
-    std::string msg = e.what();
-    if (msg.rfind(where, 0) == 0) throw;
-    throw Error(str(where, ": ", msg));
-  }
-  default_generator().set_state(saved);
-  SEQLAB_CHECK(no_dropout.empty(), no_dropout);
+  resolve_layer_options(file, r.label(), m);
   return m;
 }
 
@@ -514,15 +512,21 @@ void emit_model(std::ostringstream& os, const ModelConfig& m) {
   os << "patch_stride = " << m.patch_stride << "\n";
   os << "channel_independent = " << (m.channel_independent ? "true" : "false") << "\n";
   os << "bidir = " << (m.bidir ? "true" : "false") << "\n";
-  if (m.mixer_dropout >= 0) os << "mixer_dropout = " << format_double(m.mixer_dropout) << "\n";  // unset: omitted
-  for (const auto& [k, v] : m.args.values()) {
-    os << k << " = ";
+  // The layer's options with the values used (its own dropout is the key mixer_dropout here: dropout
+  // is the block's); a type without declared options writes the keys as given.
+  auto value = [&](const nn::ArgValue& v) {
     if (auto* i = std::get_if<int64_t>(&v)) os << *i;
     else if (auto* d = std::get_if<double>(&v)) os << format_double(*d);
     else if (auto* b = std::get_if<bool>(&v)) os << (*b ? "true" : "false");
     else os << quote(std::get<std::string>(v));
     os << "\n";
+  };
+  if (m.layer_options.empty()) {
+    if (m.mixer_dropout >= 0) os << "mixer_dropout = " << format_double(m.mixer_dropout) << "\n";
+    for (const auto& [k, v] : m.args.values()) os << k << " = ", value(v);
+    return;
   }
+  for (const auto& o : m.layer_options) os << (o.key == "dropout" ? "mixer_dropout" : o.key) << " = ", value(o.value);
 }
 
 std::string emit(const Config& c, const std::vector<size_t>& models, bool multi, const std::string& dir) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "layers/model.h"
+#include "layers/option_table.h"
 #include "layers/options.h"
 
 namespace seqlab::app {
@@ -56,6 +57,7 @@ struct ModelConfig {
   bool bidir = false;             // a second mixer per block over the reversed tokens
   double mixer_dropout = -1.0;    // the layer's own `dropout` option; < 0: unset (the layer's default)
   nn::LayerArgs args;             // every other key; where() = "<file> [model]" or "... [[models]] #i"
+  std::vector<nn::OptionValue> layer_options;  // every option of the layer with the value used (resolved TOML)
 
   /// The layer's options: args, plus `dropout` = mixer_dropout when that is set (>= 0).
   nn::LayerArgs layer_args() const;

@@ -71,7 +71,7 @@ void bench_layers(int reps) {
   std::printf("%-12s %10s %10s %12s\n", "type", "fwd ms", "fwd+bwd ms", "fwd+bwd CPU");
   for (const auto& t : nn::layer_types()) {
     nn::LayerArgs args("bench_layers " + t.name);
-    if (t.name == "transformer") args.set("n_heads", int64_t{4}).set("dropout", 0.0);
+    for (const auto& [k, v] : t.bench_args) args.set(k, v);  // the registry's standard-size options
     std::shared_ptr<nn::SequenceLayer> layer = nn::make_layer(t.name, D, args);
     layer->to(DType::f32);
     Timing fwd = time_of(reps, [&] {

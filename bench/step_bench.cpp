@@ -2,7 +2,7 @@
 // sizes (B 32, C 7, D 64, 2 layers, last-step head to 96 x 7). The parent re-executes
 // /proc/self/exe with the hidden `--single MODEL T` option once per (model, T) so that each case's
 // peak RSS is its own (a caching allocator never gives memory back), and parses the child's one
-// result line. FLOP formulas: step_gflop() below and docs/BENCHMARKS.md.
+// result line. FLOP formulas: step_gflop() below, the layer files (registry flops) and docs/BENCHMARKS.md.
 #include "bench/step_bench.h"
 
 #include <cblas.h>
@@ -30,6 +30,7 @@
 #include "core/parallel.h"
 #include "core/random.h"
 #include "layers/model.h"
+#include "layers/registry.h"
 #include "optim/adam.h"
 
 extern char** environ;
@@ -51,20 +52,11 @@ struct BenchOptions {
   std::vector<std::string> single;  // hidden: MODEL T
 };
 
-// The mixer options of the standard sizes.
+// The mixer options of the standard sizes: the registry row's bench_args.
 nn::LayerArgs layer_args(const std::string& model) {
+  const nn::LayerType& type = nn::layer_type(model, "bench --models");
   nn::LayerArgs a("bench model '" + model + "'");
-  if (model == "lstm") {
-    // hidden = d_model = 64, one LSTM layer per block
-  } else if (model == "transformer") {
-    a.set("n_heads", int64_t{4}).set("d_ff", int64_t{256}).set("dropout", 0.0);
-  } else if (model == "s4d" || model == "s4" || model == "lssl") {
-    a.set("d_state", int64_t{64});
-  } else if (model == "mamba") {
-    a.set("expand", int64_t{2}).set("d_state", int64_t{16}).set("d_conv", int64_t{4}).set("dt_rank", int64_t{4});
-  } else {
-    throw Error(str("bench: unknown model '", model, "' (known: lstm, transformer, s4d, s4, lssl, mamba)"));
-  }
+  for (const auto& [k, v] : type.bench_args) a.set(k, v);
   return a;
 }
 
@@ -241,7 +233,8 @@ void run_all(const CLI::App* sub, const BenchOptions& o) {
 
 }  // namespace
 
-// Model FLOPs of one step: forward counted below, backward = 2x forward (dX and dW GEMMs; the
+// Model FLOPs of one step: the input Linear, each layer (the registry row's flops) and the head
+// forward; backward = 2x forward (dX and dW GEMMs; the
 // recomputation in the fused backwards is not counted), the input Linear's backward = 1x (x needs
 // no gradient). Elementwise ops, norms, losses and AdamW are not counted (memory-bound, < 2%).
 double step_gflop(const std::string& model, int64_t T_, int64_t B_) {
@@ -249,46 +242,10 @@ double step_gflop(const std::string& model, int64_t T_, int64_t B_) {
                L = kLayers, PC = kHorizon * kChannels;
   const double input_fwd = 2 * B * T * C * D;
   const double head_fwd = 2 * B * D * PC;
-  double layer_fwd = 0;
-  if (model == "lstm") {
-    // gates = x W_ih^T + h W_hh^T: two GEMMs of (B T, D) x (D, 4D)
-    layer_fwd = 2 * (2 * B * T * D * 4 * D);
-  } else if (model == "transformer") {
-    const double F = 256;
-    // in_proj (3D), out_proj (D), FFN (F, then back to D); QK^T and PV: 2 B T^2 D each
-    layer_fwd = 2 * B * T * (3 * D * D + D * D + 2 * D * F) + 4 * B * T * T * D;
-  } else if (model == "s4d" || model == "s4" || model == "lssl") {
-    const double N = 64, M = N / 2;  // state size, conjugate pairs
-    double n = 2 * T;     // FFT length (next 2,3,5-smooth >= 2T - 1)
-    for (int64_t k = 2 * T_ - 1;; ++k) {
-      int64_t m = k;
-      if (m % 2) continue;
-      for (int64_t p : {2, 3, 5})
-        while (m % p == 0) m /= p;
-      if (m == 1) {
-        n = static_cast<double>(k);
-        break;
-      }
-    }
-    const double rfft = 2.5 * n * std::log2(n);  // a real FFT of n points: half a complex one
-    // Vandermonde kernel: a complex multiply-add per (d, m, l); FFTs: kernel per d, x and the
-    // inverse per (b, d); spectrum product 6 flops per bin; GLU projection D -> 2D.
-    // The FFT convolution and the GLU projection are shared by the three; the kernel differs.
-    const double conv_glu = D * rfft + B * D * (2 * rfft + 6 * (n / 2 + 1)) + 2 * B * T * D * 2 * D;
-    double kernel = 8 * D * M * T;  // s4d: Vandermonde, a complex multiply-add per (d, m, l)
-    if (model == "lssl")  // dense bilinear discretisation (an N x N solve) + T mat-vecs per channel
-      kernel = D * (2 * N * N * N + 2 * N * N * T);
-    if (model == "s4")  // C~ by T DPLR steps, Cauchy + Woodbury at T/2+1 bins, direct inverse DFT
-      kernel = D * (8 * N * T + (T / 2 + 1) * 4 * M * 8 + 4 * T * (T / 2 + 1));
-    layer_fwd = kernel + conv_glu;
-  } else if (model == "mamba") {
-    const double E = 2 * D, N = 16, R = 4, K = 4;
-    // in_proj D -> 2E, depthwise conv K taps, x_proj E -> R + 2N, dt_proj R -> E, out_proj E -> D;
-    // scan per (b, t, e, n): delta*A, exp, delta*B*x (2), h = a h + b (2), C.h accumulate (2) = 8.
-    layer_fwd = 2 * B * T * (D * 2 * E + E * K + E * (R + 2 * N) + R * E + E * D) + 8 * B * T * E * N;
-  } else {
-    throw Error(str("bench: unknown model '", model, "'"));
-  }
+  const nn::LayerType& type = nn::layer_type(model, "bench");
+  if (!type.flops) return app::kNaN;
+  nn::LayerArgs args = layer_args(model);
+  const double layer_fwd = type.flops(B_, T_, kDModel, args);  // the registry's formula for the layer type
   return (2 * input_fwd + 3 * (head_fwd + L * layer_fwd)) / 1e9;
 }
 
@@ -296,7 +253,7 @@ void add_bench_subcommand(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* sub = app.add_subcommand(
       "bench", "time one training step (forward, MSE, backward, AdamW) per model family and sequence length");
-  sub->add_option("--models", o->models, "model families (lstm, transformer, s4d, s4, lssl, mamba)")->delimiter(',');
+  sub->add_option("--models", o->models, "layer types of the registry (rnn, lstm, gru, transformer, s4d, s4, lssl, mamba, mlp, ...)")->delimiter(',');
   sub->add_option("--seq-lens", o->seq_lens, "sequence lengths T")->delimiter(',');
   sub->add_option("--batch", o->batch, "batch size B")->check(CLI::PositiveNumber);
   sub->add_option("--steps", o->steps, "timed steps per case (the median is reported)")->check(CLI::Range(1, 100000));

@@ -112,27 +112,43 @@ Tensor Mamba::step(const Tensor& u_t, StepState& state) {
   return (*out_proj_)(y);                                                       // (B, D)
 }
 
-std::shared_ptr<SequenceLayer> make_mamba(int64_t d_model, LayerArgs& args) {
+const OptionTable<MambaOptions>& mamba_option_table() {
+  static const OptionTable<MambaOptions> t = {
+      {"d_state", &MambaOptions::d_state, "N, the state size per channel (1..256)"},
+      {"d_conv", &MambaOptions::d_conv, "K, the causal depthwise conv width (>= 1)"},
+      {"expand", &MambaOptions::expand, "E = expand * d_model, the inner width (>= 1)"},
+      {"dt_rank", &MambaOptions::dt_rank, "R, the rank of delta's projection; 0 or \"auto\": ceil(d_model / 16)"},
+      {"dt_min", &MambaOptions::dt_min, "initial delta ~ log-uniform in [dt_min, dt_max] (0 < dt_min <= dt_max)"},
+      {"dt_max", &MambaOptions::dt_max, "see dt_min"},
+      {"dt_init_floor", &MambaOptions::dt_init_floor, "initial delta clamped below at this (> 0)"},
+      {"scan_chunk", &MambaOptions::scan_chunk, "time steps between state checkpoints of the fused scan (>= 1)"},
+  };
+  return t;
+}
+
+MambaOptions mamba_options(int64_t d_model, LayerArgs& args) {
   MambaOptions o;
   o.d_model = d_model;
-  o.d_state = args.get_int("d_state", o.d_state);
-  o.d_conv = args.get_int("d_conv", o.d_conv);
-  o.expand = args.get_int("expand", o.expand);
   auto it = args.values().find("dt_rank");
   if (it != args.values().end() && std::holds_alternative<std::string>(it->second)) {
-    std::string v = args.get_string("dt_rank", "auto");
+    const std::string v = std::get<std::string>(it->second);
     SEQLAB_CHECK(v == "auto", args.where(), ": option 'dt_rank' must be a positive integer or \"auto\", got \"", v,
                  "\"");
-    o.dt_rank = 0;
-  } else {
-    o.dt_rank = args.get_int("dt_rank", o.dt_rank);
+    args.set("dt_rank", int64_t{0});
   }
-  o.dt_min = args.get_double("dt_min", o.dt_min);
-  o.dt_max = args.get_double("dt_max", o.dt_max);
-  o.dt_init_floor = args.get_double("dt_init_floor", o.dt_init_floor);
-  o.scan_chunk = args.get_int("scan_chunk", o.scan_chunk);
-  args.finish();
-  return std::make_shared<Mamba>(o);
+  mamba_option_table().read(args, o);
+  return o;
+}
+
+double mamba_flops(int64_t B_, int64_t T_, const MambaOptions& o) {
+  const double B = static_cast<double>(B_), T = static_cast<double>(T_), D = static_cast<double>(o.d_model);
+  const double E = static_cast<double>(o.d_inner()), N = static_cast<double>(o.d_state);
+  const double R = static_cast<double>(o.resolved_dt_rank()), K = static_cast<double>(o.d_conv);
+  return 2 * B * T * (D * 2 * E + E * K + E * (R + 2 * N) + R * E + E * D) + 8 * B * T * E * N;
+}
+
+std::shared_ptr<SequenceLayer> make_mamba(int64_t d_model, LayerArgs& args) {
+  return std::make_shared<Mamba>(mamba_options(d_model, args));
 }
 
 }  // namespace seqlab::nn

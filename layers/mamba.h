@@ -12,6 +12,7 @@
 #include "core/random.h"
 #include "layers/linear.h"
 #include "layers/options.h"
+#include "layers/option_table.h"
 #include "layers/sequence_layer.h"
 
 namespace seqlab::nn {
@@ -69,5 +70,13 @@ class Mamba : public SequenceLayer {  // (B, T, D) -> (B, T, D)
 /// Factory for the registry: reads d_state, d_conv, expand, dt_rank (an integer, 0 or "auto"),
 /// dt_min, dt_max, dt_init_floor, scan_chunk.
 std::shared_ptr<SequenceLayer> make_mamba(int64_t d_model, LayerArgs& args);
+/// The options of `mamba`, declared once (layers/option_table.h).
+const OptionTable<MambaOptions>& mamba_option_table();
+/// Reads and checks the options of a block of width d_model (dt_rank may be "auto": 0).
+MambaOptions mamba_options(int64_t d_model, LayerArgs& args);
+/// Forward FLOPs on (B, T, D): in_proj D -> 2E, the K-tap depthwise conv, x_proj E -> R + 2N,
+/// dt_proj R -> E, out_proj E -> D, and 8 per (b, t, e, n) in the scan (delta A, exp, delta B x,
+/// h = a h + b, C.h).
+double mamba_flops(int64_t B, int64_t T, const MambaOptions& o);
 
 }  // namespace seqlab::nn

@@ -48,24 +48,49 @@ PointwiseMLP::PointwiseMLP(int64_t d_model, const MLPOptions& options, Generator
   mlp_ = register_module("mlp", std::make_shared<MLP>(options, gen));
 }
 
+PointwiseMLP::PointwiseMLP(const PointwiseMLPOptions& options, Generator& gen)
+    : PointwiseMLP(options.d_model, options.mlp(), gen) {}
+
 Tensor PointwiseMLP::step(const Tensor& x_t, StepState&) {
   NoGradGuard no_grad;
   return mlp_->forward(x_t);
 }
 
-std::shared_ptr<SequenceLayer> make_mlp_layer(int64_t d_model, LayerArgs& args) {
-  const int64_t expand = args.get_int("expand", 2);
-  SEQLAB_CHECK(expand > 0, args.where(), ": expand: expected a positive integer, got ", expand);
+MLPOptions PointwiseMLPOptions::mlp() const {
   MLPOptions o{.in = d_model, .hidden = {expand * d_model}, .out = d_model};
-  o.activation = args.get_string("activation", o.activation);
-  o.dropout = args.get_double("dropout", o.dropout);
-  try {
-    o.validate();
-  } catch (const Error& e) {
-    throw Error(str(args.where(), ": ", e.what()));
-  }
-  args.finish();
-  return std::make_shared<PointwiseMLP>(d_model, o);
+  o.activation = activation;
+  o.dropout = dropout;
+  return o;
+}
+
+void PointwiseMLPOptions::validate() const {
+  SEQLAB_CHECK(expand > 0, "expand: expected a positive integer, got ", expand);
+  mlp().validate();
+}
+
+const OptionTable<PointwiseMLPOptions>& mlp_option_table() {
+  static const OptionTable<PointwiseMLPOptions> t = {
+      {"expand", &PointwiseMLPOptions::expand, "hidden width expand * d_model (>= 1)"},
+      {"activation", &PointwiseMLPOptions::activation, "the hidden activation (layers/activation.h names)"},
+      {"dropout", &PointwiseMLPOptions::dropout, "after the hidden activation ([0, 1))"},
+  };
+  return t;
+}
+
+PointwiseMLPOptions mlp_options(int64_t d_model, LayerArgs& args) {
+  PointwiseMLPOptions o;
+  o.d_model = d_model;
+  mlp_option_table().read(args, o);
+  return o;
+}
+
+double mlp_flops(int64_t B, int64_t T, const PointwiseMLPOptions& o) {
+  const double D = static_cast<double>(o.d_model), F = static_cast<double>(o.expand) * D;
+  return 2 * static_cast<double>(B) * static_cast<double>(T) * (D * F + F * D);
+}
+
+std::shared_ptr<SequenceLayer> make_mlp_layer(int64_t d_model, LayerArgs& args) {
+  return std::make_shared<PointwiseMLP>(mlp_options(d_model, args));
 }
 
 }  // namespace seqlab::nn

@@ -10,6 +10,7 @@
 #include "layers/activation.h"
 #include "layers/linear.h"
 #include "layers/module.h"
+#include "layers/option_table.h"
 #include "layers/options.h"
 #include "layers/sequence_layer.h"
 
@@ -43,9 +44,11 @@ class MLP : public Module {  // (..., in) -> (..., out)
 /// D -> expand*D -> D applied at every time step and nothing mixed across time. With the model's
 /// "flatten" head it makes the classic MLP forecaster; as a baseline it shows what the sequence
 /// mixers add. Stateless, so step() is the forward at one position. Parameters: mlp.layers.<i>.*.
+struct PointwiseMLPOptions;
 class PointwiseMLP : public SequenceLayer {
  public:
   PointwiseMLP(int64_t d_model, const MLPOptions& options, Generator& gen = default_generator());
+  explicit PointwiseMLP(const PointwiseMLPOptions& options, Generator& gen = default_generator());
   Tensor forward(const Tensor& x) override { return mlp_->forward(x); }
   int64_t d_model() const override { return d_model_; }
   bool has_step() const override { return true; }
@@ -56,6 +59,22 @@ class PointwiseMLP : public SequenceLayer {
   int64_t d_model_;
   std::shared_ptr<MLP> mlp_;
 };
+
+/// The config options of the `mlp` layer type.
+struct PointwiseMLPOptions {
+  int64_t d_model = 0;
+  int64_t expand = 2;                 // hidden width expand * d_model
+  std::string activation = "gelu";
+  double dropout = 0.0;               // after the hidden activation
+  /// The MLP it builds: d_model -> expand d_model -> d_model.
+  MLPOptions mlp() const;
+  /// Throws seqlab::Error naming the field and what was expected.
+  void validate() const;
+};
+const OptionTable<PointwiseMLPOptions>& mlp_option_table();
+PointwiseMLPOptions mlp_options(int64_t d_model, LayerArgs& args);
+/// Forward FLOPs on (B, T, D): the two GEMMs D -> expand D -> D.
+double mlp_flops(int64_t B, int64_t T, const PointwiseMLPOptions& o);
 
 /// Registry factory. Options: expand (2: hidden width expand * d_model), activation ("gelu"),
 /// dropout (0, after the hidden activation).

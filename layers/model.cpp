@@ -9,51 +9,56 @@
 
 namespace seqlab::nn {
 
+// The one home of the model's option rules, each error naming the option that breaks it
+// (OptionError): apps/config.cpp reports them with the config's file and section.
 void ModelOptions::validate() const {
-  SEQLAB_CHECK(d_model > 0, "model: d_model must be positive, got ", d_model);
-  SEQLAB_CHECK(n_layers > 0, "model: n_layers must be positive, got ", n_layers);
-  SEQLAB_CHECK(head == "last" || head == "flatten" || head == "token", "model: head must be last, flatten or token, got '",
-               head, "'");
-  SEQLAB_CHECK(norm == "layernorm" || norm == "rmsnorm", "model: norm must be layernorm or rmsnorm, got '", norm, "'");
-  SEQLAB_CHECK(dropout >= 0 && dropout < 1, "model: dropout must be in [0, 1), got ", dropout);
-  SEQLAB_CHECK(embed == "time" || embed == "variate", "model: embed must be time or variate, got '", embed, "'");
-  SEQLAB_CHECK(patch_len >= 1, "model: patch_len must be >= 1, got ", patch_len);
-  SEQLAB_CHECK(patch_stride >= 0, "model: patch_stride must be >= 0 (0: patch_len), got ", patch_stride);
+  auto check = [](bool ok, const char* key, auto&&... why) {
+    if (!ok) throw OptionError(key, str(why...));
+  };
+  check(d_model > 0, "d_model", "expected a positive width, got ", d_model);
+  check(n_layers > 0, "n_layers", "expected a positive number of blocks, got ", n_layers);
+  check(head == "last" || head == "flatten" || head == "token", "head", "expected last, flatten or token, got '", head,
+        "'");
+  check(norm == "layernorm" || norm == "rmsnorm", "norm", "expected layernorm or rmsnorm, got '", norm, "'");
+  check(dropout >= 0 && dropout < 1, "dropout", "expected a probability in [0, 1), got ", dropout);
+  check(embed == "time" || embed == "variate", "embed", "expected time or variate, got '", embed, "'");
+  check(patch_len >= 1, "patch_len", "expected an integer >= 1, got ", patch_len);
+  check(patch_stride >= 0, "patch_stride", "expected an integer >= 0 (0: patch_len), got ", patch_stride);
   const bool patches = patch_len > 1 || patch_stride > 1;
   if (vocab_size > 0) {  // a token task
-    SEQLAB_CHECK(head == "token", "model: a token task (vocab_size > 0) needs the token head, got '", head, "'");
-    SEQLAB_CHECK(!revin, "model: revin applies to series, not token tasks");
-    SEQLAB_CHECK(embed == "time" && !patches && !channel_independent && !bidir,
-                 "model: embed, patch_len, patch_stride, channel_independent and bidir apply to series, not token tasks");
+    check(head == "token", "head", "expected token for a token task, got '", head, "'");
+    check(!revin, "revin", "expected false for a token task (RevIN normalises series, not tokens)");
+    check(embed == "time", "embed", "expected time for a token task (token ids are embedded), got '", embed, "'");
+    check(!patches, patch_len > 1 ? "patch_len" : "patch_stride", "expected 1 for a token task (no patches of token ids)");
+    check(!channel_independent, "channel_independent", "expected false for a token task (series only)");
+    check(!bidir, "bidir", "expected false for a token task (a reversed mixer would see the tokens to predict)");
     return;
   }
-  SEQLAB_CHECK(in_channels > 0, "model: in_channels must be positive, got ", in_channels);
-  SEQLAB_CHECK(pred_len > 0, "model: pred_len must be positive, got ", pred_len);
-  SEQLAB_CHECK(out_channels >= 0, "model: out_channels must be >= 0, got ", out_channels);
-  SEQLAB_CHECK(head != "flatten" || seq_len > 0, "model: the flatten head needs seq_len > 0");
-  SEQLAB_CHECK(!revin || out_channels == 0 || out_channels == in_channels,
-               "model: revin needs out_channels == in_channels");
-  SEQLAB_CHECK(!channel_independent || out_channels == 0 || out_channels == in_channels,
-               "model: channel_independent forecasts every input channel: it needs out_channels == in_channels "
-               "(features M or S)");
+  check(in_channels > 0, "in_channels", "expected a positive channel count, got ", in_channels);
+  check(pred_len > 0, "pred_len", "expected a positive horizon, got ", pred_len);
+  check(out_channels >= 0, "out_channels", "expected >= 0 (0: in_channels), got ", out_channels);
+  const bool same_channels = out_channels == 0 || out_channels == in_channels;  // features M or S, not MS
+  check(head != "flatten" || seq_len > 0, "head", "flatten needs seq_len > 0");
+  check(!revin || same_channels, "revin",
+        "normalises and restores every input channel: expected features M or S, not MS (out_channels == in_channels)");
+  check(!channel_independent || same_channels, "channel_independent",
+        "forecasts every input channel: expected features M or S, not MS (out_channels == in_channels)");
   if (embed == "variate") {
-    SEQLAB_CHECK(seq_len > 0, "model: embed = variate needs seq_len > 0 (each token is Linear(seq_len -> d_model))");
-    SEQLAB_CHECK(!patches, "model: patch_len and patch_stride apply to embed = time, not variate");
-    SEQLAB_CHECK(!channel_independent, "model: embed = variate mixes the channels as tokens; channel_independent "
-                 "would leave one token");
-    SEQLAB_CHECK(out_channels == 0 || out_channels == in_channels,
-                 "model: embed = variate forecasts each variate from its own token: it needs out_channels == "
-                 "in_channels (features M or S)");
-    SEQLAB_CHECK(head != "last", "model: embed = variate needs head token (Linear(D -> P) per variate) or flatten; "
-                 "last would forecast every variate from the last variate's token");
+    check(seq_len > 0, "embed", "\"variate\" needs seq_len > 0 (each token is Linear(seq_len -> d_model))");
+    check(!patches, patch_len > 1 ? "patch_len" : "patch_stride",
+          "expected 1 with embed = \"variate\" (a token is a variate's whole window)");
+    check(!channel_independent, "channel_independent",
+          "expected false with embed = \"variate\" (one channel would leave one token)");
+    check(same_channels, "embed", "\"variate\" forecasts every variate from its own token: expected features M or S, "
+          "not MS (out_channels == in_channels)");
+    check(head != "last", "head", "expected token or flatten with embed = \"variate\" (last would forecast every "
+          "variate from the last variate's token)");
   } else {
-    SEQLAB_CHECK(head != "token", "model: the token head needs vocab_size > 0 (token tasks) or, on a series, "
-                 "embed = variate");
+    check(head != "token", "head", "expected last or flatten with embed = \"time\", got 'token' (the token head needs "
+          "embed = \"variate\" or a token task)");
     if (patches) {
-      SEQLAB_CHECK(seq_len > 0 && patch_len <= seq_len, "model: patch_len must be in [1, seq_len = ", seq_len,
-                   "], got ", patch_len);
-      SEQLAB_CHECK(patch_stride <= seq_len, "model: patch_stride must be <= seq_len = ", seq_len, ", got ",
-                   patch_stride);
+      check(seq_len > 0 && patch_len <= seq_len, "patch_len", "expected at most seq_len = ", seq_len, ", got ", patch_len);
+      check(patch_stride <= seq_len, "patch_stride", "expected at most seq_len = ", seq_len, ", got ", patch_stride);
     }
   }
 }

@@ -14,6 +14,20 @@ namespace seqlab::nn {
 
 using ArgValue = std::variant<int64_t, double, bool, std::string>;
 
+/// An option value (or combination) that does not make sense: key() names the option, why() says
+/// what was expected; what() is "model: key: why". A config reader reports it with its file and
+/// section ("configs/x.toml: [model] key: why").
+class OptionError : public Error {
+ public:
+  OptionError(std::string key, std::string why)
+      : Error(str("model: ", key, ": ", why)), key_(std::move(key)), why_(std::move(why)) {}
+  const std::string& key() const { return key_; }
+  const std::string& why() const { return why_; }
+
+ private:
+  std::string key_, why_;
+};
+
 class LayerArgs {
  public:
   LayerArgs() = default;

@@ -1,4 +1,4 @@
-// The literal table of built-in layer types. Adding a type: include its header and add one line.
+// The literal table of built-in layer types. Adding a type: include its header and add one row.
 #include "layers/registry.h"
 
 #include <mutex>
@@ -13,18 +13,32 @@
 namespace seqlab::nn {
 namespace {
 
+RnnOptions tanh_rnn_options(int64_t d_model, LayerArgs& args) { return rnn_options(RnnCell::tanh, d_model, args); }
+RnnOptions lstm_options(int64_t d_model, LayerArgs& args) { return rnn_options(RnnCell::lstm, d_model, args); }
+RnnOptions gru_options(int64_t d_model, LayerArgs& args) { return rnn_options(RnnCell::gru, d_model, args); }
+
 std::vector<LayerType>& table() {
+  using A = std::vector<std::pair<std::string, ArgValue>>;  // bench options at D = 64
   static std::vector<LayerType> types = {
-      // name          summary                                                        factory (, quadratic)
-      {"rnn",         "Elman RNN (tanh), fused BPTT",                                 make_rnn},
-      {"lstm",        "LSTM (Hochreiter & Schmidhuber 1997), fused BPTT",             make_lstm},
-      {"gru",         "GRU (Cho et al. 2014), fused BPTT",                            make_gru},
-      {"transformer", "pre-LN Transformer encoder layer, fused tiled attention",      make_transformer, true},
-      {"s4d",         "S4D diagonal state space layer (Gu et al. 2022), FFT conv",    make_s4d},
-      {"lssl",        "LSSL: dense HiPPO-LegS state space layer (Gu et al. 2021)",   make_lssl},
-      {"s4",          "S4 DPLR (HiPPO-LegS NPLR) state space layer (Gu et al. 2022)", make_s4},
-      {"mamba",       "Mamba-1 selective SSM block (Gu & Dao 2023), fused scan",     make_mamba},
-      {"mlp",         "position-wise MLP, no mixing across time (a baseline)",        make_mlp_layer},
+      declare_layer<Rnn>("rnn", "Elman RNN (tanh), fused BPTT", tanh_rnn_options, rnn_option_table, rnn_flops),
+      declare_layer<Rnn>("lstm", "LSTM (Hochreiter & Schmidhuber 1997), fused BPTT", lstm_options, rnn_option_table,
+                         rnn_flops),
+      declare_layer<Rnn>("gru", "GRU (Cho et al. 2014), fused BPTT", gru_options, rnn_option_table, rnn_flops),
+      declare_layer<Transformer>("transformer", "pre-LN Transformer encoder layer, fused tiled attention",
+                                 transformer_options, transformer_option_table, transformer_flops,
+                                 A{{"n_heads", int64_t{4}}, {"d_ff", int64_t{256}}, {"dropout", 0.0}}, true),
+      declare_layer<S4D>("s4d", "S4D diagonal state space layer (Gu et al. 2022), FFT conv", s4d_options,
+                         s4d_option_table, s4d_flops, A{{"d_state", int64_t{64}}}),
+      declare_layer<LSSL>("lssl", "LSSL: dense HiPPO-LegS state space layer (Gu et al. 2021)", lssl_options,
+                          lssl_option_table, lssl_flops, A{{"d_state", int64_t{64}}}),
+      declare_layer<S4>("s4", "S4 DPLR (HiPPO-LegS NPLR) state space layer (Gu et al. 2022)", s4_options,
+                        s4_option_table, s4_flops, A{{"d_state", int64_t{64}}}),
+      declare_layer<Mamba>("mamba", "Mamba-1 selective SSM block (Gu & Dao 2023), fused scan", mamba_options,
+                           mamba_option_table, mamba_flops,
+                           A{{"expand", int64_t{2}}, {"d_state", int64_t{16}}, {"d_conv", int64_t{4}},
+                             {"dt_rank", int64_t{4}}}),
+      declare_layer<PointwiseMLP>("mlp", "position-wise MLP, no mixing across time (a baseline)", mlp_options,
+                                  mlp_option_table, mlp_flops),
   };
   return types;
 }
@@ -52,16 +66,17 @@ void register_layer(LayerType type) {
   table().push_back(std::move(type));
 }
 
-std::shared_ptr<SequenceLayer> make_layer(const std::string& type, int64_t d_model, LayerArgs& args) {
-  for (const auto& t : layer_types())
-    if (t.name == type) {
-      auto layer = t.make(d_model, args);
-      args.finish();
-      return layer;
-    }
+const LayerType& layer_type(const std::string& name, const std::string& where) {
+  if (const LayerType* t = find_layer_type(name)) return *t;
   std::string known;
   for (const auto& t : layer_types()) known += (known.empty() ? "" : ", ") + t.name;
-  throw Error(str(args.where(), ": unknown layer type '", type, "' (known: ", known, ")"));
+  throw Error(str(where, ": unknown layer type '", name, "' (known: ", known, ")"));
+}
+
+std::shared_ptr<SequenceLayer> make_layer(const std::string& type, int64_t d_model, LayerArgs& args) {
+  auto layer = layer_type(type, args.where()).make(d_model, args);
+  args.finish();
+  return layer;
 }
 
 }  // namespace seqlab::nn

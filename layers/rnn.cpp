@@ -81,16 +81,33 @@ Tensor Rnn::step(const Tensor& x_t, StepState& state) {
   return h.view({B, D});
 }
 
-namespace {
-std::shared_ptr<SequenceLayer> make_cell(RnnCell cell, int64_t d_model, LayerArgs& args) {
+const OptionTable<RnnOptions>& rnn_option_table() {
+  static const OptionTable<RnnOptions> t = {
+      {"num_layers", &RnnOptions::num_layers, "stacked recurrent layers in one block (>= 1)"},
+      {"dropout", &RnnOptions::dropout, "on the outputs of every stacked layer but the last, in training ([0, 1))"},
+      {"bias", &RnnOptions::bias, "b_ih and b_hh"},
+  };
+  return t;
+}
+
+RnnOptions rnn_options(RnnCell cell, int64_t d_model, LayerArgs& args) {
   RnnOptions o;
   o.cell = cell;
   o.d_model = d_model;
-  o.num_layers = args.get_int("num_layers", o.num_layers);
-  o.dropout = args.get_double("dropout", o.dropout);
-  o.bias = args.get_bool("bias", o.bias);
-  args.finish();
-  return std::make_shared<Rnn>(o);
+  rnn_option_table().read(args, o);
+  return o;
+}
+
+double rnn_flops(int64_t B, int64_t T, const RnnOptions& o) {
+  const double gates = o.cell == RnnCell::lstm ? 4 : o.cell == RnnCell::gru ? 3 : 1;
+  const double D = static_cast<double>(o.d_model);
+  // gates = x W_ih^T + h W_hh^T: two GEMMs of (B T, D) x (D, gates D) per stacked layer
+  return static_cast<double>(o.num_layers) * 2 * (2 * static_cast<double>(B) * static_cast<double>(T) * D * gates * D);
+}
+
+namespace {
+std::shared_ptr<SequenceLayer> make_cell(RnnCell cell, int64_t d_model, LayerArgs& args) {
+  return std::make_shared<Rnn>(rnn_options(cell, d_model, args));
 }
 }  // namespace
 

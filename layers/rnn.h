@@ -10,6 +10,7 @@
 
 #include "autograd/ops/rnn.h"
 #include "core/random.h"
+#include "layers/option_table.h"
 #include "layers/options.h"
 #include "layers/sequence_layer.h"
 
@@ -53,6 +54,13 @@ class Rnn : public SequenceLayer {  // (B, T, D) -> (B, T, D)
   RnnOptions options_;
   std::vector<LayerParams> layers_;
 };
+
+/// The options of `rnn`, `lstm` and `gru`, declared once (layers/option_table.h).
+const OptionTable<RnnOptions>& rnn_option_table();
+/// Reads and checks the options of a `cell` layer of width d_model (errors name args.where()).
+RnnOptions rnn_options(RnnCell cell, int64_t d_model, LayerArgs& args);
+/// Forward FLOPs on (B, T, D): the input and recurrent GEMMs (gates x D x D each) of every stacked layer.
+double rnn_flops(int64_t B, int64_t T, const RnnOptions& o);
 
 /// Config type "rnn" (tanh): options num_layers (1), dropout (0.0), bias (true).
 std::shared_ptr<SequenceLayer> make_rnn(int64_t d_model, LayerArgs& args);

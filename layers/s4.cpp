@@ -9,6 +9,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/s4.h"
+#include "layers/s4d.h"  // ssm_conv_glu_flops
 #include "core/kernels/s4.h"
 
 namespace seqlab::nn {
@@ -145,25 +146,56 @@ Tensor S4::step(const Tensor& x_t, StepState& state) {
 namespace {
 // LSSLOptions and S4Options hold the same keys.
 template <class Options>
-Options ssm_options(int64_t d_model, LayerArgs& args) {
-  Options o;
-  o.d_model = d_model;
-  o.d_state = args.get_int("d_state", o.d_state);
-  o.dt_min = args.get_double("dt_min", o.dt_min);
-  o.dt_max = args.get_double("dt_max", o.dt_max);
-  o.dropout = args.get_double("dropout", o.dropout);
-  o.lr_scale_ssm = args.get_double("lr_scale_ssm", o.lr_scale_ssm);
-  args.finish();
-  return o;
+OptionTable<Options> ssm_option_table() {
+  return {
+      {"d_state", &Options::d_state, "N, the state size per channel"},
+      {"dt_min", &Options::dt_min, "dt ~ log-uniform in [dt_min, dt_max] (0 < dt_min <= dt_max)"},
+      {"dt_max", &Options::dt_max, "see dt_min"},
+      {"dropout", &Options::dropout, "after the GELU ([0, 1))"},
+      {"lr_scale_ssm", &Options::lr_scale_ssm, "lr multiplier of the SSM parameters (no weight decay)"},
+  };
 }
 }  // namespace
 
+const OptionTable<LSSLOptions>& lssl_option_table() {
+  static const OptionTable<LSSLOptions> t = ssm_option_table<LSSLOptions>();
+  return t;
+}
+const OptionTable<S4Options>& s4_option_table() {
+  static const OptionTable<S4Options> t = ssm_option_table<S4Options>();
+  return t;
+}
+
+LSSLOptions lssl_options(int64_t d_model, LayerArgs& args) {
+  LSSLOptions o;
+  o.d_model = d_model;
+  lssl_option_table().read(args, o);
+  return o;
+}
+S4Options s4_options(int64_t d_model, LayerArgs& args) {
+  S4Options o;
+  o.d_model = d_model;
+  s4_option_table().read(args, o);
+  return o;
+}
+
+double lssl_flops(int64_t B, int64_t T, const LSSLOptions& o) {
+  const double D = static_cast<double>(o.d_model), N = static_cast<double>(o.d_state), t = static_cast<double>(T);
+  return D * (2 * N * N * N + 2 * N * N * t) + ssm_conv_glu_flops(B, T, o.d_model);
+}
+
+double s4_flops(int64_t B, int64_t T, const S4Options& o) {
+  const double D = static_cast<double>(o.d_model), N = static_cast<double>(o.d_state), M = N / 2;
+  const double t = static_cast<double>(T);
+  return D * (8 * N * t + (t / 2 + 1) * 4 * M * 8 + 4 * t * (t / 2 + 1)) + ssm_conv_glu_flops(B, T, o.d_model);
+}
+
 std::shared_ptr<SequenceLayer> make_lssl(int64_t d_model, LayerArgs& args) {
-  return std::make_shared<LSSL>(ssm_options<LSSLOptions>(d_model, args));
+  return std::make_shared<LSSL>(lssl_options(d_model, args));
 }
 
 std::shared_ptr<SequenceLayer> make_s4(int64_t d_model, LayerArgs& args) {
-  return std::make_shared<S4>(ssm_options<S4Options>(d_model, args));
+  return std::make_shared<S4>(s4_options(d_model, args));
 }
 
 }  // namespace seqlab::nn

@@ -13,6 +13,7 @@
 #include "core/random.h"
 #include "layers/activation.h"
 #include "layers/linear.h"
+#include "layers/option_table.h"
 #include "layers/options.h"
 #include "layers/sequence_layer.h"
 
@@ -87,5 +88,15 @@ class S4 : public SequenceLayer {  // (B, T, D) -> (B, T, D)
 /// Registry factories: read d_state, dt_min, dt_max, dropout, lr_scale_ssm.
 std::shared_ptr<SequenceLayer> make_lssl(int64_t d_model, LayerArgs& args);
 std::shared_ptr<SequenceLayer> make_s4(int64_t d_model, LayerArgs& args);
+/// The options of `lssl` and `s4`, declared once (layers/option_table.h).
+const OptionTable<LSSLOptions>& lssl_option_table();
+const OptionTable<S4Options>& s4_option_table();
+LSSLOptions lssl_options(int64_t d_model, LayerArgs& args);
+S4Options s4_options(int64_t d_model, LayerArgs& args);
+/// Forward FLOPs on (B, T, D) (ssm_conv_glu_flops plus the kernel): LSSL's dense bilinear
+/// discretisation (an N x N solve) and T mat-vecs per channel; S4's C~ by T DPLR steps, Cauchy and
+/// Woodbury at T/2 + 1 frequencies and a direct inverse DFT.
+double lssl_flops(int64_t B, int64_t T, const LSSLOptions& o);
+double s4_flops(int64_t B, int64_t T, const S4Options& o);
 
 }  // namespace seqlab::nn

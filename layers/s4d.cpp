@@ -124,18 +124,51 @@ Tensor S4D::step(const Tensor& x_t, StepState& state) {
   return head(gelu(y));
 }
 
-std::shared_ptr<SequenceLayer> make_s4d(int64_t d_model, LayerArgs& args) {
+const OptionTable<S4DOptions>& s4d_option_table() {
+  static const OptionTable<S4DOptions> t = {
+      {"d_state", &S4DOptions::d_state, "N: N/2 complex conjugate pairs per channel (even, >= 2)"},
+      {"init", &S4DOptions::init, "A's initialisation: lin (S4D-Lin), inv (S4D-Inv) or real"},
+      {"dt_min", &S4DOptions::dt_min, "dt ~ log-uniform in [dt_min, dt_max] (0 < dt_min <= dt_max)"},
+      {"dt_max", &S4DOptions::dt_max, "see dt_min"},
+      {"bidirectional", &S4DOptions::bidirectional, "a second kernel run backward in time (no step mode)"},
+      {"dropout", &S4DOptions::dropout, "after the GELU ([0, 1))"},
+      {"lr_scale_ssm", &S4DOptions::lr_scale_ssm, "lr multiplier of log_dt, log_A_real, A_imag (no weight decay)"},
+  };
+  return t;
+}
+
+S4DOptions s4d_options(int64_t d_model, LayerArgs& args) {
   S4DOptions o;
   o.d_model = d_model;
-  o.d_state = args.get_int("d_state", o.d_state);
-  o.init = args.get_string("init", o.init);
-  o.dt_min = args.get_double("dt_min", o.dt_min);
-  o.dt_max = args.get_double("dt_max", o.dt_max);
-  o.bidirectional = args.get_bool("bidirectional", o.bidirectional);
-  o.dropout = args.get_double("dropout", o.dropout);
-  o.lr_scale_ssm = args.get_double("lr_scale_ssm", o.lr_scale_ssm);
-  args.finish();
-  return std::make_shared<S4D>(o);
+  s4d_option_table().read(args, o);
+  return o;
+}
+
+double ssm_conv_glu_flops(int64_t B_, int64_t T_, int64_t D_) {
+  const double B = static_cast<double>(B_), T = static_cast<double>(T_), D = static_cast<double>(D_);
+  double n = 2 * T;  // the FFT length: the next 2,3,5-smooth even number >= 2T - 1
+  for (int64_t k = 2 * T_ - 1;; ++k) {
+    int64_t m = k;
+    if (m % 2) continue;
+    for (int64_t p : {2, 3, 5})
+      while (m % p == 0) m /= p;
+    if (m == 1) {
+      n = static_cast<double>(k);
+      break;
+    }
+  }
+  const double rfft = 2.5 * n * std::log2(n);  // a real FFT of n points: half a complex one
+  // FFTs: the kernel per d, x and the inverse per (b, d); spectrum product 6 flops per bin; GLU D -> 2D.
+  return D * rfft + B * D * (2 * rfft + 6 * (n / 2 + 1)) + 2 * B * T * D * 2 * D;
+}
+
+double s4d_flops(int64_t B, int64_t T, const S4DOptions& o) {
+  const double M = static_cast<double>(o.d_state) / 2;  // conjugate pairs
+  return 8 * static_cast<double>(o.d_model) * M * static_cast<double>(T) + ssm_conv_glu_flops(B, T, o.d_model);
+}
+
+std::shared_ptr<SequenceLayer> make_s4d(int64_t d_model, LayerArgs& args) {
+  return std::make_shared<S4D>(s4d_options(d_model, args));
 }
 
 }  // namespace seqlab::nn

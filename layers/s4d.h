@@ -11,6 +11,7 @@
 #include "core/random.h"
 #include "layers/activation.h"
 #include "layers/linear.h"
+#include "layers/option_table.h"
 #include "layers/options.h"
 #include "layers/sequence_layer.h"
 
@@ -53,5 +54,15 @@ class S4D : public SequenceLayer {  // (B, T, D) -> (B, T, D)
 
 /// Factory for the registry: reads d_state, init, dt_min, dt_max, bidirectional, dropout, lr_scale_ssm.
 std::shared_ptr<SequenceLayer> make_s4d(int64_t d_model, LayerArgs& args);
+/// The options of `s4d`, declared once (layers/option_table.h).
+const OptionTable<S4DOptions>& s4d_option_table();
+S4DOptions s4d_options(int64_t d_model, LayerArgs& args);
+/// Forward FLOPs on (B, T, D): the Vandermonde kernel (a complex multiply-add per (d, mode, t)) and
+/// ssm_conv_glu_flops.
+double s4d_flops(int64_t B, int64_t T, const S4DOptions& o);
+/// What S4D, S4 and LSSL share: the FFT convolution (kernel, input and inverse real FFTs of the next
+/// 2,3,5-smooth length >= 2T - 1, 2.5 n log2 n each, and the spectrum product) and the GLU
+/// projection D -> 2D.
+double ssm_conv_glu_flops(int64_t B, int64_t T, int64_t D);
 
 }  // namespace seqlab::nn

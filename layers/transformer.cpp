@@ -75,23 +75,35 @@ Tensor Transformer::step(const Tensor& x_t, StepState& state) {
   return add(h, f);
 }
 
-std::shared_ptr<SequenceLayer> make_transformer(int64_t d_model, LayerArgs& args) {
+const OptionTable<TransformerOptions>& transformer_option_table() {
+  static const OptionTable<TransformerOptions> t = {
+      {"n_heads", &TransformerOptions::n_heads, "attention heads H (d_model % H == 0)"},
+      {"d_ff", &TransformerOptions::d_ff, "feed-forward width F (default 4 d_model)"},
+      {"dropout", &TransformerOptions::dropout, "after attention, inside and after the feed-forward block ([0, 1))"},
+      {"causal", &TransformerOptions::causal, "position t attends to <= t only (and step mode exists)"},
+      {"pos_encoding", &TransformerOptions::pos_encoding, "none | sinusoidal | learned, added at the layer's input"},
+      {"max_len", &TransformerOptions::max_len, "rows of the learned position table"},
+      {"norm_eps", &TransformerOptions::norm_eps, "LayerNorm epsilon (> 0)"},
+  };
+  return t;
+}
+
+TransformerOptions transformer_options(int64_t d_model, LayerArgs& args) {
   TransformerOptions o;
   o.d_model = d_model;
-  o.n_heads = args.get_int("n_heads", o.n_heads);
-  o.d_ff = args.get_int("d_ff", 4 * d_model);
-  o.dropout = args.get_double("dropout", o.dropout);
-  o.causal = args.get_bool("causal", o.causal);
-  o.pos_encoding = args.get_string("pos_encoding", o.pos_encoding);
-  o.max_len = args.get_int("max_len", o.max_len);
-  o.norm_eps = args.get_double("norm_eps", o.norm_eps);
-  args.finish();
-  try {
-    o.validate();
-  } catch (const Error& e) {
-    throw Error(str(args.where(), ": ", e.what()));
-  }
-  return std::make_shared<Transformer>(o);
+  o.d_ff = 4 * d_model;
+  transformer_option_table().read(args, o);
+  return o;
+}
+
+double transformer_flops(int64_t B_, int64_t T_, const TransformerOptions& o) {
+  const double B = static_cast<double>(B_), T = static_cast<double>(T_), D = static_cast<double>(o.d_model);
+  const double F = static_cast<double>(o.d_ff > 0 ? o.d_ff : 4 * o.d_model);
+  return 2 * B * T * (3 * D * D + D * D + 2 * D * F) + 4 * B * T * T * D;
+}
+
+std::shared_ptr<SequenceLayer> make_transformer(int64_t d_model, LayerArgs& args) {
+  return std::make_shared<Transformer>(transformer_options(d_model, args));
 }
 
 }  // namespace seqlab::nn

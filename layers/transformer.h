@@ -13,6 +13,7 @@
 #include "layers/attention.h"
 #include "layers/linear.h"
 #include "layers/norm.h"
+#include "layers/option_table.h"
 #include "layers/options.h"
 #include "layers/sequence_layer.h"
 
@@ -54,6 +55,13 @@ class Transformer : public SequenceLayer {  // (B, T, D) -> (B, T, D)
   std::shared_ptr<Linear> linear1_, linear2_;
   std::shared_ptr<Dropout> drop_ff_, drop2_;  // null when dropout == 0
 };
+
+/// The options of `transformer`, declared once (layers/option_table.h).
+const OptionTable<TransformerOptions>& transformer_option_table();
+/// Reads and checks the options of a layer of width d_model (d_ff defaults to 4 d_model).
+TransformerOptions transformer_options(int64_t d_model, LayerArgs& args);
+/// Forward FLOPs on (B, T, D): in_proj (3D), out_proj (D), the feed-forward GEMMs (F), QK^T and PV (2 B T^2 D each).
+double transformer_flops(int64_t B, int64_t T, const TransformerOptions& o);
 
 /// Registry factory for `transformer`: reads n_heads, d_ff, dropout, causal, pos_encoding, max_len,
 /// norm_eps from args, then args.finish().

@@ -233,7 +233,16 @@ TEST_CASE("apps/config: mixer_dropout reaches the layer's own dropout, a layer w
     const bool differ = m.forward(x).to_vector() != m.forward(x).to_vector();
     CHECK(differ == (md != 0.0));
   }
-  CHECK(!contains(to_toml(parse_config(kSine, "configs/x.toml")), "mixer_dropout"));  // unset stays unset
+  // Unset: config.resolved.toml holds the value used, the layer's own default, and every other option
+  // of the layer (declared once in its file), so reading it back builds the same layer.
+  const std::string resolved = to_toml(parse_config("[data]\ntask = \"sine\"\n[model]\nd_model = 8\n"
+                                                    "type = \"transformer\"\nn_heads = 2\n", "configs/x.toml"));
+  for (const char* line : {"\nmixer_dropout = 0.1\n", "\nd_ff = 32\n", "\nn_heads = 2\n", "\ncausal = false\n",
+                           "\npos_encoding = \"none\"\n", "\nmax_len = 1024\n", "\nnorm_eps = 1e-05\n"}) {
+    CAPTURE(line);
+    CHECK(contains(resolved, line));
+  }
+  CHECK(to_toml(parse_config(resolved, "configs/x.toml")) == resolved);
   std::string once = to_toml(c);
   CHECK(contains(once, "\nmixer_dropout = 0.25\n"));
   CHECK(to_toml(parse_config(once, "configs/x.toml")) == once);
@@ -247,10 +256,10 @@ TEST_CASE("apps/config: wrapper option combinations that do not make sense name 
   const std::string m = std::string(kSine);
   CHECK_ERROR(error_of_text(m + "embed = \"patch\"\n"), "configs/x.toml: [model] embed: expected one of time, variate");
   CHECK_ERROR(error_of_text(m + "patch_len = 0\n"), "[model] patch_len: expected an integer >= 1, got 0");
-  CHECK_ERROR(error_of_text(m + "patch_len = 25\n"), "[model] patch_len: expected at most [data] seq_len = 24");
-  CHECK_ERROR(error_of_text(m + "patch_stride = 30\n"), "[model] patch_stride: expected at most [data] seq_len = 24");
+  CHECK_ERROR(error_of_text(m + "patch_len = 25\n"), "[model] patch_len: expected at most seq_len = 24");
+  CHECK_ERROR(error_of_text(m + "patch_stride = 30\n"), "[model] patch_stride: expected at most seq_len = 24");
   CHECK_ERROR(error_of_text(m + "channel_independent = 1\n"), "[model] channel_independent: expected true or false");
-  CHECK_ERROR(error_of_text(m + "embed = \"variate\"\nhead = \"last\"\n"), "[model] head: expected token (or auto) or flatten");
+  CHECK_ERROR(error_of_text(m + "embed = \"variate\"\nhead = \"last\"\n"), "[model] head: expected token or flatten with embed = \"variate\"");
   CHECK_ERROR(error_of_text(m + "embed = \"variate\"\npatch_len = 4\n"), "[model] patch_len: expected 1 with embed");
   CHECK_ERROR(error_of_text(m + "embed = \"variate\"\nchannel_independent = true\n"),
               "[model] channel_independent: expected false with embed");
