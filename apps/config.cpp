@@ -670,6 +670,25 @@ nn::ModelOptions ModelConfig::options(const DataConfig& data, int64_t in_channel
 
 const std::vector<std::string>& task_names() { return kTasks; }
 
+std::string layer_option_tables() {
+  std::ostringstream os;
+  for (const auto& t : nn::layer_types()) {
+    if (!t.options) continue;
+    nn::LayerArgs defaults("layer_option_tables");
+    os << "`" << t.name << "`: " << t.summary << "\n\n| option | default (d_model 64) | meaning |\n|---|---|---|\n";
+    for (const auto& o : t.options(64, defaults)) {
+      os << "| `" << (o.key == "dropout" ? "mixer_dropout" : o.key) << "` | `";
+      if (auto* i = std::get_if<int64_t>(&o.value)) os << *i;
+      else if (auto* d = std::get_if<double>(&o.value)) os << format_double(*d);
+      else if (auto* b = std::get_if<bool>(&o.value)) os << (*b ? "true" : "false");
+      else os << quote(std::get<std::string>(o.value));
+      os << "` | " << o.doc << " |\n";
+    }
+    os << "\n";
+  }
+  return os.str();
+}
+
 size_t invalid_utf8_offset(std::string_view t) {
   const auto* b = reinterpret_cast<const unsigned char*>(t.data());
   const size_t n = t.size();

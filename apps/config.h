@@ -129,6 +129,11 @@ std::string to_toml(const Config& config);
 /// The resolved config of model `index` alone, as a [model] config writing to `dir`.
 std::string to_toml_single(const Config& config, size_t index, const std::string& dir);
 
+/// docs/CONFIG.md's per-layer option tables, generated from the registry's declared options (at
+/// d_model = 64): one Markdown table per type, option, default and meaning; the layer's own
+/// `dropout` appears as `mixer_dropout`, its config key. `seqlab info --options` prints it.
+std::string layer_option_tables();
+
 /// The accepted values of [data] task, [data] split, [optim] name, [optim] schedule.
 const std::vector<std::string>& task_names();
 

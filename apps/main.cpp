@@ -80,6 +80,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   auto* info = app.add_subcommand("info", "version, build type, threads and BLAS");
+  bool info_options = false;
+  info->add_flag("--options", info_options, "print every layer type's options (docs/CONFIG.md's tables)");
 
   std::string config_path;
   std::vector<std::string> overrides;
@@ -160,7 +162,10 @@ int main(int argc, char** argv) {
     seqlab::app::RunOptions opt;
     opt.resume = resume;
     opt.threads = threads_given ? threads : -1;
-    if (info->parsed() && root) print_info();
+    if (info->parsed() && root) {
+      if (info_options) std::printf("%s", seqlab::app::layer_option_tables().c_str());
+      else print_info();
+    }
     if (train->parsed()) {
       auto config = seqlab::app::load_config(config_path, overrides);
       opt.data_parallel = true;  // under mpirun -np K: each global batch split over the K ranks
