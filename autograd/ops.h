@@ -6,6 +6,7 @@
 #include "autograd/ops/embedding.h"
 #include "autograd/ops/elementwise.h"
 #include "autograd/ops/linalg.h"
+#include "autograd/ops/long_conv.h"
 #include "autograd/ops/loss.h"
 #include "autograd/ops/nn.h"
 #include "autograd/ops/reduce.h"

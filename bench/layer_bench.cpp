@@ -25,7 +25,7 @@
 #include "core/allocator.h"
 #include "core/kernels/attention.h"
 #include "core/kernels/conv1d.h"
-#include "core/kernels/s4d.h"
+#include "core/kernels/long_conv.h"
 #include "core/kernels/scan.h"
 #include "core/parallel.h"
 #include "core/random.h"

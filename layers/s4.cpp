@@ -1,6 +1,6 @@
 // LSSL and S4 layers: HiPPO-LegS initialisation (core/kernels/hippo), kernels by the fused ops of
-// autograd/ops/s4, convolution by S4D's causal_conv_fft op, the S4D output path; step mode runs the
-// dense discretised recurrence (materialised once per step() call).
+// autograd/ops/s4, convolution by the causal_conv_fft op (autograd/ops/long_conv), the S4D output
+// path; step mode runs the dense discretised recurrence (materialised once per step() call).
 #include "layers/s4.h"
 
 #include <cmath>

@@ -11,6 +11,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/s4d.h"
+#include "core/kernels/long_conv.h"
 #include "core/kernels/s4d.h"
 #include "core/kernels/unary.h"
 

@@ -13,8 +13,10 @@
 
 #include "autograd/node.h"
 #include "autograd/ops.h"
+#include "autograd/ops/long_conv.h"
 #include "autograd/ops/s4d.h"
 #include "core/kernels/fft.h"
+#include "core/kernels/long_conv.h"
 #include "core/kernels/s4d.h"
 #include "core/parallel.h"
 #include "core/random.h"

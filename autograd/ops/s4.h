@@ -1,5 +1,5 @@
 // LSSL and S4 kernel ops (Gu et al. 2021; Gu, Goel, Ré 2022): each one fused op with a hand-written
-// backward (core/kernels/s4). The long convolution reuses S4D's causal_conv_fft op.
+// backward (core/kernels/s4). The long convolution is causal_conv_fft (autograd/ops/long_conv).
 #pragma once
 #include <cstdint>
 #include <memory>

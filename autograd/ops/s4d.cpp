@@ -1,5 +1,5 @@
-// s4d_kernel and causal_conv_fft over core/kernels/s4d (fused forward, hand-written backward), and
-// their composite references from primitive ops. The references need sin and cos, which are not
+// s4d_kernel over core/kernels/s4d (fused forward, hand-written backward), and its composite
+// reference from primitive ops. The reference needs sin and cos, which are not
 // primitive ops in seqlab, so two tiny local ops (with their derivatives) live here.
 #include "autograd/ops/s4d.h"
 
@@ -22,17 +22,6 @@ Tensor s4d_kernel(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& 
                  C = C.detach()](const Tensor& dK) {
                   auto g = kernels::s4d_kernel_backward(dK, log_dt, log_A_real, A_imag, C);
                   return grads{g.dlog_dt, g.dlog_A_real, g.dA_imag, g.dC};
-                });
-}
-
-// y = K * u;  du = correlate(dy, K), dK = sum_b correlate(dy, u)  (stores u and K)
-Tensor causal_conv_fft(const Tensor& u, const Tensor& K) {
-  Tensor y = kernels::causal_conv_forward(u, K);
-  bool need_u = u.requires_grad(), need_K = K.requires_grad();
-  return record("causal_conv_fft", y, {u, K},
-                [u = u.detach(), K = K.detach(), need_u, need_K](const Tensor& dy) {
-                  auto g = kernels::causal_conv_backward(dy, u, K, need_u, need_K);
-                  return grads{g.du, g.dK};
                 });
 }
 
@@ -80,24 +69,6 @@ Tensor s4d_kernel_reference(const Tensor& log_dt, const Tensor& log_A_real, cons
   Tensor re = reshape(cpr, {S, D, M, 1}) * wr - reshape(cpi, {S, D, M, 1}) * wi;  // (S, D, M, T)
   Tensor K = mul_scalar(sum(re, {2}), 2.0);                                      // (S, D, T)
   return C.dim() == 4 ? K : reshape(K, {D, T});
-}
-
-Tensor causal_conv_reference(const Tensor& u, const Tensor& K) {
-  int64_t B = u.size(0), T = u.size(1), D = u.size(2);
-  int64_t S = K.dim() == 3 ? K.size(0) : 1;
-  Tensor k = reshape(K, {S, D, T});
-  auto column = [&](int64_t s, int64_t j) { return reshape(slice(slice(k, 0, s, s + 1), 2, j, j + 1), {D}); };
-  Tensor y = u * column(0, 0);
-  for (int64_t j = 1; j < T; ++j) {  // causal lag j: u[t - j]
-    Tensor shifted = concat({Tensor::zeros({B, j, D}, u.dtype()), slice(u, 1, 0, T - j)}, 1);
-    y = y + shifted * column(0, j);
-  }
-  if (S == 2)
-    for (int64_t j = 0; j + 1 < T; ++j) {  // anti-causal lag -(j + 1): u[t + 1 + j]
-      Tensor shifted = concat({slice(u, 1, j + 1, T), Tensor::zeros({B, j + 1, D}, u.dtype())}, 1);
-      y = y + shifted * column(1, j);
-    }
-  return y;
 }
 
 }  // namespace seqlab

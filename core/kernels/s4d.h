@@ -1,7 +1,7 @@
 // S4D loops (Gu et al. 2022, "On the Parameterization and Initialization of Diagonal State Space
 // Models"; state-spaces/s4 models/s4/s4d.py): the SSM convolution kernel by a Vandermonde product
-// and its hand-written backward, the causal (and two-sided) long convolution by FFTs (float)
-// or direct loops (double, and the reference), and one recurrent step.
+// and its hand-written backward, the fused output path (skip + GELU, GLU) and one recurrent step.
+// The long convolution with the kernel is core/kernels/long_conv.h.
 // Glossary: B batch, T time, D channels, M = N/2 conjugate pairs, S kernel directions (1 or 2).
 #pragma once
 #include <cstdint>
@@ -22,23 +22,6 @@ struct S4DKernelGrads {
 /// Gradients of sum(dK * K) w.r.t. every kernel parameter (recomputes the Vandermonde powers).
 S4DKernelGrads s4d_kernel_backward(const Tensor& dK, const Tensor& log_dt, const Tensor& log_A_real,
                                    const Tensor& A_imag, const Tensor& C);
-
-struct ConvGrads {
-  Tensor du, dK;
-};
-/// y[b, t, d] = sum_{j<=t} K[0, d, j] u[b, t-j, d] (+ sum_{j<T-1-t} K[1, d, j] u[b, t+1+j, d] when K is
-/// (2, D, T): the anti-causal half, s4.py's bidirectional layout). u (B, T, D), K (D, T) or (2, D, T).
-/// float32: LaneFFT transforms (16 channels each) of a 2,3,5-smooth length >= 2T - 1; float64: the direct loops.
-Tensor causal_conv_forward(const Tensor& u, const Tensor& K);
-/// du = correlate(dy, K), dK = sum over batch of correlate(dy, u); undefined when not needed.
-ConvGrads causal_conv_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K);
-
-/// The same convolution by direct O(T^2) loops, any float dtype (the reference for the FFT path).
-Tensor causal_conv_direct_forward(const Tensor& u, const Tensor& K);
-ConvGrads causal_conv_direct_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K);
-/// The FFT path, float32 only.
-Tensor causal_conv_fft_forward(const Tensor& u, const Tensor& K);
-ConvGrads causal_conv_fft_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K);
 
 /// S4D's output path around the convolution y, fused into single passes over (B, T, D):
 /// pre = y + u * D_skip, h = gelu(pre) (exact erf GELU). Returns {h, pre}; pre is what backward reads.
