@@ -1,7 +1,7 @@
 // S4D layer: parameters and initialisations as in state-spaces/s4 models/s4/s4d.py and
 // models/sequence/kernels/dplr.py (S4D-Lin, S4D-Inv, S4D-Real), ZOH discretisation, kernel by the
-// fused s4d_kernel op, convolution by the fused causal_conv_fft op; step mode runs the diagonal
-// recurrence itself.
+// fused s4d_kernel op, convolution, skip and GELU by the fused conv_skip_gelu op, the GLU by the fused
+// glu op (all autograd/ops/s4d); step mode runs the diagonal recurrence itself.
 #include "layers/s4d.h"
 
 #include <cmath>
@@ -11,41 +11,9 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/s4d.h"
-#include "core/kernels/long_conv.h"
 #include "core/kernels/s4d.h"
-#include "core/kernels/unary.h"
 
 namespace seqlab::nn {
-
-namespace {
-
-// The layer's two fused ops (kernels in core/kernels/s4d.cpp). Each replaces a chain of elementwise
-// ops and slice copies that cost about a fifth of a training step once the convolution was fast; the
-// composite forms they replace are in S4D's head() and forward() history and are what the gradchecks
-// and the PyTorch fixture check them against (tests/test_s4d.cpp).
-
-// h = gelu(causal_conv(x, K) + x ⊙ D);  dpre = dh gelu'(pre), (dx, dK) = conv backward of dpre,
-// dx += dpre ⊙ D, dD = Σ_{b,t} dpre ⊙ x  (stores x, K and pre)
-Tensor conv_skip_gelu(const Tensor& x, const Tensor& K, const Tensor& Dskip) {
-  kernels::SkipGelu r = kernels::s4d_skip_gelu_forward(kernels::causal_conv_forward(x, K), x, Dskip);
-  const bool need_x = x.requires_grad(), need_K = K.requires_grad(), need_D = Dskip.requires_grad();
-  return record("s4d_conv_skip_gelu", r.h, {x, K, Dskip},
-                [x = x.detach(), K = K.detach(), Dskip = Dskip.detach(), pre = r.pre, need_x, need_K,
-                 need_D](const Tensor& dh) {
-                  Tensor dpre = kernels::gelu_backward(dh, pre);
-                  kernels::ConvGrads g = kernels::causal_conv_backward(dpre, x, K, need_x, need_K);
-                  Tensor dD = kernels::s4d_skip_backward(g.du, dpre, x, Dskip, need_x, need_D);
-                  return grads{g.du, g.dK, dD};
-                });
-}
-
-// y = a ⊙ σ(b), z = [a, b] on the last axis;  dz = [dy σ(b), dy a σ(b) (1 - σ(b))]  (stores z)
-Tensor glu(const Tensor& z) {
-  Tensor y = kernels::glu_forward(z);
-  return record("glu", y, {z}, [z = z.detach()](const Tensor& dy) { return grads{kernels::glu_backward(dy, z)}; });
-}
-
-}  // namespace
 
 void S4DOptions::validate() const {
   SEQLAB_CHECK(d_model > 0, "S4DOptions.d_model: expected a positive width, got ", d_model);

@@ -1,7 +1,9 @@
-// S4D (layers/s4d, autograd/ops/s4d, core/kernels/s4d): float64 gradchecks of the two fused ops and
-// of the whole layer (input and every parameter), fused ops against their composite references
-// (float64 tight, float32), the FFT path against the direct loops, PyTorch reference values
-// (tests/fixtures/gen_s4d.py), step mode against the parallel forward, options and the factory.
+// S4D (layers/s4d, autograd/ops/s4d, autograd/ops/long_conv, core/kernels/s4d, core/kernels/long_conv):
+// float64 gradchecks of the four fused ops (kernel, long convolution, conv_skip_gelu, glu) and of the
+// whole layer (input and every parameter), fused ops against their composite references (float64
+// tight, float32), the FFT path against the direct loops, PyTorch reference values for the output-path
+// ops (tests/fixtures/gen_s4d_ops.py) and the layer (gen_s4d.py), step mode against the parallel
+// forward, options and the factory.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -105,6 +107,19 @@ Fn conv_ref() {
   return [](const std::vector<Tensor>& in) { return causal_conv_reference(in[0], in[1]); };
 }
 
+Fn skip_gelu_fused() {
+  return [](const std::vector<Tensor>& in) { return conv_skip_gelu(in[0], in[1], in[2]); };
+}
+Fn skip_gelu_ref() {
+  return [](const std::vector<Tensor>& in) { return conv_skip_gelu_reference(in[0], in[1], in[2]); };
+}
+Fn glu_fused() {
+  return [](const std::vector<Tensor>& in) { return glu(in[0]); };
+}
+Fn glu_ref() {
+  return [](const std::vector<Tensor>& in) { return glu_reference(in[0]); };
+}
+
 nn::S4D make_layer(int64_t D, int64_t N, bool bidirectional, uint64_t seed, const std::string& init = "lin") {
   Generator gen(seed);
   return nn::S4D(nn::S4DOptions{.d_model = D, .d_state = N, .init = init, .bidirectional = bidirectional}, gen);
@@ -175,6 +190,80 @@ TEST_CASE("layers/s4d: conv fused vs composite reference, float64 and float32") 
       double worst = max_rel(a32.y, b.y);
       for (size_t i = 0; i < a32.g.size(); ++i) worst = std::max(worst, max_rel(a32.g[i], b.g[i]));
       MESSAGE("causal_conv_fft (FFT, f32) vs reference S=" << S << ": max rel diff " << worst);
+    }
+  });
+}
+
+TEST_CASE("ops/conv_skip_gelu: gradcheck (causal and two-sided)") {
+  for (int64_t S : {1, 2}) {
+    Tensor u = rnd({2, 5, 3}, 121), K = S == 1 ? rnd({3, 5}, 122) : rnd({2, 3, 5}, 123), Dskip = rnd({3}, 124);
+    std::vector<Tensor> in = leaves({u, K, Dskip}, DType::f64);
+    auto g = gradcheck(skip_gelu_fused(), in);
+    INFO("S = " << S << "\n" << g.report);
+    CHECK(g.ok);
+    MESSAGE("conv_skip_gelu gradcheck S=" << S << ": max rel error " << g.max_rel_error);
+  }
+}
+
+TEST_CASE("ops/glu: gradcheck") {
+  std::vector<Tensor> in = leaves({rnd({2, 3, 10}, 131)}, DType::f64);
+  auto g = gradcheck(glu_fused(), in);
+  INFO(g.report);
+  CHECK(g.ok);
+  MESSAGE("glu gradcheck: max rel error " << g.max_rel_error);
+}
+
+TEST_CASE("ops/conv_skip_gelu: fused vs composite reference, float64 and float32") {
+  testing::for_each_isa([&] {
+    // D = 19: one full 16-channel transform group and a partial one, and a GELU tail shorter than a vector
+    for (int64_t S : {1, 2}) {
+      const int64_t B = 3, T = 11, D = 19;
+      Tensor u = rnd({B, T, D}, 141), K = rnd(S == 1 ? Shape{D, T} : Shape{S, D, T}, 142, 0, 0.3),
+             Dskip = rnd({D}, 143), w = rnd({B, T, D}, 144);
+      Run a = run(skip_gelu_fused(), {u, K, Dskip}, w, DType::f64);
+      Run b = run(skip_gelu_ref(), {u, K, Dskip}, w, DType::f64);
+      compare(a, b, 1e-12, 1e-12);
+      Run a32 = run(skip_gelu_fused(), {u, K, Dskip}, w, DType::f32);
+      Run b32 = run(skip_gelu_ref(), {u, K, Dskip}, w, DType::f32);
+      compare(a32, b32, 1e-5, 1e-5);
+      double worst = max_rel(a32.y, b32.y);
+      for (size_t i = 0; i < a32.g.size(); ++i) worst = std::max(worst, max_rel(a32.g[i], b32.g[i]));
+      MESSAGE("conv_skip_gelu fused vs reference f32 S=" << S << ": max rel diff " << worst);
+    }
+  });
+}
+
+TEST_CASE("ops/glu: fused vs composite reference, float64 and float32") {
+  testing::for_each_isa([&] {
+    for (int64_t D : {1, 19, 64}) {  // tails shorter than a vector, and whole vectors
+      Tensor z = rnd({3, 7, 2 * D}, 150 + D, 0, 2), w = rnd({3, 7, D}, 151 + D);
+      Run a = run(glu_fused(), {z}, w, DType::f64), b = run(glu_ref(), {z}, w, DType::f64);
+      INFO("D = " << D);
+      compare(a, b, 1e-14, 1e-15);
+      Run a32 = run(glu_fused(), {z}, w, DType::f32), b32 = run(glu_ref(), {z}, w, DType::f32);
+      compare(a32, b32, 1e-6, 1e-7);
+    }
+  });
+}
+
+TEST_CASE("ops/conv_skip_gelu and ops/glu: PyTorch reference values (float64 and float32)") {
+  testing::for_each_isa([&] {
+    auto fx = testing::load_fixture("s4d_ops.txt");
+    auto t = [&](const std::string& name) { return testing::fixture_tensor(fx, name); };
+    for (DType dt : {DType::f64, DType::f32}) {
+      const double rtol = dt == DType::f64 ? 1e-10 : 1e-4, atol = dt == DType::f64 ? 1e-12 : 1e-5;
+      INFO("dtype " << std::string(dtype_name(dt)));
+      for (std::string p : {"conv.", "conv_bi."}) {
+        INFO(p);
+        Run r = run(skip_gelu_fused(), {t(p + "x"), t(p + "K"), t(p + "D")}, t(p + "w"), dt);
+        CHECK_CLOSE(r.y, t(p + "out"), rtol, atol);
+        CHECK_CLOSE(r.g[0], t(p + "grad.x"), rtol, atol);
+        CHECK_CLOSE(r.g[1], t(p + "grad.K"), rtol, atol);
+        CHECK_CLOSE(r.g[2], t(p + "grad.D"), rtol, atol);
+      }
+      Run r = run(glu_fused(), {t("glu.z")}, t("glu.w"), dt);
+      CHECK_CLOSE(r.y, t("glu.out"), rtol, atol);
+      CHECK_CLOSE(r.g[0], t("glu.grad.z"), rtol, atol);
     }
   });
 }

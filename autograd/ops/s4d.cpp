@@ -1,6 +1,6 @@
-// s4d_kernel over core/kernels/s4d (fused forward, hand-written backward), and its composite
-// reference from primitive ops. The reference needs sin and cos, which are not
-// primitive ops in seqlab, so two tiny local ops (with their derivatives) live here.
+// s4d_kernel, conv_skip_gelu and glu over core/kernels/s4d (fused forward, hand-written backward),
+// and their composite references from primitive ops. The kernel's reference needs sin and cos, which
+// are not primitive ops in seqlab, so two tiny local ops (with their derivatives) live here.
 #include "autograd/ops/s4d.h"
 
 #include <cmath>
@@ -8,8 +8,11 @@
 
 #include "autograd/node.h"
 #include "autograd/ops.h"
+#include "autograd/ops/long_conv.h"
+#include "core/kernels/long_conv.h"
 #include "core/kernels/loops.h"
 #include "core/kernels/s4d.h"
+#include "core/kernels/unary.h"
 
 namespace seqlab {
 
@@ -23,6 +26,30 @@ Tensor s4d_kernel(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& 
                   auto g = kernels::s4d_kernel_backward(dK, log_dt, log_A_real, A_imag, C);
                   return grads{g.dlog_dt, g.dlog_A_real, g.dA_imag, g.dC};
                 });
+}
+
+// The two ops of S4D's output path replace a chain of elementwise ops and slice copies that cost about
+// a fifth of a training step once the convolution was fast (docs/BENCHMARKS.md, "S4D output path").
+
+// h = gelu(causal_conv(x, K) + x ⊙ D);  dpre = dh gelu'(pre), (dx, dK) = conv backward of dpre,
+// dx += dpre ⊙ D, dD = Σ_{b,t} dpre ⊙ x  (stores x, K and pre)
+Tensor conv_skip_gelu(const Tensor& x, const Tensor& K, const Tensor& D_skip) {
+  kernels::SkipGelu r = kernels::s4d_skip_gelu_forward(kernels::causal_conv_forward(x, K), x, D_skip);
+  const bool need_x = x.requires_grad(), need_K = K.requires_grad(), need_D = D_skip.requires_grad();
+  return record("s4d_conv_skip_gelu", r.h, {x, K, D_skip},
+                [x = x.detach(), K = K.detach(), D_skip = D_skip.detach(), pre = r.pre, need_x, need_K,
+                 need_D](const Tensor& dh) {
+                  Tensor dpre = kernels::gelu_backward(dh, pre);
+                  kernels::ConvGrads g = kernels::causal_conv_backward(dpre, x, K, need_x, need_K);
+                  Tensor dD = kernels::s4d_skip_backward(g.du, dpre, x, D_skip, need_x, need_D);
+                  return grads{g.du, g.dK, dD};
+                });
+}
+
+// y = a ⊙ σ(b), z = [a, b] on the last axis;  dz = [dy σ(b), dy a σ(b) (1 - σ(b))]  (stores z)
+Tensor glu(const Tensor& z) {
+  Tensor y = kernels::glu_forward(z);
+  return record("glu", y, {z}, [z = z.detach()](const Tensor& dy) { return grads{kernels::glu_backward(dy, z)}; });
 }
 
 namespace {
@@ -69,6 +96,15 @@ Tensor s4d_kernel_reference(const Tensor& log_dt, const Tensor& log_A_real, cons
   Tensor re = reshape(cpr, {S, D, M, 1}) * wr - reshape(cpi, {S, D, M, 1}) * wi;  // (S, D, M, T)
   Tensor K = mul_scalar(sum(re, {2}), 2.0);                                      // (S, D, T)
   return C.dim() == 4 ? K : reshape(K, {D, T});
+}
+
+Tensor conv_skip_gelu_reference(const Tensor& x, const Tensor& K, const Tensor& D_skip) {
+  return gelu(causal_conv_fft(x, K) + x * D_skip);  // D_skip (D) broadcasts over (B, T, D)
+}
+
+Tensor glu_reference(const Tensor& z) {
+  const int64_t D = z.size(-1) / 2;
+  return slice(z, -1, 0, D) * sigmoid(slice(z, -1, D, 2 * D));
 }
 
 }  // namespace seqlab
