@@ -1,9 +1,10 @@
 // LSSL and S4 layers: HiPPO-LegS initialisation (core/kernels/hippo), kernels by the fused ops of
 // autograd/ops/s4, convolution by the causal_conv_fft op (autograd/ops/long_conv), the S4D output
-// path; step mode runs the dense discretised recurrence (materialised once per step() call).
+// path; step mode runs the dense discretised recurrence (discretised once per state, kept in it).
 #include "layers/s4.h"
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "autograd/node.h"
@@ -34,6 +35,31 @@ Tensor glu_head(const Tensor& y, Dropout* drop, Linear& out_proj, int64_t D) {
 
 void check_input(const char* who, const Tensor& x, int64_t D) {
   SEQLAB_CHECK(x.dim() == 3 && x.size(2) == D, who, ": expected input (B, T, ", D, "), got ", to_string(x.shape()));
+}
+
+bool same_values(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
+}
+
+// The discretised system (dA, dB) of a stepped sequence, O(D N^3) to build against O(B D N^2) per
+// step, is built on the first step and kept in the state: tensors {x, dA, dB, copies of `params`}.
+// It is rebuilt whenever `params` no longer hold the values it was built from (an optimizer step,
+// load_state_dict, to(dtype)), so each step sees exactly what discretising on every call gave.
+template <class Discretise>
+kernels::Discretised kept_discretisation(StepState& state, const char* who, const std::vector<Tensor>& params,
+                                         Discretise discretise) {
+  std::vector<Tensor>& ts = state.tensors;
+  SEQLAB_CHECK(ts.size() == 1 || ts.size() == 3 + params.size(), who, ": expected the state from init_state()");
+  bool kept = ts.size() == 3 + params.size();
+  for (size_t i = 0; kept && i < params.size(); ++i) kept = same_values(ts[3 + i], params[i]);
+  if (!kept) {
+    kernels::Discretised disc = discretise();
+    ts.resize(1);
+    ts.push_back(disc.dA);
+    ts.push_back(disc.dB);
+    for (const Tensor& p : params) ts.push_back(p.detach().clone());
+  }
+  return kernels::Discretised{ts[1], ts[2]};
 }
 
 }  // namespace
@@ -75,9 +101,9 @@ StepState LSSL::init_state(int64_t batch, DType dtype) const {
 }
 
 Tensor LSSL::step(const Tensor& x_t, StepState& state) {
-  SEQLAB_CHECK(state.tensors.size() == 1, "LSSL::step: expected the state from init_state()");
   NoGradGuard no_grad;
-  kernels::Discretised disc = kernels::lssl_discretise(log_dt_, *hippo_);
+  kernels::Discretised disc = kept_discretisation(state, "LSSL::step", {log_dt_},
+                                                  [&] { return kernels::lssl_discretise(log_dt_, *hippo_); });
   return head(kernels::lssl_step_forward(x_t, state.tensors[0], disc, C_, D_));
 }
 
@@ -135,9 +161,10 @@ StepState S4::init_state(int64_t batch, DType dtype) const {
 }
 
 Tensor S4::step(const Tensor& x_t, StepState& state) {
-  SEQLAB_CHECK(state.tensors.size() == 1, "S4::step: expected the state from init_state()");
   NoGradGuard no_grad;
-  kernels::Discretised disc = kernels::s4_discretise(log_dt_, log_A_real_, A_imag_, P_, B_);
+  kernels::Discretised disc =
+      kept_discretisation(state, "S4::step", {log_dt_, log_A_real_, A_imag_, P_, B_},
+                          [&] { return kernels::s4_discretise(log_dt_, log_A_real_, A_imag_, P_, B_); });
   return head(kernels::s4_step_forward(x_t, state.tensors[0], disc, C_, D_));
 }
 

@@ -37,7 +37,7 @@ class LSSL : public SequenceLayer {  // (B, T, D) -> (B, T, D)
   Tensor forward(const Tensor& x) override;
   int64_t d_model() const override { return options_.d_model; }
   bool has_step() const override { return true; }
-  /// {state (B, D, N)}, zero.
+  /// {state (B, D, N)}, zero; the first step() adds the discretised dA, dB it reuses.
   StepState init_state(int64_t batch, DType dtype) const override;
   Tensor step(const Tensor& x_t, StepState& state) override;
   /// The convolution kernel of length T, (D, T).
@@ -71,7 +71,8 @@ class S4 : public SequenceLayer {  // (B, T, D) -> (B, T, D)
   Tensor forward(const Tensor& x) override;
   int64_t d_model() const override { return options_.d_model; }
   bool has_step() const override { return true; }
-  /// {state (B, D, N, 2)}: all N complex states of the conjugate-symmetric system, zero.
+  /// {state (B, D, N, 2)}: all N complex states of the conjugate-symmetric system, zero; the first
+  /// step() adds the discretised dA, dB it reuses.
   StepState init_state(int64_t batch, DType dtype) const override;
   Tensor step(const Tensor& x_t, StepState& state) override;
   Tensor kernel(int64_t T) const;

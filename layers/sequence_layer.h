@@ -9,7 +9,8 @@
 
 namespace seqlab::nn {
 
-/// Whatever a layer carries between step() calls (hidden and cell states, conv buffers, SSM states).
+/// Whatever a layer carries between step() calls (hidden and cell states, conv buffers, SSM states,
+/// and what a layer builds once per sequence: S4 and LSSL keep their discretised system here).
 struct StepState {
   std::vector<Tensor> tensors;
 };

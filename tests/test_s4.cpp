@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autograd/node.h"
@@ -302,6 +303,33 @@ TEST_CASE("layers/s4: step mode equals the parallel forward (lssl and s4)") {
       CHECK_CLOSE(s, y.to_vector(), dt == DType::f64 ? 1e-10 : 1e-4, dt == DType::f64 ? 1e-12 : 1e-5);
       MESSAGE(std::string(l == &lssl ? "LSSL" : "S4") << " step vs forward " << std::string(dtype_name(dt)) << ": max rel diff "
                                           << max_rel(Tensor::from_vector(s, y.shape(), DType::f64), y));
+    }
+  }
+}
+
+TEST_CASE("layers/s4: step mode keeps its discretisation and rebuilds it when a parameter changes") {
+  const int64_t B = 2, T = 8, D = 3;
+  Generator gen(14);
+  nn::LSSL lssl(nn::LSSLOptions{.d_model = D, .d_state = 6}, gen);
+  nn::S4 s4(nn::S4Options{.d_model = D, .d_state = 6}, gen);
+  Tensor x = randn({B, T, D}, 0, 1, DType::f32, gen);
+  // LSSL discretises from log_dt alone; S4 from five parameters, so change one that is not log_dt
+  for (auto [l, changed] : {std::pair<nn::SequenceLayer*, std::string>{&lssl, "log_dt"}, {&s4, "P"}}) {
+    l->eval();
+    nn::StepState kept = l->init_state(B, DType::f32), fresh = l->init_state(B, DType::f32);
+    for (int64_t t = 0; t < T; ++t) {
+      if (t == T / 2) {  // as an optimizer step between two tokens would
+        NoGradGuard ng;
+        for (auto& np : l->named_parameters())
+          if (np.name == changed) np.tensor.copy_from(mul_scalar(np.tensor, 1.1));
+      }
+      Tensor xt = reshape(slice(x, 1, t, t + 1), {B, D});
+      fresh.tensors.resize(1);  // drop what the state kept: discretise again, as every step once did
+      std::vector<double> a = l->step(xt, kept).to_vector(), b = l->step(xt, fresh).to_vector();
+      INFO(changed << " t = " << t);
+      CHECK(kept.tensors.size() > 1);
+      CHECK(a == b);
+      CHECK(kept.tensors[0].to_vector() == fresh.tensors[0].to_vector());
     }
   }
 }
