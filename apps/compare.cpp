@@ -4,7 +4,6 @@
 #include "apps/run.h"
 #include "apps/trainer.h"
 
-
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -26,11 +25,100 @@
 
 extern char** environ;
 
-
-extern char** environ;
-
 namespace seqlab::app {
 namespace fs = std::filesystem;
+
+namespace {
+
+// Model i of c trained by `exe train` in a child process of its own (its own peak RSS; a crash in one
+// model stops only that one); its row read back from the run directory.
+RunResult train_in_child(const Config& c, size_t i, const std::string& exe, const std::vector<std::string>& child_args,
+                         std::vector<char*>& child_env, bool resume) {
+  const ModelConfig& mc = c.models[i];
+  const fs::path sub = fs::path(c.output.dir) / mc.name;
+  fs::create_directories(sub);
+  const fs::path sub_config = sub / "config.resolved.toml";
+  write_text_atomic(sub_config, to_toml_single(c, i, sub.string()));
+  std::vector<std::string> args = {exe};
+  args.insert(args.end(), child_args.begin(), child_args.end());
+  args.push_back("train");
+  args.push_back(sub_config.string());
+  if (resume) args.push_back("--resume");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  // The child's stdout (its one-row table) is dropped: the combined table is printed at the end.
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), child_env.data());
+  posix_spawn_file_actions_destroy(&actions);
+  SEQLAB_CHECK(rc == 0, "compare: cannot start ", exe, ": ", std::strerror(rc));
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if ((WIFEXITED(status) && WEXITSTATUS(status) == 130) || (WIFSIGNALED(status) && WTERMSIG(status) == SIGINT)) {
+    RunResult r;  // the child was interrupted (Ctrl-C) and wrote its checkpoint-last.h5
+    r.model = mc.name;
+    r.interrupted = true;
+    return r;
+  }
+  SEQLAB_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "compare: model '", mc.name, "' failed (",
+               WIFEXITED(status) ? str("exit code ", WEXITSTATUS(status)) : str("signal ", WTERMSIG(status)),
+               "); its run directory is ", sub.string(), "; rerun with --resume to continue");
+  auto r = read_results_csv((sub / "results.csv").string());
+  SEQLAB_CHECK(r.size() == 1, (sub / "results.csv").string(), ": expected one row");
+  if (c.data.is_token_task()) {
+    Metrics m = read_metrics(sub / "metrics.h5");
+    r[0].test_acc = at(m, "test_acc", best_epoch(m));
+  }
+  r[0].finished = true;
+  return r[0];
+}
+
+// Under mpirun: every rank's rows (model index first, one tab-separated line each, every number
+// exact: %.17g) gathered on rank 0 in model order; other ranks get no rows.
+std::vector<RunResult> gather_rows(const Config& c, const std::vector<RunResult>& rows,
+                                   const std::vector<size_t>& row_index) {
+  std::string mine;
+  for (size_t k = 0; k < rows.size(); ++k) {
+    const RunResult& r = rows[k];
+    mine += str(row_index[k], "\t", r.model, "\t", r.params, "\t", r.epochs);
+    for (double v : {r.train_seconds, r.step_ms, r.peak_rss_mib, r.val_mse, r.test_mse, r.test_mae, r.test_acc})
+      mine += '\t', mine += fmt("%.17g", v);
+    mine += "\n";
+  }
+  auto all = dist::gather(mine);
+  if (dist::rank() != 0) return {};
+  std::vector<RunResult> merged(c.models.size());
+  std::vector<bool> seen(c.models.size(), false);
+  for (const std::string& part : all) {
+    std::stringstream ss(part);
+    for (std::string line; std::getline(ss, line);) {
+      std::vector<std::string> f;
+      std::stringstream ls(line);
+      for (std::string x; std::getline(ls, x, '\t');) f.push_back(x);
+      SEQLAB_CHECK(f.size() == 11, "compare: a malformed row from another rank: '", line, "'");
+      const auto i = static_cast<size_t>(std::stoull(f[0]));
+      SEQLAB_CHECK(i < merged.size() && !seen[i], "compare: row ", i, " from another rank is out of place");
+      RunResult& r = merged[i];
+      r.model = f[1];
+      r.params = std::stoll(f[2]);
+      r.epochs = std::stoll(f[3]);
+      double* v[] = {&r.train_seconds, &r.step_ms, &r.peak_rss_mib, &r.val_mse, &r.test_mse, &r.test_mae, &r.test_acc};
+      for (size_t k = 0; k < 7; ++k) *v[k] = std::stod(f[4 + k]);
+      r.finished = true;
+      seen[i] = true;
+    }
+  }
+  for (size_t i = 0; i < seen.size(); ++i)
+    SEQLAB_CHECK(seen[i], "compare: no result for model '", c.models[i].name, "' from rank ",
+                 i % static_cast<size_t>(dist::size()));
+  return merged;
+}
+
+}  // namespace
 
 std::vector<RunResult> run_compare(const Config& c, const RunOptions& opt, const std::string& exe,
                                    const std::vector<std::string>& child_args) {
@@ -60,84 +148,12 @@ std::vector<RunResult> run_compare(const Config& c, const RunOptions& opt, const
       if (!rows.back().finished) return rows;
       continue;
     }
-    // A child process per model: its own peak RSS, and a crash in one model stops only that one.
-    fs::create_directories(sub);
-    const fs::path sub_config = sub / "config.resolved.toml";
-    write_text_atomic(sub_config, to_toml_single(c, i, sub.string()));
-    std::vector<std::string> args = {exe};
-    args.insert(args.end(), child_args.begin(), child_args.end());
-    args.push_back("train");
-    args.push_back(sub_config.string());
-    if (opt.resume) args.push_back("--resume");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = 0;
-    // The child's stdout (its one-row table) is dropped: the combined table is printed at the end.
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-    int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), child_env.data());
-    posix_spawn_file_actions_destroy(&actions);
-    SEQLAB_CHECK(rc == 0, "compare: cannot start ", exe, ": ", std::strerror(rc));
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if ((WIFEXITED(status) && WEXITSTATUS(status) == 130) || (WIFSIGNALED(status) && WTERMSIG(status) == SIGINT)) {
-      RunResult r;  // the child was interrupted (Ctrl-C) and wrote its checkpoint-last.h5
-      r.model = mc.name;
-      r.interrupted = true;
-      rows.push_back(r);
-      return rows;
-    }
-    SEQLAB_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "compare: model '", mc.name, "' failed (",
-                 WIFEXITED(status) ? str("exit code ", WEXITSTATUS(status)) : str("signal ", WTERMSIG(status)),
-                 "); its run directory is ", sub.string(), "; rerun with --resume to continue");
-    auto r = read_results_csv((sub / "results.csv").string());
-    SEQLAB_CHECK(r.size() == 1, (sub / "results.csv").string(), ": expected one row");
-    if (c.data.is_token_task()) {
-      Metrics m = read_metrics(sub / "metrics.h5");
-      r[0].test_acc = at(m, "test_acc", best_epoch(m));
-    }
-    r[0].finished = true;
-    rows.push_back(r[0]);
+    rows.push_back(train_in_child(c, i, exe, child_args, child_env, opt.resume));
+    if (rows.back().interrupted) return rows;
   }
   if (n_ranks > 1) {
-    // One tab-separated line per row (index first), every number exact (%.17g).
-    std::string mine;
-    for (size_t k = 0; k < rows.size(); ++k) {
-      const RunResult& r = rows[k];
-      mine += str(row_index[k], "\t", r.model, "\t", r.params, "\t", r.epochs);
-      for (double v : {r.train_seconds, r.step_ms, r.peak_rss_mib, r.val_mse, r.test_mse, r.test_mae, r.test_acc})
-        mine += '\t', mine += fmt("%.17g", v);
-      mine += "\n";
-    }
-    auto all = dist::gather(mine);
+    rows = gather_rows(c, rows, row_index);
     if (me != 0) return {};
-    std::vector<RunResult> merged(c.models.size());
-    std::vector<bool> seen(c.models.size(), false);
-    for (const std::string& part : all) {
-      std::stringstream ss(part);
-      for (std::string line; std::getline(ss, line);) {
-        std::vector<std::string> f;
-        std::stringstream ls(line);
-        for (std::string x; std::getline(ls, x, '\t');) f.push_back(x);
-        SEQLAB_CHECK(f.size() == 11, "compare: a malformed row from another rank: '", line, "'");
-        const auto i = static_cast<size_t>(std::stoull(f[0]));
-        SEQLAB_CHECK(i < merged.size() && !seen[i], "compare: row ", i, " from another rank is out of place");
-        RunResult& r = merged[i];
-        r.model = f[1];
-        r.params = std::stoll(f[2]);
-        r.epochs = std::stoll(f[3]);
-        double* v[] = {&r.train_seconds, &r.step_ms, &r.peak_rss_mib, &r.val_mse, &r.test_mse, &r.test_mae, &r.test_acc};
-        for (size_t k = 0; k < 7; ++k) *v[k] = std::stod(f[4 + k]);
-        r.finished = true;
-        seen[i] = true;
-      }
-    }
-    for (size_t i = 0; i < seen.size(); ++i)
-      SEQLAB_CHECK(seen[i], "compare: no result for model '", c.models[i].name, "' from rank ", i % n_ranks);
-    rows = std::move(merged);
   }
   write_text_atomic(dir / "results.csv", results_csv(rows));
   write_text_atomic(dir / "results.md", results_md(rows));

@@ -116,16 +116,56 @@ double project(const std::vector<std::array<double, 3>>& points, double T, doubl
   return v * std::max(1.0, n / n2);
 }
 
-std::string csv_field(std::string s) {
-  for (auto& ch : s)
-    if (ch == ',' || ch == '\n' || ch == '\r') ch = ch == ',' ? ';' : ' ';
-  return s;
-}
-
 struct ExtrapolationRun {
   fs::path dir;
   Config config;
 };
+
+// Evaluates one length T into r (accuracy, time, memory, status): fresh sequences, in step mode or
+// through the full forward. Returns why every longer length is to be skipped ("" to go on).
+std::string measure(nn::SequenceModel& model, const Config& c, const std::string& task_name, int64_t T, bool step,
+                    const ExtrapolateOptions& opt, ExtrapolationRow& r) {
+  std::string stop;
+  // Fresh sequences from a stream of their own per length: reproducible, and a smaller
+  // n_sequences draws a prefix of a larger one.
+  auto task = data::make_token_task(task_name, T, opt.key_distance);
+  data::Batch b = task->batch(r.n_sequences, c.data.data_seed + 3, T);
+  release_cached_memory();
+  reset_peak_memory();
+  reset_rss_peak();
+  const auto t0 = Clock::now();
+  try {
+    if (step) {
+      Tally tl = eval_tokens_step(model, b, opt.max_seconds, t0);
+      if (tl.interrupted) {
+        r.status = stop = "skipped: interrupted";
+      } else if (tl.stopped_at > 0) {
+        r.status = stop = "skipped: time limit";
+        spdlog::info("[{}] T={}: stopped at position {} after {:.0f} s (--max-seconds {:g}); skipping longer "
+                     "lengths", r.model, T, tl.stopped_at, seconds_since(t0), opt.max_seconds);
+      } else {
+        r.accuracy = static_cast<double>(tl.correct) / static_cast<double>(std::max<int64_t>(tl.scored, 1));
+      }
+    } else {
+      // The full forward, in chunks of at most 2^17 tokens (the ordinary evaluation path).
+      const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(r.n_sequences, (int64_t{1} << 17) / T));
+      std::vector<data::Batch> chunks;
+      for (int64_t lo = 0; lo < r.n_sequences; lo += chunk)
+        chunks.push_back(batch_rows(b, lo, std::min(r.n_sequences, lo + chunk)));
+      r.accuracy = eval_tokens(model, chunks).acc;
+    }
+    if (r.status.empty()) r.status = "ok";
+  } catch (const std::bad_alloc&) {
+    r.status = "failed: out of memory";
+  } catch (const Error& e) {
+    r.status = str("failed: ", e.what());
+  }
+  if (r.status.rfind("failed", 0) == 0) stop = str("skipped: failed at ", T);
+  r.seconds = seconds_since(t0);
+  r.peak_rss_mib = vm_hwm_mib();
+  r.alloc_peak_mib = static_cast<double>(allocator_stats().peak_bytes) / (1024.0 * 1024.0);
+  return stop;
+}
 
 std::vector<ExtrapolationRow> extrapolate_one(const ExtrapolationRun& run, const std::vector<int64_t>& lens,
                                               const ExtrapolateOptions& opt) {
@@ -171,44 +211,8 @@ std::vector<ExtrapolationRow> extrapolate_one(const ExtrapolationRun& run, const
                    "longer lengths", mc.name, T, project(seen_mib[r.mode], Td, n, quadratic && !step),
                    mem_available_mib());
     } else {
-      // Fresh sequences from a stream of their own per length: reproducible, and a smaller
-      // n_sequences draws a prefix of a larger one.
-      auto task = data::make_token_task(task_name, T, opt.key_distance);
-      data::Batch b = task->batch(r.n_sequences, c.data.data_seed + 3, T);
-      release_cached_memory();
-      reset_peak_memory();
-      reset_rss_peak();
-      const auto t0 = Clock::now();
-      try {
-        if (step) {
-          Tally tl = eval_tokens_step(*model, b, opt.max_seconds, t0);
-          if (tl.interrupted) {
-            r.status = stop = "skipped: interrupted";
-          } else if (tl.stopped_at > 0) {
-            r.status = stop = "skipped: time limit";
-            spdlog::info("[{}] T={}: stopped at position {} after {:.0f} s (--max-seconds {:g}); skipping longer "
-                         "lengths", mc.name, T, tl.stopped_at, seconds_since(t0), opt.max_seconds);
-          } else {
-            r.accuracy = static_cast<double>(tl.correct) / static_cast<double>(std::max<int64_t>(tl.scored, 1));
-          }
-        } else {
-          // The full forward, in chunks of at most 2^17 tokens (the ordinary evaluation path).
-          const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(r.n_sequences, (int64_t{1} << 17) / T));
-          std::vector<data::Batch> chunks;
-          for (int64_t lo = 0; lo < r.n_sequences; lo += chunk)
-            chunks.push_back(batch_rows(b, lo, std::min(r.n_sequences, lo + chunk)));
-          r.accuracy = eval_tokens(*model, chunks).acc;
-        }
-        if (r.status.empty()) r.status = "ok";
-      } catch (const std::bad_alloc&) {
-        r.status = "failed: out of memory";
-      } catch (const Error& e) {
-        r.status = str("failed: ", e.what());
-      }
-      if (r.status.rfind("failed", 0) == 0) stop = str("skipped: failed at ", T);
-      r.seconds = seconds_since(t0);
-      r.peak_rss_mib = vm_hwm_mib();
-      r.alloc_peak_mib = static_cast<double>(allocator_stats().peak_bytes) / (1024.0 * 1024.0);
+      const std::string why = measure(*model, c, task_name, T, step, opt, r);
+      if (!why.empty()) stop = why;
       if (r.status == "ok") {
         seen_s[r.mode].push_back({Td, n, r.seconds});
         seen_mib[r.mode].push_back({Td, n, r.alloc_peak_mib});
@@ -225,115 +229,7 @@ std::vector<ExtrapolationRow> extrapolate_one(const ExtrapolationRun& run, const
   return rows;
 }
 
-int64_t parse_length_term(const std::string& t, const std::string& text) {
-  auto bad = [&](const std::string& why) {
-    return Error(str("eval --seq-lens: ", why, "; expected a comma-separated list of lengths such as "
-                     "256,512,...,65536 or 2^8,2^16, got '", text, "'"));
-  };
-  const auto caret = t.find('^');
-  auto integer = [&](const std::string& s) -> int64_t {
-    if (s.empty() || s.size() > 12 || !std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
-      throw bad(str("'", t, "' is not a positive integer"));
-    return std::stoll(s);
-  };
-  int64_t v;
-  if (caret == std::string::npos) {
-    v = integer(t);
-  } else {
-    const int64_t base = integer(t.substr(0, caret)), e = integer(t.substr(caret + 1));
-    if (base < 2 || e > 40 || static_cast<double>(e) * std::log2(static_cast<double>(base)) > 40)
-      throw bad(str("'", t, "' is out of range (at most 2^40)"));
-    v = 1;
-    for (int64_t i = 0; i < e; ++i) v *= base;
-  }
-  if (v < 1 || v > (int64_t{1} << 40)) throw bad(str("'", t, "' is out of range (1 to 2^40)"));
-  return v;
-}
-
 }  // namespace
-
-int64_t default_sequences(int64_t seq_len) {
-  return std::clamp<int64_t>((int64_t{1} << 22) / std::max<int64_t>(seq_len, 1), 16, 64);
-}
-
-std::vector<int64_t> parse_seq_lens(const std::string& text) {
-  std::vector<std::string> terms;
-  std::stringstream ss(text);
-  for (std::string t; std::getline(ss, t, ',');) {
-    t.erase(0, t.find_first_not_of(" \t"));
-    t.erase(t.find_last_not_of(" \t") + 1);
-    terms.push_back(t);
-  }
-  if (!text.empty() && text.back() == ',') terms.push_back("");
-  SEQLAB_CHECK(!terms.empty(), "eval --seq-lens: expected a comma-separated list of lengths such as 256,512,...,65536, "
-               "got an empty list");
-  std::vector<int64_t> lens;
-  for (size_t i = 0; i < terms.size(); ++i) {
-    if (terms[i] != "...") {
-      lens.push_back(parse_length_term(terms[i], text));
-      continue;
-    }
-    SEQLAB_CHECK(i >= 2 && i + 2 == terms.size(), "eval --seq-lens: '...' needs two terms before it and exactly one "
-                 "after it (256,512,...,65536), got '", text, "'");
-    const int64_t a = lens[lens.size() - 2], b = lens.back(), last = parse_length_term(terms[i + 1], text);
-    SEQLAB_CHECK(b > a && b % a == 0, "eval --seq-lens: '...' continues a geometric series: the two terms before it "
-                 "must have an integer ratio >= 2 (256,512,...), got ", a, " and ", b, " in '", text, "'");
-    const int64_t ratio = b / a;
-    int64_t v = b;
-    while (v < last && v <= (int64_t{1} << 40) / ratio) lens.push_back(v *= ratio);
-    SEQLAB_CHECK(v == last, "eval --seq-lens: ", last, " is not a term of the series ", a, ", ", b, ", ... (ratio ",
-                 ratio, ") in '", text, "'");
-    break;
-  }
-  SEQLAB_CHECK(lens.size() <= 64, "eval --seq-lens: expected at most 64 lengths, got ", lens.size(), " from '", text,
-               "'");
-  return lens;
-}
-
-std::string extrapolation_file(const ExtrapolateOptions& opt) {
-  return opt.key_distance > 0 ? str("extrapolation-d", opt.key_distance, ".csv") : std::string("extrapolation.csv");
-}
-
-namespace {
-// An integer >= lo spelled out in the whole of text; throws naming the option otherwise.
-int64_t parse_int_at_least(const std::string& text, int64_t lo, const char* option) {
-  size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  SEQLAB_CHECK(used > 0 && used == text.size() && v >= lo, "eval ", option, ": expected an integer >= ", lo, ", got '",
-               text, "'");
-  return v;
-}
-}  // namespace
-
-ExtrapolateOptions parse_extrapolate_options(const std::string& seq_lens, const std::string& n_sequences,
-                                             const std::string& max_seconds, const std::string& step,
-                                             const std::string& key_distance) {
-  ExtrapolateOptions o;
-  o.seq_lens = parse_seq_lens(seq_lens);
-  if (!n_sequences.empty()) o.n_sequences = parse_int_at_least(n_sequences, 1, "--n-sequences");
-  if (!max_seconds.empty()) {
-    size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(max_seconds, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    SEQLAB_CHECK(used > 0 && used == max_seconds.size() && std::isfinite(v) && v > 0,
-                 "eval --max-seconds: expected a number > 0, got '", max_seconds, "'");
-    o.max_seconds = v;
-  }
-  if (!step.empty()) o.step = step;
-  SEQLAB_CHECK(o.step == "auto" || o.step == "always" || o.step == "never",
-               "eval --step: expected auto, always or never, got '", o.step, "'");
-  if (!key_distance.empty()) o.key_distance = parse_int_at_least(key_distance, 2, "--key-distance");
-  return o;
-}
 
 std::vector<ExtrapolationRow> run_extrapolation(const std::string& run_dir, const ExtrapolateOptions& opt) {
   SEQLAB_CHECK(!opt.seq_lens.empty(), "eval --seq-lens: expected at least one length");
@@ -384,30 +280,6 @@ std::vector<ExtrapolationRow> run_extrapolation(const std::string& run_dir, cons
   }
   if (c.multi) write_text_atomic(dir / extrapolation_file(opt), extrapolation_csv(rows));
   return rows;
-}
-
-std::string extrapolation_csv(const std::vector<ExtrapolationRow>& rows) {
-  std::string s = "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance,checkpoint,step\n";
-  for (const auto& r : rows)
-    s += str(r.model, ",", r.seq_len, ",", r.n_sequences, ",", fmt("%.6f", r.accuracy), ",", fmt("%.3f", r.seconds),
-             ",", fmt("%.1f", r.peak_rss_mib), ",", r.mode, ",", csv_field(r.status), ",", r.key_distance, ",", r.checkpoint,
-             ",", r.step, "\n");
-  return s;
-}
-
-std::string extrapolation_md(const std::vector<ExtrapolationRow>& rows) {
-  std::string s = "| model | seq_len | n_sequences | accuracy | seconds | peak_rss_mib | tensors_mib | mode | status | "
-                  "key_distance | checkpoint | step |\n"
-                  "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|---:|\n";
-  for (const auto& r : rows)
-    s += str("| ", r.model, " | ", r.seq_len, " | ", r.n_sequences, " | ",
-             std::isnan(r.accuracy) ? std::string("-") : fmt("%.4f", r.accuracy), " | ",
-             r.status == "ok" ? fmt("%.2f", r.seconds) : std::string("-"), " | ",
-             std::isnan(r.peak_rss_mib) ? std::string("-") : fmt("%.0f", r.peak_rss_mib), " | ",
-             std::isnan(r.alloc_peak_mib) ? std::string("-") : fmt("%.0f", r.alloc_peak_mib), " | ", r.mode, " | ",
-             r.status, " | ", r.key_distance > 0 ? std::to_string(r.key_distance) : std::string("random"), " | ",
-             r.checkpoint, " | ", r.step, " |\n");
-  return s;
 }
 
 }  // namespace seqlab::app
