@@ -8,37 +8,20 @@
 #include "apps/checkpoint.h"
 
 #include <fcntl.h>
-#include <hdf5.h>
 #include <unistd.h>
 
 #include <fstream>
 
 #include "core/error.h"
+#include "data/h5.h"
 
 namespace seqlab::app {
 namespace fs = std::filesystem;
 
 namespace {
 
-// Closes an HDF5 handle with the right function when it goes out of scope.
-class Handle {
- public:
-  using Closer = herr_t (*)(hid_t);
-  Handle(hid_t id, Closer close) : id_(id), close_(close) {}
-  ~Handle() {
-    if (id_ >= 0) close_(id_);
-  }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  operator hid_t() const { return id_; }
-  bool ok() const { return id_ >= 0; }
-
- private:
-  hid_t id_;
-  Closer close_;
-};
-
-void quiet_hdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+using data::H5Handle;
+using data::silence_hdf5;
 
 hid_t native_type(DType d) {
   switch (d) {
@@ -52,9 +35,9 @@ hid_t native_type(DType d) {
 void write_dataset(const std::string& file, hid_t loc, const std::string& name, const Shape& shape, hid_t type,
                    const void* data) {
   std::vector<hsize_t> dims(shape.begin(), shape.end());
-  Handle space(dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+  H5Handle space(dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
                H5Sclose);
-  Handle ds(H5Dcreate2(loc, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+  H5Handle ds(H5Dcreate2(loc, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
   SEQLAB_CHECK(ds.ok(), file, ": cannot create dataset '", name, "'");
   SEQLAB_CHECK(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0, file, ": cannot write dataset '", name, "'");
 }
@@ -64,10 +47,10 @@ void write_tensor(const std::string& file, hid_t loc, const std::string& name, c
   write_dataset(file, loc, name, c.shape(), native_type(c.dtype()), c.raw_data());
 }
 
-Handle make_group(const std::string& file, hid_t loc, const char* name) {
+H5Handle make_group(const std::string& file, hid_t loc, const char* name) {
   hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   SEQLAB_CHECK(g >= 0, file, ": cannot create group '", name, "'");
-  return Handle(g, H5Gclose);
+  return H5Handle(g, H5Gclose);
 }
 
 std::vector<std::string> member_names(hid_t group) {
@@ -86,14 +69,14 @@ std::vector<std::string> member_names(hid_t group) {
 
 // Reads a dataset as a tensor of its stored type (float32, float64 or int32; other integers as int32).
 Tensor read_tensor(const std::string& file, hid_t loc, const std::string& name) {
-  Handle ds(H5Dopen2(loc, name.c_str(), H5P_DEFAULT), H5Dclose);
+  H5Handle ds(H5Dopen2(loc, name.c_str(), H5P_DEFAULT), H5Dclose);
   SEQLAB_CHECK(ds.ok(), file, ": cannot open dataset '", name, "'");
-  Handle space(H5Dget_space(ds), H5Sclose);
+  H5Handle space(H5Dget_space(ds), H5Sclose);
   int rank = H5Sget_simple_extent_ndims(space);
   std::vector<hsize_t> dims(static_cast<size_t>(std::max(rank, 0)));
   if (rank > 0) H5Sget_simple_extent_dims(space, dims.data(), nullptr);
   Shape shape(dims.begin(), dims.end());
-  Handle type(H5Dget_type(ds), H5Tclose);
+  H5Handle type(H5Dget_type(ds), H5Tclose);
   DType dt = DType::f64;
   if (H5Tget_class(type) == H5T_FLOAT) dt = H5Tget_size(type) == 4 ? DType::f32 : DType::f64;
   else if (H5Tget_class(type) == H5T_INTEGER) dt = DType::i32;
@@ -109,7 +92,7 @@ std::map<std::string, Tensor> read_group(const std::string& file, hid_t root, co
     SEQLAB_CHECK(!required, file, ": not a seqlab checkpoint (no group '/", group, "')");
     return out;
   }
-  Handle g(H5Gopen2(root, group, H5P_DEFAULT), H5Gclose);
+  H5Handle g(H5Gopen2(root, group, H5P_DEFAULT), H5Gclose);
   for (const auto& n : member_names(g)) out[n] = read_tensor(file, g, n);
   return out;
 }
@@ -135,10 +118,10 @@ fs::path temp_name(const fs::path& path) { return path.string() + ".tmp"; }
 // Creates `tmp`, runs fill(file id), closes, then publishes it as `path`.
 template <typename F>
 void write_h5(const fs::path& path, F&& fill) {
-  quiet_hdf5();
+  silence_hdf5();
   fs::path tmp = temp_name(path);
   {
-    Handle f(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+    H5Handle f(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
     SEQLAB_CHECK(f.ok(), tmp.string(), ": cannot create the file");
     fill(tmp.string(), static_cast<hid_t>(f));
   }
@@ -150,27 +133,27 @@ void write_h5(const fs::path& path, F&& fill) {
 void save_checkpoint(const fs::path& path, const Checkpoint& c) {
   write_h5(path, [&](const std::string& file, hid_t f) {
     {
-      Handle g = make_group(file, f, "params");
+      H5Handle g = make_group(file, f, "params");
       for (const auto& [k, t] : c.params) write_tensor(file, g, k, t);
     }
     {
-      Handle g = make_group(file, f, "optim");
+      H5Handle g = make_group(file, f, "optim");
       for (const auto& [k, t] : c.optim) write_tensor(file, g, k, t);
     }
     {
-      Handle g = make_group(file, f, "scaler");
+      H5Handle g = make_group(file, f, "scaler");
       for (const auto& [k, t] : c.scaler) write_tensor(file, g, k, t);
     }
     {
-      Handle g = make_group(file, f, "metrics");
+      H5Handle g = make_group(file, f, "metrics");
       for (const auto& [k, v] : c.metrics) write_dataset(file, g, k, {static_cast<int64_t>(v.size())}, H5T_NATIVE_DOUBLE, v.data());
     }
     {
-      Handle g = make_group(file, f, "counters");
+      H5Handle g = make_group(file, f, "counters");
       for (const auto& [k, v] : c.counters) write_dataset(file, g, k, {}, H5T_NATIVE_INT64, &v);
     }
     {
-      Handle g = make_group(file, f, "values");
+      H5Handle g = make_group(file, f, "values");
       for (const auto& [k, v] : c.values) write_dataset(file, g, k, {}, H5T_NATIVE_DOUBLE, &v);
     }
     write_dataset(file, f, "rng", {6}, H5T_NATIVE_UINT64, c.rng.data());
@@ -178,10 +161,10 @@ void save_checkpoint(const fs::path& path, const Checkpoint& c) {
 }
 
 Checkpoint load_checkpoint(const fs::path& path) {
-  quiet_hdf5();
+  silence_hdf5();
   const std::string file = path.string();
   SEQLAB_CHECK(fs::is_regular_file(path), file, ": checkpoint not found");
-  Handle f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  H5Handle f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   SEQLAB_CHECK(f.ok(), file, ": cannot open as HDF5 (damaged or not a checkpoint)");
   Checkpoint c;
   c.params = read_group(file, f, "params", true);
@@ -190,25 +173,25 @@ Checkpoint load_checkpoint(const fs::path& path) {
   for (auto& [k, t] : read_group(file, f, "metrics", false)) c.metrics[k] = t.to_vector();
   {
     SEQLAB_CHECK(H5Lexists(f, "counters", H5P_DEFAULT) > 0, file, ": not a seqlab checkpoint (no group '/counters')");
-    Handle g(H5Gopen2(f, "counters", H5P_DEFAULT), H5Gclose);
+    H5Handle g(H5Gopen2(f, "counters", H5P_DEFAULT), H5Gclose);
     for (const auto& n : member_names(g)) {
-      Handle ds(H5Dopen2(g, n.c_str(), H5P_DEFAULT), H5Dclose);
+      H5Handle ds(H5Dopen2(g, n.c_str(), H5P_DEFAULT), H5Dclose);
       int64_t v = 0;
       SEQLAB_CHECK(H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) >= 0, file, ": cannot read counter '", n, "'");
       c.counters[n] = v;
     }
   }
   if (H5Lexists(f, "values", H5P_DEFAULT) > 0) {
-    Handle g(H5Gopen2(f, "values", H5P_DEFAULT), H5Gclose);
+    H5Handle g(H5Gopen2(f, "values", H5P_DEFAULT), H5Gclose);
     for (const auto& n : member_names(g)) {
-      Handle ds(H5Dopen2(g, n.c_str(), H5P_DEFAULT), H5Dclose);
+      H5Handle ds(H5Dopen2(g, n.c_str(), H5P_DEFAULT), H5Dclose);
       double v = 0;
       SEQLAB_CHECK(H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) >= 0, file, ": cannot read value '", n, "'");
       c.values[n] = v;
     }
   }
   {
-    Handle ds(H5Dopen2(f, "rng", H5P_DEFAULT), H5Dclose);
+    H5Handle ds(H5Dopen2(f, "rng", H5P_DEFAULT), H5Dclose);
     SEQLAB_CHECK(ds.ok() && H5Dread(ds, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, c.rng.data()) >= 0, file,
                  ": no generator state ('/rng')");
   }
@@ -222,9 +205,9 @@ void write_metrics(const fs::path& path, const Metrics& m) {
 }
 
 Metrics read_metrics(const fs::path& path) {
-  quiet_hdf5();
+  silence_hdf5();
   const std::string file = path.string();
-  Handle f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  H5Handle f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   SEQLAB_CHECK(f.ok(), file, ": cannot open as HDF5");
   Metrics m;
   for (const auto& n : member_names(f)) m[n] = read_tensor(file, f, n).to_vector();

@@ -2,8 +2,6 @@
 // is switched off so that every failure surfaces once, as a seqlab::Error naming file and dataset.
 #include "data/series.h"
 
-#include <hdf5.h>
-
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -14,6 +12,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "data/h5.h"
 
 namespace seqlab::data {
 
@@ -212,26 +211,6 @@ Series parse_csv(std::string text, const std::string& path) {
 
 namespace {
 
-// Owns one HDF5 identifier.
-class H5Id {
- public:
-  using Closer = herr_t (*)(hid_t);
-  H5Id(hid_t id, Closer close) : id_(id), close_(close) {}
-  ~H5Id() {
-    if (id_ >= 0) close_(id_);
-  }
-  H5Id(const H5Id&) = delete;
-  H5Id& operator=(const H5Id&) = delete;
-  hid_t get() const { return id_; }
-  bool ok() const { return id_ >= 0; }
-
- private:
-  hid_t id_;
-  Closer close_;
-};
-
-void silence_hdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
-
 herr_t collect_name(hid_t, const char* name, const H5L_info_t*, void* out) {
   static_cast<std::vector<std::string>*>(out)->push_back(name);
   return 0;
@@ -246,27 +225,27 @@ std::string root_names(hid_t file) {
 }
 
 std::vector<std::string> read_names(hid_t attr, int64_t expected, const std::string& where) {
-  H5Id type(H5Aget_type(attr), H5Tclose);
-  H5Id space(H5Aget_space(attr), H5Sclose);
-  SEQLAB_CHECK(type.ok() && space.ok() && H5Tget_class(type.get()) == H5T_STRING, where,
+  H5Handle type(H5Aget_type(attr), H5Tclose);
+  H5Handle space(H5Aget_space(attr), H5Sclose);
+  SEQLAB_CHECK(type.ok() && space.ok() && H5Tget_class(type) == H5T_STRING, where,
                ": attribute 'columns' must hold strings");
-  hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  hssize_t n = H5Sget_simple_extent_npoints(space);
   SEQLAB_CHECK(n == expected, where, ": attribute 'columns' has ", n, " names, expected ", expected,
                " (one per column)");
   std::vector<std::string> names;
-  if (H5Tis_variable_str(type.get()) > 0) {
-    H5Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
-    H5Tset_size(mem.get(), H5T_VARIABLE);
+  if (H5Tis_variable_str(type) > 0) {
+    H5Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(mem, H5T_VARIABLE);
     std::vector<char*> ptrs(static_cast<size_t>(n), nullptr);
-    SEQLAB_CHECK(H5Aread(attr, mem.get(), ptrs.data()) >= 0, where, ": cannot read attribute 'columns'");
+    SEQLAB_CHECK(H5Aread(attr, mem, ptrs.data()) >= 0, where, ": cannot read attribute 'columns'");
     for (char* p : ptrs) names.emplace_back(p ? p : "");
-    H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, ptrs.data());
+    H5Dvlen_reclaim(mem, space, H5P_DEFAULT, ptrs.data());
   } else {
-    size_t len = H5Tget_size(type.get());
-    H5Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
-    H5Tset_size(mem.get(), len);
+    size_t len = H5Tget_size(type);
+    H5Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(mem, len);
     std::vector<char> raw(len * static_cast<size_t>(n));
-    SEQLAB_CHECK(H5Aread(attr, mem.get(), raw.data()) >= 0, where, ": cannot read attribute 'columns'");
+    SEQLAB_CHECK(H5Aread(attr, mem, raw.data()) >= 0, where, ": cannot read attribute 'columns'");
     for (hssize_t i = 0; i < n; ++i) {
       const char* p = raw.data() + static_cast<size_t>(i) * len;
       names.emplace_back(p, strnlen(p, len));
@@ -281,39 +260,39 @@ Series read_hdf5(const std::string& path, const std::string& dataset) {
   silence_hdf5();
   SEQLAB_CHECK(std::filesystem::exists(path), path, ": cannot open the HDF5 file (no such file)");
   SEQLAB_CHECK(std::filesystem::file_size(path) > 0, path, ": empty file, expected an HDF5 file");
-  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  H5Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   SEQLAB_CHECK(file.ok(), path, ": not a readable HDF5 file (truncated or corrupt?)");
   const std::string where = str(path, ": dataset '", dataset, "'");
-  htri_t exists = H5Lexists(file.get(), dataset.c_str(), H5P_DEFAULT);
-  SEQLAB_CHECK(exists > 0, path, ": no dataset '", dataset, "' (at the root: ", root_names(file.get()), ")");
-  H5Id ds(H5Dopen2(file.get(), dataset.c_str(), H5P_DEFAULT), H5Dclose);
+  htri_t exists = H5Lexists(file, dataset.c_str(), H5P_DEFAULT);
+  SEQLAB_CHECK(exists > 0, path, ": no dataset '", dataset, "' (at the root: ", root_names(file), ")");
+  H5Handle ds(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), H5Dclose);
   SEQLAB_CHECK(ds.ok(), where, ": cannot open it as a dataset (truncated or corrupt file, or a group?)");
-  H5Id space(H5Dget_space(ds.get()), H5Sclose);
-  H5Id type(H5Dget_type(ds.get()), H5Tclose);
+  H5Handle space(H5Dget_space(ds), H5Sclose);
+  H5Handle type(H5Dget_type(ds), H5Tclose);
   SEQLAB_CHECK(space.ok() && type.ok(), where, ": unreadable (truncated or corrupt file?)");
-  H5T_class_t cls = H5Tget_class(type.get());
+  H5T_class_t cls = H5Tget_class(type);
   SEQLAB_CHECK(cls == H5T_FLOAT || cls == H5T_INTEGER, where, ": expected numbers (float or integer elements)");
-  int rank = H5Sget_simple_extent_ndims(space.get());
+  int rank = H5Sget_simple_extent_ndims(space);
   SEQLAB_CHECK(rank == 2, where, ": expected a 2-D dataset (rows, columns), got rank ", rank);
   hsize_t dims[2] = {0, 0};
-  H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+  H5Sget_simple_extent_dims(space, dims, nullptr);
   const auto rows = static_cast<int64_t>(dims[0]), C = static_cast<int64_t>(dims[1]);
   SEQLAB_CHECK(rows > 0 && C > 0, where, ": empty (", rows, " rows, ", C, " columns), expected at least one of each");
 
   Series s;
   s.source = str(path, ":", dataset);
   s.values = Tensor::empty({rows, C}, DType::f64);
-  SEQLAB_CHECK(H5Dread(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, s.values.data<double>()) >= 0,
+  SEQLAB_CHECK(H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, s.values.data<double>()) >= 0,
                where, ": reading the values failed (truncated or corrupt file?)");
   const double* v = s.values.data<double>();
   for (int64_t i = 0; i < rows * C; ++i)
     SEQLAB_CHECK(std::isfinite(v[i]), where, ": row ", i / C, ", column ", i % C, " is ", v[i],
                  ", expected a finite number");
 
-  if (H5Aexists(ds.get(), "columns") > 0) {
-    H5Id attr(H5Aopen(ds.get(), "columns", H5P_DEFAULT), H5Aclose);
+  if (H5Aexists(ds, "columns") > 0) {
+    H5Handle attr(H5Aopen(ds, "columns", H5P_DEFAULT), H5Aclose);
     SEQLAB_CHECK(attr.ok(), where, ": cannot open attribute 'columns'");
-    s.columns = read_names(attr.get(), C, where);
+    s.columns = read_names(attr, C, where);
     check_unique(s.columns, where);
   } else {
     for (int64_t c = 0; c < C; ++c) s.columns.push_back(str("c", c));
@@ -328,29 +307,29 @@ void write_hdf5(const Series& s, const std::string& path, const std::string& dat
   SEQLAB_CHECK(s.num_columns() == C, "write_hdf5(", path, "): ", s.num_columns(), " column names for ", C,
                " columns");
   Tensor v = s.values.to(DType::f64);
-  H5Id file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+  H5Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
   SEQLAB_CHECK(file.ok(), path, ": cannot create the HDF5 file");
   hsize_t dims[2] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(C)};
-  H5Id space(H5Screate_simple(2, dims, nullptr), H5Sclose);
-  H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
-  H5Pset_create_intermediate_group(lcpl.get(), 1);
-  H5Id ds(H5Dcreate2(file.get(), dataset.c_str(), H5T_IEEE_F64LE, space.get(), lcpl.get(), H5P_DEFAULT,
+  H5Handle space(H5Screate_simple(2, dims, nullptr), H5Sclose);
+  H5Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  H5Handle ds(H5Dcreate2(file, dataset.c_str(), H5T_IEEE_F64LE, space, lcpl, H5P_DEFAULT,
                      H5P_DEFAULT),
           H5Dclose);
   SEQLAB_CHECK(ds.ok(), path, ": cannot create dataset '", dataset, "'");
-  SEQLAB_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data<double>()) >= 0, path,
+  SEQLAB_CHECK(H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data<double>()) >= 0, path,
                ": writing dataset '", dataset, "' failed");
 
-  H5Id str_type(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(str_type.get(), H5T_VARIABLE);
+  H5Handle str_type(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(str_type, H5T_VARIABLE);
   hsize_t n = static_cast<hsize_t>(C);
-  H5Id aspace(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  H5Id attr(H5Acreate2(ds.get(), "columns", str_type.get(), aspace.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  H5Handle aspace(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  H5Handle attr(H5Acreate2(ds, "columns", str_type, aspace, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   std::vector<const char*> ptrs;
   for (const auto& c : s.columns) ptrs.push_back(c.c_str());
-  SEQLAB_CHECK(attr.ok() && H5Awrite(attr.get(), str_type.get(), ptrs.data()) >= 0, path, ": dataset '", dataset,
+  SEQLAB_CHECK(attr.ok() && H5Awrite(attr, str_type, ptrs.data()) >= 0, path, ": dataset '", dataset,
                "': writing attribute 'columns' failed");
-  SEQLAB_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL) >= 0, path, ": flushing the HDF5 file failed");
+  SEQLAB_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0, path, ": flushing the HDF5 file failed");
 }
 
 Series read_series(const std::string& path, const std::string& dataset) {
