@@ -16,7 +16,6 @@
 
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -195,14 +194,12 @@ void backward_head(const T* dout, const T* q, const T* k, const T* v, const T* o
 // ---- float, Dh = kW NV: explicit vector loops, kW lanes (one register of this ISA path) ---------
 
 constexpr int kW = kIsaLanes;
-using VF = vmath::VecTypes<kW>::f;
+using VF = VecF;  // loads and stores by load_lanes / store_lanes: head rows are only 4-byte aligned
 using VI = vmath::IntVec<VF>;
-// Unaligned, aliasing view of kW floats (head rows are only 4-byte aligned in general).
-typedef float VFu __attribute__((vector_size(4 * kW), aligned(4), may_alias));
 
+// vmath's splat, not isa_target's splat_lanes: GCC schedules these kernels differently with the
+// other one (the same operations in another order; see splat_lanes), and this keeps their code.
 [[gnu::always_inline]] inline VF splat(float v) { return vmath::splat<VF>(v); }
-[[gnu::always_inline]] inline VF loadv(const float* p) { return *reinterpret_cast<const VFu*>(p); }
-[[gnu::always_inline]] inline void storev(float* p, VF x) { *reinterpret_cast<VFu*>(p) = x; }
 [[gnu::always_inline]] inline VF vmax(VF a, VF b) { return a > b ? a : b; }
 // Horizontal max and sum in a fixed tree order (deterministic, independent of threads).
 [[gnu::always_inline]] inline float hmax(VF x) { return vmath::reduce_max(x); }
@@ -316,14 +313,14 @@ void forward_rows_vec(const float* q, const float* kt, int64_t ldkt, const float
       VF acc[kR] = {};
       const float* kg = kt + j0 + kW * g;
       for (int e = 0; e < Dh; ++e) {
-        const VF kv = loadv(kg + e * ldkt);
+        const VF kv = load_lanes(kg + e * ldkt);
         for (int r = 0; r < kR; ++r) acc[r] += qs[r][e] * kv;
       }
       if (kW * (g + 1) > all_see)  // masked keys (causal, or past the end) become -inf
         for (int r = 0; r < kR; ++r)
           acc[r] = lanes() < static_cast<int32_t>(vend[r] - j0 - kW * g) ? acc[r] : splat(kNegInf);
       for (int r = 0; r < kR; ++r) {
-        storev(&p[r][kW * g], acc[r]);
+        store_lanes(&p[r][kW * g], acc[r]);
         mx[r] = vmax(mx[r], acc[r]);
       }
     }
@@ -333,8 +330,8 @@ void forward_rows_vec(const float* q, const float* kt, int64_t ldkt, const float
       const float alpha = vmath::exp_of(m[r] - shift);  // 0 on the first block (m = -inf)
       VF sum = {};
       for (int64_t g = 0; g < ng; ++g) {
-        const VF e = vmath::exp_nonpositive_of(loadv(&p[r][kW * g]) - shift);  // masked: exp(-inf) = 0
-        storev(&p[r][kW * g], e);
+        const VF e = vmath::exp_nonpositive_of(load_lanes(&p[r][kW * g]) - shift);  // masked: exp(-inf) = 0
+        store_lanes(&p[r][kW * g], e);
         sum += e;
       }
       lacc[r] = lacc[r] * alpha + sum;
@@ -343,14 +340,14 @@ void forward_rows_vec(const float* q, const float* kt, int64_t ldkt, const float
     }
     for (int64_t j = 0; j < cols; ++j) {  // O += P V
       VF vv[NV];
-      for (int u = 0; u < NV; ++u) vv[u] = loadv(v + (j0 + j) * ldq + kW * u);
+      for (int u = 0; u < NV; ++u) vv[u] = load_lanes(v + (j0 + j) * ldq + kW * u);
       for (int r = 0; r < kR; ++r)
         for (int u = 0; u < NV; ++u) oacc[r][u] += p[r][j] * vv[u];
     }
   }
   for (int64_t r = 0; r < rows; ++r) {
     const float l = hsum(lacc[r]), inv = 1.0f / l;
-    for (int u = 0; u < NV; ++u) storev(o + (i0 + r) * ldo + kW * u, oacc[r][u] * inv);
+    for (int u = 0; u < NV; ++u) store_lanes(o + (i0 + r) * ldo + kW * u, oacc[r][u] * inv);
     lse[i0 + r] = m[r] + std::log(l);
   }
 }
@@ -407,11 +404,11 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
   pack_transposed(k, ldq, Tk, Dh, kt, ld);
   pack_transposed(v, ldq, Tk, Dh, vt, ld);
   for (int64_t j = 0; j < Tk; ++j)
-    for (int u = 0; u < NV; ++u) storev(ks + j * Dh + kW * u, loadv(k + j * ldq + kW * u) * scale);
+    for (int u = 0; u < NV; ++u) store_lanes(ks + j * Dh + kW * u, load_lanes(k + j * ldq + kW * u) * scale);
   std::fill(ks + Tk * Dh, ks + ld * Dh, 0.0f);
   for (int64_t i = 0; i < Tq; ++i) {  // D_i = rowsum(dO * O) = sum_j P_ij dP_ij
     VF acc = {};
-    for (int u = 0; u < NV; ++u) acc += loadv(dout + i * ldo + kW * u) * loadv(o + i * ldo + kW * u);
+    for (int u = 0; u < NV; ++u) acc += load_lanes(dout + i * ldo + kW * u) * load_lanes(o + i * ldo + kW * u);
     drow[i] = hsum(acc);
   }
   for (int64_t i = 0; i < Tq; ++i) std::fill(dq + i * ldq, dq + i * ldq + Dh, 0.0f);
@@ -448,7 +445,7 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
           const float* kg = kt + j0 + kW * g;
           const float* vg = vt + j0 + kW * g;
           for (int e = 0; e < Dh; ++e) {
-            const VF kv = loadv(kg + e * ld), vv = loadv(vg + e * ld);
+            const VF kv = load_lanes(kg + e * ld), vv = load_lanes(vg + e * ld);
             for (int r = 0; r < kR; ++r) {
               as[r] += qs[sb + r][e] * kv;
               ap[r] += dob[sb + r][e] * vv;
@@ -457,8 +454,8 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
           for (int r = 0; r < kR; ++r) {  // P = exp(S - lse) (0 where masked), dS = P (dP - D)
             const VF e = vmath::exp_nonpositive_of(as[r] - lse_r[r]);
             const VF pr = lanes() < vis[r] - static_cast<int32_t>(kW * g) ? e : splat(0.0f);
-            storev(&P[sb + r][kW * g], pr);
-            storev(&dS[sb + r][kW * g], pr * (ap[r] - d_r[r]));
+            store_lanes(&P[sb + r][kW * g], pr);
+            store_lanes(&dS[sb + r][kW * g], pr * (ap[r] - d_r[r]));
           }
         }
       }
@@ -467,14 +464,14 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
         VF av[kJ][NV], ak[kJ][NV];
         for (int u = 0; u < kJ; ++u)
           for (int t = 0; t < NV; ++t) {
-            av[u][t] = loadv(dvt + (jb + u) * Dh + kW * t);
-            ak[u][t] = loadv(dkt + (jb + u) * Dh + kW * t);
+            av[u][t] = load_lanes(dvt + (jb + u) * Dh + kW * t);
+            ak[u][t] = load_lanes(dkt + (jb + u) * Dh + kW * t);
           }
         for (int64_t r = 0; r < rows_b; ++r) {
           VF dor[NV], qr[NV];
           for (int t = 0; t < NV; ++t) {
-            dor[t] = loadv(&dob[r][kW * t]);
-            qr[t] = loadv(&qs[r][kW * t]);
+            dor[t] = load_lanes(&dob[r][kW * t]);
+            qr[t] = load_lanes(&qs[r][kW * t]);
           }
           const float* pr = &P[r][jb];  // one base pointer per row: kJ broadcasts at fixed offsets
           const float* sr = &dS[r][jb];
@@ -486,8 +483,8 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
         }
         for (int u = 0; u < kJ; ++u)
           for (int t = 0; t < NV; ++t) {
-            storev(dvt + (jb + u) * Dh + kW * t, av[u][t]);
-            storev(dkt + (jb + u) * Dh + kW * t, ak[u][t]);
+            store_lanes(dvt + (jb + u) * Dh + kW * t, av[u][t]);
+            store_lanes(dkt + (jb + u) * Dh + kW * t, ak[u][t]);
           }
       }
       // dQ_r += sum_j dS_rj (scale k_j): kR rows at once, keys in order
@@ -496,21 +493,21 @@ void backward_head_vec(const float* dout, const float* q, const float* k, const 
         VF aq[kR][NV];
         for (int r = 0; r < kR; ++r)
           for (int t = 0; t < NV; ++t)
-            aq[r][t] = r < rows ? loadv(dq + (i0 + sb + r) * ldq + kW * t) : splat(0.0f);
+            aq[r][t] = r < rows ? load_lanes(dq + (i0 + sb + r) * ldq + kW * t) : splat(0.0f);
         for (int64_t j = 0; j < cols; ++j) {
           VF kr[NV];
-          for (int t = 0; t < NV; ++t) kr[t] = loadv(ks + (j0 + j) * Dh + kW * t);
+          for (int t = 0; t < NV; ++t) kr[t] = load_lanes(ks + (j0 + j) * Dh + kW * t);
           for (int r = 0; r < kR; ++r)
             for (int t = 0; t < NV; ++t) aq[r][t] += dS[sb + r][j] * kr[t];
         }
         for (int64_t r = 0; r < rows; ++r)
-          for (int t = 0; t < NV; ++t) storev(dq + (i0 + sb + r) * ldq + kW * t, aq[r][t]);
+          for (int t = 0; t < NV; ++t) store_lanes(dq + (i0 + sb + r) * ldq + kW * t, aq[r][t]);
       }
     }
     for (int64_t j = 0; j < cols; ++j)
       for (int t = 0; t < NV; ++t) {
-        storev(dk + (j0 + j) * ldq + kW * t, loadv(dkt + j * Dh + kW * t));
-        storev(dv + (j0 + j) * ldq + kW * t, loadv(dvt + j * Dh + kW * t));
+        store_lanes(dk + (j0 + j) * ldq + kW * t, load_lanes(dkt + j * Dh + kW * t));
+        store_lanes(dv + (j0 + j) * ldq + kW * t, load_lanes(dvt + j * Dh + kW * t));
       }
   }
 }

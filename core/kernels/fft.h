@@ -9,14 +9,16 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/kernels/vmath.h"
+
 namespace seqlab::kernels {
 
 /// Smallest even length >= min_n whose only prime factors are 2, 3 and 5 (fast for LaneFFT).
 int64_t fft_fast_size(int64_t min_n);
 
-/// kLanes floats as one vector (GCC/Clang vector extension; AVX2 ymm with -march=native).
+/// kLanes floats as one vector (vmath's; one AVX2 register, two SSE2 registers).
 constexpr int kLanes = 8;
-typedef float LaneVec __attribute__((vector_size(kLanes * sizeof(float))));
+using LaneVec = vmath::Vec<float, kLanes>;
 /// One point of kLanes complex signals.
 struct alignas(sizeof(LaneVec)) LanePoint {
   LaneVec re, im;

@@ -11,7 +11,7 @@
 namespace seqlab::kernels::SEQLAB_ISA_NS {
 
 double fma_peak_gflops(int64_t iterations) {
-  using VF = vmath::VecTypes<kIsaLanes>::f;
+  using VF = VecF;
   constexpr int kChains = 12;
   VF acc[kChains];
   for (int c = 0; c < kChains; ++c) acc[c] = vmath::splat<VF>(1.0f + 1e-3f * static_cast<float>(c));

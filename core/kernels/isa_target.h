@@ -32,17 +32,40 @@ namespace seqlab::kernels::SEQLAB_ISA_NS {
 /// Floats per vector on this path: 16 (AVX-512), 8 (AVX2) or 4 (SSE2).
 inline constexpr int kIsaLanes = SEQLAB_ISA_LEVEL == 2 ? 16 : SEQLAB_ISA_LEVEL == 1 ? 8 : 4;
 
-/// The float vector of this path.
-using VecF = vmath::VecTypes<kIsaLanes>::f;
+/// One register of this path holding T (kIsaLanes floats or kIsaLanes / 2 doubles), and the float one.
+template <typename T>
+using IsaVec = vmath::Vec<T, kIsaLanes * 4 / static_cast<int>(sizeof(T))>;
+using VecF = IsaVec<float>;
 
-/// The first cnt floats at p in the low lanes, the others zero; and its inverse.
-[[gnu::always_inline]] inline VecF load_lanes(const float* p, int cnt) {
-  VecF v{};
-  std::memcpy(&v, p, sizeof(float) * static_cast<size_t>(cnt));
-  return v;
+/// vmath's splat, load, load_upto and store at this path's width, the lane type taken from the
+/// argument: v in every lane; a full register from p; the first cnt values at p in the low lanes,
+/// the others zero (the tail of a row); and back.
+// splat_lanes is written out here, after the pragma, and does not call vmath::splat (defined
+// before it, for the baseline ISA): GCC inlines the two differently, and the selective scan's
+// NS = 32 / 64 loops are fully unrolled only with this one (measured on the object code).
+template <typename T>
+[[gnu::always_inline]] inline IsaVec<T> splat_lanes(T v) {
+  return v - IsaVec<T>{};
 }
-[[gnu::always_inline]] inline void store_lanes(float* p, VecF v, int cnt) {
-  std::memcpy(p, &v, sizeof(float) * static_cast<size_t>(cnt));
+template <typename T>
+[[gnu::always_inline]] inline IsaVec<T> load_lanes(const T* p) {
+  return vmath::load<IsaVec<T>>(p);
+}
+template <typename T>
+[[gnu::always_inline]] inline IsaVec<T> load_lanes(const T* p, int cnt) {
+  return vmath::load<IsaVec<T>>(p, cnt);
+}
+template <typename T>
+[[gnu::always_inline]] inline IsaVec<T> load_lanes_upto(const T* p, int cnt) {
+  return vmath::load_upto<IsaVec<T>>(p, cnt);
+}
+template <typename T>
+[[gnu::always_inline]] inline void store_lanes(T* p, IsaVec<T> v) {
+  vmath::store(p, v);
+}
+template <typename T>
+[[gnu::always_inline]] inline void store_lanes(T* p, IsaVec<T> v, int cnt) {
+  vmath::store(p, v, cnt);
 }
 /// f(i, cnt) for i = lo, lo + kIsaLanes, ...: full vectors (cnt = kIsaLanes), then one partial
 /// vector for the tail (cnt < kIsaLanes). Elementwise loops stay explicit vectors on every path

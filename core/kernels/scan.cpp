@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
-#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -33,7 +32,9 @@ constexpr int kLanes = 8;
 // exp for the scalar loops (step mode). float: Cephes expf (range reduction by ln 2, degree-5
 // polynomial, about 1 ulp), written with plain arithmetic so the loop over N vectorises. Inputs
 // below -87 return 2^-126 instead of a denormal: a decay that small is zero for every purpose here.
-// double keeps std::exp (gradcheck and reference runs).
+// Not vmath::exp_of, on purpose: it clamps to [-87, 88] (exp_of selects 0 / inf outside
+// [-87.3, 88.7]) and its last step is p (r r) where exp_core takes (p r) r, another rounding; the
+// step mode's results depend on both. double keeps std::exp (gradcheck and reference runs).
 inline float vexp(float x) {
   x = std::min(std::max(x, -87.0f), 88.0f);
   // k = round(x / ln 2) by the 1.5 * 2^23 trick: std::floor would block vectorisation.
@@ -62,35 +63,12 @@ template <typename T> inline T sigmoid(T x) {
 // d softplus / dx, with PyTorch's threshold rule.
 template <typename T> inline T softplus_grad(T x) { return x > T(20) ? T(1) : sigmoid(x); }
 
-// ---- W channels in one vector -------------------------------------------------------------------
+// ---- W channels in one vector: IsaVec<T>, one register of this path (isa_target.h) -----------
 
-template <typename T> struct Simd;
-template <> struct Simd<float> {
-  static constexpr int W = kIsaLanes;
-  typedef float V __attribute__((vector_size(4 * W)));
-};
-template <> struct Simd<double> {
-  static constexpr int W = kIsaLanes / 2;
-  typedef double V __attribute__((vector_size(8 * W)));
-};
-template <typename T> using Vec = typename Simd<T>::V;
-
-template <typename T> [[gnu::always_inline]] inline Vec<T> splat(T v) { return v - Vec<T>{}; }
-template <typename T> [[gnu::always_inline]] inline Vec<T> load(const T* p) {
-  Vec<T> v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-// The first cnt lanes from p, the others zero (the tail block of channels).
-template <typename T> [[gnu::always_inline]] inline Vec<T> load(const T* p, int cnt) {
-  if (cnt == Simd<T>::W) return load(p);
-  Vec<T> v = {};
-  std::memcpy(&v, p, static_cast<size_t>(cnt) * sizeof(T));
-  return v;
-}
-template <typename T> [[gnu::always_inline]] inline void store(T* p, Vec<T> v, int cnt) {
-  std::memcpy(p, &v, static_cast<size_t>(cnt) * sizeof(T));
-}
+template <typename T>
+using Vec = IsaVec<T>;
+template <typename T>
+inline constexpr int kW = vmath::lanes_of<Vec<T>>;
 
 // Lane-wise maths: float through vmath's vector forms (about 1 ulp), double through libm lane by
 // lane (the gradcheck and reference paths stay exact).
@@ -117,8 +95,8 @@ template <typename T> [[gnu::always_inline]] inline void store(T* p, Vec<T> v, i
   const __m512 p = (__m512)exp2_poly((Vec<float>)x - (Vec<float>)k);
   return (Vec<float>)_mm512_mask_scalef_ps(p, 0xffff, p, k);
 #else
-  Vec<float> x = t > splat(-126.0f) ? t : splat(-126.0f);
-  x = x < splat(127.0f) ? x : splat(127.0f);
+  Vec<float> x = t > splat_lanes(-126.0f) ? t : splat_lanes(-126.0f);
+  x = x < splat_lanes(127.0f) ? x : splat_lanes(127.0f);
   const Vec<float> k = (x + 12582912.0f) - 12582912.0f;
   return exp2_poly(x - k) * (Vec<float>)((__builtin_convertvector(k, vmath::IntVec<Vec<float>>) + 127) << 23);
 #endif
@@ -127,17 +105,17 @@ template <typename T> [[gnu::always_inline]] inline void store(T* p, Vec<T> v, i
 [[gnu::always_inline]] inline Vec<float> decay_v(Vec<float> dl, Vec<float> al) { return exp2_v(dl * al); }
 inline Vec<double> decay_v(Vec<double> dl, Vec<double> a) {
   Vec<double> x = dl * a;
-  for (int l = 0; l < Simd<double>::W; ++l) x[l] = std::exp(x[l]);
+  for (int l = 0; l < kW<double>; ++l) x[l] = std::exp(x[l]);
   return x;
 }
 [[gnu::always_inline]] inline Vec<float> softplus_v(Vec<float> x) { return vmath::softplus_of(x); }
 inline Vec<double> softplus_v(Vec<double> x) {
-  for (int l = 0; l < Simd<double>::W; ++l) x[l] = softplus(x[l]);
+  for (int l = 0; l < kW<double>; ++l) x[l] = softplus(x[l]);
   return x;
 }
 [[gnu::always_inline]] inline Vec<float> sigmoid_v(Vec<float> x) { return vmath::sigmoid_of(x); }
 inline Vec<double> sigmoid_v(Vec<double> x) {
-  for (int l = 0; l < Simd<double>::W; ++l) x[l] = sigmoid(x[l]);
+  for (int l = 0; l < kW<double>; ++l) x[l] = sigmoid(x[l]);
   return x;
 }
 
@@ -166,7 +144,7 @@ template <typename V, int W, int G>
 }
 template <typename T>
 [[gnu::always_inline]] inline Vec<T> lane_sums(const Vec<T>* x) {
-  constexpr int W = Simd<T>::W;
+  constexpr int W = kW<T>;
   Vec<T> v[W];
   for (int p = 0; p < W; ++p) v[p] = x[bit_reverse(p, W)];
   reduce_level<Vec<T>, W, W>(v, W);
@@ -269,8 +247,8 @@ struct BlockConsts {
       for (int l = 0; l < cnt; ++l) A[n][l] = s.A[(c0 + l) * N + n];
       Al[n] = std::is_same_v<T, float> ? A[n] * T(1.44269504088896341) : A[n];
     }
-    D = load(s.D + c0, cnt);
-    bias = s.bias ? load(s.bias + c0, cnt) : Vec<T>{};
+    D = load_lanes_upto(s.D + c0, cnt);
+    bias = s.bias ? load_lanes_upto(s.bias + c0, cnt) : Vec<T>{};
   }
 };
 
@@ -278,7 +256,7 @@ struct BlockConsts {
 template <typename T, int NS>
 [[gnu::always_inline]] inline Vec<T> delta_v(const ScanArgs<T>& s, const BlockConsts<T, NS>& k, int64_t idx,
                                              int cnt) {
-  Vec<T> d = load(s.delta + idx, cnt) + k.bias;
+  Vec<T> d = load_lanes_upto(s.delta + idx, cnt) + k.bias;
   return s.softplus ? softplus_v(d) : d;
 }
 
@@ -316,9 +294,9 @@ void forward_block(const ScanArgs<T>& s, int64_t b, int64_t c0, int cnt, int64_t
   for (int64_t n = 0; n < N; ++n) h[n] = Vec<T>{};
   for (int64_t t = 0; t < T_; ++t) {
     if (ck && t > 0 && t % L == 0)
-      for (int64_t n = 0; n < N; ++n) store(ck + ((b * (nc - 1) + t / L - 1) * N + n) * E + c0, h[n], cnt);
+      for (int64_t n = 0; n < N; ++n) store_lanes(ck + ((b * (nc - 1) + t / L - 1) * N + n) * E + c0, h[n], cnt);
     const int64_t idx = (b * T_ + t) * E + c0, row = (b * T_ + t) * N;
-    const Vec<T> uu = load(s.u + idx, cnt);
+    const Vec<T> uu = load_lanes_upto(s.u + idx, cnt);
     const Vec<T> dl = delta_v(s, k, idx, cnt);
     const Vec<T> du = dl * uu;
     const T *Bt = s.Bm + row, *Ct = s.Cm + row;
@@ -329,8 +307,8 @@ void forward_block(const ScanArgs<T>& s, int64_t b, int64_t c0, int cnt, int64_t
       acc[n & 3] += h[n] * Ct[n];
     }
     Vec<T> out = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    if (s.z) out = gate_v<T>(out, load(s.z + idx, cnt));
-    store(y + idx, out, cnt);
+    if (s.z) out = gate_v<T>(out, load_lanes_upto(s.z + idx, cnt));
+    store_lanes(y + idx, out, cnt);
   }
 }
 
@@ -355,11 +333,11 @@ struct BackwardOut {
 // Adds the lane sums of x[0 .. N rounded up to W) (groups of W vectors) to out[0 .. N).
 template <typename T>
 [[gnu::always_inline]] inline void add_lane_sums(const Vec<T>* x, int64_t N, T* __restrict out) {
-  constexpr int W = Simd<T>::W;
+  constexpr int W = kW<T>;
   for (int64_t n0 = 0; n0 < N; n0 += W) {
     const Vec<T> r = lane_sums<T>(x + n0);
     const int cnt = static_cast<int>(std::min<int64_t>(W, N - n0));
-    store(out + n0, load(out + n0, cnt) + r, cnt);
+    store_lanes(out + n0, load_lanes_upto(out + n0, cnt) + r, cnt);
   }
 }
 
@@ -373,26 +351,26 @@ void backward_chunk(const ScanArgs<T>& s, const BackwardOut<T>& o, int64_t b, in
                     int64_t len, const T* ck, BackwardWork<T>& w, Vec<T>* __restrict dh, Vec<T>* __restrict dA,
                     Vec<T>& dD, Vec<T>& dbias, T* __restrict dB, T* __restrict dC) {
   using V = Vec<T>;
-  constexpr int64_t NP = (BlockConsts<T, NS>::NA + Simd<T>::W - 1) / Simd<T>::W * Simd<T>::W;
+  constexpr int64_t NP = (BlockConsts<T, NS>::NA + kW<T> - 1) / kW<T> * kW<T>;
   const int64_t N = NS ? NS : s.N, T_ = s.T_, E = s.E;
   const BlockConsts<T, NS> k(s, c0, cnt);
   V *hb = w.h.data(), *eb = w.e.data();
-  for (int64_t n = 0; n < N; ++n) hb[n] = ck ? load(ck + n * E + c0, cnt) : V{};
+  for (int64_t n = 0; n < N; ++n) hb[n] = ck ? load_lanes_upto(ck + n * E + c0, cnt) : V{};
   for (int64_t i = 0; i < len; ++i) {
     const int64_t idx = (b * T_ + t0 + i) * E + c0, row = (b * T_ + t0 + i) * N;
     const V dl = delta_v(s, k, idx, cnt);
     w.dl[static_cast<size_t>(i)] = dl;
-    w.out[static_cast<size_t>(i)] = scan_step<T, NS, true>(N, k, dl, load(s.u + idx, cnt), s.Bm + row,
+    w.out[static_cast<size_t>(i)] = scan_step<T, NS, true>(N, k, dl, load_lanes_upto(s.u + idx, cnt), s.Bm + row,
                                                           s.Cm + row, hb + i * N, hb + (i + 1) * N, eb + i * N);
   }
   for (int64_t i = len - 1; i >= 0; --i) {
     const int64_t idx = (b * T_ + t0 + i) * E + c0, row = (b * T_ + t0 + i) * N;
     const T *Bt = s.Bm + row, *Ct = s.Cm + row;
-    const V uu = load(s.u + idx, cnt), dyv = load(o.dy + idx, cnt), dl = w.dl[static_cast<size_t>(i)];
+    const V uu = load_lanes_upto(s.u + idx, cnt), dyv = load_lanes_upto(o.dy + idx, cnt), dl = w.dl[static_cast<size_t>(i)];
     V dout = dyv;
     if (s.z) {
-      const V zz = load(s.z + idx, cnt), sg = sigmoid_v(zz);
-      store(o.dz + idx, dyv * w.out[static_cast<size_t>(i)] * sg * (T(1) + zz * (T(1) - sg)), cnt);  // silu'
+      const V zz = load_lanes_upto(s.z + idx, cnt), sg = sigmoid_v(zz);
+      store_lanes(o.dz + idx, dyv * w.out[static_cast<size_t>(i)] * sg * (T(1) + zz * (T(1) - sg)), cnt);  // silu'
       dout = dyv * zz * sg;
     }
     dD += dout * uu;
@@ -412,17 +390,17 @@ void backward_chunk(const ScanArgs<T>& s, const BackwardOut<T>& o, int64_t b, in
       pb[n] = dhn * du;
       pc[n] = dout * ht[n];
     }
-    for (int64_t n = N; n < (N + Simd<T>::W - 1) / Simd<T>::W * Simd<T>::W; ++n) pb[n] = pc[n] = V{};
+    for (int64_t n = N; n < (N + kW<T> - 1) / kW<T> * kW<T>; ++n) pb[n] = pc[n] = V{};
     add_lane_sums<T>(pb, N, dB + row);
     add_lane_sums<T>(pc, N, dC + row);
     const V sbs = (sb[0] + sb[1]) + (sb[2] + sb[3]);
     V ddl = ((ga[0] + ga[1]) + (ga[2] + ga[3])) + sbs * uu;
-    store(o.du + idx, dout * k.D + sbs * dl, cnt);
+    store_lanes(o.du + idx, dout * k.D + sbs * dl, cnt);
     if (s.softplus) {
-      const V pre = load(s.delta + idx, cnt) + k.bias;
-      ddl *= pre > splat(T(20)) ? splat(T(1)) : sigmoid_v(pre);  // PyTorch's threshold rule
+      const V pre = load_lanes_upto(s.delta + idx, cnt) + k.bias;
+      ddl *= pre > splat_lanes(T(20)) ? splat_lanes(T(1)) : sigmoid_v(pre);  // PyTorch's threshold rule
     }
-    store(o.ddelta + idx, ddl, cnt);
+    store_lanes(o.ddelta + idx, ddl, cnt);
     dbias += ddl;
   }
 }
@@ -432,7 +410,7 @@ void backward_chunk(const ScanArgs<T>& s, const BackwardOut<T>& o, int64_t b, in
 template <typename T, int NS>
 void backward_task(const ScanArgs<T>& s, const BackwardOut<T>& o, int64_t b, int64_t vb0, int64_t vb1, int64_t L,
                    BackwardWork<T>& w, T* __restrict dB, T* __restrict dC) {
-  constexpr int W = Simd<T>::W;
+  constexpr int W = kW<T>;
   const int64_t N = NS ? NS : s.N, T_ = s.T_, E = s.E, nc = (T_ + L - 1) / L;
   w.dh.zero();
   w.dA.zero();
@@ -471,7 +449,7 @@ ScanForwardResult selective_scan_forward(const Tensor& u, const Tensor& delta, c
   r.y = Tensor::empty({B, T_, E}, u.dtype());
   if (save_checkpoints && nc > 1) r.checkpoints = Tensor::empty({B, nc - 1, N, E}, u.dtype());
   dispatch_float(u.dtype(), "selective_scan", [&]<typename T>() {
-    constexpr int W = Simd<T>::W;
+    constexpr int W = kW<T>;
     const int64_t nvb = (E + W - 1) / W, ng = channel_groups(B, E, N, W);
     ScanArgs<T> s(u, delta, A, Bm, Cm, Dskip, ex);
     T* y = r.y.data<T>();
@@ -499,7 +477,7 @@ ScanGrads selective_scan_backward(const Tensor& dy_, const Tensor& u, const Tens
   const int64_t nc = (T_ + L - 1) / L;
   SEQLAB_CHECK(nc <= 1 || checkpoints.defined(), "selective_scan_backward: missing state checkpoints");
   const DType dt = u.dtype();
-  const int W = dt == DType::f64 ? Simd<double>::W : Simd<float>::W;
+  const int W = dt == DType::f64 ? kW<double> : kW<float>;
   const int64_t nvb = (E + W - 1) / W, ng = channel_groups(B, E, N, W);
   ScanGrads g;
   g.du = Tensor::empty({B, T_, E}, dt);
@@ -649,7 +627,8 @@ ScanGrads selective_scan_loop_backward(const Tensor& dy_, const Tensor& u, const
 
 // Step mode with d_state 16 in float: per batch row the step sizes of 16 channels at a time
 // (vector softplus), then per channel its state as one vector: exp(delta A), the update, C . h.
-// The same formulas as the scalar loop below (vmath's exp is vexp lane for lane).
+// The same formulas as the scalar loop below, but exp(delta A) by vmath::exp_of, which rounds
+// slightly differently from the scalar loop's vexp (see vexp).
 namespace {
 void step_n16(const ScanArgs<float>& s, float* h, float* y) {
   using vmath::f32x16;
@@ -660,28 +639,19 @@ void step_n16(const ScanArgs<float>& s, float* h, float* y) {
       const float* d = s.delta + b * E;
       int64_t c = 0;
       for (; c + 16 <= E; c += 16) {
-        f32x16 v;
-        std::memcpy(&v, d + c, sizeof v);
-        if (s.bias) {
-          f32x16 bb;
-          std::memcpy(&bb, s.bias + c, sizeof bb);
-          v += bb;
-        }
+        f32x16 v = vmath::load<f32x16>(d + c);
+        if (s.bias) v += vmath::load<f32x16>(s.bias + c);
         if (s.softplus) v = vmath::softplus_of(v);
-        std::memcpy(dls.data() + c, &v, sizeof v);
+        vmath::store(dls.data() + c, v);
       }
       for (; c < E; ++c) dls[c] = s.softplus ? vmath::softplus_of(s.delta_pre(b * E + c, c)) : s.delta_pre(b * E + c, c);
-      f32x16 Bt, Ct;
-      std::memcpy(&Bt, s.Bm + b * 16, sizeof Bt);
-      std::memcpy(&Ct, s.Cm + b * 16, sizeof Ct);
+      const f32x16 Bt = vmath::load<f32x16>(s.Bm + b * 16), Ct = vmath::load<f32x16>(s.Cm + b * 16);
       for (c = 0; c < E; ++c) {
         const int64_t idx = b * E + c;
         const float dl = dls[c], uu = s.u[idx];
-        f32x16 a, hv;
-        std::memcpy(&a, s.A + c * 16, sizeof a);
-        std::memcpy(&hv, h + idx * 16, sizeof hv);
-        hv = vmath::exp_of(dl * a) * hv + (dl * uu) * Bt;
-        std::memcpy(h + idx * 16, &hv, sizeof hv);
+        const f32x16 a = vmath::load<f32x16>(s.A + c * 16);
+        const f32x16 hv = vmath::exp_of(dl * a) * vmath::load<f32x16>(h + idx * 16) + (dl * uu) * Bt;
+        vmath::store(h + idx * 16, hv);
         const float acc = vmath::reduce_add(Ct * hv);
         y[idx] = s.gate(acc + s.D[c] * uu, idx);
       }

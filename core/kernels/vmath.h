@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 namespace seqlab::kernels::vmath {
@@ -168,10 +169,17 @@ template <typename T>
 // always_inline, so each is compiled for the instruction set of the kernel that calls it.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"  // vectors wider than the baseline ISA: inline functions only
+/// W lanes of T (float, double, int32_t) as one GCC vector: Vec<float, 8> is one AVX2 register.
+template <typename T, int W>
+struct VecOf {
+  typedef T type __attribute__((vector_size(sizeof(T) * W)));
+};
+template <typename T, int W>
+using Vec = typename VecOf<T, W>::type;
 template <int W>
 struct VecTypes {
-  typedef float f __attribute__((vector_size(4 * W)));
-  typedef int32_t i __attribute__((vector_size(4 * W)));
+  using f = Vec<float, W>;
+  using i = Vec<int32_t, W>;
 };
 typedef VecTypes<4>::f f32x4;
 typedef VecTypes<8>::f f32x8;
@@ -183,12 +191,47 @@ concept FloatVec = std::is_same_v<V, f32x4> || std::is_same_v<V, f32x8> || std::
 /// The int32 vector of V's width (what a comparison of two V returns).
 template <FloatVec V>
 using IntVec = decltype(V{} < V{});
-template <FloatVec V>
-inline constexpr int lanes_of = static_cast<int>(sizeof(V) / sizeof(float));
+/// The element type of a vector V (float for f32x8), and its number of lanes.
+template <typename V>
+using lane_t = std::remove_cvref_t<decltype(V{}[0])>;
+template <typename V>
+inline constexpr int lanes_of = static_cast<int>(sizeof(V) / sizeof(lane_t<V>));
 
-template <FloatVec V = f32x16>
-[[gnu::always_inline]] inline V splat(float v) {
+/// v in every lane of V.
+template <typename V = f32x16>
+[[gnu::always_inline]] inline V splat(lane_t<V> v) {
   return v - V{};
+}
+/// lanes_of<V> values from p (any alignment), and back.
+template <typename V>
+[[gnu::always_inline]] inline V load(const lane_t<V>* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename V>
+[[gnu::always_inline]] inline void store(lane_t<V>* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+/// The first cnt values from p in the low lanes, the others zero (the tail of a row), and back.
+template <typename V>
+[[gnu::always_inline]] inline V load(const lane_t<V>* p, int cnt) {
+  V v{};
+  std::memcpy(&v, p, sizeof(lane_t<V>) * static_cast<size_t>(cnt));
+  return v;
+}
+/// load(p, cnt) for a cnt known only at run time (the selective scan's channel blocks): a full
+/// vector is one plain load instead of a memcpy of run-time length (a library call). Loops whose
+/// cnt is a constant after inlining (for_each_vec) take load(p, cnt): the extra branch would only
+/// change GCC's inlining choices there.
+template <typename V>
+[[gnu::always_inline]] inline V load_upto(const lane_t<V>* p, int cnt) {
+  if (cnt == lanes_of<V>) return load<V>(p);
+  return load<V>(p, cnt);
+}
+template <typename V>
+[[gnu::always_inline]] inline void store(lane_t<V>* p, V v, int cnt) {
+  std::memcpy(p, &v, sizeof(lane_t<V>) * static_cast<size_t>(cnt));
 }
 
 template <FloatVec V>
