@@ -12,7 +12,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -41,16 +40,6 @@ namespace {
 constexpr int64_t kChannels = 7, kDModel = 64, kLayers = 2, kHorizon = 96;
 constexpr const char* kResultTag = "SEQLAB_BENCH_RESULT";
 
-struct BenchOptions {
-  std::vector<std::string> models{"lstm", "transformer", "s4d", "mamba"};
-  std::vector<int64_t> seq_lens{96, 336, 720, 1440, 2880};
-  int64_t batch = 32;
-  int steps = 10;
-  int warmup = 2;
-  int threads = 2;
-  std::string csv;
-  std::vector<std::string> single;  // hidden: MODEL T
-};
 
 // The mixer options of the standard sizes: the registry row's bench_args.
 nn::LayerArgs layer_args(const std::string& model) {
@@ -129,17 +118,8 @@ void run_single(const std::string& model, int64_t T, const BenchOptions& o) {
   std::fflush(stdout);
 }
 
-// Names from the root app down to `sub`, so that the child re-enters the same subcommand.
-std::vector<std::string> command_path(const CLI::App* sub) {
-  std::vector<std::string> path;
-  for (const CLI::App* a = sub; a && a->get_parent(); a = a->get_parent()) path.insert(path.begin(), a->get_name());
-  return path;
-}
-
-// Runs one case in a child process; returns false (and prints why) if it failed.
-bool run_child(const CLI::App* sub, const std::string& model, int64_t T, const BenchOptions& o, StepResult& r) {
-  std::vector<std::string> args{"/proc/self/exe"};
-  for (auto& s : command_path(sub)) args.push_back(s);
+bool run_child(const std::string& model, int64_t T, const BenchOptions& o, StepResult& r) {
+  std::vector<std::string> args{"/proc/self/exe", "bench"};
   for (auto s : {std::string("--single"), model, std::to_string(T), std::string("--batch"), std::to_string(o.batch),
                  std::string("--steps"), std::to_string(o.steps), std::string("--warmup"),
                  std::to_string(o.warmup), std::string("--threads"),
@@ -187,7 +167,7 @@ bool run_child(const CLI::App* sub, const std::string& model, int64_t T, const B
   return false;
 }
 
-void run_all(const CLI::App* sub, const BenchOptions& o) {
+void run_all(const BenchOptions& o) {
   for (int64_t T : o.seq_lens) SEQLAB_CHECK(T > 0, "bench --seq-lens: expected lengths >= 1, got ", T);
   std::string csv = "model,seq_len,batch,params,step_ms,samples_per_s,peak_rss_mib,gflop_per_step,gflops,base_rss_mib\n";
   std::printf("seqlab bench: B=%lld, C=%lld, D=%lld, %lld layers, head last -> %lld x %lld, %d threads, "
@@ -205,7 +185,7 @@ void run_all(const CLI::App* sub, const BenchOptions& o) {
   for (const auto& m : o.models) {
     for (int64_t T : o.seq_lens) {
       StepResult r;
-      if (!run_child(sub, m, T, o, r)) {
+      if (!run_child(m, T, o, r)) {
         failed.push_back(str(m, " T=", T));
         continue;
       }
@@ -249,28 +229,16 @@ double step_gflop(const std::string& model, int64_t T_, int64_t B_) {
   return (2 * input_fwd + 3 * (head_fwd + L * layer_fwd)) / 1e9;
 }
 
-void add_bench_subcommand(CLI::App& app) {
-  auto o = std::make_shared<BenchOptions>();
-  CLI::App* sub = app.add_subcommand(
-      "bench", "time one training step (forward, MSE, backward, AdamW) per model family and sequence length");
-  sub->add_option("--models", o->models, "layer types of the registry (rnn, lstm, gru, transformer, s4d, s4, lssl, mamba, mlp, ...)")->delimiter(',');
-  sub->add_option("--seq-lens", o->seq_lens, "sequence lengths T")->delimiter(',');
-  sub->add_option("--batch", o->batch, "batch size B")->check(CLI::PositiveNumber);
-  sub->add_option("--steps", o->steps, "timed steps per case (the median is reported)")->check(CLI::Range(1, 100000));
-  sub->add_option("--warmup", o->warmup, "untimed steps before timing")->check(CLI::Range(0, 1000));
-  sub->add_option("--threads", o->threads, "worker threads")->check(CLI::Range(1, 1024));
-  sub->add_option("--csv", o->csv, "write the results as CSV to FILE");
-  sub->add_option("--single", o->single, "internal: run one case in this process")->expected(2)->group("");
-  sub->callback([o, sub] {
-    if (!o->single.empty()) {
-      int64_t T = std::stoll(o->single.at(1));
-      SEQLAB_CHECK(T > 0, "bench --single: T must be positive");
-      run_single(o->single.at(0), T, *o);
-      return;
-    }
-    for (const auto& m : o->models) (void)layer_args(m);  // unknown names fail before any child runs
-    run_all(sub, *o);
-  });
+void run_bench(const BenchOptions& o) {
+  if (!o.single.empty()) {
+    SEQLAB_CHECK(o.single.size() == 2, "bench --single: expected MODEL T");
+    const int64_t T = std::stoll(o.single.at(1));
+    SEQLAB_CHECK(T > 0, "bench --single: T must be positive");
+    run_single(o.single.at(0), T, o);
+    return;
+  }
+  for (const auto& m : o.models) (void)layer_args(m);  // unknown names fail before any child runs
+  run_all(o);
 }
 
 }  // namespace seqlab::bench

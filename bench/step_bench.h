@@ -4,10 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
-
-namespace CLI {
-class App;
-}
+#include <vector>
 
 namespace seqlab::bench {
 
@@ -29,7 +26,21 @@ struct StepResult {
 /// sequence length T and batch B (model FLOPs: backward = 2x forward, recomputation not counted).
 double step_gflop(const std::string& model, int64_t T, int64_t B);
 
-/// Registers the `bench` subcommand (and its callback) on `app`.
-void add_bench_subcommand(CLI::App& app);
+/// `seqlab bench`'s options (the command line is apps/main.cpp's).
+struct BenchOptions {
+  std::vector<std::string> models{"lstm", "transformer", "s4d", "mamba"};  // registry layer types
+  std::vector<int64_t> seq_lens{96, 336, 720, 1440, 2880};
+  int64_t batch = 32;
+  int steps = 10;
+  int warmup = 2;
+  int threads = 2;
+  std::string csv;                  // write the results as CSV here ("": no file)
+  std::vector<std::string> single;  // internal: MODEL T, one case in this process (the child)
+};
+
+/// Runs the benchmark: every (model, T) in a child process `/proc/self/exe bench --single MODEL T
+/// ...`, a table on stdout and, with o.csv, the CSV; or, with o.single, the one case in this process.
+/// Throws seqlab::Error for an unknown model or length, or when a case failed (after the others ran).
+void run_bench(const BenchOptions& o);
 
 }  // namespace seqlab::bench

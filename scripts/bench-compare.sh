@@ -6,7 +6,7 @@
 # usage: scripts/bench-compare.sh [--bin PATH] [--out DIR] [--models a,b] [--seq-lens 96,...]
 #                                 [--steps N] [--threads N] [--max-seconds S] [--no-tcmalloc]
 #                                 [--mamba-scan auto|sequential|parallel]
-#   --bin   a binary with the bench subcommand (default: build/perf/seqlab_bench_cli, else build/*/seqlab)
+#   --bin   a seqlab binary (default: build/release/seqlab, else build/perf/seqlab)
 #   --out   where seqlab.csv, pytorch.csv and ratio.txt go (default: bench-results/)
 #   PYTHON  the interpreter with torch (default /usr/bin/python3, Debian's python3-torch)
 set -euo pipefail
@@ -30,7 +30,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 if [[ -z "$BIN" ]]; then
-  for c in build/perf/seqlab_bench_cli build/release/seqlab build/perf/seqlab; do
+  for c in build/release/seqlab build/perf/seqlab; do
     [[ -x "$c" ]] && { BIN="$c"; break; }
   done
 fi
