@@ -7,7 +7,6 @@
 #include <cmath>
 #include <sstream>
 
-#include "apps/config.h"  // invalid_utf8_offset
 
 namespace seqlab::app::cfg {
 
@@ -174,3 +173,30 @@ std::string syntax_error_message(const std::string& name, const std::string& wha
 }
 
 }  // namespace seqlab::app::cfg
+
+namespace seqlab::app {
+
+size_t invalid_utf8_offset(std::string_view t) {
+  const auto* b = reinterpret_cast<const unsigned char*>(t.data());
+  const size_t n = t.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned char c = b[i];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (len == 0 || i + len > n) return i;
+    for (size_t k = 1; k < len; ++k)
+      if ((b[i + k] & 0xC0) != 0x80) return i;
+    if (len == 2 && c < 0xC2) return i;                                         // overlong
+    if (len == 3) {
+      const unsigned cp = (c & 0x0Fu) << 12 | (b[i + 1] & 0x3Fu) << 6 | (b[i + 2] & 0x3Fu);
+      if (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)) return i;               // overlong, surrogate
+    }
+    if (len == 4) {
+      const unsigned cp = (c & 0x07u) << 18 | (b[i + 1] & 0x3Fu) << 12 | (b[i + 2] & 0x3Fu) << 6 | (b[i + 3] & 0x3Fu);
+      if (cp < 0x10000 || cp > 0x10FFFF) return i;
+    }
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace seqlab::app

@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/error.h"
@@ -151,3 +152,8 @@ void apply_override(const std::string& file, toml::value& root, const std::strin
 std::string syntax_error_message(const std::string& name, const std::string& what, size_t line, size_t column);
 
 }  // namespace seqlab::app::cfg
+
+namespace seqlab::app {
+/// Declared for users in apps/config.h; defined in config_toml.cpp (parse_value needs it too).
+size_t invalid_utf8_offset(std::string_view text);
+}  // namespace seqlab::app

@@ -1,7 +1,7 @@
-// Building a run from a Config, in one place for train, compare, eval, extrapolation and report:
-// the task's data (a forecasting split or a token task with its fixed evaluation sets), the model
-// from the layer registry, the optimizer; the token loss, the data-parallel loss weight and row
-// slicing; evaluation of a model on a split. Internal to seqlab_app (the commands' API is trainer.h).
+// Building a run from a Config, in one place for train, compare, eval, extrapolation, report and
+// bench: the model from the layer registry and the optimizer (the data and its task: apps/task.h);
+// the one training step; the non-finite checks; the result-table helpers and small utilities the
+// commands share. Internal to seqlab_app (the commands' API is trainer.h).
 #pragma once
 #include <chrono>
 #include <functional>
@@ -33,31 +33,8 @@ double peak_rss_mib();
 /// printf of one double into a string.
 std::string fmt(const char* f, double v);
 
-// Data: a forecasting split (ETT/CSV/HDF5 or the sine series) or a token task.
-struct TaskData {
-  bool token = false;
-  data::ForecastData fc;                    // forecasting
-  int64_t in_channels = 0, out_channels = 0;
-  std::unique_ptr<data::TokenTask> task;    // token tasks
-  std::vector<data::Batch> val_batches, test_batches;
-  std::vector<std::string> columns, dates;  // forecasting: the series' column names and dates (may be empty)
-};
-
-TaskData make_data(const Config& c);
 std::unique_ptr<optim::Optimizer> make_optimizer(const Config& c, const nn::Module& m);
 std::shared_ptr<nn::SequenceModel> make_model(const Config& c, const ModelConfig& mc, const TaskData& td);
-
-/// Rows [lo, hi) of a token batch.
-data::Batch batch_rows(const data::Batch& b, int64_t lo, int64_t hi);
-/// Data-parallel token tasks: every rank draws the global batch and keeps its contiguous rows.
-data::Batch shard_rows(const data::Batch& b);
-
-/// MSE/MAE of a forecasting model on every window of `ds`. Data-parallel (`sharded`): each rank
-/// evaluates its slice of every batch and the sums are reduced, so every rank gets the same metrics.
-EvalStats eval_forecast(nn::SequenceModel& m, const std::shared_ptr<data::ForecastDataset>& ds, int64_t bs,
-                        bool sharded = false);
-/// Loss and token accuracy on fixed token batches (sharded: rank r takes batches r, r + K, ...).
-EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batches, bool sharded = false);
 
 /// The first parameter (registration order) whose gradient (gradients = true) or value holds a NaN or
 /// an Inf; "" when every one is finite. O(parameters), negligible next to a training step.

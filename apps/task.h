@@ -1,4 +1,5 @@
-// What a run learns, behind one interface. A Task owns its training batches (and their split over
+// What a run learns: its data (TaskData, built from the config's [data]) and, behind one
+// interface, how it is trained and scored. A Task owns its training batches (and their split over
 // data-parallel ranks), its loss and the weight of a batch in a data-parallel mean, and its
 // evaluation on the validation and test sets. Two kinds: forecasting (windows of a series through
 // data::Loader, MSE) and the token tasks (selective copying, induction heads: a fresh batch per
@@ -12,8 +13,11 @@
 #include <vector>
 
 #include "apps/checkpoint.h"  // Metrics
+#include "apps/config.h"
 #include "core/tensor.h"
 #include "data/dataset.h"
+#include "data/forecast.h"
+#include "data/synthetic.h"
 
 namespace seqlab::nn {
 class SequenceModel;
@@ -21,8 +25,6 @@ class SequenceModel;
 
 namespace seqlab::app {
 
-struct Config;
-struct TaskData;
 
 /// Figures of a model on one split (token tasks: mse = loss = cross-entropy, mae NaN; forecasting:
 /// loss = mse, acc -1).
@@ -44,6 +46,31 @@ const Objective& mse_objective();
 const Objective& token_objective();
 
 enum class Split { val, test };
+
+// Data: a forecasting split (ETT/CSV/HDF5 or the sine series) or a token task.
+struct TaskData {
+  bool token = false;
+  data::ForecastData fc;                    // forecasting
+  int64_t in_channels = 0, out_channels = 0;
+  std::unique_ptr<data::TokenTask> task;    // token tasks
+  std::vector<data::Batch> val_batches, test_batches;
+  std::vector<std::string> columns, dates;  // forecasting: the series' column names and dates (may be empty)
+};
+
+TaskData make_data(const Config& c);
+
+/// Rows [lo, hi) of a token batch.
+data::Batch batch_rows(const data::Batch& b, int64_t lo, int64_t hi);
+/// Data-parallel token tasks: every rank draws the global batch and keeps its contiguous rows.
+data::Batch shard_rows(const data::Batch& b);
+
+/// MSE/MAE of a forecasting model on every window of `ds`. Data-parallel (`sharded`): each rank
+/// evaluates its slice of every batch and the sums are reduced, so every rank gets the same metrics.
+EvalStats eval_forecast(nn::SequenceModel& m, const std::shared_ptr<data::ForecastDataset>& ds, int64_t bs,
+                        bool sharded = false);
+/// Loss and token accuracy on fixed token batches (sharded: rank r takes batches r, r + K, ...).
+EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batches, bool sharded = false);
+
 
 class Task {
  public:
