@@ -4,8 +4,6 @@
 #include "apps/run.h"
 #include "apps/trainer.h"
 
-#include <fcntl.h>
-#include <spawn.h>
 #include <sys/wait.h>
 
 #include <spdlog/spdlog.h>
@@ -20,10 +18,10 @@
 #include <sstream>
 
 #include "apps/checkpoint.h"
+#include "apps/child.h"
 #include "apps/distributed.h"
 #include "core/error.h"
 
-extern char** environ;
 
 namespace seqlab::app {
 namespace fs = std::filesystem;
@@ -33,7 +31,7 @@ namespace {
 // Model i of c trained by `exe train` in a child process of its own (its own peak RSS; a crash in one
 // model stops only that one); its row read back from the run directory.
 RunResult train_in_child(const Config& c, size_t i, const std::string& exe, const std::vector<std::string>& child_args,
-                         std::vector<char*>& child_env, bool resume) {
+                         const std::vector<std::string>& child_env, bool resume) {
   const ModelConfig& mc = c.models[i];
   const fs::path sub = fs::path(c.output.dir) / mc.name;
   fs::create_directories(sub);
@@ -44,29 +42,17 @@ RunResult train_in_child(const Config& c, size_t i, const std::string& exe, cons
   args.push_back("train");
   args.push_back(sub_config.string());
   if (resume) args.push_back("--resume");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
   // The child's stdout (its one-row table) is dropped: the combined table is printed at the end.
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-  int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), child_env.data());
-  posix_spawn_file_actions_destroy(&actions);
-  SEQLAB_CHECK(rc == 0, "compare: cannot start ", exe, ": ", std::strerror(rc));
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  const ChildOutcome child = run_child(args, &child_env, false);
+  const int status = child.status;
   if ((WIFEXITED(status) && WEXITSTATUS(status) == 130) || (WIFSIGNALED(status) && WTERMSIG(status) == SIGINT)) {
     RunResult r;  // the child was interrupted (Ctrl-C) and wrote its checkpoint-last.h5
     r.model = mc.name;
     r.interrupted = true;
     return r;
   }
-  SEQLAB_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "compare: model '", mc.name, "' failed (",
-               WIFEXITED(status) ? str("exit code ", WEXITSTATUS(status)) : str("signal ", WTERMSIG(status)),
-               "); its run directory is ", sub.string(), "; rerun with --resume to continue");
+  SEQLAB_CHECK(child.exited_ok(), "compare: model '", mc.name, "' failed (", child.describe(), "); its run directory is ",
+               sub.string(), "; rerun with --resume to continue");
   auto r = read_results_csv((sub / "results.csv").string());
   SEQLAB_CHECK(r.size() == 1, (sub / "results.csv").string(), ": expected one row");
   if (c.data.is_token_task()) {
@@ -128,10 +114,8 @@ std::vector<RunResult> run_compare(const Config& c, const RunOptions& opt, const
   const int n_ranks = dist::size(), me = dist::rank();
   fs::create_directories(dir);
   if (me == 0) write_text_atomic(dir / "config.resolved.toml", to_toml(c));
-  const std::vector<std::string> env_strings = dist::environment_without_launcher();
-  std::vector<char*> child_env;  // children run single-process: no MPI launcher variables
-  for (const auto& e : env_strings) child_env.push_back(const_cast<char*>(e.c_str()));
-  child_env.push_back(nullptr);
+  // Children run single-process: no MPI launcher variables.
+  const std::vector<std::string> child_env = dist::environment_without_launcher();
   RunOptions run_opt = opt;
   run_opt.data_parallel = false;
   std::vector<RunResult> rows;

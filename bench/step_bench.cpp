@@ -7,7 +7,6 @@
 
 #include <cblas.h>
 
-#include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +21,7 @@
 #include <vector>
 
 #include "apps/checkpoint.h"
+#include "apps/child.h"
 #include "apps/run.h"
 #include "autograd/ops.h"
 #include "core/isa.h"
@@ -31,8 +31,6 @@
 #include "layers/model.h"
 #include "layers/registry.h"
 #include "optim/adam.h"
-
-extern char** environ;
 
 namespace seqlab::bench {
 namespace {
@@ -125,32 +123,10 @@ bool run_child(const std::string& model, int64_t T, const BenchOptions& o, StepR
                  std::to_string(o.warmup), std::string("--threads"),
                  std::to_string(o.threads)})
     args.push_back(s);
-  std::vector<char*> argv;
-  for (auto& s : args) argv.push_back(s.data());
-  argv.push_back(nullptr);
-
-  int fds[2];
-  if (pipe(fds) != 0) throw Error("bench: pipe() failed");
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addclose(&fa, fds[0]);
-  posix_spawn_file_actions_addclose(&fa, fds[1]);
-  pid_t pid = 0;
-  int rc = posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  close(fds[1]);
-  if (rc != 0) {
-    close(fds[0]);
-    throw Error(str("bench: cannot re-execute /proc/self/exe (posix_spawn error ", rc, ")"));
-  }
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
-  close(fds[0]);
-  int status = 0;
-  struct rusage ru {};
-  wait4(pid, &status, 0, &ru);
+  const app::ChildOutcome child = app::run_child(args, nullptr, true);  // the result line comes on stdout
+  const std::string& out = child.out;
+  const int status = child.status;
+  const struct rusage& ru = child.usage;
   std::istringstream lines(out);
   for (std::string line; std::getline(lines, line);) {
     if (line.rfind(kResultTag, 0) != 0) continue;
@@ -160,7 +136,7 @@ bool run_child(const std::string& model, int64_t T, const BenchOptions& o, StepR
     r.seq_len = t, r.batch = b, r.params = p;
     if (r.peak_rss_mib <= 0) r.peak_rss_mib = static_cast<double>(ru.ru_maxrss) / 1024.0;  // KiB
     r.gflop_per_step = step_gflop(model, T, o.batch);
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    return child.exited_ok();
   }
   std::fprintf(stderr, "bench: %s T=%lld failed (status %d); output:\n%s\n", model.c_str(),
                static_cast<long long>(T), status, out.c_str());

@@ -74,7 +74,7 @@ Mode mode_of(const T* log_dt, const T* lar, const T* ai, int64_t d, int64_t M, i
 
 // kModeBlock doubles as one vector (AVX2 ymm): the Vandermonde loops run kModeBlock modes at once.
 constexpr int64_t kModeBlock = 4;
-typedef double VD __attribute__((vector_size(kModeBlock * sizeof(double))));
+using VD = vmath::Vec<double, kModeBlock>;  // the shared vocabulary (vmath.h); not an ISA-path file, so std::vector<VD> is fine
 inline double hsum(VD a) { return (a[0] + a[1]) + (a[2] + a[3]); }
 
 }  // namespace
