@@ -125,6 +125,174 @@ std::string marker_svg(Marker m, double x, double y, const std::string& color) {
   }
 }
 
+// The data range {xmin, xmax, ymin, ymax} over every drawable point (vertical lines count on x).
+std::array<double, 4> data_range(const LineChart& c) {
+  double xmin = kInf, xmax = -kInf, ymin = kInf, ymax = -kInf;
+  size_t points = 0;
+  for (const auto& s : c.series) {
+    SEQLAB_CHECK(s.x.size() == s.y.size(), "svg: series '", s.label, "' has ", s.x.size(), " x and ", s.y.size(),
+                 " y values");
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      if (!drawable(s.x[i], c.x.scale) || !drawable(s.y[i], c.y.scale)) continue;
+      xmin = std::min(xmin, s.x[i]), xmax = std::max(xmax, s.x[i]);
+      ymin = std::min(ymin, s.y[i]), ymax = std::max(ymax, s.y[i]);
+      ++points;
+    }
+  }
+  SEQLAB_CHECK(points > 0, "svg: chart '", c.title, "': no finite point to draw");
+  for (const auto& v : c.vlines)
+    if (drawable(v.x, c.x.scale)) xmin = std::min(xmin, v.x), xmax = std::max(xmax, v.x);
+  return {xmin, xmax, ymin, ymax};
+}
+
+// Notes wrap at spaces to the picture's width W (about 6.3 px per character at 11 px).
+std::vector<std::string> wrap_notes(const std::vector<std::string>& notes, int W) {
+  std::vector<std::string> lines;
+  const size_t max_chars = static_cast<size_t>(std::max(40, (W - kLeft - 10) * 10 / 63));
+  for (const auto& n : notes) {
+    std::string line;
+    size_t i = 0;
+    while (i < n.size()) {
+      size_t j = n.find(' ', i);
+      if (j == std::string::npos) j = n.size();
+      std::string word = n.substr(i, j - i);
+      if (!line.empty() && line.size() + 1 + word.size() > max_chars) lines.push_back(line), line.clear();
+      line += (line.empty() ? "" : " ") + word;
+      i = j + 1;
+    }
+    lines.push_back(line);
+  }
+  return lines;
+}
+
+// Where everything goes: the picture's size (W, H), the plot area (left pl, top pt, width pw,
+// height ph) and both axes mapped onto it. The legend widens the picture, the notes lengthen it.
+struct Frame {
+  int W = 0, H = 0;
+  double pl = 0, pt = 0, pw = 0, ph = 0;
+  Mapped mx, my;
+  bool legend = false;             // some series is in the legend
+  std::vector<std::string> notes;  // wrapped to the picture's width
+};
+
+Frame layout(const LineChart& c) {
+  const auto [xmin, xmax, ymin, ymax] = data_range(c);
+  Frame f;
+  size_t legend_chars = 0;
+  for (const auto& s : c.series)
+    if (s.in_legend) f.legend = true, legend_chars = std::max(legend_chars, s.label.size());
+  const int legend_w = f.legend ? 56 + 7 * static_cast<int>(std::min<size_t>(legend_chars, 40)) : 0;
+  f.W = c.width + legend_w;
+  f.notes = wrap_notes(c.notes, f.W);
+  f.H = c.height + kNoteLine * static_cast<int>(f.notes.size()) + (f.notes.empty() ? 0 : 6);
+  f.pl = kLeft, f.pt = kTop, f.pw = c.width - kLeft - kRight, f.ph = c.height - kTop - kBottom;
+  SEQLAB_CHECK(f.pw > 50 && f.ph > 50, "svg: chart '", c.title, "': ", c.width, "x", c.height,
+               " leaves no room to plot");
+  f.mx = map_axis(c.x, xmin, xmax, f.pl, f.pl + f.pw, false);
+  f.my = map_axis(c.y, ymin, ymax, f.pt + f.ph, f.pt, true);
+  std::erase_if(f.mx.ticks, [&](double v) { return v > c.x.ticks_max; });
+  std::erase_if(f.my.ticks, [&](double v) { return v > c.y.ticks_max; });
+  return f;
+}
+
+// The document's head: the <svg> element, the plot area's clip path, a white page, title and subtitle.
+std::string head_svg(const LineChart& c, const Frame& f) {
+  const double pl = f.pl, pt = f.pt, pw = f.pw, ph = f.ph;
+  std::string o = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+  o += str("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", f.W, "\" height=\"", f.H, "\" viewBox=\"0 0 ", f.W,
+           " ", f.H, "\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\" font-size=\"12\">\n");
+  o += str("<title>", escape_xml(c.title), "</title>\n");
+  o += str("<defs><clipPath id=\"plot-area\"><rect x=\"", num(pl), "\" y=\"", num(pt), "\" width=\"", num(pw),
+           "\" height=\"", num(ph), "\"/></clipPath></defs>\n");
+  o += str("<rect x=\"0\" y=\"0\" width=\"", f.W, "\" height=\"", f.H, "\" fill=\"#ffffff\"/>\n");
+  o += str("<text x=\"", num(pl), "\" y=\"22\" font-size=\"15\" font-weight=\"bold\">", escape_xml(c.title),
+           "</text>\n");
+  if (!c.subtitle.empty())
+    o += str("<text x=\"", num(pl), "\" y=\"40\" font-size=\"11\" fill=\"#555555\">", escape_xml(c.subtitle),
+             "</text>\n");
+  return o;
+}
+
+// Grid lines and tick labels, the frame of the plot area and the axis labels.
+std::string axes_svg(const LineChart& c, const Frame& f) {
+  const double pl = f.pl, pt = f.pt, pw = f.pw, ph = f.ph;
+  const Mapped &mx = f.mx, &my = f.my;
+  std::string o = "<g class=\"grid\" stroke=\"#e6e6e6\" stroke-width=\"1\">\n";
+  for (double v : mx.ticks)
+    o += str("<line x1=\"", num(mx.px(v)), "\" y1=\"", num(pt), "\" x2=\"", num(mx.px(v)), "\" y2=\"", num(pt + ph),
+             "\"/>\n");
+  for (double v : my.ticks)
+    o += str("<line x1=\"", num(pl), "\" y1=\"", num(my.px(v)), "\" x2=\"", num(pl + pw), "\" y2=\"", num(my.px(v)),
+             "\"/>\n");
+  o += "</g>\n";
+  o += "<g class=\"ticks\" font-size=\"11\" fill=\"#333333\">\n";
+  for (double v : mx.ticks) {
+    std::string t = c.x.scale == Scale::linear ? escape_xml(tick_text(v, mx.step)) : log_tick_text(v, c.x.scale);
+    o += str("<text x=\"", num(mx.px(v)), "\" y=\"", num(pt + ph + 17), "\" text-anchor=\"middle\">", t, "</text>\n");
+  }
+  for (double v : my.ticks) {
+    std::string t = c.y.scale == Scale::linear ? escape_xml(tick_text(v, my.step)) : log_tick_text(v, c.y.scale);
+    o += str("<text x=\"", num(pl - 6), "\" y=\"", num(my.px(v) + 4), "\" text-anchor=\"end\">", t, "</text>\n");
+  }
+  o += "</g>\n";
+  o += str("<rect x=\"", num(pl), "\" y=\"", num(pt), "\" width=\"", num(pw), "\" height=\"", num(ph),
+           "\" fill=\"none\" stroke=\"#333333\" stroke-width=\"1\"/>\n");
+  o += str("<text x=\"", num(pl + pw / 2), "\" y=\"", num(pt + ph + 40), "\" text-anchor=\"middle\">",
+           escape_xml(c.x.label), "</text>\n");
+  o += str("<text transform=\"translate(18 ", num(pt + ph / 2), ") rotate(-90)\" text-anchor=\"middle\">",
+           escape_xml(c.y.label), "</text>\n");
+  return o;
+}
+
+// The vertical lines and the series (polylines and markers), clipped to the plot area, then the
+// free text labels (unclipped).
+std::string data_svg(const LineChart& c, const Frame& f) {
+  const Mapped &mx = f.mx, &my = f.my;
+  std::string o = "<g clip-path=\"url(#plot-area)\">\n";
+  for (const auto& v : c.vlines)
+    if (drawable(v.x, c.x.scale))
+      o += str("<line x1=\"", num(mx.px(v.x)), "\" y1=\"", num(f.pt), "\" x2=\"", num(mx.px(v.x)), "\" y2=\"",
+               num(f.pt + f.ph), "\" stroke=\"", escape_xml(v.color),
+               "\" stroke-width=\"1\" stroke-dasharray=\"3 3\"/>\n");
+  for (const auto& s : c.series) {
+    std::vector<std::pair<double, double>> p;
+    for (size_t i = 0; i < s.x.size(); ++i)
+      if (drawable(s.x[i], c.x.scale) && drawable(s.y[i], c.y.scale)) p.emplace_back(mx.px(s.x[i]), my.px(s.y[i]));
+    if (s.line && p.size() >= 2) {
+      std::string pts;
+      for (const auto& [x, y] : p) pts += str(pts.empty() ? "" : " ", num(x), ",", num(y));
+      o += str("<polyline data-label=\"", escape_xml(s.label), "\" points=\"", pts, "\" fill=\"none\" ",
+               stroke_attrs(s.color, s.width, s.dashed), " stroke-linejoin=\"round\"/>\n");
+    }
+    for (const auto& [x, y] : p) o += marker_svg(s.marker, x, y, s.color);
+  }
+  o += "</g>\n";
+  for (const auto& l : c.labels)
+    if (drawable(l.x, c.x.scale) && drawable(l.y, c.y.scale))
+      o += str("<text x=\"", num(mx.px(l.x) + (l.left ? -7 : 7)), "\" y=\"", num(my.px(l.y) + 4), "\" font-size=\"10\"",
+               l.left ? " text-anchor=\"end\"" : "", " fill=\"", escape_xml(l.color), "\">", escape_xml(l.text),
+               "</text>\n");
+  return o;
+}
+
+// The legend, right of the plot: a line sample and marker per series, then its label.
+std::string legend_svg(const LineChart& c, const Frame& f) {
+  if (!f.legend) return "";
+  std::string o = "<g class=\"legend\">\n";
+  double lx = f.pl + f.pw + 14, ly = f.pt + 8;
+  for (const auto& s : c.series) {
+    if (!s.in_legend) continue;
+    if (s.line)
+      o += str("<line x1=\"", num(lx), "\" y1=\"", num(ly), "\" x2=\"", num(lx + 26), "\" y2=\"", num(ly), "\" ",
+               stroke_attrs(s.color, s.width, s.dashed), "/>\n");
+    o += marker_svg(s.marker, lx + 13, ly, s.color);
+    o += str("<text x=\"", num(lx + 32), "\" y=\"", num(ly + 4), "\">", escape_xml(s.label), "</text>\n");
+    ly += 20;
+  }
+  o += "</g>\n";
+  return o;
+}
+
 }  // namespace
 
 std::string escape_xml(std::string_view s) {
@@ -216,136 +384,14 @@ const std::string& palette(size_t i) {
 }
 
 std::string render(const LineChart& c) {
-  // The data range of each axis over every drawable point (vertical lines count on x).
-  double xmin = kInf, xmax = -kInf, ymin = kInf, ymax = -kInf;
-  size_t points = 0;
-  for (const auto& s : c.series) {
-    SEQLAB_CHECK(s.x.size() == s.y.size(), "svg: series '", s.label, "' has ", s.x.size(), " x and ", s.y.size(),
-                 " y values");
-    for (size_t i = 0; i < s.x.size(); ++i) {
-      if (!drawable(s.x[i], c.x.scale) || !drawable(s.y[i], c.y.scale)) continue;
-      xmin = std::min(xmin, s.x[i]), xmax = std::max(xmax, s.x[i]);
-      ymin = std::min(ymin, s.y[i]), ymax = std::max(ymax, s.y[i]);
-      ++points;
-    }
-  }
-  SEQLAB_CHECK(points > 0, "svg: chart '", c.title, "': no finite point to draw");
-  for (const auto& v : c.vlines)
-    if (drawable(v.x, c.x.scale)) xmin = std::min(xmin, v.x), xmax = std::max(xmax, v.x);
-
-  size_t legend_chars = 0;
-  bool legend = false;
-  for (const auto& s : c.series)
-    if (s.in_legend) legend = true, legend_chars = std::max(legend_chars, s.label.size());
-  const int legend_w = legend ? 56 + 7 * static_cast<int>(std::min<size_t>(legend_chars, 40)) : 0;
-  const int W = c.width + legend_w;
-  // Notes wrap at spaces to the picture's width (about 6.3 px per character at 11 px).
-  std::vector<std::string> notes;
-  const size_t max_chars = static_cast<size_t>(std::max(40, (W - kLeft - 10) * 10 / 63));
-  for (const auto& n : c.notes) {
-    std::string line;
-    size_t i = 0;
-    while (i < n.size()) {
-      size_t j = n.find(' ', i);
-      if (j == std::string::npos) j = n.size();
-      std::string word = n.substr(i, j - i);
-      if (!line.empty() && line.size() + 1 + word.size() > max_chars) notes.push_back(line), line.clear();
-      line += (line.empty() ? "" : " ") + word;
-      i = j + 1;
-    }
-    notes.push_back(line);
-  }
-  const int H = c.height + kNoteLine * static_cast<int>(notes.size()) + (notes.empty() ? 0 : 6);
-  const double pl = kLeft, pt = kTop, pw = c.width - kLeft - kRight, ph = c.height - kTop - kBottom;
-  SEQLAB_CHECK(pw > 50 && ph > 50, "svg: chart '", c.title, "': ", c.width, "x", c.height, " leaves no room to plot");
-  Mapped mx = map_axis(c.x, xmin, xmax, pl, pl + pw, false);
-  Mapped my = map_axis(c.y, ymin, ymax, pt + ph, pt, true);
-  std::erase_if(mx.ticks, [&](double v) { return v > c.x.ticks_max; });
-  std::erase_if(my.ticks, [&](double v) { return v > c.y.ticks_max; });
-
-  std::string o;
-  o += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  o += str("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", W, "\" height=\"", H, "\" viewBox=\"0 0 ", W, " ", H,
-           "\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\" font-size=\"12\">\n");
-  o += str("<title>", escape_xml(c.title), "</title>\n");
-  o += str("<defs><clipPath id=\"plot-area\"><rect x=\"", num(pl), "\" y=\"", num(pt), "\" width=\"", num(pw),
-           "\" height=\"", num(ph), "\"/></clipPath></defs>\n");
-  o += str("<rect x=\"0\" y=\"0\" width=\"", W, "\" height=\"", H, "\" fill=\"#ffffff\"/>\n");
-  o += str("<text x=\"", num(pl), "\" y=\"22\" font-size=\"15\" font-weight=\"bold\">", escape_xml(c.title),
-           "</text>\n");
-  if (!c.subtitle.empty())
-    o += str("<text x=\"", num(pl), "\" y=\"40\" font-size=\"11\" fill=\"#555555\">", escape_xml(c.subtitle),
-             "</text>\n");
-
-  // Grid and ticks.
-  o += "<g class=\"grid\" stroke=\"#e6e6e6\" stroke-width=\"1\">\n";
-  for (double v : mx.ticks)
-    o += str("<line x1=\"", num(mx.px(v)), "\" y1=\"", num(pt), "\" x2=\"", num(mx.px(v)), "\" y2=\"", num(pt + ph),
-             "\"/>\n");
-  for (double v : my.ticks)
-    o += str("<line x1=\"", num(pl), "\" y1=\"", num(my.px(v)), "\" x2=\"", num(pl + pw), "\" y2=\"", num(my.px(v)),
-             "\"/>\n");
-  o += "</g>\n";
-  o += "<g class=\"ticks\" font-size=\"11\" fill=\"#333333\">\n";
-  for (double v : mx.ticks) {
-    std::string t = c.x.scale == Scale::linear ? escape_xml(tick_text(v, mx.step)) : log_tick_text(v, c.x.scale);
-    o += str("<text x=\"", num(mx.px(v)), "\" y=\"", num(pt + ph + 17), "\" text-anchor=\"middle\">", t, "</text>\n");
-  }
-  for (double v : my.ticks) {
-    std::string t = c.y.scale == Scale::linear ? escape_xml(tick_text(v, my.step)) : log_tick_text(v, c.y.scale);
-    o += str("<text x=\"", num(pl - 6), "\" y=\"", num(my.px(v) + 4), "\" text-anchor=\"end\">", t, "</text>\n");
-  }
-  o += "</g>\n";
-  o += str("<rect x=\"", num(pl), "\" y=\"", num(pt), "\" width=\"", num(pw), "\" height=\"", num(ph),
-           "\" fill=\"none\" stroke=\"#333333\" stroke-width=\"1\"/>\n");
-  o += str("<text x=\"", num(pl + pw / 2), "\" y=\"", num(pt + ph + 40), "\" text-anchor=\"middle\">",
-           escape_xml(c.x.label), "</text>\n");
-  o += str("<text transform=\"translate(18 ", num(pt + ph / 2), ") rotate(-90)\" text-anchor=\"middle\">",
-           escape_xml(c.y.label), "</text>\n");
-
-  // Data, clipped to the plot area.
-  o += "<g clip-path=\"url(#plot-area)\">\n";
-  for (const auto& v : c.vlines)
-    if (drawable(v.x, c.x.scale))
-      o += str("<line x1=\"", num(mx.px(v.x)), "\" y1=\"", num(pt), "\" x2=\"", num(mx.px(v.x)), "\" y2=\"",
-               num(pt + ph), "\" stroke=\"", escape_xml(v.color), "\" stroke-width=\"1\" stroke-dasharray=\"3 3\"/>\n");
-  for (const auto& s : c.series) {
-    std::vector<std::pair<double, double>> p;
-    for (size_t i = 0; i < s.x.size(); ++i)
-      if (drawable(s.x[i], c.x.scale) && drawable(s.y[i], c.y.scale)) p.emplace_back(mx.px(s.x[i]), my.px(s.y[i]));
-    if (s.line && p.size() >= 2) {
-      std::string pts;
-      for (const auto& [x, y] : p) pts += str(pts.empty() ? "" : " ", num(x), ",", num(y));
-      o += str("<polyline data-label=\"", escape_xml(s.label), "\" points=\"", pts, "\" fill=\"none\" ",
-               stroke_attrs(s.color, s.width, s.dashed), " stroke-linejoin=\"round\"/>\n");
-    }
-    for (const auto& [x, y] : p) o += marker_svg(s.marker, x, y, s.color);
-  }
-  o += "</g>\n";
-  for (const auto& l : c.labels)
-    if (drawable(l.x, c.x.scale) && drawable(l.y, c.y.scale))
-      o += str("<text x=\"", num(mx.px(l.x) + (l.left ? -7 : 7)), "\" y=\"", num(my.px(l.y) + 4), "\" font-size=\"10\"",
-               l.left ? " text-anchor=\"end\"" : "", " fill=\"", escape_xml(l.color), "\">", escape_xml(l.text),
-               "</text>\n");
-
-  // Legend, right of the plot.
-  if (legend) {
-    o += "<g class=\"legend\">\n";
-    double lx = pl + pw + 14, ly = pt + 8;
-    for (const auto& s : c.series) {
-      if (!s.in_legend) continue;
-      if (s.line)
-        o += str("<line x1=\"", num(lx), "\" y1=\"", num(ly), "\" x2=\"", num(lx + 26), "\" y2=\"", num(ly), "\" ",
-                 stroke_attrs(s.color, s.width, s.dashed), "/>\n");
-      o += marker_svg(s.marker, lx + 13, ly, s.color);
-      o += str("<text x=\"", num(lx + 32), "\" y=\"", num(ly + 4), "\">", escape_xml(s.label), "</text>\n");
-      ly += 20;
-    }
-    o += "</g>\n";
-  }
-  for (size_t i = 0; i < notes.size(); ++i)
-    o += str("<text x=\"", num(pl), "\" y=\"", num(c.height + kNoteLine * static_cast<double>(i) + 2),
-             "\" font-size=\"11\" fill=\"#555555\">", escape_xml(notes[i]), "</text>\n");
+  const Frame f = layout(c);
+  std::string o = head_svg(c, f);
+  o += axes_svg(c, f);
+  o += data_svg(c, f);
+  o += legend_svg(c, f);
+  for (size_t i = 0; i < f.notes.size(); ++i)
+    o += str("<text x=\"", num(f.pl), "\" y=\"", num(c.height + kNoteLine * static_cast<double>(i) + 2),
+             "\" font-size=\"11\" fill=\"#555555\">", escape_xml(f.notes[i]), "</text>\n");
   o += "</svg>\n";
   return o;
 }
