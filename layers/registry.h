@@ -40,8 +40,10 @@ struct LayerType {
 // GCC 12 at -O2 reports the options struct `o` below as maybe uninitialized when its strings are
 // copied into OptionValues (a false positive of -Wmaybe-uninitialized through std::function and
 // std::variant; `o` is a complete object returned by value).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 /// The registry row of a layer L whose options O are read by `read` (which fills and checks them),
 /// declared by `table`, and whose forward FLOPs are `flops`.
 template <class L, class O>
@@ -66,7 +68,9 @@ LayerType declare_layer(std::string name, std::string summary, O (*read)(int64_t
   t.bench_args = std::move(bench_args);
   return t;
 }
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 /// Every registered type, built-ins first.
 const std::vector<LayerType>& layer_types();

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the CSV reader and the config loader with libFuzzer for SECONDS each (default 60):
 #   scripts/fuzz.sh [SECONDS]
-# The code under test (data/series.cpp, apps/config.cpp) and the targets in fuzz/ are compiled with
+# The code under test (data/series.cpp, apps/config*.cpp) and the targets in fuzz/ are compiled with
 # clang++ -fsanitize=fuzzer,address,undefined into build/fuzz; the rest of seqlab (core, autograd,
 # layers) is linked from the release tree (SEQLAB_RELEASE_DIR, default build/release; built here if
 # needed), uninstrumented: Debian's clang 14 cannot compile all of core (it lacks C++20 lambda
@@ -30,7 +30,7 @@ build() {  # target sources...
   fi
 }
 build fuzz_csv fuzz/fuzz_csv.cpp data/series.cpp &
-build fuzz_config fuzz/fuzz_config.cpp apps/config.cpp &
+build fuzz_config fuzz/fuzz_config.cpp apps/config.cpp apps/config_toml.cpp apps/config_write.cpp &
 wait %1 && wait %2
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
