@@ -14,6 +14,14 @@ using cfg::quote;
 
 namespace {
 
+// A layer option's value as TOML.
+std::string toml_value(const nn::ArgValue& v) {
+  if (auto* i = std::get_if<int64_t>(&v)) return std::to_string(*i);
+  if (auto* d = std::get_if<double>(&v)) return format_double(*d);
+  if (auto* b = std::get_if<bool>(&v)) return *b ? "true" : "false";
+  return quote(std::get<std::string>(v));
+}
+
 void emit_model(std::ostringstream& os, const ModelConfig& m) {
   os << "name = " << quote(m.name) << "\n";
   os << "type = " << quote(m.type) << "\n";
@@ -30,19 +38,13 @@ void emit_model(std::ostringstream& os, const ModelConfig& m) {
   os << "bidir = " << (m.bidir ? "true" : "false") << "\n";
   // The layer's options with the values used (its own dropout is the key mixer_dropout here: dropout
   // is the block's); a type without declared options writes the keys as given.
-  auto value = [&](const nn::ArgValue& v) {
-    if (auto* i = std::get_if<int64_t>(&v)) os << *i;
-    else if (auto* d = std::get_if<double>(&v)) os << format_double(*d);
-    else if (auto* b = std::get_if<bool>(&v)) os << (*b ? "true" : "false");
-    else os << quote(std::get<std::string>(v));
-    os << "\n";
-  };
   if (m.layer_options.empty()) {
     if (m.mixer_dropout >= 0) os << "mixer_dropout = " << format_double(m.mixer_dropout) << "\n";
-    for (const auto& [k, v] : m.args.values()) os << k << " = ", value(v);
+    for (const auto& [k, v] : m.args.values()) os << k << " = " << toml_value(v) << "\n";
     return;
   }
-  for (const auto& o : m.layer_options) os << (o.key == "dropout" ? "mixer_dropout" : o.key) << " = ", value(o.value);
+  for (const auto& o : m.layer_options)
+    os << (o.key == "dropout" ? "mixer_dropout" : o.key) << " = " << toml_value(o.value) << "\n";
 }
 
 std::string emit(const Config& c, const std::vector<size_t>& models, bool multi, const std::string& dir) {
@@ -116,12 +118,8 @@ std::string layer_option_tables() {
     nn::LayerArgs defaults("layer_option_tables");
     os << "`" << t.name << "`: " << t.summary << "\n\n| option | default (d_model 64) | meaning |\n|---|---|---|\n";
     for (const auto& o : t.options(64, defaults)) {
-      os << "| `" << (o.key == "dropout" ? "mixer_dropout" : o.key) << "` | `";
-      if (auto* i = std::get_if<int64_t>(&o.value)) os << *i;
-      else if (auto* d = std::get_if<double>(&o.value)) os << format_double(*d);
-      else if (auto* b = std::get_if<bool>(&o.value)) os << (*b ? "true" : "false");
-      else os << quote(std::get<std::string>(o.value));
-      os << "` | " << o.doc << " |\n";
+      os << "| `" << (o.key == "dropout" ? "mixer_dropout" : o.key) << "` | `" << toml_value(o.value) << "` | " << o.doc
+         << " |\n";
     }
     os << "\n";
   }

@@ -40,6 +40,16 @@ class TokenObjective final : public Objective {
   }
 };
 
+// What every task records per epoch: the loss and the error figures of both splits.
+const std::vector<std::string> kLossMetrics = {"val_loss", "val_mse", "val_mae", "test_mse", "test_mae"};
+void record_losses(Metrics& m, const EvalStats& val, const EvalStats& test) {
+  m["val_loss"].push_back(val.loss);
+  m["val_mse"].push_back(val.mse);
+  m["val_mae"].push_back(val.mae);
+  m["test_mse"].push_back(test.mse);
+  m["test_mae"].push_back(test.mae);
+}
+
 // Windows of a series: the Loader shuffles (seeded by [train] seed and the epoch), prefetches and,
 // data-parallel, hands each rank its slice of every global batch.
 class ForecastTask final : public Task {
@@ -66,16 +76,8 @@ class ForecastTask final : public Task {
   EvalStats evaluate(nn::SequenceModel& m, Split split) const override {
     return eval_forecast(m, split == Split::val ? td_.fc.val : td_.fc.test, eval_batch_, sharded_);
   }
-  std::vector<std::string> metric_names() const override {
-    return {"val_loss", "val_mse", "val_mae", "test_mse", "test_mae"};
-  }
-  void record(Metrics& m, const EvalStats& val, const EvalStats& test) const override {
-    m["val_loss"].push_back(val.loss);
-    m["val_mse"].push_back(val.mse);
-    m["val_mae"].push_back(val.mae);
-    m["test_mse"].push_back(test.mse);
-    m["test_mae"].push_back(test.mae);
-  }
+  std::vector<std::string> metric_names() const override { return kLossMetrics; }
+  void record(Metrics& m, const EvalStats& val, const EvalStats& test) const override { record_losses(m, val, test); }
   std::string summary(const EvalStats& val, const EvalStats& test) const override {
     return fmt::format("val_mse {:.5f} val_mae {:.5f} test_mse {:.5f} test_mae {:.5f}", val.mse, val.mae, test.mse,
                        test.mae);
@@ -109,14 +111,12 @@ class TokenTask final : public Task {
     return eval_tokens(m, split == Split::val ? td_.val_batches : td_.test_batches, sharded_);
   }
   std::vector<std::string> metric_names() const override {
-    return {"val_loss", "val_mse", "val_mae", "test_mse", "test_mae", "val_acc", "test_acc"};
+    std::vector<std::string> names = kLossMetrics;
+    names.insert(names.end(), {"val_acc", "test_acc"});
+    return names;
   }
   void record(Metrics& m, const EvalStats& val, const EvalStats& test) const override {
-    m["val_loss"].push_back(val.loss);
-    m["val_mse"].push_back(val.mse);
-    m["val_mae"].push_back(val.mae);
-    m["test_mse"].push_back(test.mse);
-    m["test_mae"].push_back(test.mae);
+    record_losses(m, val, test);
     m["val_acc"].push_back(val.acc);
     m["test_acc"].push_back(test.acc);
   }
