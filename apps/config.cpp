@@ -209,6 +209,24 @@ void read_train(Reader& r, TrainConfig& t) {
   r.finish();
 }
 
+// The value at "section.key" of a resolved config's TOML ([model] or the first [[models]] entry for
+// model keys); nullptr when the key does not exist.
+const toml::value* resolved_value(const toml::value& resolved, const std::string& section, const std::string& key) {
+  const toml::table& top = resolved.as_table();
+  const toml::table* t = nullptr;
+  if (section == "model" && top.count("models")) t = &top.at("models").as_array().at(0).as_table();
+  else if (top.count(section)) t = &top.at(section).as_table();
+  if (!t || !t->count(key)) return nullptr;
+  return &t->at(key);
+}
+
+// [sweep]: each key a config key with a non-empty array of values. What is checked here, before
+// anything runs: the key exists (in the resolved config, which holds every key) and each value has
+// its type (an integer also stands for a float). Whether a value makes sense with the rest (a
+// patch longer than the sequence) is the cell's to find out: such a cell becomes a row with its
+// reason and the sweep goes on.
+std::vector<SweepAxis> read_sweep(const std::string& name, const toml::value& root, const toml::table& top);
+
 Config build(const std::string& name, toml::value root, const std::vector<std::string>& overrides) {
   Config c;
   c.file = name;
@@ -218,7 +236,7 @@ Config build(const std::string& name, toml::value root, const std::vector<std::s
   const toml::table& top = root.as_table();
   for (const auto& [k, v] : top)
     SEQLAB_CHECK(std::find(kSections.begin(), kSections.end(), k) != kSections.end(), name, ": unknown section [", k,
-                 "] (valid: [data], [model], [[models]], [optim], [train], [output])");
+                 "] (valid: [data], [model], [[models]], [optim], [train], [output], [sweep])");
   auto over = [&](const std::string& label) -> const std::set<std::string>* {
     auto it = overridden.find(label);
     return it == overridden.end() ? nullptr : &it->second;
@@ -260,7 +278,42 @@ Config build(const std::string& name, toml::value root, const std::vector<std::s
   output.finish();
   SEQLAB_CHECK(!c.output.dir.empty(), name, ": [output] dir: expected a non-empty path");
   c.output.dir = resolve_path(c.output.dir);
+  c.sweep = read_sweep(name, root, top);
   return c;
+}
+
+std::vector<SweepAxis> read_sweep(const std::string& name, const toml::value& root, const toml::table& top) {
+  auto it = top.find("sweep");
+  if (it == top.end()) return {};
+  SEQLAB_CHECK(it->second.is_table(), name, ": [sweep] must be a table of keys such as \"data.seq_len\" = [96, 336]");
+  toml::value base = root;
+  base.as_table().erase("sweep");
+  const Config plain = build(name, base, {});
+  std::istringstream resolved_text(to_toml(plain));
+  const toml::value resolved = toml::parse(resolved_text, name);
+  // The axes in key order (the parser keeps no file order): the last varies fastest.
+  std::map<std::string, toml::value> sorted(it->second.as_table().begin(), it->second.as_table().end());
+  std::vector<SweepAxis> axes;
+  for (const auto& [key, v] : sorted) {
+    const std::string where = str(name, ": [sweep] \"", key, "\"");
+    const size_t dot = key.find('.');
+    const std::string section = dot == std::string::npos ? "" : key.substr(0, dot), field = key.substr(dot + 1);
+    SEQLAB_CHECK(dot != std::string::npos && (section == "data" || section == "model" || section == "optim" ||
+                                             section == "train"),
+                 where, ": expected a key of [data], [model], [optim] or [train] such as \"data.seq_len\"");
+    const toml::value* current = resolved_value(resolved, section, field);
+    SEQLAB_CHECK(current, where, ": [", section, "] has no key '", field, "' (docs/CONFIG.md)");
+    SEQLAB_CHECK(v.is_array() && !v.as_array().empty(), where, ": expected a non-empty array of values, got ", describe(v));
+    SweepAxis axis{key, {}};
+    for (const auto& e : v.as_array()) {
+      const bool same = e.type() == current->type() || (e.is_integer() && current->is_floating());
+      SEQLAB_CHECK(same, where, ": ", describe(e), " is not of the key's type (its value now: ", describe(*current), ")");
+      axis.values.push_back(e.is_integer() && current->is_floating() ? format_double(static_cast<double>(e.as_integer()))
+                                                                      : describe(e));
+    }
+    axes.push_back(std::move(axis));
+  }
+  return axes;
 }
 
 }  // namespace
@@ -318,7 +371,10 @@ Config parse_config(const std::string& text, const std::string& name, const std:
   } catch (const std::exception& e) {  // toml11 reports a few problems (bad UTF-8, ...) as std errors
     throw Error(syntax_error_message(name, e.what(), 0, 0));
   }
-  return build(name, std::move(root), overrides);
+  Config c = build(name, std::move(root), overrides);
+  c.text = text;
+  c.overrides = overrides;
+  return c;
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {

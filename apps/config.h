@@ -102,6 +102,13 @@ struct OutputConfig {
   std::string dir;  // run directory; default runs/<config file stem>; resolved to an absolute path
 };
 
+/// One axis of a [sweep]: a config key and the values it takes, each as TOML text applied like
+/// `--set key=value` (docs/CONFIG.md, "[sweep]").
+struct SweepAxis {
+  std::string key;                  // "section.key", section data, model, optim or train
+  std::vector<std::string> values;  // non-empty
+};
+
 struct Config {
   std::string file;                 // the config file as named on the command line
   DataConfig data;
@@ -110,6 +117,9 @@ struct Config {
   OptimConfig optim;
   TrainConfig train;
   OutputConfig output;
+  std::vector<SweepAxis> sweep;     // [sweep], in key order: compare runs every model at every point of the product
+  std::string text;                 // the TOML text it was read from, and the --set overrides applied,
+  std::vector<std::string> overrides;  // so that each sweep cell is read again with its own values
 };
 
 /// Reads and checks `path`, applying `overrides` ("section.key=value", value parsed as TOML, or

@@ -14,7 +14,7 @@
 
 namespace seqlab::app::cfg {
 
-inline const std::vector<std::string> kSections = {"data", "model", "models", "optim", "train", "output"};
+inline const std::vector<std::string> kSections = {"data", "model", "models", "optim", "train", "output", "sweep"};
 
 std::string join(const std::vector<std::string>& v, const char* sep = ", ");
 /// Shortest decimal that reads back to the same double, always with a '.' or an exponent (TOML).

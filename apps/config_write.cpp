@@ -106,6 +106,14 @@ std::string emit(const Config& c, const std::vector<size_t>& models, bool multi,
   os << "init_checkpoint = " << quote(t.init_checkpoint) << "\n";
   os << "\n[output]\n";
   os << "dir = " << quote(dir) << "\n";
+  if (multi && !c.sweep.empty()) {  // a comparison's own file; each cell's is without it
+    os << "\n[sweep]\n";
+    for (const auto& axis : c.sweep) {
+      os << quote(axis.key) << " = [";
+      for (size_t i = 0; i < axis.values.size(); ++i) os << (i ? ", " : "") << axis.values[i];
+      os << "]\n";
+    }
+  }
   return os.str();
 }
 

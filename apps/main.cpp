@@ -73,7 +73,7 @@ struct Cli {
   // train, compare
   std::string config_path;
   std::vector<std::string> overrides;
-  bool resume = false, in_process = false;
+  bool resume = false, in_process = false, yes = false;
   // eval (and its length extrapolation: the values are checked by the library, seqlab::Error, exit 1)
   std::string run_dir, split = "test", checkpoint = "best";
   std::string seq_lens, n_sequences, max_seconds, step_mode, key_distance;
@@ -114,6 +114,7 @@ struct Cli {
     compare->add_option("--set", overrides, "override a key: section.key=value or models.<n|name>.key=value");
     compare->add_flag("--resume", resume, "continue every model from its checkpoint-last.h5");
     compare->add_flag("--in-process", in_process, "train the models in this process (peak RSS is then cumulative)");
+    compare->add_flag("--yes", yes, "run a [sweep] of more than 64 cells");
   }
   void add_eval() {
     eval = app.add_subcommand("eval", "evaluate checkpoint-best.h5 (or checkpoint-last.h5) of a run directory");
@@ -174,13 +175,19 @@ int run_compare_command(const Cli& cli, const seqlab::app::RunOptions& opt) {
   std::vector<std::string> child_args = {"--log-level", root ? cli.log_level : "warn"};
   if (cli.threads_given()) child_args.insert(child_args.end(), {"--threads", std::to_string(cli.threads)});
   const std::string exe = cli.in_process ? "" : std::filesystem::read_symlink("/proc/self/exe").string();
-  auto rows = seqlab::app::run_compare(config, opt, exe, child_args);
+  seqlab::app::RunOptions run_opt = opt;
+  run_opt.yes = cli.yes;
+  auto rows = config.sweep.empty() ? seqlab::app::run_compare(config, run_opt, exe, child_args)
+                                   : seqlab::app::run_sweep(config, run_opt, exe, child_args);
   for (const auto& r : rows)
     if (r.interrupted) {
       spdlog::warn("compare: interrupted in model '{}'; rerun with --resume to continue", r.model);
       return kExitInterrupted;
     }
-  if (root) std::printf("\n%s", seqlab::app::results_md(rows).c_str());
+  if (root && config.sweep.empty()) std::printf("\n%s", seqlab::app::results_md(rows).c_str());
+  if (root && !config.sweep.empty())
+    std::printf("%s/results.csv: %zu rows of %lld cells\n", config.output.dir.c_str(), rows.size(),
+                static_cast<long long>(seqlab::app::sweep_cells(config)));
   return 0;
 }
 

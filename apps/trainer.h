@@ -38,6 +38,7 @@ struct RunOptions {
   bool quiet = false;           // no progress bar, no per-epoch log lines (tests)
   bool data_parallel = false;   // under mpirun: split each global batch over the ranks (seqlab train)
   TrainObserver* observer = nullptr;
+  bool yes = false;             // compare: run a [sweep] of more than kSweepLimit cells
 };
 
 /// One row of the results table.
@@ -74,6 +75,18 @@ RunResult run_train(const Config& config, const RunOptions& opt);
 /// (so peak RSS is per model); otherwise in this process.
 std::vector<RunResult> run_compare(const Config& config, const RunOptions& opt, const std::string& exe = "",
                                    const std::vector<std::string>& child_args = {});
+/// A [sweep] of more cells than this needs --yes.
+inline constexpr int64_t kSweepLimit = 64;
+/// The cells of c's [sweep] (the product of its value counts; 0 without one).
+int64_t sweep_cells(const Config& c);
+/// `seqlab compare` with a [sweep]: run_compare for every point of the product, each in
+/// <output dir>/<key=value,...>/; results.csv in the output dir holds every row with one column per
+/// swept key and the cell's status (ok, or failed: the reason) at the end, rewritten after each cell.
+/// A cell that cannot run becomes rows with its reason and the sweep goes on; with opt.resume a
+/// finished cell is read back and an interrupted one continues. Throws (nothing run) when the
+/// product exceeds kSweepLimit without opt.yes.
+std::vector<RunResult> run_sweep(const Config& c, const RunOptions& opt, const std::string& exe = "",
+                                 const std::vector<std::string>& child_args = {});
 /// `seqlab eval`: evaluates checkpoint-best.h5 (or checkpoint-last.h5: checkpoint "last") of a run
 /// directory (or of each model of a comparison) on `split` (val | test); one row per model.
 struct EvalRow {

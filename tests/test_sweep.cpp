@@ -1,0 +1,139 @@
+// seqlab compare with a [sweep]: every model at every point of the product, a row each with the
+// swept values and the cell's status; a cell that cannot run leaves a row with its reason and the
+// sweep goes on; --resume keeps finished cells; bad [sweep] input fails before anything runs.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "apps/config.h"
+#include "apps/trainer.h"
+#include "core/error.h"
+#include "run_testing.h"
+#include "testing.h"
+
+using namespace seqlab;
+using namespace seqlab::app;
+namespace fs = std::filesystem;
+
+#define CHECK_THAT_CONTAINS(msg, part)                     \
+  do {                                                     \
+    std::string m_ = (msg);                                \
+    CHECK_MESSAGE(m_.find(part) != std::string::npos, m_); \
+  } while (0)
+
+namespace {
+
+struct Quiet : testing::RunScope {
+  Quiet() : RunScope(spdlog::level::warn) {}
+};
+
+std::string sweep_config(const fs::path& dir, const std::string& sweep) {
+  return str("[data]\ntask = \"sine\"\nrows = 400\nseq_len = 16\npred_len = 4\nchannels = 2\n",
+             "[model]\nd_model = 8\nn_layers = 1\n",
+             "[[models]]\nname = \"gru\"\ntype = \"gru\"\n[[models]]\nname = \"mlp\"\ntype = \"mlp\"\n",
+             "[train]\nepochs = 1\nbatch_size = 16\nmax_steps = 3\nthreads = 1\npatience = 0\n",
+             "[output]\ndir = \"", dir.string(), "\"\n[sweep]\n", sweep);
+}
+
+std::vector<std::string> lines_of(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+std::string error_of(const std::string& text) {
+  try {
+    parse_config(text, "sweep.toml");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("apps/sweep: every model at every point, one row each with the swept values and the status") {
+  Quiet q;
+  const fs::path dir = testing::scratch("sweep");
+  Config c = parse_config(sweep_config(dir, "\"data.seq_len\" = [8, 12]\n\"model.d_model\" = [4, 8]\n"), "sweep.toml");
+  REQUIRE(c.sweep.size() == 2);
+  CHECK(sweep_cells(c) == 4);
+  // The comparison's resolved file keeps the sweep and reads back to the same axes.
+  const std::string resolved = to_toml(c);
+  CHECK(resolved.find("[sweep]\n\"data.seq_len\" = [8, 12]\n\"model.d_model\" = [4, 8]\n") != std::string::npos);
+  CHECK(parse_config(resolved, "resolved.toml").sweep.at(1).values == std::vector<std::string>{"4", "8"});
+  std::vector<RunResult> rows = run_sweep(c, {.quiet = true});
+  CHECK(rows.size() == 8);
+  const auto csv = lines_of(testing::read_file(dir / "results.csv"));
+  REQUIRE(csv.size() == 9);
+  CHECK(csv[0] == "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae,data.seq_len,"
+                  "model.d_model,status");
+  // The last axis fastest; both models per cell; each cell a comparison of its own.
+  CHECK(csv[1].starts_with("gru,"));
+  CHECK(csv[1].ends_with(",8,4,ok"));
+  CHECK(csv[2].starts_with("mlp,"));
+  CHECK(csv[3].ends_with(",8,8,ok"));
+  CHECK(csv[8].ends_with(",12,8,ok"));
+  for (const char* cell : {"data.seq_len=8,model.d_model=4", "data.seq_len=12,model.d_model=8"}) {
+    CAPTURE(cell);
+    CHECK(fs::exists(dir / cell / "results.csv"));
+    CHECK(fs::exists(dir / cell / "gru" / "checkpoint-best.h5"));
+  }
+  // A wider model has more parameters; the same model at another length the same (head last).
+  CHECK(rows[2].params > rows[0].params);
+  CHECK(rows[4].params == rows[0].params);
+}
+
+TEST_CASE("apps/sweep: a cell that cannot run leaves rows with its reason, the sweep goes on, --resume keeps cells") {
+  Quiet q;
+  const fs::path dir = testing::scratch("sweep_fail");
+  // patch_len 32 is longer than the 16-step window: that cell fails at its config, the other runs.
+  Config c = parse_config(sweep_config(dir, "\"model.patch_len\" = [32, 4]\n"), "sweep.toml");
+  std::vector<RunResult> rows = run_sweep(c, {.quiet = true});
+  REQUIRE(rows.size() == 4);
+  const auto csv = lines_of(testing::read_file(dir / "results.csv"));
+  REQUIRE(csv.size() == 5);
+  CHECK(csv[1].find(",32,failed: ") != std::string::npos);
+  CHECK(csv[1].find("patch_len") != std::string::npos);
+  CHECK(csv[3].ends_with(",4,ok"));
+  CHECK(!fs::exists(dir / "model.patch_len=32" / "results.csv"));
+  // --resume: the finished cell is read back (its checkpoint untouched), the failed one tried again.
+  const auto before = fs::last_write_time(dir / "model.patch_len=4" / "gru" / "checkpoint-best.h5");
+  std::vector<RunResult> again = run_sweep(c, {.resume = true, .quiet = true});
+  REQUIRE(again.size() == 4);
+  CHECK(fs::last_write_time(dir / "model.patch_len=4" / "gru" / "checkpoint-best.h5") == before);
+  CHECK(again[2].test_mse == doctest::Approx(rows[2].test_mse).epsilon(1e-8));  // results.csv: 9 digits
+  CHECK(lines_of(testing::read_file(dir / "results.csv"))[1].find("failed: ") != std::string::npos);
+}
+
+TEST_CASE("apps/sweep: bad [sweep] input names the key and runs nothing") {
+  Quiet q;
+  const fs::path dir = testing::scratch("sweep_bad");
+  auto bad = [&](const std::string& sweep) { return error_of(sweep_config(dir, sweep)); };
+  CHECK_THAT_CONTAINS(bad("\"data.seq_lne\" = [8]\n"), "[sweep] \"data.seq_lne\": [data] has no key 'seq_lne'");
+  CHECK_THAT_CONTAINS(bad("\"seq_len\" = [8]\n"), "[sweep] \"seq_len\": expected a key of [data], [model], [optim]");
+  CHECK_THAT_CONTAINS(bad("\"output.dir\" = [\"a\"]\n"), "[sweep] \"output.dir\": expected a key of [data]");
+  CHECK_THAT_CONTAINS(bad("\"data.seq_len\" = []\n"), "[sweep] \"data.seq_len\": expected a non-empty array");
+  CHECK_THAT_CONTAINS(bad("\"data.seq_len\" = 8\n"), "[sweep] \"data.seq_len\": expected a non-empty array");
+  CHECK_THAT_CONTAINS(bad("\"data.seq_len\" = [8, \"long\"]\n"), "[sweep] \"data.seq_len\": \"long\" is not of the key's type");
+  CHECK_THAT_CONTAINS(bad("\"model.d_model\" = [8.5]\n"), "[sweep] \"model.d_model\": 8.5 is not of the key's type");
+  // An integer stands for a float.
+  CHECK(parse_config(sweep_config(dir, "\"optim.lr\" = [1, 0.001]\n"), "sweep.toml").sweep.at(0).values.at(0) == "1.0");
+  // Over the limit without --yes: one line, nothing written.
+  const fs::path big = testing::scratch("sweep_big");
+  Config c = parse_config(sweep_config(big, "\"data.seq_len\" = [8, 9, 10, 11, 12, 13, 14, 15, 16]\n"
+                                            "\"model.d_model\" = [2, 3, 4, 5, 6, 7, 8, 9]\n"), "sweep.toml");
+  CHECK(sweep_cells(c) == 72);
+  std::string msg;
+  try {
+    run_sweep(c, {.quiet = true});
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  CHECK_THAT_CONTAINS(msg, "[sweep]: 72 cells of 2 model(s) each, more than 64; pass --yes");
+  CHECK(fs::is_empty(big));
+}
