@@ -106,7 +106,7 @@ std::string emit(const Config& c, const std::vector<size_t>& models, bool multi,
   os << "init_checkpoint = " << quote(t.init_checkpoint) << "\n";
   os << "\n[output]\n";
   os << "dir = " << quote(dir) << "\n";
-  if (multi && !c.sweep.empty()) {  // a comparison's own file; each cell's is without it
+  if (models.size() == c.models.size() && !c.sweep.empty()) {  // the whole config's file; a cell's has none
     os << "\n[sweep]\n";
     for (const auto& axis : c.sweep) {
       os << quote(axis.key) << " = [";

@@ -378,6 +378,7 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir, con
 
 RunResult run_train(const Config& c, const RunOptions& opt) {
   SEQLAB_CHECK(!c.multi, c.file, ": lists [[models]]: use `seqlab compare` (or a config with one [model])");
+  SEQLAB_CHECK(c.sweep.empty(), c.file, ": has a [sweep]: use `seqlab compare` (or drop the [sweep] table)");
   return train_model(c, 0, c.output.dir, opt);
 }
 
