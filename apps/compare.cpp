@@ -106,8 +106,10 @@ std::vector<RunResult> gather_rows(const Config& c, const std::vector<RunResult>
 
 }  // namespace
 
-std::vector<RunResult> run_compare(const Config& c, const RunOptions& opt, const std::string& exe,
+std::vector<RunResult> run_compare(const Config& config, const RunOptions& opt, const std::string& exe,
                                    const std::vector<std::string>& child_args) {
+  Config c = config;
+  match_params(c);  // [sweep] match_params: the widths, before anything is written
   const fs::path dir(c.output.dir);
   // Under mpirun the runs are dealt round-robin to the ranks, each trained single-process by the
   // rank that owns it; rank 0 writes the comparison's own files and gathers the rows.
@@ -139,6 +141,8 @@ std::vector<RunResult> run_compare(const Config& c, const RunOptions& opt, const
     rows = gather_rows(c, rows, row_index);
     if (me != 0) return {};
   }
+  if (c.match_params > 0)
+    for (size_t i = 0; i < rows.size(); ++i) rows[i].d_model = c.models[i].d_model;
   write_text_atomic(dir / "results.csv", results_csv(rows));
   write_text_atomic(dir / "results.md", results_md(rows));
   spdlog::info("compare: {} models in {} (results in {})", rows.size(), time_str(seconds_since(t0)),

@@ -104,7 +104,7 @@ std::string types_with_option(const std::string& key, int64_t d_model) {
 // invalid option fails at load time, not mid-run; m.layer_options gets every option with the value
 // used. No layer is built and no random number drawn. A type registered without declared options
 // (a user's own, register_layer) is checked by building one layer, the generator restored after.
-void resolve_layer_options(const std::string& file, const std::string& label, ModelConfig& m) {
+void resolve_options(const std::string& file, const std::string& label, ModelConfig& m) {
   const nn::LayerType& type = nn::layer_type(m.type, m.args.where());
   if (!type.options) {
     const auto saved = default_generator().state();
@@ -169,7 +169,7 @@ ModelConfig read_model(const std::string& file, Reader& r, const std::string& wh
     else if (v.is_string()) m.args.set(key, v.as_string().str);
     else r.fail(key, "a number, a boolean or a string (a " + m.type + " option)", &v);
   }
-  resolve_layer_options(file, r.label(), m);
+  resolve_options(file, r.label(), m);
   return m;
 }
 
@@ -201,6 +201,8 @@ void read_train(Reader& r, TrainConfig& t) {
   t.threads = r.get_int("threads", t.threads, 0, 1024);
   t.max_steps = r.get_int("max_steps", t.max_steps, 0);
   t.checkpoint_every = r.get_int("checkpoint_every", t.checkpoint_every, 0);
+  t.steps = r.get_int("steps", t.steps, 0);
+  t.time_budget = r.get_double("time_budget", t.time_budget, 0.0);
   t.prefetch = r.get_int("prefetch", t.prefetch, 0, 64);
   t.on_nonfinite = r.get_string("on_nonfinite", t.on_nonfinite, {"stop", "skip"});
   t.init_from = r.get_string("init_from", t.init_from);
@@ -225,7 +227,10 @@ const toml::value* resolved_value(const toml::value& resolved, const std::string
 // its type (an integer also stands for a float). Whether a value makes sense with the rest (a
 // patch longer than the sequence) is the cell's to find out: such a cell becomes a row with its
 // reason and the sweep goes on.
-std::vector<SweepAxis> read_sweep(const std::string& name, const toml::value& root, const toml::table& top);
+// `match_params` is no axis: an integer >= 1 read into Config::match_params, and no axis may then
+// be model.d_model.
+std::vector<SweepAxis> read_sweep(const std::string& name, const toml::value& root, const toml::table& top,
+                                  int64_t& match_params);
 
 Config build(const std::string& name, toml::value root, const std::vector<std::string>& overrides) {
   Config c;
@@ -278,21 +283,32 @@ Config build(const std::string& name, toml::value root, const std::vector<std::s
   output.finish();
   SEQLAB_CHECK(!c.output.dir.empty(), name, ": [output] dir: expected a non-empty path");
   c.output.dir = resolve_path(c.output.dir);
-  c.sweep = read_sweep(name, root, top);
+  c.sweep = read_sweep(name, root, top, c.match_params);
   return c;
 }
 
-std::vector<SweepAxis> read_sweep(const std::string& name, const toml::value& root, const toml::table& top) {
+std::vector<SweepAxis> read_sweep(const std::string& name, const toml::value& root, const toml::table& top,
+                                  int64_t& match_params) {
   auto it = top.find("sweep");
   if (it == top.end()) return {};
   SEQLAB_CHECK(it->second.is_table(), name, ": [sweep] must be a table of keys such as \"data.seq_len\" = [96, 336]");
+  toml::table keys = it->second.as_table();
+  if (auto mp = keys.find("match_params"); mp != keys.end()) {
+    SEQLAB_CHECK(mp->second.is_integer() && mp->second.as_integer() >= 1, name,
+                 ": [sweep] match_params: expected an integer >= 1 (the parameter count every model is sized to), got ",
+                 describe(mp->second));
+    match_params = mp->second.as_integer();
+    SEQLAB_CHECK(!keys.count("model.d_model"), name, ": [sweep] \"model.d_model\": match_params chooses each "
+                 "model's d_model; sweep match_params or drop it");
+    keys.erase(mp);
+  }
   toml::value base = root;
   base.as_table().erase("sweep");
   const Config plain = build(name, base, {});
   std::istringstream resolved_text(to_toml(plain));
   const toml::value resolved = toml::parse(resolved_text, name);
   // The axes in key order (the parser keeps no file order): the last varies fastest.
-  std::map<std::string, toml::value> sorted(it->second.as_table().begin(), it->second.as_table().end());
+  std::map<std::string, toml::value> sorted(keys.begin(), keys.end());
   std::vector<SweepAxis> axes;
   for (const auto& [key, v] : sorted) {
     const std::string where = str(name, ": [sweep] \"", key, "\"");
@@ -317,6 +333,11 @@ std::vector<SweepAxis> read_sweep(const std::string& name, const toml::value& ro
 }
 
 }  // namespace
+
+void ModelConfig::set_width(int64_t width) {
+  d_model = width;
+  resolve_options(args.where(), "[model]", *this);
+}
 
 nn::LayerArgs ModelConfig::layer_args() const {
   nn::LayerArgs a = args;

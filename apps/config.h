@@ -61,6 +61,8 @@ struct ModelConfig {
 
   /// The layer's options: args, plus `dropout` = mixer_dropout when that is set (>= 0).
   nn::LayerArgs layer_args() const;
+  /// d_model = width, and layer_options resolved again (defaults such as d_ff follow the width).
+  void set_width(int64_t width);
 
   /// ModelOptions for a series with `in_channels` inputs (vocab 0) or a token task (vocab > 0).
   nn::ModelOptions options(const DataConfig& data, int64_t in_channels, int64_t out_channels,
@@ -91,11 +93,16 @@ struct TrainConfig {
   int64_t patience = 3;         // early stopping on val loss; 0 = off
   int64_t threads = 0;          // 0: all cores (or --threads)
   int64_t max_steps = 0;        // per-epoch step cap; 0 = the whole training set
+  int64_t steps = 0;            // budget: the run ends after this many optimizer steps (epochs no limit); 0 = off
+  double time_budget = 0;       // budget: the run ends once its training time reaches this many seconds; 0 = off
   int64_t checkpoint_every = 0; // also write checkpoint-last.h5 every N steps; 0 = epoch ends only
   int64_t prefetch = 2;         // batches the loader prepares ahead
   std::string on_nonfinite = "stop";  // a NaN/Inf loss or gradient: stop (error) | skip the step
   std::string init_from;        // warm start: a checkpoint file or run directory ("" = random init)
   std::string init_checkpoint = "best";  // init_from a run directory: its checkpoint-best.h5 or -last.h5
+
+  /// A step or time budget is set: the budget ends the run, not `epochs`, and early stopping is off.
+  bool budgeted() const { return steps > 0 || time_budget > 0; }
 };
 
 struct OutputConfig {
@@ -118,6 +125,7 @@ struct Config {
   TrainConfig train;
   OutputConfig output;
   std::vector<SweepAxis> sweep;     // [sweep], in key order: compare runs every model at every point of the product
+  int64_t match_params = 0;         // [sweep] match_params: each model's d_model chosen for this many parameters (0: off)
   std::string text;                 // the TOML text it was read from, and the --set overrides applied,
   std::vector<std::string> overrides;  // so that each sweep cell is read again with its own values
 };

@@ -100,14 +100,17 @@ std::string emit(const Config& c, const std::vector<size_t>& models, bool multi,
   os << "threads = " << t.threads << "\n";
   os << "max_steps = " << t.max_steps << "\n";
   os << "checkpoint_every = " << t.checkpoint_every << "\n";
+  os << "steps = " << t.steps << "\n";
+  os << "time_budget = " << format_double(t.time_budget) << "\n";
   os << "prefetch = " << t.prefetch << "\n";
   os << "on_nonfinite = " << quote(t.on_nonfinite) << "\n";
   os << "init_from = " << quote(t.init_from) << "\n";
   os << "init_checkpoint = " << quote(t.init_checkpoint) << "\n";
   os << "\n[output]\n";
   os << "dir = " << quote(dir) << "\n";
-  if (models.size() == c.models.size() && !c.sweep.empty()) {  // the whole config's file; a cell's has none
+  if (models.size() == c.models.size() && (!c.sweep.empty() || c.match_params > 0)) {  // a cell's has none
     os << "\n[sweep]\n";
+    if (c.match_params > 0) os << "match_params = " << c.match_params << "\n";
     for (const auto& axis : c.sweep) {
       os << quote(axis.key) << " = [";
       for (size_t i = 0; i < axis.values.size(); ++i) os << (i ? ", " : "") << axis.values[i];

@@ -60,27 +60,41 @@ std::string time_str(double s) {
 
 // ---------------------------------------------------------------------------------------------
 
+namespace {
+
+bool widths_matched(const std::vector<RunResult>& rows) {
+  return std::any_of(rows.begin(), rows.end(), [](const RunResult& r) { return r.d_model > 0; });
+}
+
+}  // namespace
+
 std::string results_csv(const std::vector<RunResult>& rows) {
-  std::string s = "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae\n";
-  for (const auto& r : rows)
+  const bool width = widths_matched(rows);
+  std::string s = "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae";
+  s += width ? ",d_model\n" : "\n";
+  for (const auto& r : rows) {
     s += str(r.model, ",", r.params, ",", r.epochs, ",", fmt("%.3f", r.train_seconds), ",", fmt("%.3f", r.step_ms), ",",
              fmt("%.1f", r.peak_rss_mib), ",", fmt("%.9g", r.val_mse), ",", fmt("%.9g", r.test_mse), ",",
-             fmt("%.9g", r.test_mae), "\n");
+             fmt("%.9g", r.test_mae));
+    s += width ? str(",", r.d_model, "\n") : "\n";
+  }
   return s;
 }
 
 std::string results_md(const std::vector<RunResult>& rows) {
   bool token = false;
   for (const auto& r : rows) token = token || r.test_acc >= 0;
+  const bool width = widths_matched(rows);
   std::string s = "| model | params | epochs | train_seconds | step_ms | peak_rss_mib | val_mse | test_mse | test_mae |";
-  s += token ? " test_acc |\n" : "\n";
+  s += str(token ? " test_acc |" : "", width ? " d_model |" : "", "\n");
   s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|";
-  s += token ? "---:|\n" : "\n";
+  s += str(token ? "---:|" : "", width ? "---:|" : "", "\n");
   for (const auto& r : rows) {
     s += str("| ", r.model, " | ", r.params, " | ", r.epochs, " | ", fmt("%.1f", r.train_seconds), " | ",
              fmt("%.2f", r.step_ms), " | ", fmt("%.1f", r.peak_rss_mib), " | ", fmt("%.4f", r.val_mse), " | ",
              fmt("%.4f", r.test_mse), " | ", fmt("%.4f", r.test_mae), " |");
     if (token) s += str(" ", fmt("%.4f", r.test_acc), " |");
+    if (width) s += str(" ", r.d_model, " |");
     s += "\n";
   }
   if (token)
@@ -95,13 +109,15 @@ std::vector<RunResult> read_results_csv(const std::string& path) {
   SEQLAB_CHECK(in, path, ": cannot open");
   std::string line;
   std::getline(in, line);
+  const bool width = line.ends_with(",d_model");
   std::vector<RunResult> rows;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     std::vector<std::string> f;
     std::stringstream ss(line);
     for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
-    SEQLAB_CHECK(f.size() == 9, path, ": expected 9 columns, got ", f.size(), " in '", line, "'");
+    SEQLAB_CHECK(f.size() == (width ? 10u : 9u), path, ": expected ", width ? 10 : 9, " columns, got ", f.size(),
+                 " in '", line, "'");
     RunResult r;
     r.model = f[0];
     r.params = std::stoll(f[1]);
@@ -112,6 +128,7 @@ std::vector<RunResult> read_results_csv(const std::string& path) {
     r.val_mse = std::stod(f[6]);
     r.test_mse = std::stod(f[7]);
     r.test_mae = std::stod(f[8]);
+    if (width) r.d_model = std::stoll(f[9]);
     rows.push_back(r);
   }
   return rows;

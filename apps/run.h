@@ -35,6 +35,9 @@ std::string fmt(const char* f, double v);
 
 std::unique_ptr<optim::Optimizer> make_optimizer(const Config& c, const nn::Module& m);
 std::shared_ptr<nn::SequenceModel> make_model(const Config& c, const ModelConfig& mc, const TaskData& td);
+/// [sweep] match_params > 0: sets each model's d_model to the width whose parameter count (on the
+/// config's data) is the closest to the target; throws naming the model when none is within 5%.
+void match_params(Config& c);
 
 /// The first parameter (registration order) whose gradient (gradients = true) or value holds a NaN or
 /// an Inf; "" when every one is finite. O(parameters), negligible next to a training step.

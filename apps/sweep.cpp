@@ -76,6 +76,7 @@ Cell run_cell(const Config& c, const std::vector<size_t>& point, const RunOption
     cc.sweep.clear();
     if (opt.resume && fs::exists(dir / "results.csv")) {
       cell.rows = read_results_csv((dir / "results.csv").string());
+      for (auto& r : cell.rows) r.finished = true;
       spdlog::info("sweep: {} finished before: its results.csv is kept", name);
       return cell;
     }
@@ -88,6 +89,7 @@ Cell run_cell(const Config& c, const std::vector<size_t>& point, const RunOption
       RunResult r;
       r.model = m.name;
       r.val_mse = r.test_mse = r.test_mae = r.train_seconds = r.step_ms = r.peak_rss_mib = kNaN;
+      r.finished = true;  // done with, as far as the sweep goes
       cell.rows.push_back(r);
     }
   }
@@ -100,23 +102,27 @@ std::string csv_text(std::string s) {
   return s;
 }
 
-// results.csv: results_csv's columns, then one per swept key, then the cell's status.
+// results.csv: results_csv's first nine columns, then one per swept key, then d_model (with
+// match_params: the width chosen), then the cell's status.
 std::string sweep_csv(const Config& c, const std::vector<Cell>& cells) {
   std::string out;
   bool header = true;
   for (const auto& cell : cells) {
-    std::istringstream lines(results_csv(cell.rows));
+    std::vector<RunResult> rows = cell.rows;
+    for (auto& r : rows) r.d_model = 0;  // its column goes after the swept keys
+    std::istringstream lines(results_csv(rows));
     std::string line;
     std::getline(lines, line);
     if (header) {
       out += line;
       for (const auto& axis : c.sweep) out.append(",").append(axis.key);
-      out += ",status\n";
+      out += c.match_params > 0 ? ",d_model,status\n" : ",status\n";
       header = false;
     }
-    while (std::getline(lines, line)) {
+    for (size_t i = 0; std::getline(lines, line); ++i) {
       out += line;
       for (const auto& v : cell.values) out.append(",").append(v);
+      if (c.match_params > 0) out.append(",").append(std::to_string(cell.rows[i].d_model));
       out.append(",").append(csv_text(cell.status)).append("\n");
     }
   }
@@ -141,11 +147,13 @@ std::vector<RunResult> run_sweep(const Config& c, const RunOptions& opt, const s
   std::vector<Cell> cells;
   std::vector<RunResult> all;
   for (const auto& point : sweep_points(c.sweep)) {
-    cells.push_back(run_cell(c, point, opt, exe, child_args));
-    all.insert(all.end(), cells.back().rows.begin(), cells.back().rows.end());
+    Cell cell = run_cell(c, point, opt, exe, child_args);
+    all.insert(all.end(), cell.rows.begin(), cell.rows.end());
+    // Interrupted (Ctrl-C) or stopped by an observer: the table keeps the finished cells only.
+    for (const auto& r : cell.rows)
+      if (!r.finished) return all;
+    cells.push_back(std::move(cell));
     write_text_atomic(fs::path(c.output.dir) / "results.csv", sweep_csv(c, cells));  // after every cell
-    for (const auto& r : cells.back().rows)
-      if (r.interrupted) return all;
   }
   spdlog::info("sweep: {} cells, results in {}", cells.size(), (fs::path(c.output.dir) / "results.csv").string());
   return all;

@@ -78,10 +78,10 @@ class Training {
     check_disk();
     build();
     start();
-    Progress progress(!opt_.quiet && isatty(fileno(stderr)), mc_.name, c_.train.epochs, steps_per_epoch_);
+    Progress progress(!opt_.quiet && isatty(fileno(stderr)), mc_.name, planned_epochs(), steps_per_epoch_);
     progress_ = &progress;
     model_->train();
-    while (!st_.done && st_.epoch < c_.train.epochs) {
+    while (!st_.done && (c_.train.budgeted() || st_.epoch < c_.train.epochs)) {
       if (auto r = train_epoch()) return *r;
       if (end_epoch()) return early_exit(true);
       ++st_.epoch;
@@ -128,7 +128,27 @@ class Training {
     // Steps per epoch: the whole training set (token tasks: n_train_batches), capped by max_steps.
     steps_per_epoch_ = task_->batches_per_epoch();
     if (c_.train.max_steps > 0) steps_per_epoch_ = std::min(steps_per_epoch_, c_.train.max_steps);
-    schedule_ = make_schedule(c_, steps_per_epoch_ * c_.train.epochs);
+    schedule_ = make_schedule(c_, c_.train.steps > 0 ? c_.train.steps : steps_per_epoch_ * c_.train.epochs);
+    if (c_.train.budgeted())
+      spdlog::info("[{}] budget: {}; early stopping off", mc_.name,
+                   c_.train.steps > 0 ? str(c_.train.steps, " optimizer steps") : str(c_.train.time_budget, " s of training"));
+  }
+
+  // The epochs the progress bar counts: a step budget's (the last may be partial), else [train] epochs.
+  int64_t planned_epochs() const {
+    return c_.train.steps > 0 ? (c_.train.steps + steps_per_epoch_ - 1) / steps_per_epoch_ : c_.train.epochs;
+  }
+
+  // [train] steps / time_budget: reached at a step boundary. `running`: the current epoch's training
+  // seconds not yet in the metrics. Every rank agrees (their clocks differ).
+  bool budget_reached(double running) const {
+    const TrainConfig& t = c_.train;
+    if (t.steps > 0) return st_.global_step >= t.steps;
+    if (t.time_budget <= 0) return false;
+    double trained = running;
+    if (auto it = st_.metrics.find("seconds"); it != st_.metrics.end())
+      for (double s : it->second) trained += s;
+    return dp_ ? dist::any(trained >= t.time_budget) : trained >= t.time_budget;
   }
 
   // Restores checkpoint-last.h5 (--resume) or starts fresh (maybe warm); only then, with the data,
@@ -140,8 +160,11 @@ class Training {
                    st_.batch, st_.global_step);
       // A run that ended because it reached its epochs continues when the config now asks for more
       // (`--resume --set train.epochs=N`); an early stop stays a stop.
-      const bool early_stopped = c_.train.patience > 0 && st_.bad_epochs >= c_.train.patience;
-      if (st_.done && !early_stopped && st_.epoch < c_.train.epochs) {
+      const bool early_stopped = !c_.train.budgeted() && c_.train.patience > 0 && st_.bad_epochs >= c_.train.patience;
+      if (c_.train.budgeted() && st_.done && !budget_reached(0)) {
+        spdlog::info("[{}] extending the finished run to the larger budget", mc_.name);
+        st_.done = false;
+      } else if (st_.done && !early_stopped && !c_.train.budgeted() && st_.epoch < c_.train.epochs) {
         spdlog::info("[{}] extending the finished run from {} to {} epochs", mc_.name, st_.epoch, c_.train.epochs);
         st_.done = false;
       }
@@ -169,6 +192,8 @@ class Training {
     lr_ = c_.optim.lr * schedule_->lr_at(st_.global_step);
     data::Batch batch;
     while (st_.batch < steps_per_epoch_) {
+      if (c_.train.budgeted() && budget_reached(st_.epoch_seconds + seconds_since(t_epoch_)))
+        break;  // the budget ends this epoch early
       if (!task_->next(st_.global_step, batch)) break;
       step(batch);
       progress_->update(st_.epoch, st_.batch, st_.loss_sum / static_cast<double>(st_.loss_count));
@@ -261,11 +286,12 @@ class Training {
       ++st_.bad_epochs;
     }
     spdlog::info("[{}] epoch {}/{}: train_loss {:.5f} {} lr {:.3g} {:.1f}s{}", mc_.name, st_.epoch + 1,
-                 c_.train.epochs, m["train_loss"].back(), task_->summary(val, test), lr_, st_.epoch_seconds,
+                 c_.train.time_budget > 0 ? std::string("?") : std::to_string(planned_epochs()), m["train_loss"].back(), task_->summary(val, test), lr_, st_.epoch_seconds,
                  improved ? " *" : "");
-    const bool stop = c_.train.patience > 0 && st_.bad_epochs >= c_.train.patience;
-    const bool done = stop || st_.epoch + 1 >= c_.train.epochs;
+    const bool stop = !c_.train.budgeted() && c_.train.patience > 0 && st_.bad_epochs >= c_.train.patience;
+    const bool done = stop || (c_.train.budgeted() ? budget_reached(0) : st_.epoch + 1 >= c_.train.epochs);
     save_epoch(improved, done);
+    st_.done = done;
     if (st_.skipped > skipped_before_epoch_)
       spdlog::warn("[{}] epoch {}: {} step(s) skipped for a non-finite loss or gradient ({} in the run)", mc_.name,
                    st_.epoch + 1, st_.skipped - skipped_before_epoch_, st_.skipped);
@@ -379,7 +405,12 @@ RunResult train_model(const Config& c, size_t index, const std::string& dir, con
 RunResult run_train(const Config& c, const RunOptions& opt) {
   SEQLAB_CHECK(!c.multi, c.file, ": lists [[models]]: use `seqlab compare` (or a config with one [model])");
   SEQLAB_CHECK(c.sweep.empty(), c.file, ": has a [sweep]: use `seqlab compare` (or drop the [sweep] table)");
-  return train_model(c, 0, c.output.dir, opt);
+  if (c.match_params <= 0) return train_model(c, 0, c.output.dir, opt);
+  Config matched = c;
+  match_params(matched);
+  RunResult r = train_model(matched, 0, matched.output.dir, opt);
+  r.d_model = matched.models[0].d_model;
+  return r;
 }
 
 }  // namespace seqlab::app

@@ -56,6 +56,7 @@ struct RunResult {
   bool finished = false;       // false when stopped by an observer or request_stop()
   bool interrupted = false;    // stopped by request_stop() (SIGINT) after writing checkpoint-last.h5
   int64_t skipped_steps = 0;   // steps skipped for a non-finite loss or gradient ([train] on_nonfinite = "skip")
+  int64_t d_model = 0;         // [sweep] match_params: the width chosen; 0 when widths were not matched
 };
 
 /// Asks train_model to stop after the current step, writing checkpoint-last.h5 first (`--resume`
@@ -175,11 +176,12 @@ struct LoadedRun {
 /// mismatching file.
 LoadedRun load_run_model(const std::string& run_dir, const std::string& checkpoint = "best");
 
-/// The results table: CSV (the columns model,params,...,test_mae) and Markdown (with test_acc
-/// after them for token tasks).
+/// The results table: CSV (the columns model,params,...,test_mae, then d_model when some row's
+/// width was matched) and Markdown (with test_acc after them for token tasks).
 std::string results_csv(const std::vector<RunResult>& rows);
 std::string results_md(const std::vector<RunResult>& rows);
-/// Reads a results.csv written by results_csv.
+/// Reads a results.csv written by results_csv (or by a sweep: columns after the first nine are
+/// ignored but d_model).
 std::vector<RunResult> read_results_csv(const std::string& path);
 
 }  // namespace seqlab::app
