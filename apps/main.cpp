@@ -135,8 +135,10 @@ struct Cli {
   }
   void add_report() {
     report = app.add_subcommand("report", "SVG pictures from run directories: learning curves, a test "
-                                          "forecast, accuracy against sequence length");
-    report->add_option("run_dirs", report_dirs, "run directories of seqlab train or compare")->required();
+                                          "forecast, accuracy against sequence length, cost against "
+                                          "accuracy; of a sweep: cost, time and memory against the swept value");
+    report->add_option("run_dirs", report_dirs, "run directories of seqlab train or compare, or one sweep directory")
+        ->required();
     report->add_option("--out", report_opt.out, "directory for the pictures (default: the first run directory)");
     report_window = report->add_option("--window", report_opt.window, "forecast.svg: the test window (default 0)");
     report->add_option("--channel", report_opt.channel,

@@ -1,11 +1,13 @@
 // `seqlab report`: finds the models of each run directory (a comparison lists them in its
 // config.resolved.toml) and reads their metrics.h5, gathers the extrapolation.csv files, and has
-// report_charts.cpp and report_extrapolation.cpp draw the pictures. Every picture is rendered before
+// report_charts.cpp, report_extrapolation.cpp and report_sweep.cpp draw the pictures; a sweep
+// directory goes to report_sweep.cpp alone. Every picture is rendered before
 // the first file is written, so a bad option or input leaves the output directory as it was.
 #include "apps/report.h"
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "apps/checkpoint.h"
@@ -27,11 +29,14 @@ std::string join(const std::vector<std::string>& v, const char* sep) {
 
 }  // namespace report_detail
 
+using report_detail::comparison_cost_accuracy;
 using report_detail::extrapolation_chart;
 using report_detail::forecast_svg;
 using report_detail::join;
 using report_detail::learning_curves_svg;
 using report_detail::ModelRun;
+using report_detail::Picture;
+using report_detail::sweep_pictures;
 
 namespace {
 
@@ -113,23 +118,12 @@ std::string shown_path(const std::string& path) {
   return fs::path(path).filename().string();
 }
 
-std::vector<std::string> run_report(const std::vector<std::string>& run_dirs, const ReportOptions& opt) {
-  std::vector<ModelRun> models = find_models(run_dirs);
-  std::vector<std::pair<std::string, std::string>> pictures;  // file name, SVG text
-  pictures.emplace_back("learning_curves.svg", learning_curves_svg(models, run_dirs));
+namespace {
 
-  std::vector<const ModelRun*> forecasting;
-  for (const auto& m : models)
-    if (!m.config.data.is_token_task()) forecasting.push_back(&m);
-  if (forecasting.empty()) {
-    SEQLAB_CHECK(!opt.window_given, "--window: no forecasting run among ", join(run_dirs), " (only token tasks)");
-    SEQLAB_CHECK(opt.channel.empty(), "--channel: no forecasting run among ", join(run_dirs), " (only token tasks)");
-  } else {
-    pictures.emplace_back("forecast.svg", forecast_svg(forecasting, opt));
-  }
-
-  // extrapolation.csv in a run directory or in a model's directory; rows keep the model's legend
-  // label and colour when the model is one of the runs.
+// extrapolation.svg from the extrapolation.csv files in the run directories and in the models'
+// directories, or nothing when there is none; rows keep the model's legend label and colour when
+// the model is one of the runs.
+std::vector<Picture> extrapolation_picture(const std::vector<ModelRun>& models, const std::vector<std::string>& run_dirs) {
   std::vector<ExtrapolationRow> rows;
   std::set<std::pair<std::string, int64_t>> seen;
   std::map<std::string, std::string> colors;
@@ -156,10 +150,52 @@ std::vector<std::string> run_report(const std::vector<std::string>& run_dirs, co
       if (m.run == run && fs::path(m.dir) != fs::path(run_dirs[run]))
         add_csv(fs::path(m.dir) / "extrapolation.csv", run);
   }
-  if (!rows.empty())
-    pictures.emplace_back(
-        "extrapolation.svg",
-        extrapolation_chart(rows, train_lens.size() == 1 ? *train_lens.begin() : 0, "from " + join(sources), colors));
+  if (rows.empty()) return {};
+  return {{"extrapolation.svg", extrapolation_chart(rows, train_lens.size() == 1 ? *train_lens.begin() : 0,
+                                                    "from " + join(sources), colors)}};
+}
+
+// The pictures of train and compare directories: learning curves, the forecast, extrapolation and
+// (when some directory is a comparison) cost against accuracy.
+std::vector<Picture> run_pictures(const std::vector<std::string>& run_dirs, const ReportOptions& opt) {
+  std::vector<ModelRun> models = find_models(run_dirs);
+  std::vector<Picture> pictures;
+  pictures.emplace_back("learning_curves.svg", learning_curves_svg(models, run_dirs));
+  std::vector<const ModelRun*> forecasting;
+  for (const auto& m : models)
+    if (!m.config.data.is_token_task()) forecasting.push_back(&m);
+  if (forecasting.empty()) {
+    SEQLAB_CHECK(!opt.window_given, "--window: no forecasting run among ", join(run_dirs), " (only token tasks)");
+    SEQLAB_CHECK(opt.channel.empty(), "--channel: no forecasting run among ", join(run_dirs), " (only token tasks)");
+  } else {
+    pictures.emplace_back("forecast.svg", forecast_svg(forecasting, opt));
+  }
+  for (auto& p : extrapolation_picture(models, run_dirs)) pictures.push_back(std::move(p));
+  if (std::string svg = comparison_cost_accuracy(models, run_dirs); !svg.empty())
+    pictures.emplace_back("cost_accuracy.svg", std::move(svg));
+  return pictures;
+}
+
+// The config of the sweep directory among `run_dirs`, which must then be the only one; nullopt
+// when there is none.
+std::optional<Config> sweep_config(const std::vector<std::string>& run_dirs) {
+  for (const auto& d : run_dirs) {
+    Config c = read_run_config(d);
+    if (c.sweep.empty()) continue;
+    SEQLAB_CHECK(run_dirs.size() == 1, d, ": a sweep directory (its config.resolved.toml has a [sweep]): give it to ",
+                 "seqlab report alone (its cells, ", d, "/<key=value,...>, are comparisons that go with others)");
+    return c;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::vector<std::string> run_report(const std::vector<std::string>& run_dirs, const ReportOptions& opt) {
+  SEQLAB_CHECK(!run_dirs.empty(), "report: expected at least one run directory");
+  const std::optional<Config> sweep = sweep_config(run_dirs);
+  const std::vector<Picture> pictures =
+      sweep ? sweep_pictures(run_dirs[0], *sweep, opt) : run_pictures(run_dirs, opt);
 
   const fs::path out = opt.out.empty() ? fs::path(run_dirs[0]) : fs::path(opt.out);
   std::error_code ec;

@@ -1,7 +1,11 @@
 // `seqlab report`: SVG pictures from run directories (a `seqlab train` run or a `seqlab compare`
 // directory holding one run per model): learning curves (validation loss against training wall
-// time), one test window's forecast of every forecasting model against the truth, and accuracy
-// against sequence length from extrapolation.csv files (`seqlab eval --seq-lens`).
+// time), one test window's forecast of every forecasting model against the truth, accuracy
+// against sequence length from extrapolation.csv files (`seqlab eval --seq-lens`), and for a
+// comparison cost against accuracy (test loss against ms per step, marker area ~ peak RSS). A
+// sweep directory (`seqlab compare` with a [sweep]), given alone, gets cost against accuracy of
+// every model and cell, and against its numeric swept key (data.seq_len first) step time and peak
+// memory on log-log axes with each line's fitted exponent, and test loss.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -19,10 +23,13 @@ struct ReportOptions {
   bool scaled = false;        // forecast.svg: plot the scaled values the model sees, not the data's units
 };
 
-/// Writes learning_curves.svg, forecast.svg (when some run forecasts) and extrapolation.svg (when
-/// some run directory or model directory holds extrapolation.csv) into opt.out, each through a
-/// temporary file and a rename; every picture is made before the first is written. Returns the
-/// paths written. Throws seqlab::Error naming the directory, file or option that is wrong.
+/// Writes learning_curves.svg, forecast.svg (when some run forecasts), extrapolation.svg (when
+/// some run directory or model directory holds extrapolation.csv) and cost_accuracy.svg (when some
+/// directory is a comparison with results.csv) into opt.out; for a sweep directory (the only one
+/// given) cost_accuracy.svg and, against a numeric swept key, step_time.svg, peak_memory.svg and
+/// accuracy_vs_<key's last part>.svg instead. Each file goes through a temporary file and a
+/// rename; every picture is made before the first is written. Returns the paths written. Throws
+/// seqlab::Error naming the directory, file, column or option that is wrong.
 std::vector<std::string> run_report(const std::vector<std::string>& run_dirs, const ReportOptions& opt);
 
 /// A data file's path as a picture shows it: relative to the working directory when inside it (as a

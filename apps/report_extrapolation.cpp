@@ -19,34 +19,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// Splits one CSV line; fields may be double-quoted ("" is a quote inside).
-std::vector<std::string> csv_fields(const std::string& line) {
-  std::vector<std::string> f(1);
-  bool quoted = false;
-  for (size_t i = 0; i < line.size(); ++i) {
-    char ch = line[i];
-    if (quoted) {
-      if (ch == '"' && i + 1 < line.size() && line[i + 1] == '"')
-        f.back() += '"', ++i;
-      else if (ch == '"')
-        quoted = false;
-      else
-        f.back() += ch;
-    } else if (ch == '"') {
-      quoted = true;
-    } else if (ch == ',') {
-      f.emplace_back();
-    } else {
-      f.back() += ch;
-    }
-  }
-  for (auto& s : f) {
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\r')) s.pop_back();
-    while (!s.empty() && s.front() == ' ') s.erase(s.begin());
-  }
-  return f;
-}
-
 std::string pow2_text(int64_t n) {
   if (n > 0 && (n & (n - 1)) == 0) {
     int e = 0;
@@ -75,6 +47,33 @@ std::string skipped_text(const std::vector<std::pair<int64_t, std::string>>& ski
 }  // namespace
 
 namespace report_detail {
+
+std::vector<std::string> csv_fields(const std::string& line) {
+  std::vector<std::string> f(1);
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    char ch = line[i];
+    if (quoted) {
+      if (ch == '"' && i + 1 < line.size() && line[i + 1] == '"')
+        f.back() += '"', ++i;
+      else if (ch == '"')
+        quoted = false;
+      else
+        f.back() += ch;
+    } else if (ch == '"') {
+      quoted = true;
+    } else if (ch == ',') {
+      f.emplace_back();
+    } else {
+      f.back() += ch;
+    }
+  }
+  for (auto& s : f) {
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\r')) s.pop_back();
+    while (!s.empty() && s.front() == ' ') s.erase(s.begin());
+  }
+  return f;
+}
 
 std::string extrapolation_chart(const std::vector<ExtrapolationRow>& rows, int64_t train_len,
                                 const std::string& subtitle, const std::map<std::string, std::string>& colors) {
@@ -155,7 +154,7 @@ std::vector<ExtrapolationRow> read_extrapolation_csv(const std::string& path) {
   std::string line;
   SEQLAB_CHECK(std::getline(in, line), path, ": empty file (expected a header row model,seq_len,...,status)");
   std::map<std::string, size_t> col;
-  auto header = csv_fields(line);
+  auto header = report_detail::csv_fields(line);
   for (size_t i = 0; i < header.size(); ++i) col[header[i]] = i;
   for (const char* k : {"model", "seq_len", "accuracy", "status"})
     SEQLAB_CHECK(col.count(k), path, ": line 1: no column '", k, "' (expected model,seq_len,n_sequences,accuracy,",
@@ -163,7 +162,7 @@ std::vector<ExtrapolationRow> read_extrapolation_csv(const std::string& path) {
   std::vector<ExtrapolationRow> rows;
   for (int64_t lineno = 2; std::getline(in, line); ++lineno) {
     if (line.empty() || line == "\r") continue;
-    auto f = csv_fields(line);
+    auto f = report_detail::csv_fields(line);
     SEQLAB_CHECK(f.size() == header.size(), path, ": line ", lineno, ": ", f.size(), " fields, expected ",
                  header.size());
     auto get = [&](const char* k) { return col.count(k) ? f[col[k]] : std::string(); };

@@ -112,10 +112,12 @@ std::string stroke_attrs(const std::string& color, double width, bool dashed) {
              dashed ? " stroke-dasharray=\"6 4\"" : "");
 }
 
-std::string marker_svg(Marker m, double x, double y, const std::string& color) {
+// r > 0: a sized circle, translucent so that overlapping ones stay visible; otherwise radius 3.
+std::string marker_svg(Marker m, double x, double y, const std::string& color, double r = 0) {
   switch (m) {
     case Marker::circle:
-      return str("<circle cx=\"", num(x), "\" cy=\"", num(y), "\" r=\"3\" fill=\"", escape_xml(color), "\"/>\n");
+      return str("<circle cx=\"", num(x), "\" cy=\"", num(y), "\" r=\"", r > 0 ? num(r) : "3", "\" fill=\"",
+                 escape_xml(color), r > 0 ? "\" fill-opacity=\"0.6" : "", "\"/>\n");
     case Marker::cross:
       return str("<path class=\"cross\" d=\"M", num(x - 4), " ", num(y - 4), " L", num(x + 4), " ", num(y + 4), " M",
                  num(x - 4), " ", num(y + 4), " L", num(x + 4), " ", num(y - 4), "\" ", stroke_attrs(color, 2, false),
@@ -256,20 +258,24 @@ std::string data_svg(const LineChart& c, const Frame& f) {
                "\" stroke-width=\"1\" stroke-dasharray=\"3 3\"/>\n");
   for (const auto& s : c.series) {
     std::vector<std::pair<double, double>> p;
+    std::vector<double> r;  // the drawn points' marker radii (0: the default)
     for (size_t i = 0; i < s.x.size(); ++i)
-      if (drawable(s.x[i], c.x.scale) && drawable(s.y[i], c.y.scale)) p.emplace_back(mx.px(s.x[i]), my.px(s.y[i]));
+      if (drawable(s.x[i], c.x.scale) && drawable(s.y[i], c.y.scale)) {
+        p.emplace_back(mx.px(s.x[i]), my.px(s.y[i]));
+        r.push_back(i < s.marker_r.size() ? s.marker_r[i] : 0);
+      }
     if (s.line && p.size() >= 2) {
       std::string pts;
       for (const auto& [x, y] : p) pts += str(pts.empty() ? "" : " ", num(x), ",", num(y));
       o += str("<polyline data-label=\"", escape_xml(s.label), "\" points=\"", pts, "\" fill=\"none\" ",
                stroke_attrs(s.color, s.width, s.dashed), " stroke-linejoin=\"round\"/>\n");
     }
-    for (const auto& [x, y] : p) o += marker_svg(s.marker, x, y, s.color);
+    for (size_t i = 0; i < p.size(); ++i) o += marker_svg(s.marker, p[i].first, p[i].second, s.color, r[i]);
   }
   o += "</g>\n";
   for (const auto& l : c.labels)
     if (drawable(l.x, c.x.scale) && drawable(l.y, c.y.scale))
-      o += str("<text x=\"", num(mx.px(l.x) + (l.left ? -7 : 7)), "\" y=\"", num(my.px(l.y) + 4), "\" font-size=\"10\"",
+      o += str("<text x=\"", num(mx.px(l.x) + (l.left ? -l.offset : l.offset)), "\" y=\"", num(my.px(l.y) + 4), "\" font-size=\"10\"",
                l.left ? " text-anchor=\"end\"" : "", " fill=\"", escape_xml(l.color), "\">", escape_xml(l.text),
                "</text>\n");
   return o;
@@ -299,26 +305,12 @@ std::string escape_xml(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (char ch : s) {
-    switch (ch) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        if (static_cast<unsigned char>(ch) < 0x20 && ch != '\t') break;  // not allowed in XML 1.0
-        out += ch;
-    }
+    if (ch == '&') out += "&amp;";
+    else if (ch == '<') out += "&lt;";
+    else if (ch == '>') out += "&gt;";
+    else if (ch == '"') out += "&quot;";
+    else if (ch == '\'') out += "&apos;";
+    else if (static_cast<unsigned char>(ch) >= 0x20 || ch == '\t') out += ch;  // other controls: not allowed in XML 1.0
   }
   return out;
 }

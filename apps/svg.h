@@ -1,6 +1,6 @@
 // A small SVG line-chart writer for `seqlab report`: linear, log10 and log2 axes with "nice" ticks
 // (1-2-5 steps, Heckbert's "Nice numbers for graph labels", Graphics Gems 1990), polylines (solid or
-// dashed), markers, free text labels, a legend right of the plot, a title and foot notes. The output
+// dashed), markers (circles optionally sized per point), free text labels, a legend right of the plot, a title and foot notes. The output
 // is a standalone SVG 1.1 document; every piece of user text is XML-escaped.
 #pragma once
 #include <string>
@@ -28,6 +28,7 @@ struct Series {
   bool dashed = false;
   bool line = true;  // false: markers only
   Marker marker = Marker::none;
+  std::vector<double> marker_r;  // circles: a radius in pixels per point, drawn translucent; empty: 3 each
   double width = 1.8;
   bool in_legend = true;
 };
@@ -38,6 +39,7 @@ struct Label {
   std::string text;
   std::string color = "#333333";
   bool left = false;
+  double offset = 7;  // pixels between the point and the text
 };
 
 /// A vertical dashed line at x (e.g. where a forecast starts).
