@@ -123,7 +123,8 @@ namespace {
 // extrapolation.svg from the extrapolation.csv files in the run directories and in the models'
 // directories, or nothing when there is none; rows keep the model's legend label and colour when
 // the model is one of the runs.
-std::vector<Picture> extrapolation_picture(const std::vector<ModelRun>& models, const std::vector<std::string>& run_dirs) {
+std::vector<Picture> extrapolation_picture(const std::vector<ModelRun>& models,
+                                           const std::vector<std::string>& run_dirs) {
   std::vector<ExtrapolationRow> rows;
   std::set<std::pair<std::string, int64_t>> seen;
   std::map<std::string, std::string> colors;

@@ -275,9 +275,9 @@ std::string data_svg(const LineChart& c, const Frame& f) {
   o += "</g>\n";
   for (const auto& l : c.labels)
     if (drawable(l.x, c.x.scale) && drawable(l.y, c.y.scale))
-      o += str("<text x=\"", num(mx.px(l.x) + (l.left ? -l.offset : l.offset)), "\" y=\"", num(my.px(l.y) + 4), "\" font-size=\"10\"",
-               l.left ? " text-anchor=\"end\"" : "", " fill=\"", escape_xml(l.color), "\">", escape_xml(l.text),
-               "</text>\n");
+      o += str("<text x=\"", num(mx.px(l.x) + (l.left ? -l.offset : l.offset)), "\" y=\"", num(my.px(l.y) + 4),
+               "\" font-size=\"10\"", l.left ? " text-anchor=\"end\"" : "", " fill=\"", escape_xml(l.color), "\">",
+               escape_xml(l.text), "</text>\n");
   return o;
 }
 

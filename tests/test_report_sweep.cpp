@@ -160,7 +160,8 @@ TEST_CASE("apps/report: a sweep over data.seq_len draws cost against accuracy an
   CHECK(largest == 14);
 
   // Each legend's exponent is the least-squares slope of its model's points in results.csv.
-  for (const auto& [file, column] : {std::pair{"step_time.svg", "step_ms"}, std::pair{"peak_memory.svg", "peak_rss_mib"}}) {
+  for (const auto& [file, column] :
+       {std::pair{"step_time.svg", "step_ms"}, std::pair{"peak_memory.svg", "peak_rss_mib"}}) {
     CAPTURE(file);
     Svg s(out / file);
     const auto labels = s.polyline_labels();
@@ -168,7 +169,8 @@ TEST_CASE("apps/report: a sweep over data.seq_len draws cost against accuracy an
     for (size_t m = 0; m < 2; ++m) {
       std::vector<double> x, y;
       for (const auto& r : rows)
-        if (r.at("model") == (m ? "mlp" : "gru")) x.push_back(std::stod(r.at("data.seq_len"))), y.push_back(std::stod(r.at(column)));
+        if (r.at("model") == (m ? "mlp" : "gru"))
+          x.push_back(std::stod(r.at("data.seq_len"))), y.push_back(std::stod(r.at(column)));
       CHECK(labels[m].starts_with(m ? "mlp  ~T^" : "gru  ~T^"));
       CHECK(std::abs(exponent_of(labels[m], "T") - slope(x, y)) <= 0.005 + 1e-9);
       CHECK(s.points_of(labels[m]) == 2);
