@@ -80,7 +80,7 @@ Sized match_one(const Config& c, const ModelConfig& mc, const TaskData& td, int6
   const bool gaps = best.d_model < hi - 1 || at(hi).d_model > hi;  // widths the layer refuses in between
   if (std::fabs(off) > kTolerance)
     throw fail(str("the closest width, d_model ", best.d_model, ", has ", best.params, " parameters (",
-                   off > 0 ? "+" : "", static_cast<int>(std::lround(100 * off)), "%); expected within 5%",
+                   fmt("%+.1f", 100 * off), "%); expected within 5%",
                    gaps ? " (the layer refuses the widths in between: fewer heads, or a larger target)" : ""));
   return best;
 }

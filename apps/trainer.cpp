@@ -192,8 +192,6 @@ class Training {
     lr_ = c_.optim.lr * schedule_->lr_at(st_.global_step);
     data::Batch batch;
     while (st_.batch < steps_per_epoch_) {
-      if (c_.train.budgeted() && budget_reached(st_.epoch_seconds + seconds_since(t_epoch_)))
-        break;  // the budget ends this epoch early
       if (!task_->next(st_.global_step, batch)) break;
       step(batch);
       progress_->update(st_.epoch, st_.batch, st_.loss_sum / static_cast<double>(st_.loss_count));
@@ -216,6 +214,8 @@ class Training {
                      st_.global_step, st_.epoch + 1, last_path_.string());
         return early_exit(true);
       }
+      if (c_.train.budgeted() && budget_reached(st_.epoch_seconds + seconds_since(t_epoch_)))
+        break;  // the budget ends this epoch early
     }
     st_.epoch_seconds += seconds_since(t_epoch_);
     progress_->clear();

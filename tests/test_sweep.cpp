@@ -1,9 +1,17 @@
 // seqlab compare with a [sweep]: every model at every point of the product, a row each with the
 // swept values and the cell's status; a cell that cannot run leaves a row with its reason and the
-// sweep goes on; --resume keeps finished cells; bad [sweep] input fails before anything runs.
+// sweep goes on; --resume keeps finished cells and continues a killed one; bad [sweep] input fails
+// before anything runs.
 #include <doctest/doctest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <thread>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -137,3 +145,70 @@ TEST_CASE("apps/sweep: bad [sweep] input names the key and runs nothing") {
   CHECK_THAT_CONTAINS(msg, "[sweep]: 72 cells of 2 model(s) each, more than 64; pass --yes");
   CHECK(fs::is_empty(big));
 }
+
+#ifdef SEQLAB_BINARY
+TEST_CASE("apps/sweep: a sweep SIGKILLed in its second cell, then --resume, ends like an uninterrupted one") {
+  Quiet q;
+  const std::string sweep = "\"data.seq_len\" = [8, 12]\n";
+  // The reference: the same sweep uninterrupted, each model in a child process as on the command line.
+  const fs::path ref = testing::scratch("sweep_kill_ref"), dir = testing::scratch("sweep_kill");
+  auto text = [&](const fs::path& out) {
+    std::string t = sweep_config(out, sweep);
+    // Six steps, a checkpoint after each: the kill lands mid-model.
+    t.replace(t.find("max_steps = 3"), 13, "max_steps = 6\ncheckpoint_every = 1");
+    return t;
+  };
+  const std::vector<std::string> quiet = {"--log-level", "off"};
+  std::vector<RunResult> full = run_sweep(parse_config(text(ref), "sweep.toml"), {.quiet = true}, SEQLAB_BINARY, quiet);
+  REQUIRE(full.size() == 4);
+
+  const fs::path config = dir / "sweep.toml";
+  std::ofstream(config) << text(dir / "run");
+  std::string exe = SEQLAB_BINARY, log = "--log-level", off = "off", compare = "compare", cfg = config.string();
+  char* argv[] = {exe.data(), log.data(), off.data(), compare.data(), cfg.data(), nullptr};
+  // Its own process group, so that the kill takes the sweep and the model it is training, as a
+  // machine's crash or the OOM killer of a job would.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+  pid_t pid = 0;
+  REQUIRE(posix_spawn(&pid, exe.c_str(), nullptr, &attr, argv, environ) == 0);
+  posix_spawnattr_destroy(&attr);
+  const fs::path second = dir / "run" / "data.seq_len=12" / "gru" / "checkpoint-last.h5";
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = 0;
+  bool exited = false;
+  while (!fs::exists(second) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120)) {
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      exited = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  REQUIRE_MESSAGE(!exited, "the sweep finished before the kill (status ", status, ")");
+  ::kill(-pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  REQUIRE(WIFSIGNALED(status));
+  // Killed in the second cell: the table holds the first cell only.
+  const auto before = lines_of(testing::read_file(dir / "run" / "results.csv"));
+  REQUIRE(before.size() == 3);
+  CHECK(before[2].ends_with(",8,ok"));
+  CHECK(!fs::exists(dir / "run" / "data.seq_len=12" / "results.csv"));
+  const auto kept = fs::last_write_time(dir / "run" / "data.seq_len=8" / "gru" / "checkpoint-best.h5");
+
+  std::vector<RunResult> resumed =
+      run_sweep(load_config(config.string()), {.resume = true, .quiet = true}, SEQLAB_BINARY, quiet);
+  REQUIRE(resumed.size() == 4);
+  CHECK(fs::last_write_time(dir / "run" / "data.seq_len=8" / "gru" / "checkpoint-best.h5") == kept);
+  const auto after = lines_of(testing::read_file(dir / "run" / "results.csv"));
+  REQUIRE(after.size() == 5);
+  for (size_t i = 0; i < 4; ++i) {
+    CAPTURE(i);
+    CHECK(resumed[i].model == full[i].model);
+    CHECK(resumed[i].val_mse == doctest::Approx(full[i].val_mse).epsilon(1e-8));  // results.csv: 9 digits
+    CHECK(resumed[i].test_mse == doctest::Approx(full[i].test_mse).epsilon(1e-8));
+    CHECK(after[i + 1].ends_with(i < 2 ? ",8,ok" : ",12,ok"));
+  }
+}
+#endif
