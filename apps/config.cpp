@@ -372,17 +372,7 @@ nn::ModelOptions ModelConfig::options(const DataConfig& data, int64_t in_channel
 const std::vector<std::string>& task_names() { return kTasks; }
 
 Config parse_config(const std::string& text, const std::string& name, const std::vector<std::string>& overrides) {
-  // TOML is UTF-8, and toml11 3.7 reads out of bounds reporting bad UTF-8 inside a string
-  // (found by fuzz/fuzz_config.cpp): reject it before the parser sees it.
-  if (size_t bad = invalid_utf8_offset(text); bad != std::string_view::npos) {
-    const size_t line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n'));
-    const size_t line_start = text.rfind('\n', bad == 0 ? 0 : bad - 1);
-    const size_t column = line_start == std::string::npos || bad == 0 ? bad + 1 : bad - line_start;
-    char hex[8];
-    std::snprintf(hex, sizeof hex, "0x%02x", static_cast<unsigned char>(text[bad]));
-    throw Error(str(name, ": TOML syntax error at line ", line, ", column ", column, ": invalid UTF-8 (byte ", hex,
-                    "); a TOML file is UTF-8 text"));
-  }
+  reject_invalid_utf8(text, name);
   toml::value root;
   try {
     std::istringstream in(text);

@@ -199,4 +199,18 @@ size_t invalid_utf8_offset(std::string_view t) {
   return std::string_view::npos;
 }
 
+void reject_invalid_utf8(const std::string& text, const std::string& name) {
+  // TOML is UTF-8, and toml11 3.7 reads out of bounds reporting bad UTF-8 inside a string
+  // (found by fuzz/fuzz_config.cpp): reject it before the parser sees it.
+  if (size_t bad = invalid_utf8_offset(text); bad != std::string_view::npos) {
+    const size_t line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n'));
+    const size_t line_start = text.rfind('\n', bad == 0 ? 0 : bad - 1);
+    const size_t column = line_start == std::string::npos || bad == 0 ? bad + 1 : bad - line_start;
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02x", static_cast<unsigned char>(text[bad]));
+    throw Error(str(name, ": TOML syntax error at line ", line, ", column ", column, ": invalid UTF-8 (byte ", hex,
+                    "); a TOML file is UTF-8 text"));
+  }
+}
+
 }  // namespace seqlab::app

@@ -156,4 +156,8 @@ std::string syntax_error_message(const std::string& name, const std::string& wha
 namespace seqlab::app {
 /// Declared for users in apps/config.h; defined in config_toml.cpp (parse_value needs it too).
 size_t invalid_utf8_offset(std::string_view text);
+/// Throws a one-line syntax error naming `name`, the line, column and byte when `text` is not valid
+/// UTF-8 (toml11 3.7 reads out of bounds reporting bad UTF-8 inside a string: found by
+/// fuzz/fuzz_config.cpp, so it is rejected before the parser sees it).
+void reject_invalid_utf8(const std::string& text, const std::string& name);
 }  // namespace seqlab::app

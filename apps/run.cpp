@@ -56,6 +56,25 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const Config& c, const nn::Modu
   }
 }
 
+// The learning-rate schedule of `c` over `total_steps`; errors name [optim].
+std::unique_ptr<optim::Schedule> make_schedule(const Config& c, int64_t total_steps) {
+  optim::ScheduleOptions so;
+  so.name = c.optim.schedule;
+  so.step_size = c.optim.step_size;
+  so.gamma = c.optim.gamma;
+  so.warmup_steps = c.optim.warmup_steps;
+  so.total_steps = total_steps;
+  so.min_lr_ratio = c.optim.min_lr_ratio;
+  if (so.name == "cosine")
+    SEQLAB_CHECK(so.warmup_steps < total_steps, c.file, ": [optim] warmup_steps: expected fewer than the ",
+                 total_steps, " training steps (epochs x steps per epoch, or [train] steps), got ", so.warmup_steps);
+  try {
+    return std::make_unique<optim::Schedule>(so);
+  } catch (const Error& e) {
+    throw Error(str(c.file, ": [optim]: ", e.what()));
+  }
+}
+
 std::shared_ptr<nn::SequenceModel> make_model(const Config& c, const ModelConfig& mc, const TaskData& td) {
   try {
     nn::ModelOptions mo = td.token ? mc.options(c.data, 0, 0, td.task->vocab_size())

@@ -21,6 +21,7 @@
 #include "data/synthetic.h"
 #include "layers/model.h"
 #include "optim/optimizer.h"
+#include "optim/schedule.h"
 
 namespace seqlab::app {
 
@@ -34,6 +35,8 @@ double peak_rss_mib();
 std::string fmt(const char* f, double v);
 
 std::unique_ptr<optim::Optimizer> make_optimizer(const Config& c, const nn::Module& m);
+/// The learning-rate schedule of `c` over `total_steps`; errors name [optim].
+std::unique_ptr<optim::Schedule> make_schedule(const Config& c, int64_t total_steps);
 std::shared_ptr<nn::SequenceModel> make_model(const Config& c, const ModelConfig& mc, const TaskData& td);
 /// [sweep] match_params > 0: sets each model's d_model to the width whose parameter count (on the
 /// config's data) is the closest to the target; throws naming the model when none is within 5%.

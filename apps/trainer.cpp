@@ -30,7 +30,6 @@
 #include "core/parallel.h"
 #include "core/random.h"
 #include "layers/model.h"
-#include "optim/schedule.h"
 
 namespace seqlab::app {
 namespace fs = std::filesystem;
@@ -41,25 +40,6 @@ const char* kMetricNames[] = {"train_loss", "seconds", "eval_seconds", "lr"};
 
 std::atomic<bool> g_stop_requested{false};
 static_assert(std::atomic<bool>::is_always_lock_free, "request_stop() runs in a signal handler");
-
-// The learning-rate schedule of `c` over `total_steps`; errors name [optim].
-std::unique_ptr<optim::Schedule> make_schedule(const Config& c, int64_t total_steps) {
-  optim::ScheduleOptions so;
-  so.name = c.optim.schedule;
-  so.step_size = c.optim.step_size;
-  so.gamma = c.optim.gamma;
-  so.warmup_steps = c.optim.warmup_steps;
-  so.total_steps = total_steps;
-  so.min_lr_ratio = c.optim.min_lr_ratio;
-  if (so.name == "cosine")
-    SEQLAB_CHECK(so.warmup_steps < total_steps, c.file, ": [optim] warmup_steps: expected fewer than the ",
-                 total_steps, " training steps (epochs x steps per epoch), got ", so.warmup_steps);
-  try {
-    return std::make_unique<optim::Schedule>(so);
-  } catch (const Error& e) {
-    throw Error(str(c.file, ": [optim]: ", e.what()));
-  }
-}
 
 // One model's training run, from its config to its run directory. The phases, in order: check
 // what is on disk (build), build data, model, optimizer and task (build), restore or start fresh
