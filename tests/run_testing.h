@@ -91,4 +91,14 @@ inline void check_same_params(const std::filesystem::path& a, const std::filesys
   CHECK(ca.counters == cb.counters);
 }
 
+/// A tiny sweep of two models (gru, mlp) on the sine task writing to `dir`, with `sweep` as the
+/// body of its [sweep] table (test_sweep.cpp, test_report_sweep.cpp).
+inline std::string sweep_config(const std::filesystem::path& dir, const std::string& sweep) {
+  return str("[data]\ntask = \"sine\"\nrows = 400\nseq_len = 16\npred_len = 4\nchannels = 2\n",
+             "[model]\nd_model = 8\nn_layers = 1\n",
+             "[[models]]\nname = \"gru\"\ntype = \"gru\"\n[[models]]\nname = \"mlp\"\ntype = \"mlp\"\n",
+             "[train]\nepochs = 1\nbatch_size = 16\nmax_steps = 3\nthreads = 1\npatience = 0\n",
+             "[output]\ndir = \"", dir.string(), "\"\n[sweep]\n", sweep);
+}
+
 }  // namespace seqlab::testing

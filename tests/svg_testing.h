@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "apps/report.h"
+#include "core/error.h"
 #include "testing.h"
 
 namespace seqlab::testing {
@@ -145,5 +147,15 @@ struct Svg {
     return false;
   }
 };
+
+/// run_report's error message, or "(no error)".
+inline std::string report_error_of(const std::vector<std::string>& dirs, const app::ReportOptions& opt) {
+  try {
+    app::run_report(dirs, opt);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
 
 }  // namespace seqlab::testing

@@ -48,15 +48,6 @@ fs::path sine_comparison() {
   return dir;
 }
 
-std::string error_of(const std::vector<std::string>& dirs, const ReportOptions& opt) {
-  try {
-    run_report(dirs, opt);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // Report options: the output directory, a test window (-1: not given), a channel, scaled values.
@@ -254,7 +245,7 @@ TEST_CASE("apps/report: a single train run of a token task, beside a comparison"
   Svg lc(dir / "learning_curves.svg");
   CHECK(lc.polyline_labels() == std::vector<std::string>{"tiny-lstm"});
   CHECK(lc.has_text("cross-entropy"));
-  CHECK(contains(error_of({dir.string()}, options(dir, 3)), "--window: no forecasting run among"));
+  CHECK(contains(testing::report_error_of({dir.string()}, options(dir, 3)), "--window: no forecasting run among"));
   // With the comparison: every model in one chart (names are unique, so no directory prefix), and
   // the forecast from the forecasting models only.
   fs::path out = testing::scratch("report_mixed");
@@ -272,27 +263,27 @@ TEST_CASE("apps/report: errors name the directory, file or option, and write not
   fs::path dir = sine_comparison();
   fs::path out = testing::scratch("report_err");
   const std::string missing = (testing::scratch_root() / "no_such_run").string();
-  CHECK(contains(error_of({missing}, {}), missing + ": no such directory"));
+  CHECK(contains(testing::report_error_of({missing}, {}), missing + ": no such directory"));
   fs::path empty = testing::scratch("report_empty");
-  CHECK(contains(error_of({empty.string()}, {}), empty.string() + ": not a run directory (no config.resolved.toml)"));
+  CHECK(contains(testing::report_error_of({empty.string()}, {}), empty.string() + ": not a run directory (no config.resolved.toml)"));
 
   // A model directory without metrics.h5.
   fs::path partial = testing::scratch_root() / "report_partial";
   fs::remove_all(partial);
   fs::copy(dir, partial, fs::copy_options::recursive);
   fs::remove(partial / "ssm" / "metrics.h5");
-  CHECK(contains(error_of({partial.string()}, {}), (partial / "ssm" / "metrics.h5").string() + ": no such file"));
+  CHECK(contains(testing::report_error_of({partial.string()}, {}), (partial / "ssm" / "metrics.h5").string() + ": no such file"));
   fs::remove_all(partial / "ssm");
-  CHECK(contains(error_of({partial.string()}, {}), (partial / "ssm").string() + ": no such directory"));
+  CHECK(contains(testing::report_error_of({partial.string()}, {}), (partial / "ssm").string() + ": no such directory"));
 
-  std::string e = error_of({dir.string()}, options(out, 100000));
+  std::string e = testing::report_error_of({dir.string()}, options(out, 100000));
   CHECK(contains(e, "--window 100000: expected a test window in [0, "));
   CHECK(contains(e, (dir / "gru").string()));
   ReportOptions negative = options(out);
   negative.window = -1, negative.window_given = true;
-  e = error_of({dir.string()}, negative);
+  e = testing::report_error_of({dir.string()}, negative);
   CHECK(contains(e, "--window -1"));
-  e = error_of({dir.string()}, options(out, -1, "HUFL"));
+  e = testing::report_error_of({dir.string()}, options(out, -1, "HUFL"));
   CHECK(contains(
       e, "--channel 'HUFL': not a predicted column of " + (dir / "gru").string() + " (expected one of: x0, x1, OT)"));
   // Nothing was written by the failed runs (the pictures are made before the first is written).

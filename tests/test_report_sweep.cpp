@@ -26,19 +26,13 @@ using testing::Element;
 using testing::numbers;
 using testing::Svg;
 
+using testing::sweep_config;
+
 namespace {
 
 struct Quiet : testing::RunScope {
   Quiet() : RunScope(spdlog::level::err) {}
 };
-
-std::string sweep_config(const fs::path& dir, const std::string& sweep) {
-  return str("[data]\ntask = \"sine\"\nrows = 400\nseq_len = 16\npred_len = 4\nchannels = 2\n",
-             "[model]\nd_model = 8\nn_layers = 1\n",
-             "[[models]]\nname = \"gru\"\ntype = \"gru\"\n[[models]]\nname = \"mlp\"\ntype = \"mlp\"\n",
-             "[train]\nepochs = 1\nbatch_size = 16\nmax_steps = 3\nthreads = 1\npatience = 0\n",
-             "[output]\ndir = \"", dir.string(), "\"\n[sweep]\n", sweep);
-}
 
 // results.csv as rows of named fields.
 std::vector<std::map<std::string, std::string>> read_csv(const fs::path& p) {
@@ -94,15 +88,6 @@ ReportOptions options(const fs::path& out) {
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-std::string error_of(const std::vector<std::string>& dirs, const ReportOptions& opt) {
-  try {
-    run_report(dirs, opt);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 }  // namespace
 
@@ -191,10 +176,10 @@ TEST_CASE("apps/report: a sweep over data.seq_len draws cost against accuracy an
   CHECK(cc.has_text("gru"));
   CHECK(!cc.has_text("T=8"));
   // A sweep goes alone; a forecast option is an error.
-  CHECK(contains(error_of({dir.string(), cell.string()}, options(out / "x")), "give it to seqlab report alone"));
+  CHECK(contains(testing::report_error_of({dir.string(), cell.string()}, options(out / "x")), "give it to seqlab report alone"));
   ReportOptions window = options(out / "x");
   window.window_given = true;
-  CHECK(contains(error_of({dir.string()}, window), "--window: " + dir.string() + " is a sweep directory"));
+  CHECK(contains(testing::report_error_of({dir.string()}, window), "--window: " + dir.string() + " is a sweep directory"));
   CHECK(!fs::exists(out / "x"));
 }
 
@@ -241,12 +226,12 @@ TEST_CASE("apps/report: a hand-written sweep with a failed cell, and results.csv
   std::ofstream(dir / "results.csv") << "model,params,epochs,train_seconds,peak_rss_mib,val_mse,test_mse,test_mae,"
                                         "data.seq_len,status\n";
   const std::string csv = (dir / "results.csv").string();
-  CHECK(contains(error_of({dir.string()}, options(none)), csv + ": line 1: no column 'step_ms'"));
+  CHECK(contains(testing::report_error_of({dir.string()}, options(none)), csv + ": line 1: no column 'step_ms'"));
   std::ofstream(dir / "results.csv") << "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,"
                                         "test_mae,status\n";
-  CHECK(contains(error_of({dir.string()}, options(none)), csv + ": line 1: no column 'data.seq_len'"));
+  CHECK(contains(testing::report_error_of({dir.string()}, options(none)), csv + ": line 1: no column 'data.seq_len'"));
   fs::remove(dir / "results.csv");
-  CHECK(contains(error_of({dir.string()}, options(none)), csv + ": no such file"));
+  CHECK(contains(testing::report_error_of({dir.string()}, options(none)), csv + ": no such file"));
   CHECK(fs::is_empty(none));
 }
 

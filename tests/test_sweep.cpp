@@ -32,19 +32,13 @@ namespace fs = std::filesystem;
     CHECK_MESSAGE(m_.find(part) != std::string::npos, m_); \
   } while (0)
 
+using testing::sweep_config;
+
 namespace {
 
 struct Quiet : testing::RunScope {
   Quiet() : RunScope(spdlog::level::warn) {}
 };
-
-std::string sweep_config(const fs::path& dir, const std::string& sweep) {
-  return str("[data]\ntask = \"sine\"\nrows = 400\nseq_len = 16\npred_len = 4\nchannels = 2\n",
-             "[model]\nd_model = 8\nn_layers = 1\n",
-             "[[models]]\nname = \"gru\"\ntype = \"gru\"\n[[models]]\nname = \"mlp\"\ntype = \"mlp\"\n",
-             "[train]\nepochs = 1\nbatch_size = 16\nmax_steps = 3\nthreads = 1\npatience = 0\n",
-             "[output]\ndir = \"", dir.string(), "\"\n[sweep]\n", sweep);
-}
 
 std::vector<std::string> lines_of(const std::string& s) {
   std::vector<std::string> out;
