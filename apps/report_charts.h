@@ -45,7 +45,9 @@ struct ResultRow {
   std::string model;
   std::string label, color;         // the marker's text and colour (the model's, fixed per model)
   std::vector<std::string> values;  // the swept keys' values, as in the file (sweeps)
-  double step_ms = 0, peak_rss_mib = 0, test_mse = 0;
+  double step_ms = 0, peak_rss_mib = 0;
+  double score = 0;                 // the y figure: test_acc when the table has it (token tasks), else test_mse
+  double loss = 0;                  // test_mse (token tasks: the cross-entropy)
   std::string status = "ok";        // ok | failed: <reason>
   bool ok() const { return status == "ok"; }
 };
@@ -53,9 +55,11 @@ struct ResultsTable {
   std::string path;
   std::vector<std::string> keys;  // the swept keys (a column each); empty for a comparison
   std::vector<ResultRow> rows;
+  bool accuracy = false;          // the rows' score is token accuracy (a test_acc column), not the test loss
 };
 
-// Reads results.csv by column name: model, step_ms, peak_rss_mib and test_mse, one column per key
+// Reads results.csv by column name: model, step_ms, peak_rss_mib and test_mse (test_acc instead when
+// there is one: a token task's accuracy), one column per key
 // in `keys`, and status when present (absent: every row ok); other columns are ignored. Labels are
 // the model names, colours a palette colour per model in first-appearance order. Throws
 // seqlab::Error naming the file and the missing column or bad field.

@@ -1,5 +1,6 @@
 // The pictures of `seqlab report` drawn from results.csv (apps/results.cpp, apps/sweep.cpp):
-// cost_accuracy.svg (test loss against ms per step, each marker's area proportional to peak RSS)
+// cost_accuracy.svg (test loss, or a token task's accuracy, against ms per step, each marker's area
+// proportional to peak RSS)
 // for a comparison or a sweep, and for a sweep's numeric axis step_time.svg, peak_memory.svg and
 // accuracy_vs_<key>.svg against the swept value on log axes, each line's legend text carrying the
 // exponent k of a power law y ~ x^k fitted by least squares on log(y) = k log(x) + c.
@@ -88,10 +89,10 @@ void sort_by_x(svg::Series& s) {
   s.x = std::move(x), s.y = std::move(y);
 }
 
-enum class Measure { step_ms, peak_rss, test_mse };
+enum class Measure { step_ms, peak_rss, score };
 
 double measure(const ResultRow& r, Measure m) {
-  return m == Measure::step_ms ? r.step_ms : m == Measure::peak_rss ? r.peak_rss_mib : r.test_mse;
+  return m == Measure::step_ms ? r.step_ms : m == Measure::peak_rss ? r.peak_rss_mib : r.score;
 }
 
 // One line per model and setting of the other keys against the value of key `a` (ok rows only);
@@ -154,8 +155,9 @@ size_t numeric_axis(const Config& c) {
   return first;
 }
 
-std::string loss_label(size_t token, size_t n) {
-  return token == n ? "test cross-entropy (nats per token)"
+std::string loss_label(size_t token, size_t n, bool accuracy = false) {
+  return accuracy ? "test token accuracy (fraction of scored tokens)"
+         : token == n ? "test cross-entropy (nats per token)"
          : token == 0 ? "test MSE (scaled data)"
                       : "test MSE or cross-entropy";
 }
@@ -175,7 +177,7 @@ ResultsTable read_results_table(const std::string& path, const std::vector<std::
   for (const auto& k : need)
     SEQLAB_CHECK(col.count(k), path, ": line 1: no column '", k, "' (expected model,params,epochs,train_seconds,",
                  "step_ms,peak_rss_mib,val_mse,test_mse,test_mae", keys.empty() ? "" : ", a column per swept key", ")");
-  ResultsTable t{path, keys, {}};
+  ResultsTable t{path, keys, {}, col.count("test_acc") > 0};
   std::map<std::string, std::string> colors;
   for (int64_t lineno = 2; std::getline(in, line); ++lineno) {
     if (line.empty() || line == "\r") continue;
@@ -192,7 +194,8 @@ ResultsTable read_results_table(const std::string& path, const std::vector<std::
     ResultRow r;
     r.model = r.label = f[col.at("model")];
     SEQLAB_CHECK(!r.model.empty(), path, ": line ", lineno, ": model: expected a name, got an empty field");
-    r.step_ms = number("step_ms"), r.peak_rss_mib = number("peak_rss_mib"), r.test_mse = number("test_mse");
+    r.step_ms = number("step_ms"), r.peak_rss_mib = number("peak_rss_mib"), r.loss = number("test_mse");
+    r.score = col.count("test_acc") ? number("test_acc") : r.loss;
     for (const auto& k : keys) r.values.push_back(f[col.at(k)]);
     if (col.count("status")) r.status = f[col.at("status")];
     if (!colors.count(r.model)) colors[r.model] = svg::palette(colors.size());
@@ -220,16 +223,17 @@ std::string cost_accuracy_svg(const ResultsTable& t, const std::string& loss_lab
   double x0 = kInf, x1 = 0, y0 = kInf, y1 = 0, r0 = kInf, r1 = 0;
   std::vector<const ResultRow*> drawn;
   for (const auto& r : t.rows)
-    if (r.ok() && std::isfinite(r.step_ms) && r.step_ms > 0 && std::isfinite(r.test_mse) && r.test_mse > 0) {
+    if (r.ok() && std::isfinite(r.step_ms) && r.step_ms > 0 && std::isfinite(r.score) && r.score > 0) {
       drawn.push_back(&r);
-      x0 = std::min(x0, r.step_ms), x1 = std::max(x1, r.step_ms), y0 = std::min(y0, r.test_mse);
-      y1 = std::max(y1, r.test_mse);
+      x0 = std::min(x0, r.step_ms), x1 = std::max(x1, r.step_ms), y0 = std::min(y0, r.score);
+      y1 = std::max(y1, r.score);
       if (std::isfinite(r.peak_rss_mib) && r.peak_rss_mib > 0)
         r0 = std::min(r0, r.peak_rss_mib), r1 = std::max(r1, r.peak_rss_mib);
     }
-  SEQLAB_CHECK(!drawn.empty(), t.path, ": no row with status ok and a step_ms and test_mse > 0 (nothing to draw)");
+  SEQLAB_CHECK(!drawn.empty(), t.path, ": no row with status ok and a step_ms and ", t.accuracy ? "test_acc" : "test_mse",
+               " > 0 (nothing to draw)");
   svg::LineChart c;
-  c.title = "Cost against accuracy: test loss against training step time";
+  c.title = str("Cost against accuracy: test ", t.accuracy ? "accuracy" : "loss", " against training step time");
   c.subtitle = subtitle;
   c.x.label = "training step time (ms per step, log)";
   c.x.scale = svg::Scale::log10;
@@ -254,10 +258,10 @@ std::string cost_accuracy_svg(const ResultsTable& t, const std::string& loss_lab
     svg::Series& s = c.series[series_of[r->label]];
     const bool sized = std::isfinite(r->peak_rss_mib) && r->peak_rss_mib > 0;
     const double radius = sized ? std::max(kMinRadius, kMaxRadius * std::sqrt(r->peak_rss_mib / r1)) : 0;
-    s.x.push_back(r->step_ms), s.y.push_back(r->test_mse), s.marker_r.push_back(radius);
+    s.x.push_back(r->step_ms), s.y.push_back(r->score), s.marker_r.push_back(radius);
     const std::string setting = setting_text(t, *r);
     c.labels.push_back({.x = r->step_ms,
-                        .y = r->test_mse,
+                        .y = r->score,
                         .text = r->label + (setting.empty() ? "" : " " + setting),
                         .color = r->color,
                         .left = r->step_ms > mid,  // toward the middle, clear of the frame and the legend
@@ -274,6 +278,7 @@ std::string comparison_cost_accuracy(const std::vector<ModelRun>& models, const 
   ResultsTable all;
   std::vector<std::string> sources;
   size_t token = 0, n = 0;  // the models of those comparisons, and how many are of a token task
+  bool mixed = false;       // some table without test_acc: every table's score is then its test loss
   for (size_t run = 0; run < run_dirs.size(); ++run) {
     bool comparison = false;  // its models live in subdirectories
     for (const auto& m : models) comparison |= m.run == run && fs::path(m.dir) != fs::path(run_dirs[run]);
@@ -284,7 +289,10 @@ std::string comparison_cost_accuracy(const std::vector<ModelRun>& models, const 
                    p.string(), run_dirs[run]);
       continue;
     }
-    for (ResultRow r : read_results_table(p.string()).rows) {
+    ResultsTable table = read_results_table(p.string());
+    all.accuracy = table.accuracy;
+    mixed = mixed || !table.accuracy;
+    for (ResultRow r : table.rows) {
       for (const auto& m : models)
         if (m.run == run && m.name == r.model) r.label = m.label, r.color = m.color;
       all.rows.push_back(std::move(r));
@@ -294,8 +302,12 @@ std::string comparison_cost_accuracy(const std::vector<ModelRun>& models, const 
     sources.push_back(p.string());
   }
   if (all.rows.empty()) return "";
+  if (mixed) {  // some comparison is not of a token task: every marker at its test loss
+    all.accuracy = false;
+    for (auto& r : all.rows) r.score = r.loss;
+  }
   all.path = join(sources);
-  return cost_accuracy_svg(all, loss_label(token, n), "one marker per model, from " + all.path);
+  return cost_accuracy_svg(all, loss_label(token, n, all.accuracy), "one marker per model, from " + all.path);
 }
 
 std::vector<Picture> sweep_pictures(const std::string& dir, const Config& c, const ReportOptions& opt) {
@@ -306,7 +318,7 @@ std::vector<Picture> sweep_pictures(const std::string& dir, const Config& c, con
   std::vector<std::string> keys;
   for (const auto& axis : c.sweep) keys.push_back(axis.key);
   ResultsTable t = read_results_table((fs::path(dir) / "results.csv").string(), keys);
-  const std::string loss = loss_label(c.data.is_token_task() ? 1 : 0, 1);
+  const std::string loss = loss_label(c.data.is_token_task() ? 1 : 0, 1, t.accuracy);
   std::vector<Picture> pictures;
   pictures.emplace_back("cost_accuracy.svg",
                         cost_accuracy_svg(t, loss, str("one marker per model and cell of the sweep ", dir)));
@@ -320,7 +332,7 @@ std::vector<Picture> sweep_pictures(const std::string& dir, const Config& c, con
   pictures.emplace_back("peak_memory.svg",
                         against_axis_svg(t, a, Measure::peak_rss, "Peak memory", "peak RSS (MiB, log)", true));
   pictures.emplace_back("accuracy_vs_" + last_part(c.sweep[a].key) + ".svg",
-                        against_axis_svg(t, a, Measure::test_mse, "Test loss", loss, false));
+                        against_axis_svg(t, a, Measure::score, t.accuracy ? "Test accuracy" : "Test loss", loss, false));
   return pictures;
 }
 

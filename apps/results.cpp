@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include "autograd/ops.h"
 #include "core/error.h"
@@ -62,29 +63,35 @@ std::string time_str(double s) {
 
 namespace {
 
+constexpr std::string_view kColumns = "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae";
+
 bool widths_matched(const std::vector<RunResult>& rows) {
   return std::any_of(rows.begin(), rows.end(), [](const RunResult& r) { return r.d_model > 0; });
+}
+
+bool token_rows(const std::vector<RunResult>& rows) {
+  return std::any_of(rows.begin(), rows.end(), [](const RunResult& r) { return r.test_acc >= 0; });
 }
 
 }  // namespace
 
 std::string results_csv(const std::vector<RunResult>& rows) {
-  const bool width = widths_matched(rows);
-  std::string s = "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae";
-  s += width ? ",d_model\n" : "\n";
+  const bool token = token_rows(rows), width = widths_matched(rows);
+  std::string s(kColumns);
+  s += str(token ? ",test_acc" : "", width ? ",d_model" : "", "\n");
   for (const auto& r : rows) {
     s += str(r.model, ",", r.params, ",", r.epochs, ",", fmt("%.3f", r.train_seconds), ",", fmt("%.3f", r.step_ms), ",",
              fmt("%.1f", r.peak_rss_mib), ",", fmt("%.9g", r.val_mse), ",", fmt("%.9g", r.test_mse), ",",
              fmt("%.9g", r.test_mae));
-    s += width ? str(",", r.d_model, "\n") : "\n";
+    if (token) s += str(",", fmt("%.9g", r.test_acc));
+    if (width) s += str(",", r.d_model);
+    s += "\n";
   }
   return s;
 }
 
 std::string results_md(const std::vector<RunResult>& rows) {
-  bool token = false;
-  for (const auto& r : rows) token = token || r.test_acc >= 0;
-  const bool width = widths_matched(rows);
+  const bool token = token_rows(rows), width = widths_matched(rows);
   std::string s = "| model | params | epochs | train_seconds | step_ms | peak_rss_mib | val_mse | test_mse | test_mae |";
   s += str(token ? " test_acc |" : "", width ? " d_model |" : "", "\n");
   s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|";
@@ -109,15 +116,24 @@ std::vector<RunResult> read_results_csv(const std::string& path) {
   SEQLAB_CHECK(in, path, ": cannot open");
   std::string line;
   std::getline(in, line);
-  const bool width = line.ends_with(",d_model");
+  std::vector<std::string> header;
+  std::stringstream hs(line);
+  for (std::string x; std::getline(hs, x, ',');) header.push_back(x);
+  SEQLAB_CHECK(line.starts_with(kColumns), path,
+               ": expected the header of a results table (model,params,...,test_mae), got '", line, "'");
+  auto column = [&](const char* name) -> int {
+    auto it = std::find(header.begin(), header.end(), name);
+    return it == header.end() ? -1 : static_cast<int>(it - header.begin());
+  };
+  const int acc = column("test_acc"), width = column("d_model");
   std::vector<RunResult> rows;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     std::vector<std::string> f;
     std::stringstream ss(line);
     for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
-    SEQLAB_CHECK(f.size() == (width ? 10u : 9u), path, ": expected ", width ? 10 : 9, " columns, got ", f.size(),
-                 " in '", line, "'");
+    SEQLAB_CHECK(f.size() == header.size(), path, ": expected ", header.size(), " columns, got ", f.size(), " in '",
+                 line, "'");
     RunResult r;
     r.model = f[0];
     r.params = std::stoll(f[1]);
@@ -128,7 +144,8 @@ std::vector<RunResult> read_results_csv(const std::string& path) {
     r.val_mse = std::stod(f[6]);
     r.test_mse = std::stod(f[7]);
     r.test_mae = std::stod(f[8]);
-    if (width) r.d_model = std::stoll(f[9]);
+    if (acc >= 0) r.test_acc = std::stod(f[static_cast<size_t>(acc)]);
+    if (width >= 0) r.d_model = std::stoll(f[static_cast<size_t>(width)]);
     rows.push_back(r);
   }
   return rows;

@@ -89,6 +89,7 @@ Cell run_cell(const Config& c, const std::vector<size_t>& point, const RunOption
       RunResult r;
       r.model = m.name;
       r.val_mse = r.test_mse = r.test_mae = r.train_seconds = r.step_ms = r.peak_rss_mib = kNaN;
+      r.test_acc = c.data.is_token_task() ? kNaN : -1;
       r.finished = true;  // done with, as far as the sweep goes
       cell.rows.push_back(r);
     }
@@ -102,26 +103,28 @@ std::string csv_text(std::string s) {
   return s;
 }
 
-// results.csv: results_csv's first nine columns, then one per swept key, then d_model (with
-// match_params: the width chosen), then the cell's status.
+// results.csv: results_csv's first nine columns, then one per swept key, then test_acc (token
+// tasks), then d_model (with match_params: the width chosen), then the cell's status.
 std::string sweep_csv(const Config& c, const std::vector<Cell>& cells) {
+  const bool token = c.data.is_token_task();
   std::string out;
   bool header = true;
   for (const auto& cell : cells) {
     std::vector<RunResult> rows = cell.rows;
-    for (auto& r : rows) r.d_model = 0;  // its column goes after the swept keys
+    for (auto& r : rows) r.d_model = 0, r.test_acc = -1;  // their columns go after the swept keys
     std::istringstream lines(results_csv(rows));
     std::string line;
     std::getline(lines, line);
     if (header) {
       out += line;
       for (const auto& axis : c.sweep) out.append(",").append(axis.key);
-      out += c.match_params > 0 ? ",d_model,status\n" : ",status\n";
+      out += str(token ? ",test_acc" : "", c.match_params > 0 ? ",d_model" : "", ",status\n");
       header = false;
     }
     for (size_t i = 0; std::getline(lines, line); ++i) {
       out += line;
       for (const auto& v : cell.values) out.append(",").append(v);
+      if (token) out.append(",").append(fmt("%.9g", cell.rows[i].test_acc));
       if (c.match_params > 0) out.append(",").append(std::to_string(cell.rows[i].d_model));
       out.append(",").append(csv_text(cell.status)).append("\n");
     }

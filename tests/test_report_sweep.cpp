@@ -264,4 +264,22 @@ TEST_CASE("apps/report: a width sweep of a token task draws against model.d_mode
   CHECK(ca.has_text("gru D=4 lr=0.01"));
   CHECK(ca.has_text("test cross-entropy"));
   CHECK(Svg(out / "accuracy_vs_d_model.svg").has_text("test cross-entropy"));
+
+  // With the test_acc column a sweep of a token task writes (after the swept keys), the pictures
+  // show the token accuracy instead of the loss.
+  std::string with_acc;
+  std::istringstream lines(csv);
+  for (std::string l; std::getline(lines, l);) {
+    const size_t cut = l.rfind(',');
+    with_acc += l.substr(0, cut) + (with_acc.empty() ? ",test_acc" : ",0.75") + l.substr(cut) + "\n";
+  }
+  std::ofstream(dir / "results.csv") << with_acc;
+  const fs::path out2 = testing::scratch("report_sweep_width_acc");
+  REQUIRE(run_report({dir.string()}, options(out2)).size() == 4);
+  Svg ca2(out2 / "cost_accuracy.svg");
+  CHECK(ca2.has_text("test token accuracy (fraction of scored tokens)"));
+  CHECK(ca2.has_text("Cost against accuracy: test accuracy against training step time"));
+  Svg acc(out2 / "accuracy_vs_d_model.svg");
+  CHECK(acc.has_text("test token accuracy (fraction of scored tokens)"));
+  CHECK(!acc.has_text("test cross-entropy"));
 }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "apps/config.h"
+#include "apps/run.h"
 #include "apps/trainer.h"
 #include "core/error.h"
 #include "run_testing.h"
@@ -110,6 +111,26 @@ TEST_CASE("apps/sweep: a cell that cannot run leaves rows with its reason, the s
   CHECK(fs::last_write_time(dir / "model.patch_len=4" / "gru" / "checkpoint-best.h5") == before);
   CHECK(again[2].test_mse == doctest::Approx(rows[2].test_mse).epsilon(1e-8));  // results.csv: 9 digits
   CHECK(lines_of(testing::read_file(dir / "results.csv"))[1].find("failed: ") != std::string::npos);
+}
+
+TEST_CASE("apps/sweep: a token task's sweep adds test_acc after the swept keys; a failed cell's is nan") {
+  Quiet q;
+  const fs::path dir = testing::scratch("sweep_tokens");
+  // seq_len 40 runs; 4 is too short for 16 tokens to copy: that cell fails.
+  const std::string text =
+      str("[data]\ntask = \"selective-copying\"\nseq_len = 40\nn_train_batches = 2\nn_eval_batches = 1\n",
+          "[model]\ntype = \"gru\"\nd_model = 8\nn_layers = 1\n",
+          "[train]\nepochs = 1\nbatch_size = 8\neval_batch_size = 16\nthreads = 1\n",
+          "[output]\ndir = \"", dir.string(), "\"\n[sweep]\n\"data.seq_len\" = [40, 4]\n");
+  std::vector<RunResult> rows = run_sweep(parse_config(text, "tokens.toml"), {.quiet = true});
+  REQUIRE(rows.size() == 2);
+  const auto csv = lines_of(testing::read_file(dir / "results.csv"));
+  REQUIRE(csv.size() == 3);
+  CHECK(csv[0].ends_with(",test_mae,data.seq_len,test_acc,status"));
+  CHECK(csv[1].ends_with(str(",40,", app::fmt("%.9g", rows[0].test_acc), ",ok")));
+  CHECK(rows[0].test_acc >= 0);
+  CHECK(rows[0].test_acc <= 1);
+  CHECK(csv[2].find(",4,nan,failed: ") != std::string::npos);
 }
 
 TEST_CASE("apps/sweep: bad [sweep] input names the key and runs nothing") {

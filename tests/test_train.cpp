@@ -318,6 +318,8 @@ TEST_CASE("apps/train: a token task trains with cross-entropy and reports token 
   CHECK(m.at("test_acc").size() == 2);
   std::string md = testing::read_file(dir / "results.md");
   CHECK(md.find("test_acc") != std::string::npos);
+  // results.csv keeps its columns and adds the token accuracy at the end; it reads back.
   CHECK(testing::read_file(dir / "results.csv").starts_with(
-      "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae\n"));
+      "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae,test_acc\n"));
+  CHECK(read_results_csv((dir / "results.csv").string()).at(0).test_acc == doctest::Approx(r.test_acc).epsilon(1e-8));
 }
