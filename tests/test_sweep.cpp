@@ -113,7 +113,7 @@ TEST_CASE("apps/sweep: a cell that cannot run leaves rows with its reason, the s
   CHECK(lines_of(testing::read_file(dir / "results.csv"))[1].find("failed: ") != std::string::npos);
 }
 
-TEST_CASE("apps/sweep: a token task's sweep adds test_acc after the swept keys; a failed cell's is nan") {
+TEST_CASE("apps/sweep: a token task's sweep adds test_acc after the swept keys, nan in a failed cell") {
   Quiet q;
   const fs::path dir = testing::scratch("sweep_tokens");
   // seq_len 40 runs; 4 is too short for 16 tokens to copy: that cell fails.
