@@ -15,6 +15,7 @@
 
 #include "apps/config.h"
 #include "apps/distributed.h"
+#include "apps/predict.h"
 #include "apps/report.h"
 #include "apps/trainer.h"
 #include "bench/step_bench.h"  // seqlab bench: BenchOptions, run_bench
@@ -68,7 +69,8 @@ struct Cli {
   std::string log_level = "info";
   int threads = 0;
   CLI::Option* threads_opt = nullptr;
-  CLI::App *info = nullptr, *train = nullptr, *compare = nullptr, *eval = nullptr, *report = nullptr, *bench = nullptr;
+  CLI::App *info = nullptr, *train = nullptr, *compare = nullptr, *eval = nullptr, *predict = nullptr,
+           *report = nullptr, *bench = nullptr;
   bool info_options = false;
   // train, compare
   std::string config_path;
@@ -79,6 +81,8 @@ struct Cli {
   std::string seq_lens, n_sequences, max_seconds, step_mode, key_distance;
   CLI::Option *split_opt = nullptr, *seq_lens_opt = nullptr;
   std::vector<CLI::Option*> seq_lens_only;  // options that apply only with --seq-lens
+  // predict
+  seqlab::app::PredictOptions predict_opt;
   // report
   std::vector<std::string> report_dirs;
   seqlab::app::ReportOptions report_opt;
@@ -98,6 +102,7 @@ struct Cli {
     info->add_flag("--options", info_options, "print every layer type's options (docs/CONFIG.md's tables)");
     add_train_compare();
     add_eval();
+    add_predict();
     add_report();
     add_bench();
   }
@@ -132,6 +137,15 @@ struct Cli {
         eval->add_option("--key-distance", key_distance,
                          "--seq-lens, induction heads: the query comes this many positions after the first trigger "
                          "(default: random); to extrapolation-d<D>.csv")};
+  }
+  void add_predict() {
+    predict = app.add_subcommand("predict", "forecast the pred_len steps after the last row of the data (the run's "
+                                            "own, or --data) in the data's units");
+    predict->add_option("run_dir", run_dir, "one model's run directory (a forecasting run)")->required();
+    predict->add_option("--data", predict_opt.data, "a CSV with the training data's columns (default: the run's data)");
+    predict->add_option("--out", predict_opt.out, "the forecast CSV (default: RUN_DIR/forecast.csv)");
+    predict->add_option("--checkpoint", predict_opt.checkpoint, "best (default) or last");
+    predict->add_option("--plot", predict_opt.plot, "also an SVG of the history and the forecast");
   }
   void add_report() {
     report = app.add_subcommand("report", "SVG pictures from run directories: learning curves, a test "
@@ -233,6 +247,10 @@ int run_command(Cli& cli) {
   if (cli.train->parsed()) return run_train_command(cli, opt);
   if (cli.compare->parsed()) return run_compare_command(cli, opt);
   if (cli.eval->parsed() && root) return run_eval_command(cli);
+  if (cli.predict->parsed() && root) {
+    const auto f = seqlab::app::run_predict(cli.run_dir, cli.predict_opt);
+    std::printf("%s", seqlab::app::forecast_csv(f).c_str());
+  }
   if (cli.report->parsed() && root) {
     cli.report_opt.window_given = cli.report_window->count() > 0;
     for (const auto& path : seqlab::app::run_report(cli.report_dirs, cli.report_opt)) std::printf("%s\n", path.c_str());

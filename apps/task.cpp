@@ -137,6 +137,12 @@ class TokenTask final : public Task {
 // ---------------------------------------------------------------------------------------------
 // Data: a forecasting split (ETT/CSV/HDF5 or the sine series) or a token task.
 
+data::Series read_task_series(const DataConfig& d) {
+  return d.task == "sine" ? data::sine_series({.rows = d.rows, .channels = d.channels, .noise = d.noise, .ar = d.ar,
+                                               .seed = d.data_seed})
+                          : data::read_series(d.path, d.dataset);
+}
+
 TaskData make_data(const Config& c) {
   const DataConfig& d = c.data;
   TaskData td;
@@ -152,10 +158,7 @@ TaskData make_data(const Config& c) {
       }
       return td;
     }
-    data::Series s = d.task == "sine"
-                         ? data::sine_series({.rows = d.rows, .channels = d.channels, .noise = d.noise, .ar = d.ar,
-                                              .seed = d.data_seed})
-                         : data::read_series(d.path, d.dataset);
+    data::Series s = read_task_series(d);
     data::ForecastOptions fo;
     fo.seq_len = d.seq_len;
     fo.pred_len = d.pred_len;

@@ -58,6 +58,8 @@ struct TaskData {
 };
 
 TaskData make_data(const Config& c);
+/// A forecasting config's series as make_data reads it: the sine series, or [data] path (and dataset).
+data::Series read_task_series(const DataConfig& d);
 
 /// Rows [lo, hi) of a token batch.
 data::Batch batch_rows(const data::Batch& b, int64_t lo, int64_t hi);

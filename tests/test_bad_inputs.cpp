@@ -109,6 +109,7 @@ void run_setup(const fs::path& dir) {
 bool is_run_file(const fs::path& p) {
   const std::string n = p.filename().string();
   return n == "config.resolved.toml" || n == "metrics.h5" || n == "results.csv" || n == "results.md" ||
+         n == "forecast.csv" ||
          (n.starts_with("checkpoint-") && n.ends_with(".h5")) || n.ends_with(".tmp");
 }
 
