@@ -212,3 +212,24 @@ TEST_CASE("apps/predict: bad input names the file and the row or column, and wri
         std::string::npos);
   CHECK(!fs::exists(tok / "forecast.csv"));
 }
+
+TEST_CASE("apps/predict: on the bundled ETTh1, the 96 hours after 2018-06-26 19:00:00") {
+  Quiet q;
+  const fs::path dir = testing::scratch("predict_etth1");
+  const std::string data = (fs::path(SEQLAB_SOURCE_DIR) / "data" / "ETTh1.csv").string();
+  run_train(parse_config(str("[data]\npath = \"", data, "\"\nseq_len = 96\npred_len = 96\n",
+                             "[model]\ntype = \"mlp\"\nd_model = 8\nn_layers = 1\nrevin = true\n",
+                             "[train]\nepochs = 1\nmax_steps = 2\nbatch_size = 8\nthreads = 1\n",
+                             "[output]\ndir = \"", (dir / "run").string(), "\"\n"),
+                         "etth1.toml"),
+            {.quiet = true});
+  const Forecast f = run_predict((dir / "run").string(), {});
+  CHECK(f.columns == std::vector<std::string>{"HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"});
+  CHECK(f.frequency == "hourly");
+  CHECK(f.last_date == "2018-06-26 19:00:00");
+  REQUIRE(f.dates.size() == 96);
+  CHECK(f.dates.front() == "2018-06-26 20:00:00");
+  CHECK(f.dates.back() == "2018-06-30 19:00:00");
+  // OT (oil temperature, degrees) over the last days of the data is between about 5 and 15.
+  for (const auto& row : f.rows) CHECK(std::abs(row[6] - 9.5) < 10);
+}
