@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <csignal>
 #include <sstream>
 
@@ -42,8 +43,14 @@ RunResult train_in_child(const Config& c, size_t i, const std::string& exe, cons
   args.push_back("train");
   args.push_back(sub_config.string());
   if (resume) args.push_back("--resume");
-  // The child's stdout (its one-row table) is dropped: the combined table is printed at the end.
-  const ChildOutcome child = run_child(args, &child_env, false);
+  // The child's stdout (its one-row table) is dropped: the combined table is printed at the end;
+  // its error line, if it fails, goes to error.txt for the message below.
+  const fs::path error_file = sub / "error.txt";
+  std::error_code ec;
+  fs::remove(error_file, ec);
+  std::vector<std::string> env = child_env;
+  env.push_back("SEQLAB_ERROR_FILE=" + error_file.string());
+  const ChildOutcome child = run_child(args, &env, false);
   const int status = child.status;
   if ((WIFEXITED(status) && WEXITSTATUS(status) == 130) || (WIFSIGNALED(status) && WTERMSIG(status) == SIGINT)) {
     RunResult r;  // the child was interrupted (Ctrl-C) and wrote its checkpoint-last.h5
@@ -51,8 +58,12 @@ RunResult train_in_child(const Config& c, size_t i, const std::string& exe, cons
     r.interrupted = true;
     return r;
   }
-  SEQLAB_CHECK(child.exited_ok(), "compare: model '", mc.name, "' failed (", child.describe(), "); its run directory is ",
-               sub.string(), "; rerun with --resume to continue");
+  if (!child.exited_ok()) {
+    std::string why;
+    if (std::ifstream in(error_file); in) std::getline(in, why);
+    throw Error(str("compare: model '", mc.name, "' failed (", child.describe(), why.empty() ? "" : ": " + why,
+                    "); its run directory is ", sub.string(), "; rerun with --resume to continue"));
+  }
   auto r = read_results_csv((sub / "results.csv").string());
   SEQLAB_CHECK(r.size() == 1, (sub / "results.csv").string(), ": expected one row");
   if (c.data.is_token_task()) {
@@ -64,7 +75,7 @@ RunResult train_in_child(const Config& c, size_t i, const std::string& exe, cons
 }
 
 // Under mpirun: every rank's rows (model index first, one tab-separated line each, every number
-// exact: %.17g) gathered on rank 0 in model order; other ranks get no rows.
+// exact: %.17g, the failure reason or "-" last) gathered on rank 0 in model order; other ranks get no rows.
 std::vector<RunResult> gather_rows(const Config& c, const std::vector<RunResult>& rows,
                                    const std::vector<size_t>& row_index) {
   std::string mine;
@@ -73,7 +84,10 @@ std::vector<RunResult> gather_rows(const Config& c, const std::vector<RunResult>
     mine += str(row_index[k], "\t", r.model, "\t", r.params, "\t", r.epochs);
     for (double v : {r.train_seconds, r.step_ms, r.peak_rss_mib, r.val_mse, r.test_mse, r.test_mae, r.test_acc})
       mine += '\t', mine += fmt("%.17g", v);
-    mine += "\n";
+    std::string why = r.failed.empty() ? "-" : r.failed;  // never empty: a trailing empty field is lost
+    std::replace(why.begin(), why.end(), '\t', ' ');
+    std::replace(why.begin(), why.end(), '\n', ' ');
+    mine += '\t' + why + "\n";
   }
   auto all = dist::gather(mine);
   if (dist::rank() != 0) return {};
@@ -85,7 +99,7 @@ std::vector<RunResult> gather_rows(const Config& c, const std::vector<RunResult>
       std::vector<std::string> f;
       std::stringstream ls(line);
       for (std::string x; std::getline(ls, x, '\t');) f.push_back(x);
-      SEQLAB_CHECK(f.size() == 11, "compare: a malformed row from another rank: '", line, "'");
+      SEQLAB_CHECK(f.size() == 12, "compare: a malformed row from another rank: '", line, "'");
       const auto i = static_cast<size_t>(std::stoull(f[0]));
       SEQLAB_CHECK(i < merged.size() && !seen[i], "compare: row ", i, " from another rank is out of place");
       RunResult& r = merged[i];
@@ -94,6 +108,7 @@ std::vector<RunResult> gather_rows(const Config& c, const std::vector<RunResult>
       r.epochs = std::stoll(f[3]);
       double* v[] = {&r.train_seconds, &r.step_ms, &r.peak_rss_mib, &r.val_mse, &r.test_mse, &r.test_mae, &r.test_acc};
       for (size_t k = 0; k < 7; ++k) *v[k] = std::stod(f[4 + k]);
+      if (f[11] != "-") r.failed = f[11];
       r.finished = true;
       seen[i] = true;
     }
@@ -102,6 +117,17 @@ std::vector<RunResult> gather_rows(const Config& c, const std::vector<RunResult>
     SEQLAB_CHECK(seen[i], "compare: no result for model '", c.models[i].name, "' from rank ",
                  i % static_cast<size_t>(dist::size()));
   return merged;
+}
+
+// The row of a model that could not run: its reason, every figure NaN.
+RunResult failed_row(const Config& c, const std::string& name, const std::string& why) {
+  RunResult r;
+  r.model = name;
+  r.val_mse = r.test_mse = r.test_mae = r.train_seconds = r.step_ms = r.peak_rss_mib = kNaN;
+  r.test_acc = c.data.is_token_task() ? kNaN : -1;
+  r.failed = why;
+  r.finished = true;  // done with, as far as the comparison goes
+  return r;
 }
 
 }  // namespace
@@ -129,13 +155,15 @@ std::vector<RunResult> run_compare(const Config& config, const RunOptions& opt, 
     const ModelConfig& mc = c.models[i];
     const fs::path sub = dir / mc.name;
     spdlog::info("compare: model {}/{} '{}' ({}) -> {}", i + 1, c.models.size(), mc.name, mc.type, sub.string());
-    if (exe.empty()) {
-      rows.push_back(train_model(c, i, sub.string(), run_opt));
-      if (!rows.back().finished) return rows;
-      continue;
+    try {
+      rows.push_back(exe.empty() ? train_model(c, i, sub.string(), run_opt)
+                                 : train_in_child(c, i, exe, child_args, child_env, opt.resume));
+    } catch (const Error& e) {
+      if (!opt.keep_going) throw;
+      spdlog::warn("{}; the other models go on", e.what());
+      rows.push_back(failed_row(c, mc.name, e.what()));
     }
-    rows.push_back(train_in_child(c, i, exe, child_args, child_env, opt.resume));
-    if (rows.back().interrupted) return rows;
+    if (!rows.back().finished) return rows;  // interrupted (Ctrl-C) or stopped by an observer
   }
   if (n_ranks > 1) {
     rows = gather_rows(c, rows, row_index);
@@ -143,6 +171,9 @@ std::vector<RunResult> run_compare(const Config& config, const RunOptions& opt, 
   }
   if (c.match_params > 0)
     for (size_t i = 0; i < rows.size(); ++i) rows[i].d_model = c.models[i].d_model;
+  // A model that failed (keep_going): no table here, so that --resume tries the comparison again.
+  for (const auto& r : rows)
+    if (!r.failed.empty()) return rows;
   write_text_atomic(dir / "results.csv", results_csv(rows));
   write_text_atomic(dir / "results.md", results_md(rows));
   spdlog::info("compare: {} models in {} (results in {})", rows.size(), time_str(seconds_since(t0)),

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <new>
 #include <thread>
@@ -61,6 +62,18 @@ std::string one_line(std::string s) {
   for (auto& ch : s)
     if (ch == '\n' || ch == '\r') ch = ' ';
   return s;
+}
+
+// The error line, also written to the file SEQLAB_ERROR_FILE names when set (seqlab compare sets it
+// for each model's child, so that a failed model's row can say why).
+void report_error(const std::string& line) {
+  spdlog::error("{}", line);
+  if (const char* path = std::getenv("SEQLAB_ERROR_FILE"); path && *path) {
+    if (std::FILE* f = std::fopen(path, "w")) {
+      std::fprintf(f, "%s\n", line.c_str());
+      std::fclose(f);
+    }
+  }
 }
 
 // The command line: the subcommands and every option they take (parsed into these members).
@@ -288,16 +301,16 @@ int main(int argc, char** argv) {
   try {
     return run_command(cli);
   } catch (const seqlab::Error& e) {
-    spdlog::error("{}", one_line(e.what()));
+    report_error(one_line(e.what()));
     if (dist::size() > 1) dist::abort(1);  // the other ranks may be waiting in a collective
     return 1;
   } catch (const std::bad_alloc&) {
     // Tensors say what they were allocating (seqlab::Error above); this is any other buffer.
-    spdlog::error("out of memory (a workspace outside the tensors; lower the batch size or sequence length)");
+    report_error("out of memory (a workspace outside the tensors; lower the batch size or sequence length)");
     if (dist::size() > 1) dist::abort(1);
     return 1;
   } catch (const std::exception& e) {
-    spdlog::error("internal error: {}", one_line(e.what()));
+    report_error("internal error: " + one_line(e.what()));
     if (dist::size() > 1) dist::abort(2);
     return 2;
   }

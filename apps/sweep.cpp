@@ -81,7 +81,9 @@ Cell run_cell(const Config& c, const std::vector<size_t>& point, const RunOption
       return cell;
     }
     spdlog::info("sweep: cell {} -> {}", name, dir.string());
-    cell.rows = run_compare(cc, opt, exe, child_args);
+    RunOptions each = opt;
+    each.keep_going = true;  // a model that fails is a row with its reason; the cell's others go on
+    cell.rows = run_compare(cc, each, exe, child_args);
   } catch (const Error& e) {
     cell.status = str("failed: ", e.what());
     spdlog::warn("sweep: cell {} failed ({}); the sweep goes on", name, e.what());
@@ -126,7 +128,8 @@ std::string sweep_csv(const Config& c, const std::vector<Cell>& cells) {
       for (const auto& v : cell.values) out.append(",").append(v);
       if (token) out.append(",").append(fmt("%.9g", cell.rows[i].test_acc));
       if (c.match_params > 0) out.append(",").append(std::to_string(cell.rows[i].d_model));
-      out.append(",").append(csv_text(cell.status)).append("\n");
+      const std::string& why = cell.rows[i].failed;
+      out.append(",").append(csv_text(why.empty() ? cell.status : "failed: " + why)).append("\n");
     }
   }
   return out;

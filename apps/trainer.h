@@ -39,6 +39,7 @@ struct RunOptions {
   bool data_parallel = false;   // under mpirun: split each global batch over the ranks (seqlab train)
   TrainObserver* observer = nullptr;
   bool yes = false;             // compare: run a [sweep] of more than kSweepLimit cells
+  bool keep_going = false;      // compare (a sweep's cell): a model that fails becomes a row with its reason
 };
 
 /// One row of the results table.
@@ -57,6 +58,7 @@ struct RunResult {
   bool interrupted = false;    // stopped by request_stop() (SIGINT) after writing checkpoint-last.h5
   int64_t skipped_steps = 0;   // steps skipped for a non-finite loss or gradient ([train] on_nonfinite = "skip")
   int64_t d_model = 0;         // [sweep] match_params: the width chosen; 0 when widths were not matched
+  std::string failed;          // compare with keep_going: why this model could not run ("" when it ran)
 };
 
 /// Asks train_model to stop after the current step, writing checkpoint-last.h5 first (`--resume`

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -131,6 +132,33 @@ TEST_CASE("apps/sweep: a token task's sweep adds test_acc after the swept keys, 
   CHECK(rows[0].test_acc >= 0);
   CHECK(rows[0].test_acc <= 1);
   CHECK(csv[2].find(",4,nan,failed: ") != std::string::npos);
+}
+
+TEST_CASE("apps/sweep: a model that fails in a cell is a row with its reason, the cell's other models run") {
+  Quiet q;
+  const fs::path dir = testing::scratch("sweep_model_fails");
+  // A learned position table of 10 rows: the transformer cannot take T = 16, the gru can.
+  std::string text = sweep_config(dir, "\"data.seq_len\" = [8, 16]\n");
+  text.replace(text.find("name = \"mlp\"\ntype = \"mlp\""), 25,
+               "name = \"tf\"\ntype = \"transformer\"\nn_heads = 2\npos_encoding = \"learned\"\nmax_len = 10");
+  Config c = parse_config(text, "sweep.toml");
+  std::vector<RunResult> rows = run_sweep(c, {.quiet = true});
+  REQUIRE(rows.size() == 4);
+  const auto csv = lines_of(testing::read_file(dir / "results.csv"));
+  REQUIRE(csv.size() == 5);
+  CHECK(csv[3].starts_with("gru,"));
+  CHECK(csv[3].ends_with(",16,ok"));
+  CHECK(std::isfinite(rows[2].test_mse));
+  CHECK(csv[4].starts_with("tf,0,0,nan,"));
+  CHECK(csv[4].find(",16,failed: ") != std::string::npos);
+  CHECK(csv[4].find("max_len = 10") != std::string::npos);
+  // The cell has no table of its own, so --resume tries it again (the gru's finished run is kept).
+  CHECK(!fs::exists(dir / "data.seq_len=16" / "results.csv"));
+  CHECK(fs::exists(dir / "data.seq_len=8" / "results.csv"));
+  std::vector<RunResult> again = run_sweep(c, {.resume = true, .quiet = true});
+  REQUIRE(again.size() == 4);
+  CHECK(again[2].test_mse == rows[2].test_mse);
+  CHECK(lines_of(testing::read_file(dir / "results.csv"))[4].find(",16,failed: ") != std::string::npos);
 }
 
 TEST_CASE("apps/sweep: bad [sweep] input names the key and runs nothing") {
