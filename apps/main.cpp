@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <new>
 #include <thread>
 
@@ -214,9 +216,12 @@ int run_compare_command(const Cli& cli, const seqlab::app::RunOptions& opt) {
       return kExitInterrupted;
     }
   if (root && config.sweep.empty()) std::printf("\n%s", seqlab::app::results_md(rows).c_str());
-  if (root && !config.sweep.empty())
+  if (root && !config.sweep.empty()) {
+    std::ifstream md(std::filesystem::path(config.output.dir) / "results.md");
+    std::printf("\n%s", std::string(std::istreambuf_iterator<char>(md), {}).c_str());
     std::printf("%s/results.csv: %zu rows of %lld cells\n", config.output.dir.c_str(), rows.size(),
                 static_cast<long long>(seqlab::app::sweep_cells(config)));
+  }
   return 0;
 }
 

@@ -135,6 +135,33 @@ std::string sweep_csv(const Config& c, const std::vector<Cell>& cells) {
   return out;
 }
 
+// results.md: one row per model and cell, the swept values first.
+std::string sweep_md(const Config& c, const std::vector<Cell>& cells) {
+  const bool token = c.data.is_token_task(), width = c.match_params > 0;
+  std::string out = "| model |", rule = "|---|";
+  for (const auto& axis : c.sweep) out += " " + axis.key + " |", rule += "---:|";
+  out += " params |";
+  rule += "---:|";
+  if (width) out += " d_model |", rule += "---:|";
+  out += " ms/step | peak RSS MiB | val | test |";
+  rule += "---:|---:|---:|---:|";
+  if (token) out += " test_acc |", rule += "---:|";
+  else out += " test_mae |", rule += "---:|";
+  out += " status |\n" + rule + "---|\n";
+  for (const auto& cell : cells)
+    for (const auto& r : cell.rows) {
+      out += "| " + r.model + " |";
+      for (const auto& v : cell.values) out += " " + v + " |";
+      out += str(" ", r.params, " |");
+      if (width) out += str(" ", r.d_model, " |");
+      out += str(" ", fmt("%.2f", r.step_ms), " | ", fmt("%.1f", r.peak_rss_mib), " | ", fmt("%.4f", r.val_mse), " | ",
+                 fmt("%.4f", r.test_mse), " | ", fmt("%.4f", token ? r.test_acc : r.test_mae), " | ",
+                 r.failed.empty() ? cell.status : "failed: " + r.failed, " |\n");
+    }
+  return out + str("\nval and test: ", token ? "cross-entropy (nats per scored token)" : "MSE on the scaled data",
+                   ", at each run's best validation epoch (checkpoint-best.h5).\n");
+}
+
 }  // namespace
 
 int64_t sweep_cells(const Config& c) {
@@ -160,6 +187,7 @@ std::vector<RunResult> run_sweep(const Config& c, const RunOptions& opt, const s
       if (!r.finished) return all;
     cells.push_back(std::move(cell));
     write_text_atomic(fs::path(c.output.dir) / "results.csv", sweep_csv(c, cells));  // after every cell
+    write_text_atomic(fs::path(c.output.dir) / "results.md", sweep_md(c, cells));
   }
   spdlog::info("sweep: {} cells, results in {}", cells.size(), (fs::path(c.output.dir) / "results.csv").string());
   return all;

@@ -87,6 +87,12 @@ TEST_CASE("apps/sweep: every model at every point, one row each with the swept v
     CHECK(fs::exists(dir / cell / "results.csv"));
     CHECK(fs::exists(dir / cell / "gru" / "checkpoint-best.h5"));
   }
+  // results.md: a row per model and cell, the swept values first.
+  const auto md = lines_of(testing::read_file(dir / "results.md"));
+  REQUIRE(md.size() >= 10);
+  CHECK(md[0] == "| model | data.seq_len | model.d_model | params | ms/step | peak RSS MiB | val | test | test_mae | status |");
+  CHECK(md[2].starts_with("| gru | 8 | 4 | "));
+  CHECK(md[2].ends_with(" | ok |"));
   // A wider model has more parameters; the same model at another length the same (head last).
   CHECK(rows[2].params > rows[0].params);
   CHECK(rows[4].params == rows[0].params);
