@@ -1,6 +1,6 @@
 // seqlab checkpoints in PyTorch (scripts/to_pytorch.py): a tiny sine run of each registry family (and
 // of the wrapper's options: RevIN, RMSNorm, variate tokens, the flatten head, patches, channel
-// independence, bidir) is trained here, reloaded with load_run_model, run on a test batch, and the
+// independence, bidir; a token task) is trained here, reloaded with load_run_model, run on a test batch, and the
 // batch with seqlab's output goes to an HDF5 file; the script rebuilds the model in PyTorch from the
 // run directory alone and must give the same output (float64 and float32, each within 1e-5 of the
 // output's scale, max(1, max |y|); measured: below 4e-7 for every case) and the same parameter
@@ -45,12 +45,15 @@ int run_command(const std::string& cmd, std::string& out) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
+const std::string kSine = "task = \"sine\"\nrows = 300\nseq_len = 16\npred_len = 4\nchannels = 2\n";
+
 // Trains `model_toml` (the [model] table's lines after type and d_model) a few steps on the sine
 // task, then compares seqlab's and PyTorch's outputs on a test batch.
-void round_trip(const std::string& name, const std::string& type, const std::string& model_toml) {
+void round_trip(const std::string& name, const std::string& type, const std::string& model_toml,
+                const std::string& data_toml = kSine) {
   testing::RunScope scope(spdlog::level::warn);
   fs::path dir = testing::scratch("pytorch_" + name);
-  std::string toml = str("[data]\ntask = \"sine\"\nrows = 300\nseq_len = 16\npred_len = 4\nchannels = 2\n",
+  std::string toml = str("[data]\n", data_toml,
                          "[model]\ntype = \"", type, "\"\nd_model = 8\n", model_toml,
                          "[optim]\nlr = 1e-2\n",  // far enough from the initial values (D = 1, norms 1 and 0)
                          "[train]\nepochs = 1\nmax_steps = 4\nbatch_size = 8\neval_batch_size = 64\nthreads = 1\n",
@@ -59,17 +62,23 @@ void round_trip(const std::string& name, const std::string& type, const std::str
   REQUIRE(r.finished);
 
   LoadedRun run = load_run_model(dir.string(), "best");
-  const auto& test = *run.fc.test;
-  const int64_t B = std::min<int64_t>(8, test.size());
-  std::vector<int64_t> idx;
-  for (int64_t i = 0; i < B; ++i) idx.push_back(i * (test.size() / B));
-  Tensor x = Tensor::empty({B, test.seq_len(), test.input_channels()});
-  Tensor y_true = Tensor::empty({B, test.pred_len(), test.output_channels()});
-  test.gather(idx, x, y_true);
+  Tensor x;  // a test batch: windows (B, T, C), or token ids (B, T) int32
+  if (run.token) {
+    REQUIRE(!run.test_batches.empty());
+    x = run.test_batches[0].x;
+  } else {
+    const auto& test = *run.fc.test;
+    const int64_t B = std::min<int64_t>(8, test.size());
+    std::vector<int64_t> idx;
+    for (int64_t i = 0; i < B; ++i) idx.push_back(i * (test.size() / B));
+    x = Tensor::empty({B, test.seq_len(), test.input_channels()});
+    Tensor y_true = Tensor::empty({B, test.pred_len(), test.output_channels()});
+    test.gather(idx, x, y_true);
+  }
   Tensor y;
   {
     NoGradGuard ng;
-    y = run.model->forward(x);  // (B, P, C), eval mode
+    y = run.model->forward(x);  // (B, P, C) forecast or (B, T, V) logits, eval mode
   }
   Checkpoint batch;
   batch.params = {{"x", x}, {"y", y}};
@@ -133,6 +142,11 @@ TEST_CASE("pytorch/mamba: to_pytorch.py gives seqlab's outputs (RevIN)") {
 TEST_CASE("pytorch/mamba: to_pytorch.py gives seqlab's outputs (bidir with overlapping patches and channel independence)") {
   round_trip("mamba_patches", "mamba",
              "n_layers = 1\nd_state = 4\nbidir = true\npatch_len = 4\npatch_stride = 2\nchannel_independent = true\n");
+}
+
+TEST_CASE("pytorch/mamba: to_pytorch.py gives seqlab's outputs (a token task: embedding and logits)") {
+  round_trip("mamba_tokens", "mamba", "n_layers = 2\nd_state = 4\n",
+             "task = \"selective-copying\"\nseq_len = 32\nn_train_batches = 4\nn_eval_batches = 1\n");
 }
 
 TEST_CASE("pytorch: every registry family has a round-trip case above") {
