@@ -54,12 +54,12 @@ def _parse_value(v):
         return [_parse_value(p) for p in inner.split(",")] if inner else []
     if re.fullmatch(r"[+-]?\d+", v):
         return int(v)
-    return float(v.replace("inf", "Infinity").replace("nan", "NaN")) if v not in ("inf", "nan") else float(v)
+    return float(v)  # also inf, nan
 
 
 def _read_toml_small(text):
     """Enough of TOML for config.resolved.toml: [table], [[array]], key = scalar or flat array."""
-    root, cur = {}, None
+    root = {}
     cur = root
     for line in text.splitlines():
         line = line.strip()
@@ -333,6 +333,9 @@ class S4D(_SSMConvGLU):
         self.D = nn.Parameter(torch.zeros(d))
         self.out_proj = nn.Linear(d, 2 * d)
 
+    def extra_repr(self):
+        return f"d_model={self.D.shape[0]}, d_state={2 * self.A_imag.shape[1]}, bidirectional={self.C.dim() == 4}"
+
     def kernel(self, T):  # (D, T) or (2, D, T)
         dt = torch.exp(self.log_dt)                                     # (D)
         A = torch.complex(-torch.exp(self.log_A_real), self.A_imag)     # (D, M)
@@ -367,6 +370,9 @@ class LSSL(_SSMConvGLU):
         self.C = nn.Parameter(torch.zeros(d, d_state))
         self.D = nn.Parameter(torch.zeros(d))
         self.out_proj = nn.Linear(d, 2 * d)
+
+    def extra_repr(self):
+        return f"d_model={self.D.shape[0]}, d_state={self.C.shape[1]}"
 
     def kernel(self, T):
         A, B = self.A.double(), self.B.double()
@@ -409,6 +415,9 @@ class S4(_SSMConvGLU):
         self.C = nn.Parameter(torch.zeros(d, M, 2))
         self.D = nn.Parameter(torch.zeros(d))
         self.out_proj = nn.Linear(d, 2 * d)
+
+    def extra_repr(self):
+        return f"d_model={self.D.shape[0]}, d_state={2 * self.A_imag.shape[1]}"
 
     def kernel(self, T):
         cplx = lambda p: torch.view_as_complex(p.double().contiguous())
@@ -461,6 +470,9 @@ class Mamba(nn.Module):
         self.A_log = nn.Parameter(torch.zeros(E, d_state))
         self.D = nn.Parameter(torch.ones(E))
         self.out_proj = nn.Linear(E, d, bias=False)
+
+    def extra_repr(self):
+        return f"d_inner={self.E}, d_state={self.N}, dt_rank={self.R}"
 
     def forward(self, u):  # (B, T, D)
         T = u.shape[1]

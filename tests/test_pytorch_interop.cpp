@@ -1,11 +1,11 @@
 // seqlab checkpoints in PyTorch (scripts/to_pytorch.py): a tiny sine run of each registry family (and
 // of the wrapper's options: RevIN, RMSNorm, variate tokens, the flatten head, patches, channel
-// independence, bidir; a token task) is trained here, reloaded with load_run_model, run on a test batch, and the
-// batch with seqlab's output goes to an HDF5 file; the script rebuilds the model in PyTorch from the
-// run directory alone and must give the same output (float64 and float32, each within 1e-5 of the
-// output's scale, max(1, max |y|); measured: below 4e-7 for every case) and the same parameter
-// count. Where /usr/bin/python3 (or $SEQLAB_PYTHON) cannot import torch and h5py (Debian:
-// python3-torch python3-h5py) each case prints SKIPPED and CTest reports it skipped.
+// independence, bidir; and a token task) is trained here, reloaded with load_run_model and run on a
+// test batch; the batch with seqlab's output goes to an HDF5 file, and the script rebuilds the model
+// in PyTorch from the run directory alone and must give the same output (float64 and float32, each
+// within 1e-5 of the output's scale, max(1, max |y|); measured: below 4e-7 for every case) and the
+// same parameter count. Where /usr/bin/python3 (or $SEQLAB_PYTHON) cannot import torch and h5py
+// (Debian: python3-torch python3-h5py) each case prints SKIPPED and CTest reports it skipped.
 #include <sys/wait.h>
 
 #include <algorithm>
