@@ -17,6 +17,12 @@ packages=(
   libopenmpi-dev openmpi-bin  # data-parallel training and distributed compare (mpirun)
 )
 
+# CI (SEQLAB_PYTHON_TESTS=1): PyTorch and h5py for the round-trip tests of scripts/to_pytorch.py
+# (label python; about 75 MiB to download). Without them those tests report "Skipped".
+if [ "${SEQLAB_PYTHON_TESTS:-0}" = 1 ]; then
+  packages+=(python3-torch python3-h5py)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
