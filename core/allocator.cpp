@@ -1,5 +1,7 @@
 #include "core/allocator.h"
 
+#include "core/cuda/runtime.h"
+
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -28,7 +30,8 @@ size_t round_size(size_t bytes) {
 
 }  // namespace
 
-Block cache_alloc(size_t bytes, Device) {
+Block cache_alloc(size_t bytes, Device device) {
+  if (device == Device::cuda) return cuda::device_alloc(bytes);
   size_t want = round_size(bytes);
   Cache& c = cache();
   {
@@ -58,8 +61,9 @@ Block cache_alloc(size_t bytes, Device) {
   return Block{p, want};
 }
 
-void cache_free(Block b, Device) {
+void cache_free(Block b, Device device) {
   if (!b.ptr) return;
+  if (device == Device::cuda) return cuda::device_free(b);
   Cache& c = cache();
   std::lock_guard lock(c.mu);
   c.free_blocks.emplace(b.bytes, b.ptr);

@@ -8,8 +8,12 @@
 
 namespace seqlab {
 
-/// Where a storage block lives. Only cpu exists today; CUDA kernels will add a tag here.
-enum class Device : uint8_t { cpu };
+/// Where a storage block lives: host memory, or the memory of the CUDA device in use (built with
+/// SEQLAB_CUDA; core/cuda/runtime.h).
+enum class Device : uint8_t { cpu, cuda };
+
+/// "cpu" or "cuda".
+inline const char* device_name(Device d) { return d == Device::cuda ? "cuda" : "cpu"; }
 
 struct AllocatorStats {
   size_t in_use_bytes = 0;    // blocks handed out now (rounded sizes)
@@ -24,7 +28,8 @@ struct Block {
   size_t bytes = 0;  // rounded size actually reserved
 };
 
-/// A block of at least `bytes`, 64-byte aligned, reused from the cache when one fits.
+/// A block of at least `bytes`, 64-byte aligned, reused from the cache when one fits. Device::cuda
+/// goes to the device's own caching allocator (core/cuda/runtime.h).
 Block cache_alloc(size_t bytes, Device device = Device::cpu);
 /// Returns a block to the cache (never to the OS).
 void cache_free(Block b, Device device = Device::cpu);

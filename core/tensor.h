@@ -32,15 +32,18 @@ class Tensor {
   Tensor() = default;
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
-  /// Uninitialised tensor (memory comes from the caching allocator).
-  static Tensor empty(const Shape& shape, DType dtype = DType::f32);
-  static Tensor zeros(const Shape& shape, DType dtype = DType::f32);
-  static Tensor ones(const Shape& shape, DType dtype = DType::f32);
-  static Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
+  /// Uninitialised tensor (memory comes from the caching allocator of `device`).
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
+  static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
+  static Tensor ones(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::f32, Device device = Device::cpu);
   /// Copies `values` (converted to dtype); values.size() must equal numel(shape).
-  static Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype = DType::f32);
-  static Tensor scalar(double value, DType dtype = DType::f32) { return full({}, value, dtype); }
-  /// Zero-initialised tensor of the same shape and dtype as `like`.
+  static Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype = DType::f32,
+                            Device device = Device::cpu);
+  static Tensor scalar(double value, DType dtype = DType::f32, Device device = Device::cpu) {
+    return full({}, value, dtype, device);
+  }
+  /// Zero-initialised tensor of the same shape, dtype and device as `like`.
   static Tensor zeros_like(const Tensor& like);
 
   bool defined() const { return impl_ != nullptr; }
@@ -53,9 +56,13 @@ class Tensor {
   Device device() const;
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype()); }
 
-  /// Typed pointer to the first element; throws if T does not match the dtype.
+  /// Typed host pointer to the first element; throws if T does not match the dtype, or when the
+  /// tensor lives on the device (CPU code reading a cuda tensor: an op without a CUDA kernel).
   template <typename T> T* data() const;
+  /// Host pointer (checked as data()).
   void* raw_data() const;
+  /// The storage's pointer on whichever device it lives (CUDA kernels; core/cuda/common.cuh).
+  void* device_ptr() const;
 
   /// A new tensor with the same data, shape `shape` (numel must match), sharing storage, no graph.
   Tensor view(const Shape& shape) const;
@@ -63,7 +70,10 @@ class Tensor {
   Tensor clone() const;
   /// Copy converted to `dtype` (a clone when it already is), no graph.
   Tensor to(DType dtype) const;
-  /// Copies src's values into this tensor's storage (same numel; converts dtype).
+  /// This tensor on `device`: itself when it is there already, else a copy (no graph). Host to
+  /// device goes through pinned staging and does not wait for the copy.
+  Tensor to(Device device) const;
+  /// Copies src's values into this tensor's storage (same numel; converts dtype; across devices).
   void copy_from(const Tensor& src);
   void fill(double value);
   /// The single value of a one-element tensor.
@@ -112,6 +122,8 @@ T* Tensor::data() const {
   SEQLAB_CHECK(defined(), "data(): undefined tensor");
   SEQLAB_CHECK(dtype_of<T>() == impl_->dtype, "data(): tensor holds ", dtype_name(impl_->dtype),
                ", asked for ", dtype_name(dtype_of<T>()));
+  SEQLAB_CHECK(impl_->storage->device == Device::cpu, "a ", dtype_name(impl_->dtype), " tensor of shape ",
+               to_string(impl_->shape), " on cuda reached code that runs on the CPU (an op without a CUDA kernel?)");
   return static_cast<T*>(impl_->storage->block.ptr);
 }
 

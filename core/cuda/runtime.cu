@@ -1,0 +1,290 @@
+// The CUDA runtime of seqlab (core/cuda/runtime.h): device check, the size-binned caching allocator,
+// the one stream, the cuBLAS handle, copies (pageable and through pinned staging), fill and convert.
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "core/cuda/common.cuh"
+
+namespace seqlab::cuda {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear a sticky-free error so the next call starts clean
+    throw Error(str("CUDA error in ", what, ": ", cudaGetErrorString(e)));
+  }
+}
+
+void check_cublas(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) throw Error(str("cuBLAS error in ", what, ": ", cublasGetStatusString(s)));
+}
+
+bool built() { return true; }
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+void require(const std::string& who) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw Error(str(who, ": no CUDA device is usable (", cudaGetErrorString(e), ")"));
+  }
+  if (n == 0) throw Error(who + ": no CUDA device is visible (CUDA_VISIBLE_DEVICES, driver)");
+}
+
+std::string describe_devices() {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return str("none (", cudaGetErrorString(e), ")");
+  }
+  if (n == 0) return "none visible";
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    cudaDeviceProp p{};
+    check(cudaGetDeviceProperties(&p, i), "cudaGetDeviceProperties");
+    int rt = 0, drv = 0;
+    cudaRuntimeGetVersion(&rt);
+    cudaDriverGetVersion(&drv);
+    out += str(i ? "; " : "", i, ": ", p.name, ", sm_", p.major, p.minor, ", ", p.multiProcessorCount, " SMs, ",
+               p.totalGlobalMem >> 20, " MiB, runtime ", rt / 1000, ".", (rt % 1000) / 10, ", driver ", drv / 1000, ".",
+               (drv % 1000) / 10);
+  }
+  return out;
+}
+
+cudaStream_t stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t st{};
+    check(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "cudaStreamCreate");
+    return st;
+  }();
+  return s;
+}
+
+cublasHandle_t cublas() {
+  static cublasHandle_t h = [] {
+    cublasHandle_t hh{};
+    check_cublas(cublasCreate(&hh), "cublasCreate");
+    check_cublas(cublasSetStream(hh, stream()), "cublasSetStream");
+    // Strict IEEE float32: no TF32 tensor cores (the CPU comparison and the anchors are fp32).
+    check_cublas(cublasSetMathMode(hh, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
+    return hh;
+  }();
+  return h;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Caching allocator. Bins: 512 B granularity up to 4 KiB, then four bins per power of two (a block
+// is at most 25% larger than asked). A freed block goes to its bin's list; a request takes a block
+// of exactly its bin or calls cudaMalloc. The single stream makes immediate reuse safe.
+namespace {
+
+struct Pool {
+  std::mutex mu;
+  std::unordered_map<size_t, std::vector<void*>> free_blocks;
+  DeviceAllocatorStats stats;
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: tensors may outlive static destructors
+  return *p;
+}
+
+size_t bin_size(size_t bytes) {
+  if (bytes == 0) bytes = 1;
+  if (bytes <= 4096) return (bytes + 511) / 512 * 512;
+  size_t p = size_t{1} << (63 - __builtin_clzll(bytes));  // largest power of two <= bytes
+  size_t step = p / 4;
+  return (bytes + step - 1) / step * step;
+}
+
+void release_locked(Pool& p) {
+  for (auto& [size, list] : p.free_blocks) {
+    for (void* ptr : list) {
+      cudaFree(ptr);
+      p.stats.reserved -= size;
+    }
+  }
+  p.free_blocks.clear();
+}
+
+}  // namespace
+
+Block device_alloc(size_t bytes) {
+  const size_t want = bin_size(bytes);
+  Pool& p = pool();
+  std::lock_guard lock(p.mu);
+  auto it = p.free_blocks.find(want);
+  if (it != p.free_blocks.end() && !it->second.empty()) {
+    void* ptr = it->second.back();
+    it->second.pop_back();
+    p.stats.allocated += want;
+    p.stats.peak = std::max(p.stats.peak, p.stats.allocated);
+    ++p.stats.reuses;
+    return Block{ptr, want};
+  }
+  void* ptr = nullptr;
+  cudaError_t e = cudaMalloc(&ptr, want);
+  if (e == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
+    release_locked(p);
+    e = cudaMalloc(&ptr, want);
+  }
+  if (e == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    throw Error(str("CUDA out of memory: asked for ", bytes, " bytes (", (bytes + (1 << 20) - 1) >> 20,
+                    " MiB); seqlab's device pool: ", p.stats.allocated >> 20, " MiB allocated, ", p.stats.reserved >> 20,
+                    " MiB reserved, peak ", p.stats.peak >> 20, " MiB; the device has ", free_b >> 20, " MiB free of ",
+                    total_b >> 20, " MiB: lower the batch size, the sequence length or the model width"));
+  }
+  check(e, "cudaMalloc");
+  p.stats.allocated += want;
+  p.stats.reserved += want;
+  p.stats.peak = std::max(p.stats.peak, p.stats.allocated);
+  ++p.stats.device_mallocs;
+  return Block{ptr, want};
+}
+
+void device_free(Block b) {
+  if (!b.ptr) return;
+  Pool& p = pool();
+  std::lock_guard lock(p.mu);
+  p.free_blocks[b.bytes].push_back(b.ptr);
+  p.stats.allocated -= b.bytes;
+}
+
+DeviceAllocatorStats device_allocator_stats() {
+  Pool& p = pool();
+  std::lock_guard lock(p.mu);
+  return p.stats;
+}
+
+void reset_device_peak() {
+  Pool& p = pool();
+  std::lock_guard lock(p.mu);
+  p.stats.peak = p.stats.allocated;
+}
+
+void release_device_cache() {
+  synchronize();
+  Pool& p = pool();
+  std::lock_guard lock(p.mu);
+  release_locked(p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Copies.
+void copy_h2d(void* dst, const void* src, size_t bytes) {
+  if (!bytes) return;
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()), "cudaMemcpy host to device");
+  check(cudaStreamSynchronize(stream()), "cudaMemcpy host to device");
+}
+
+void copy_d2h(void* dst, const void* src, size_t bytes) {
+  if (!bytes) return;
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream()), "cudaMemcpy device to host");
+  check(cudaStreamSynchronize(stream()), "cudaMemcpy device to host (or an earlier kernel)");
+}
+
+void copy_d2d(void* dst, const void* src, size_t bytes) {
+  if (!bytes || dst == src) return;
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()), "cudaMemcpy device to device");
+}
+
+namespace {
+// A ring of pinned staging buffers, each with the event of its last copy: a slot is refilled only
+// after its previous copy has left it.
+struct PinnedRing {
+  struct Slot {
+    void* host = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t done{};
+  };
+  std::mutex mu;
+  Slot slots[4];
+  int next = 0;
+};
+PinnedRing& ring() {
+  static PinnedRing* r = new PinnedRing();
+  return *r;
+}
+}  // namespace
+
+void copy_h2d_pinned(void* dst, const void* src, size_t bytes) {
+  if (!bytes) return;
+  PinnedRing& r = ring();
+  std::lock_guard lock(r.mu);
+  PinnedRing::Slot& s = r.slots[r.next];
+  r.next = (r.next + 1) % 4;
+  if (!s.done) check(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming), "cudaEventCreate");
+  else check(cudaEventSynchronize(s.done), "cudaEventSynchronize");
+  if (s.bytes < bytes) {
+    if (s.host) check(cudaFreeHost(s.host), "cudaFreeHost");
+    s.host = nullptr;
+    check(cudaMallocHost(&s.host, bytes), "cudaMallocHost");
+    s.bytes = bytes;
+  }
+  std::memcpy(s.host, src, bytes);
+  check(cudaMemcpyAsync(dst, s.host, bytes, cudaMemcpyHostToDevice, stream()), "cudaMemcpyAsync (pinned)");
+  check(cudaEventRecord(s.done, stream()), "cudaEventRecord");
+}
+
+void memset_zero(void* dst, size_t bytes) {
+  if (!bytes) return;
+  check(cudaMemsetAsync(dst, 0, bytes, stream()), "cudaMemset");
+}
+
+namespace {
+template <typename T>
+__global__ void fill_kernel(T* p, int64_t n, T v) {
+  SEQLAB_CUDA_LOOP(i, n) p[i] = v;
+}
+template <typename D, typename S>
+__global__ void convert_kernel(D* d, const S* s, int64_t n) {
+  SEQLAB_CUDA_LOOP(i, n) d[i] = static_cast<D>(s[i]);
+}
+template <typename F>
+void dispatch_all(DType t, F&& f) {
+  switch (t) {
+    case DType::f32: f.template operator()<float>(); return;
+    case DType::f64: f.template operator()<double>(); return;
+    case DType::i32: f.template operator()<int32_t>(); return;
+  }
+}
+}  // namespace
+
+void fill(void* dst, DType dtype, int64_t n, double value) {
+  if (n <= 0) return;
+  dispatch_all(dtype, [&]<typename T>() {
+    fill_kernel<T><<<blocks_for(n), 256, 0, stream()>>>(static_cast<T*>(dst), n, static_cast<T>(value));
+  });
+  check_launch("fill");
+}
+
+void convert(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n) {
+  if (n <= 0) return;
+  dispatch_all(dst_dtype, [&]<typename D>() {
+    dispatch_all(src_dtype, [&]<typename S>() {
+      convert_kernel<D, S><<<blocks_for(n), 256, 0, stream()>>>(static_cast<D*>(dst), static_cast<const S*>(src), n);
+    });
+  });
+  check_launch("convert");
+}
+
+void synchronize() { check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize (a kernel failed)"); }
+
+}  // namespace seqlab::cuda

@@ -1,0 +1,65 @@
+// The CUDA runtime as the rest of seqlab sees it: whether a device is usable, the device's caching
+// allocator, copies between host and device, and the one stream every kernel runs on. Plain C++ (no
+// CUDA header), so that every file can include it; without SEQLAB_CUDA (runtime_none.cpp) nothing is
+// usable and require() says so in one line.
+//
+// One stream: every kernel, cuBLAS/cuFFT call and copy is queued on it in program order, so a block
+// freed to the cache can be handed out again at once (the next user's work runs after the last
+// user's). Reading a result on the host (item(), to(cpu)) waits for the stream.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "core/allocator.h"
+#include "core/dtype.h"
+
+namespace seqlab::cuda {
+
+/// True when seqlab was compiled with its CUDA part (SEQLAB_CUDA=ON).
+bool built();
+/// Devices visible to the CUDA runtime (0 when not built, no driver or no device).
+int device_count();
+/// Throws a one-line seqlab::Error when no CUDA device can be used: built without CUDA, or no device
+/// visible (with the driver's reason). `who` names what asked, e.g. `[train] device = "cuda"`.
+void require(const std::string& who);
+/// One line per visible device (name, compute capability, memory), or why there is none.
+std::string describe_devices();
+
+/// Statistics of the device caching allocator (bytes).
+struct DeviceAllocatorStats {
+  size_t allocated = 0;     // blocks handed out now
+  size_t reserved = 0;      // obtained from cudaMalloc (allocated + cached)
+  size_t peak = 0;          // max of allocated since start or reset_device_peak()
+  size_t device_mallocs = 0;  // cudaMalloc calls
+  size_t reuses = 0;        // requests served from the cache
+};
+/// A device block of at least `bytes` (rounded to a size bin: 512 B, then four bins per power of
+/// two, so at most 25% is wasted); reused from the cache when a block of its bin is free, else one
+/// cudaMalloc. Out of memory (after freeing the cache and retrying) is a seqlab::Error naming the
+/// request and the pool's state.
+Block device_alloc(size_t bytes);
+/// Returns a block to its bin's free list (never to the driver).
+void device_free(Block b);
+DeviceAllocatorStats device_allocator_stats();
+void reset_device_peak();
+/// cudaFree of every cached block.
+void release_device_cache();
+
+/// Copies on the stream. Host to device and device to host with pageable host memory wait for the
+/// copy (the host buffer may be reused at once); device to device does not.
+void copy_h2d(void* dst, const void* src, size_t bytes);
+void copy_d2h(void* dst, const void* src, size_t bytes);
+void copy_d2d(void* dst, const void* src, size_t bytes);
+/// Host to device through a pinned staging buffer, asynchronous: returns once `src` has been copied
+/// into the staging buffer; the device copy overlaps the host's next work (the loader's batches).
+void copy_h2d_pinned(void* dst, const void* src, size_t bytes);
+void memset_zero(void* dst, size_t bytes);
+/// dst[i] = value, n elements of dtype.
+void fill(void* dst, DType dtype, int64_t n, double value);
+/// dst[i] = (D) src[i] between dtypes, n elements.
+void convert(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n);
+/// Waits until every queued operation has finished; a kernel's error surfaces here at the latest.
+void synchronize();
+
+}  // namespace seqlab::cuda
