@@ -43,7 +43,7 @@ void write_dataset(const std::string& file, hid_t loc, const std::string& name, 
 }
 
 void write_tensor(const std::string& file, hid_t loc, const std::string& name, const Tensor& t) {
-  Tensor c = t.detach();
+  Tensor c = t.detach().to(Device::cpu);  // device-neutral: a GPU run's checkpoint reads anywhere
   write_dataset(file, loc, name, c.shape(), native_type(c.dtype()), c.raw_data());
 }
 

@@ -2,6 +2,7 @@
 // process of its own (so each peak RSS is its own) or in this process (--in-process), dealt
 // round-robin to the ranks under mpirun; one table of all of them.
 #include "apps/run.h"
+#include "core/cuda/runtime.h"
 #include "apps/trainer.h"
 
 #include <sys/wait.h>
@@ -126,6 +127,7 @@ RunResult failed_row(const Config& c, const std::string& name, const std::string
   r.val_mse = r.test_mse = r.test_mae = r.train_seconds = r.step_ms = r.peak_rss_mib = kNaN;
   r.test_acc = c.data.is_token_task() ? kNaN : -1;
   r.failed = why;
+  r.device = c.train.device;
   r.finished = true;  // done with, as far as the comparison goes
   return r;
 }
@@ -135,6 +137,8 @@ RunResult failed_row(const Config& c, const std::string& name, const std::string
 std::vector<RunResult> run_compare(const Config& config, const RunOptions& opt, const std::string& exe,
                                    const std::vector<std::string>& child_args) {
   Config c = config;
+  // Without a usable GPU: one line and exit 1, before any model starts (not a failed row per model).
+  if (c.train.device == "cuda") cuda::require(str(c.file, ": [train] device = \"cuda\""));
   match_params(c);  // [sweep] match_params: the widths, before anything is written
   const fs::path dir(c.output.dir);
   // Under mpirun the runs are dealt round-robin to the ranks, each trained single-process by the

@@ -199,6 +199,7 @@ void read_train(Reader& r, TrainConfig& t) {
   t.seed = static_cast<uint64_t>(r.get_int("seed", static_cast<int64_t>(t.seed), 0));
   t.patience = r.get_int("patience", t.patience, 0);
   t.threads = r.get_int("threads", t.threads, 0, 1024);
+  t.device = r.get_string("device", t.device, {"cpu", "cuda"});
   t.max_steps = r.get_int("max_steps", t.max_steps, 0);
   t.checkpoint_every = r.get_int("checkpoint_every", t.checkpoint_every, 0);
   t.steps = r.get_int("steps", t.steps, 0);

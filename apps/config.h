@@ -92,6 +92,7 @@ struct TrainConfig {
   uint64_t seed = 0;
   int64_t patience = 3;         // early stopping on val loss; 0 = off
   int64_t threads = 0;          // 0: all cores (or --threads)
+  std::string device = "cpu";   // where the model trains: cpu | cuda (docs/GPU.md)
   int64_t max_steps = 0;        // per-epoch step cap; 0 = the whole training set
   int64_t steps = 0;            // budget: the run ends after this many optimizer steps (epochs no limit); 0 = off
   double time_budget = 0;       // budget: the run ends once its training time reaches this many seconds; 0 = off

@@ -98,6 +98,7 @@ std::string emit(const Config& c, const std::vector<size_t>& models, bool multi,
   os << "seed = " << t.seed << "\n";
   os << "patience = " << t.patience << "\n";
   os << "threads = " << t.threads << "\n";
+  os << "device = " << quote(t.device) << "\n";
   os << "max_steps = " << t.max_steps << "\n";
   os << "checkpoint_every = " << t.checkpoint_every << "\n";
   os << "steps = " << t.steps << "\n";

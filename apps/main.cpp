@@ -22,6 +22,7 @@
 #include "apps/report.h"
 #include "apps/trainer.h"
 #include "bench/step_bench.h"  // seqlab bench: BenchOptions, run_bench
+#include "core/cuda/runtime.h"
 #include "core/error.h"
 #include "core/isa.h"
 #include "core/parallel.h"
@@ -39,7 +40,7 @@ void print_info() {
   std::printf("BLAS:         %s\n", openblas_get_config());
   std::printf("BLAS threads: %d (GEMMs are split over the TBB pool instead)\n", openblas_get_num_threads());
   std::printf("dtypes:       float32 (training), float64 (gradient checks)\n");
-  std::printf("devices:      cpu\n");
+  std::printf("devices:      cpu; cuda: %s\n", seqlab::cuda::describe_devices().c_str());
   std::printf("MPI:          %s (%d rank%s)\n", seqlab::app::dist::mpi_version().c_str(), seqlab::app::dist::size(),
               seqlab::app::dist::size() == 1 ? "" : "s");
 }
@@ -185,6 +186,8 @@ struct Cli {
     bench->add_option("--steps", o.steps, "timed steps per case (the median is reported)")->check(CLI::Range(1, 100000));
     bench->add_option("--warmup", o.warmup, "untimed steps before timing")->check(CLI::Range(0, 1000));
     bench->add_option("--threads", o.threads, "worker threads")->check(CLI::Range(1, 1024));
+    bench->add_option("--device", o.device, "cpu or cuda (peak memory is then the device pool's peak)")
+        ->check(CLI::IsMember({"cpu", "cuda"}));
     bench->add_option("--csv", o.csv, "write the results as CSV to FILE");
     bench->add_option("--single", o.single, "internal: run one case in this process")->expected(2)->group("");
   }

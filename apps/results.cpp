@@ -78,30 +78,32 @@ bool token_rows(const std::vector<RunResult>& rows) {
 std::string results_csv(const std::vector<RunResult>& rows) {
   const bool token = token_rows(rows), width = widths_matched(rows);
   std::string s(kColumns);
-  s += str(token ? ",test_acc" : "", width ? ",d_model" : "", "\n");
+  s += str(token ? ",test_acc" : "", width ? ",d_model" : "", ",device\n");
   for (const auto& r : rows) {
     s += str(r.model, ",", r.params, ",", r.epochs, ",", fmt("%.3f", r.train_seconds), ",", fmt("%.3f", r.step_ms), ",",
              fmt("%.1f", r.peak_rss_mib), ",", fmt("%.9g", r.val_mse), ",", fmt("%.9g", r.test_mse), ",",
              fmt("%.9g", r.test_mae));
     if (token) s += str(",", fmt("%.9g", r.test_acc));
     if (width) s += str(",", r.d_model);
-    s += "\n";
+    s += str(",", r.device, "\n");
   }
   return s;
 }
 
 std::string results_md(const std::vector<RunResult>& rows) {
   const bool token = token_rows(rows), width = widths_matched(rows);
+  const bool gpu = std::any_of(rows.begin(), rows.end(), [](const RunResult& r) { return r.device != "cpu"; });
   std::string s = "| model | params | epochs | train_seconds | step_ms | peak_rss_mib | val_mse | test_mse | test_mae |";
-  s += str(token ? " test_acc |" : "", width ? " d_model |" : "", "\n");
+  s += str(token ? " test_acc |" : "", width ? " d_model |" : "", gpu ? " device |" : "", "\n");
   s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|";
-  s += str(token ? "---:|" : "", width ? "---:|" : "", "\n");
+  s += str(token ? "---:|" : "", width ? "---:|" : "", gpu ? "---|" : "", "\n");
   for (const auto& r : rows) {
     s += str("| ", r.model, " | ", r.params, " | ", r.epochs, " | ", fmt("%.1f", r.train_seconds), " | ",
              fmt("%.2f", r.step_ms), " | ", fmt("%.1f", r.peak_rss_mib), " | ", fmt("%.4f", r.val_mse), " | ",
              fmt("%.4f", r.test_mse), " | ", fmt("%.4f", r.test_mae), " |");
     if (token) s += str(" ", fmt("%.4f", r.test_acc), " |");
     if (width) s += str(" ", r.d_model, " |");
+    if (gpu) s += str(" ", r.device, " |");
     s += "\n";
   }
   if (token)
@@ -125,7 +127,7 @@ std::vector<RunResult> read_results_csv(const std::string& path) {
     auto it = std::find(header.begin(), header.end(), name);
     return it == header.end() ? -1 : static_cast<int>(it - header.begin());
   };
-  const int acc = column("test_acc"), width = column("d_model");
+  const int acc = column("test_acc"), width = column("d_model"), device = column("device");
   std::vector<RunResult> rows;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
@@ -146,6 +148,7 @@ std::vector<RunResult> read_results_csv(const std::string& path) {
     r.test_mae = std::stod(f[8]);
     if (acc >= 0) r.test_acc = std::stod(f[static_cast<size_t>(acc)]);
     if (width >= 0) r.d_model = std::stoll(f[static_cast<size_t>(width)]);
+    if (device >= 0) r.device = f[static_cast<size_t>(device)];
     rows.push_back(r);
   }
   return rows;

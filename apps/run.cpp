@@ -2,6 +2,9 @@
 // training step and the non-finite checks.
 #include "apps/run.h"
 
+#include "core/cuda/optim.h"
+#include "core/device.h"
+
 #include "apps/trainer.h"  // count_token_hits
 #include <functional>
 #include "optim/clip.h"
@@ -90,6 +93,18 @@ std::shared_ptr<nn::SequenceModel> make_model(const Config& c, const ModelConfig
 // Numeric faults: the first parameter (registration order) whose gradient (or value) holds a NaN
 // or an Inf; "" when every one is finite. O(parameters), negligible next to a training step.
 std::string first_nonfinite(const nn::Module& m, bool gradients) {
+  if constexpr (kCuda) if (m.device() == Device::cuda) {
+    // One reduction over every tensor (a NaN or Inf makes the sum of squares non-finite, and a float32's
+    // square cannot overflow a double); only when it is not finite, one tensor at a time for the name.
+    std::vector<Tensor> ts;
+    for (const auto& p : m.named_parameters())
+      if (Tensor t = gradients ? p.tensor.grad() : p.tensor; t.defined()) ts.push_back(t);
+    if (std::isfinite(cuda::sum_of_squares(ts))) return "";
+    for (const auto& p : m.named_parameters())
+      if (Tensor t = gradients ? p.tensor.grad() : p.tensor; t.defined() && !std::isfinite(cuda::sum_of_squares({t})))
+        return p.name;
+    return "";
+  }
   for (const auto& p : m.named_parameters()) {
     Tensor t = gradients ? p.tensor.grad() : p.tensor;
     if (!t.defined()) continue;
@@ -111,8 +126,10 @@ StepOutcome train_step(nn::SequenceModel& model, optim::Optimizer& opt, const da
                        const Objective& objective, const StepPolicy& policy) {
   StepOutcome so;
   opt.zero_grad();
-  Tensor out = model.forward(batch.x);
-  Tensor loss = objective.loss(out, batch.y);
+  // The batch goes where the model is (a cuda model: through pinned staging, asynchronously).
+  const Device dev = model.device();
+  Tensor out = model.forward(batch.x.to(dev));
+  Tensor loss = objective.loss(out, batch.y.to(dev));
   backward(loss);
   // Data-parallel: gradients and loss become the global batch's mean, identical on every rank.
   so.loss = policy.reducer ? policy.reducer->reduce(loss.item(), objective.weight(batch), policy.stop) : loss.item();

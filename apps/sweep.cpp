@@ -106,7 +106,7 @@ std::string csv_text(std::string s) {
 }
 
 // results.csv: results_csv's first nine columns, then one per swept key, then test_acc (token
-// tasks), then d_model (with match_params: the width chosen), then the cell's status.
+// tasks), then d_model (with match_params: the width chosen), then the cell's status, then the device.
 std::string sweep_csv(const Config& c, const std::vector<Cell>& cells) {
   const bool token = c.data.is_token_task();
   std::string out;
@@ -117,19 +117,22 @@ std::string sweep_csv(const Config& c, const std::vector<Cell>& cells) {
     std::istringstream lines(results_csv(rows));
     std::string line;
     std::getline(lines, line);
+    line.erase(line.rfind(','));  // results_csv's last column, device, goes last here too
     if (header) {
       out += line;
       for (const auto& axis : c.sweep) out.append(",").append(axis.key);
-      out += str(token ? ",test_acc" : "", c.match_params > 0 ? ",d_model" : "", ",status\n");
+      out += str(token ? ",test_acc" : "", c.match_params > 0 ? ",d_model" : "", ",status,device\n");
       header = false;
     }
     for (size_t i = 0; std::getline(lines, line); ++i) {
+      line.erase(line.rfind(','));
       out += line;
       for (const auto& v : cell.values) out.append(",").append(v);
       if (token) out.append(",").append(fmt("%.9g", cell.rows[i].test_acc));
       if (c.match_params > 0) out.append(",").append(std::to_string(cell.rows[i].d_model));
       const std::string& why = cell.rows[i].failed;
-      out.append(",").append(csv_text(why.empty() ? cell.status : "failed: " + why)).append("\n");
+      out.append(",").append(csv_text(why.empty() ? cell.status : "failed: " + why));
+      out.append(",").append(cell.rows[i].device).append("\n");
     }
   }
   return out;

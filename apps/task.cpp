@@ -221,7 +221,7 @@ EvalStats eval_forecast(nn::SequenceModel& m, const std::shared_ptr<data::Foreca
   int64_t n = 0;
   while (loader.next(b)) {
     if (b.size == 0) continue;  // this rank's slice of a short last batch is empty
-    Tensor pred = m.forward(b.x);
+    Tensor pred = m.forward(b.x.to(m.device())).to(Device::cpu);
     const float* p = pred.data<float>();
     const float* y = b.y.data<float>();
     const int64_t k = b.y.numel();
@@ -255,7 +255,7 @@ EvalStats eval_tokens(nn::SequenceModel& m, const std::vector<data::Batch>& batc
   for (size_t bi = 0; bi < batches.size(); ++bi) {
     if (sharded && static_cast<int>(bi % static_cast<size_t>(dist::size())) != dist::rank()) continue;
     const data::Batch& b = batches[bi];
-    Tensor logits = m.forward(b.x);  // (B, T, V)
+    Tensor logits = m.forward(b.x.to(m.device())).to(Device::cpu);  // (B, T, V)
     const int64_t V = logits.size(2);
     const TokenHits hits = count_token_hits(logits.data<float>(), b.y.numel(), V, b.y.data<int32_t>());
     const int64_t here = hits.scored;

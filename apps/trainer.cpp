@@ -6,6 +6,8 @@
 // is train_step (apps/run.h); everything task-specific is behind apps/task.h.
 #include "apps/trainer.h"
 
+#include "core/cuda/runtime.h"
+
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -90,12 +92,18 @@ class Training {
   }
 
   void build() {
+    const bool gpu = c_.train.device == "cuda";
+    if (gpu) cuda::require(str(c_.file, ": [train] device = \"cuda\""));
+    SEQLAB_CHECK(!(gpu && dp_), c_.file, ": [train] device = \"cuda\" with mpirun: data-parallel training runs on "
+                 "the CPU only (docs/GPU.md)");
     td_ = make_data(c_);
     manual_seed(c_.train.seed);
-    model_ = make_model(c_, mc_, td_);
+    model_ = make_model(c_, mc_, td_);  // initialised on the host: the same weights on either device
+    if (gpu) model_->to(Device::cuda);
     n_params_ = model_->num_parameters();
-    spdlog::info("[{}] {} parameters, {} threads", mc_.name, n_params_, num_threads());
-    optimizer_ = make_optimizer(c_, *model_);
+    spdlog::info("[{}] {} parameters, {}", mc_.name, n_params_,
+                 gpu ? str("on ", cuda::describe_devices()) : str(num_threads(), " threads"));
+    optimizer_ = make_optimizer(c_, *model_);  // its state is made where the parameters are
     if (dp_) {
       SEQLAB_CHECK(c_.train.batch_size >= dist::size(), c_.file, ": [train] batch_size: expected at least one "
                    "example per rank (", dist::size(), " ranks), got ", c_.train.batch_size);
@@ -328,6 +336,7 @@ class Training {
     if (writer_) write_metrics(dir_ / "metrics.h5", st_.metrics);
     if (opt_.observer) opt_.observer->on_finish(*model_);
     RunResult r = result_from(mc_.name, n_params_, st_.metrics, st_.global_step, task_->scores_tokens());
+    r.device = c_.train.device;
     r.finished = true;
     r.skipped_steps = st_.skipped;
     if (st_.skipped > 0)

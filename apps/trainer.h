@@ -59,6 +59,7 @@ struct RunResult {
   int64_t skipped_steps = 0;   // steps skipped for a non-finite loss or gradient ([train] on_nonfinite = "skip")
   int64_t d_model = 0;         // [sweep] match_params: the width chosen; 0 when widths were not matched
   std::string failed;          // compare with keep_going: why this model could not run ("" when it ran)
+  std::string device = "cpu";  // where it trained ([train] device)
 };
 
 /// Asks train_model to stop after the current step, writing checkpoint-last.h5 first (`--resume`

@@ -6,6 +6,8 @@
 #include <unordered_map>
 
 #include "autograd/node.h"
+#include "core/device.h"
+#include "core/kernels/elementwise.h"
 #include "core/parallel.h"
 
 namespace seqlab {
@@ -16,6 +18,7 @@ thread_local bool g_grad_enabled = true;
 // a + b (same shape and dtype), a fresh tensor; elementwise, so split over threads freely (large
 // activations' gradients are summed here, e.g. a residual stream's (B, T, D)).
 Tensor add_fresh(const Tensor& a, const Tensor& b) {
+  if constexpr (kCuda) if (on_cuda("backward (summing gradients)", a, b)) return kernels::add(a, b);
   Tensor out = Tensor::empty(a.shape(), a.dtype());
   dispatch_float(a.dtype(), "backward", [&]<typename T>() {
     const T* pa = a.data<T>();
@@ -89,6 +92,7 @@ std::vector<Tensor> record_multi(const char* name, std::vector<Tensor> ys, const
     impl->output_nr = static_cast<int>(i);
     node->out_shapes.push_back(ys[i].shape());
     node->out_dtypes.push_back(ys[i].dtype());
+    node->out_devices.push_back(ys[i].device());
   }
   return ys;
 }
@@ -108,7 +112,7 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
   if (!g.defined()) {
     SEQLAB_CHECK(root.numel() == 1, "backward: implicit gradient needs a one-element tensor, got shape ",
                  to_string(root.shape()));
-    g = Tensor::ones(root.shape(), root.dtype());
+    g = Tensor::ones(root.shape(), root.dtype(), root.device());
   }
   SEQLAB_CHECK(g.shape() == root.shape(), "backward: gradient of shape ", to_string(g.shape()),
                " for a tensor of shape ", to_string(root.shape()));
@@ -151,7 +155,7 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
     pending.erase(node.get());
     dys.resize(node->out_shapes.size());
     for (size_t i = 0; i < dys.size(); ++i)
-      if (!dys[i].defined()) dys[i] = Tensor::zeros(node->out_shapes[i], node->out_dtypes[i]);
+      if (!dys[i].defined()) dys[i] = Tensor::zeros(node->out_shapes[i], node->out_dtypes[i], node->out_devices[i]);
     SEQLAB_CHECK(node->backward, "backward through ", node->name,
                  " a second time: the graph was freed (pass retain_graph = true to the first backward)");
     grads dxs = node->backward(dys);

@@ -28,6 +28,7 @@ struct Node {
   std::vector<Edge> edges;          // one per input
   std::vector<Shape> out_shapes;    // one per output
   std::vector<DType> out_dtypes;
+  std::vector<Device> out_devices;
   std::function<grads(const std::vector<Tensor>& dys)> backward;
   ~Node();  // tears chains down iteratively: a 100,000-node chain must not overflow the stack
 };

@@ -5,6 +5,8 @@
 // result line. FLOP formulas: step_gflop() below, the layer files (registry flops) and docs/BENCHMARKS.md.
 #include "bench/step_bench.h"
 
+#include "core/cuda/runtime.h"
+
 #include <cblas.h>
 
 #include <sys/resource.h>
@@ -86,6 +88,11 @@ void run_single(const std::string& model, int64_t T, const BenchOptions& o) {
   mo.head = "last";
   nn::SequenceModel net(mo);
   net.train();
+  const bool gpu = o.device == "cuda";
+  if (gpu) {
+    cuda::require("seqlab bench --device cuda");
+    net.to(Device::cuda);  // initialised on the host, as in training
+  }
   int64_t params = 0;
   for (const Tensor& p : net.parameters()) params += p.numel();
   optim::AdamW opt(net.named_parameters(), optim::AdamOptions{.lr = 1e-3, .weight_decay = 0.01});
@@ -93,14 +100,15 @@ void run_single(const std::string& model, int64_t T, const BenchOptions& o) {
   Tensor y = randn({o.batch, kHorizon, kChannels}, 0, 1);
   // The training step every seqlab command takes (apps/run.h): with the non-finite check and the
   // default gradient clipping, so the figure is what training pays per step.
-  const data::Batch batch{x, y, o.batch};
+  const data::Batch batch{x.to(net.device()), y.to(net.device()), o.batch};
   const double grad_clip = app::OptimConfig{}.grad_clip;
   auto step = [&] {
     const app::StepOutcome so = app::train_step(net, opt, batch, app::mse_objective(), {.grad_clip = grad_clip});
     SEQLAB_CHECK(so.applied && so.bad_parameter.empty(), "bench: ", model, " T=", T, ": non-finite step (loss ",
                  so.loss, ")");
   };
-  const double base_rss = proc_status_mib("VmRSS:");  // before the first step
+  const double base_rss = gpu ? cuda::device_allocator_stats().allocated / 1048576.0 : proc_status_mib("VmRSS:");
+  if (gpu) cuda::reset_device_peak();
   for (int i = 0; i < o.warmup; ++i) step();
   std::vector<double> ms, cpu;
   for (int i = 0; i < o.steps; ++i) {
@@ -111,7 +119,8 @@ void run_single(const std::string& model, int64_t T, const BenchOptions& o) {
     cpu.push_back((cpu_seconds() - c0) * 1e3);
   }
   std::printf("%s %s %lld %lld %lld %.4f %.2f %.4f %.2f\n", kResultTag, model.c_str(), static_cast<long long>(T),
-              static_cast<long long>(o.batch), static_cast<long long>(params), median(ms), vm_hwm_mib(),
+              static_cast<long long>(o.batch), static_cast<long long>(params), median(ms),
+              gpu ? cuda::device_allocator_stats().peak / 1048576.0 : vm_hwm_mib(),
               median(cpu), base_rss);
   std::fflush(stdout);
 }
@@ -121,7 +130,7 @@ bool run_child(const std::string& model, int64_t T, const BenchOptions& o, StepR
   for (auto s : {std::string("--single"), model, std::to_string(T), std::string("--batch"), std::to_string(o.batch),
                  std::string("--steps"), std::to_string(o.steps), std::string("--warmup"),
                  std::to_string(o.warmup), std::string("--threads"),
-                 std::to_string(o.threads)})
+                 std::to_string(o.threads), std::string("--device"), o.device})
     args.push_back(s);
   const app::ChildOutcome child = app::run_child(args, nullptr, true);  // the result line comes on stdout
   const std::string& out = child.out;
@@ -154,6 +163,9 @@ void run_all(const BenchOptions& o) {
   std::printf("seqlab bench: ISA path %s (CPU supports %s), OpenBLAS core %s, FMA peak of the path %.1f "
               "GFLOP/s per core\n",
               isa_name(active_isa()), isa_name(detected_isa()), openblas_get_corename(), kernels::fma_peak_gflops());
+  if (o.device == "cuda")
+    std::printf("seqlab bench: device cuda (%s); peak_MiB and net_MiB are the device pool's\n",
+                cuda::describe_devices().c_str());
   std::printf("%-12s %6s %9s %11s %11s %10s %9s %9s %9s %11s\n", "model", "T", "params", "step_ms", "samples/s",
               "peak_MiB", "net_MiB", "GFLOP", "GFLOP/s", "cpu_ms");
   std::fflush(stdout);

@@ -34,6 +34,7 @@ struct BenchOptions {
   int steps = 10;
   int warmup = 2;
   int threads = 2;
+  std::string device = "cpu";       // cpu | cuda: where the model trains (peak memory: the device pool's then)
   std::string csv;                  // write the results as CSV here ("": no file)
   std::vector<std::string> single;  // internal: MODEL T, one case in this process (the child)
 };

@@ -89,6 +89,20 @@ void Module::to(DType dtype) {
   }
 }
 
+void Module::to(Device device) {
+  for (NamedParam& p : named_parameters()) {
+    TensorImpl* impl = p.tensor.impl();
+    impl->grad = Tensor();
+    if (p.tensor.device() == device) continue;
+    impl->storage = p.tensor.to(device).impl()->storage;
+  }
+}
+
+Device Module::device() const {
+  std::vector<NamedParam> ps = named_parameters();
+  return ps.empty() ? Device::cpu : ps.front().tensor.device();
+}
+
 std::map<std::string, Tensor> Module::state_dict() const {
   std::map<std::string, Tensor> out;
   for (const NamedParam& p : named_parameters()) out.emplace(p.name, p.tensor.detach().clone());

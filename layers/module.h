@@ -55,6 +55,11 @@ class Module {
   /// Converts every parameter to `dtype` in place: every handle to it (members, optimizers) sees
   /// the new dtype; names and options are kept, gradients dropped.
   void to(DType dtype);
+  /// Moves every parameter to `device` in place (the same handle-following swap; gradients dropped).
+  /// Build the optimizer after the move: its state is made where the parameters live.
+  void to(Device device);
+  /// Where the parameters live (cpu for a module without parameters).
+  Device device() const;
 
   /// Detached copies of every parameter, by dotted name.
   std::map<std::string, Tensor> state_dict() const;

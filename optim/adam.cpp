@@ -1,6 +1,9 @@
 // Adam / AdamW update: one fused in-place loop per parameter, in the parameter's dtype.
 #include "optim/adam.h"
 
+#include "core/cuda/optim.h"
+#include "core/device.h"
+
 #include <cmath>
 
 #include "core/parallel.h"
@@ -52,6 +55,15 @@ void Adam::update(const ParamGroup& group, Tensor& p, const Tensor& g, std::vect
   const double t = static_cast<double>(step_count());
   const double bc1 = 1 - std::pow(options_.beta1, t);
   const double bc2_sqrt = std::sqrt(1 - std::pow(options_.beta2, t));
+  if constexpr (kCuda) {
+    if (on_cuda("Adam", p, g, state[0], state[1])) {
+      const bool decay = decoupled_ && group.weight_decay != 0;
+      cuda::adam_update(p, g, state[0], state[1], 1 - options_.beta1, options_.beta2, 1 - options_.beta2, options_.eps,
+                        group.lr / bc1, bc2_sqrt, decoupled_ ? 0.0 : group.weight_decay,
+                        1 - group.lr * group.weight_decay, decay);
+      return;
+    }
+  }
   dispatch_float(p.dtype(), "Adam", [&]<typename T>() {
     T* pp = p.data<T>();
     const T* pg = g.data<T>();

@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "autograd/node.h"
+#include "core/cuda/optim.h"
+#include "core/device.h"
 #include "core/parallel.h"
 
 namespace seqlab::optim {
@@ -14,6 +16,17 @@ constexpr int64_t kClipChunk = 1 << 15;  // fixed, so the sum order does not dep
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   SEQLAB_CHECK(max_norm > 0, "clip_grad_norm: max_norm must be > 0, got ", max_norm);
   NoGradGuard no_grad;
+  if constexpr (kCuda) {
+    std::vector<Tensor> gs;
+    for (const Tensor& p : params)
+      if (p.grad().defined()) gs.push_back(p.grad());
+    if (on_cuda("clip_grad_norm", gs)) {  // one norm, one copy back, then one scale per tensor
+      const double norm = std::sqrt(cuda::sum_of_squares(gs));
+      const double coef = max_norm / (norm + 1e-6);
+      if (coef < 1 && std::isfinite(norm)) cuda::scale_all(gs, coef);
+      return norm;
+    }
+  }
   double sq = 0;
   for (const Tensor& p : params) {
     Tensor g = p.grad();

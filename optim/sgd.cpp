@@ -1,6 +1,9 @@
 // SGD update: one fused in-place loop per parameter, in the parameter's dtype.
 #include "optim/sgd.h"
 
+#include "core/cuda/optim.h"
+#include "core/device.h"
+
 #include "core/parallel.h"
 
 namespace seqlab::optim {
@@ -30,6 +33,13 @@ SGD::SGD(std::vector<ParamGroup> groups, const SGDOptions& options)
 
 void SGD::update(const ParamGroup& group, Tensor& p, const Tensor& g, std::vector<Tensor>& state) {
   const bool first = step_count() == 1;
+  if constexpr (kCuda) {
+    if (on_cuda("SGD", p, g, state.empty() ? Tensor() : state[0])) {
+      cuda::sgd_update(p, g, state.empty() ? nullptr : &state[0], group.lr, group.weight_decay, options_.momentum,
+                       1.0 - options_.dampening, options_.nesterov, first);
+      return;
+    }
+  }
   dispatch_float(p.dtype(), "SGD", [&]<typename T>() {
     T* pp = p.data<T>();
     const T* pg = g.data<T>();

@@ -110,7 +110,7 @@ TEST_CASE("apps/budget: match_params sizes every model within 5% of the target, 
   }
   CHECK(rows[0].d_model != rows[2].d_model);
   const auto csv = lines_of(testing::read_file(dir / "results.csv"));
-  CHECK(csv.at(0).ends_with(",test_mae,d_model"));
+  CHECK(csv.at(0).ends_with(",test_mae,d_model,device"));
   CHECK(csv.at(2).ends_with(str(",", rows[1].d_model)));
   CHECK(read_results_csv((dir / "results.csv").string()).at(1).d_model == rows[1].d_model);
   CHECK(testing::read_file(dir / "results.md").find("| d_model |") != std::string::npos);
@@ -136,7 +136,7 @@ TEST_CASE("apps/budget: match_params in a sweep: a d_model column before the sta
   run_sweep(c, {.quiet = true});
   const auto csv = lines_of(testing::read_file(dir / "results.csv"));
   REQUIRE(csv.size() == 5);
-  CHECK(csv[0].ends_with(",test_mae,data.seq_len,d_model,status"));
+  CHECK(csv[0].ends_with(",test_mae,data.seq_len,d_model,status,device"));
   CHECK(csv[1].find(",8,0,failed: ") != std::string::npos);
   CHECK(csv[1].find("model 'tf' (transformer): the closest width, d_model ") == std::string::npos);  // ',' -> ';'
   CHECK(csv[1].find("model 'tf' (transformer): the closest width; d_model ") != std::string::npos);

@@ -75,13 +75,13 @@ TEST_CASE("apps/sweep: every model at every point, one row each with the swept v
   const auto csv = lines_of(testing::read_file(dir / "results.csv"));
   REQUIRE(csv.size() == 9);
   CHECK(csv[0] == "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae,data.seq_len,"
-                  "model.d_model,status");
+                  "model.d_model,status,device");
   // The last axis fastest; both models per cell; each cell a comparison of its own.
   CHECK(csv[1].starts_with("gru,"));
-  CHECK(csv[1].ends_with(",8,4,ok"));
+  CHECK(csv[1].ends_with(",8,4,ok,cpu"));
   CHECK(csv[2].starts_with("mlp,"));
-  CHECK(csv[3].ends_with(",8,8,ok"));
-  CHECK(csv[8].ends_with(",12,8,ok"));
+  CHECK(csv[3].ends_with(",8,8,ok,cpu"));
+  CHECK(csv[8].ends_with(",12,8,ok,cpu"));
   for (const char* cell : {"data.seq_len=8,model.d_model=4", "data.seq_len=12,model.d_model=8"}) {
     CAPTURE(cell);
     CHECK(fs::exists(dir / cell / "results.csv"));
@@ -109,7 +109,7 @@ TEST_CASE("apps/sweep: a cell that cannot run leaves rows with its reason, the s
   REQUIRE(csv.size() == 5);
   CHECK(csv[1].find(",32,failed: ") != std::string::npos);
   CHECK(csv[1].find("patch_len") != std::string::npos);
-  CHECK(csv[3].ends_with(",4,ok"));
+  CHECK(csv[3].ends_with(",4,ok,cpu"));
   CHECK(!fs::exists(dir / "model.patch_len=32" / "results.csv"));
   // --resume: the finished cell is read back (its checkpoint untouched), the failed one tried again.
   const auto before = fs::last_write_time(dir / "model.patch_len=4" / "gru" / "checkpoint-best.h5");
@@ -133,8 +133,8 @@ TEST_CASE("apps/sweep: a token task's sweep adds test_acc after the swept keys, 
   REQUIRE(rows.size() == 2);
   const auto csv = lines_of(testing::read_file(dir / "results.csv"));
   REQUIRE(csv.size() == 3);
-  CHECK(csv[0].ends_with(",test_mae,data.seq_len,test_acc,status"));
-  CHECK(csv[1].ends_with(str(",40,", app::fmt("%.9g", rows[0].test_acc), ",ok")));
+  CHECK(csv[0].ends_with(",test_mae,data.seq_len,test_acc,status,device"));
+  CHECK(csv[1].ends_with(str(",40,", app::fmt("%.9g", rows[0].test_acc), ",ok,cpu")));
   CHECK(rows[0].test_acc >= 0);
   CHECK(rows[0].test_acc <= 1);
   CHECK(csv[2].find(",4,nan,failed: ") != std::string::npos);
@@ -153,7 +153,7 @@ TEST_CASE("apps/sweep: a model that fails in a cell is a row with its reason, th
   const auto csv = lines_of(testing::read_file(dir / "results.csv"));
   REQUIRE(csv.size() == 5);
   CHECK(csv[3].starts_with("gru,"));
-  CHECK(csv[3].ends_with(",16,ok"));
+  CHECK(csv[3].ends_with(",16,ok,cpu"));
   CHECK(std::isfinite(rows[2].test_mse));
   CHECK(csv[4].starts_with("tf,0,0,nan,"));
   CHECK(csv[4].find(",16,failed: ") != std::string::npos);
@@ -242,7 +242,7 @@ TEST_CASE("apps/sweep: a sweep SIGKILLed in its second cell, then --resume, ends
   // Killed in the second cell: the table holds the first cell only.
   const auto before = lines_of(testing::read_file(dir / "run" / "results.csv"));
   REQUIRE(before.size() == 3);
-  CHECK(before[2].ends_with(",8,ok"));
+  CHECK(before[2].ends_with(",8,ok,cpu"));
   CHECK(!fs::exists(dir / "run" / "data.seq_len=12" / "results.csv"));
   const auto kept = fs::last_write_time(dir / "run" / "data.seq_len=8" / "gru" / "checkpoint-best.h5");
 
@@ -257,7 +257,7 @@ TEST_CASE("apps/sweep: a sweep SIGKILLed in its second cell, then --resume, ends
     CHECK(resumed[i].model == full[i].model);
     CHECK(resumed[i].val_mse == doctest::Approx(full[i].val_mse).epsilon(1e-8));  // results.csv: 9 digits
     CHECK(resumed[i].test_mse == doctest::Approx(full[i].test_mse).epsilon(1e-8));
-    CHECK(after[i + 1].ends_with(i < 2 ? ",8,ok" : ",12,ok"));
+    CHECK(after[i + 1].ends_with(i < 2 ? ",8,ok,cpu" : ",12,ok,cpu"));
   }
 }
 #endif

@@ -91,7 +91,7 @@ TEST_CASE("apps/train: a tiny sine run writes every file of the run directory, a
   CHECK(best.values.at("best_val_loss") == doctest::Approx(r.val_mse).epsilon(1e-12));
 
   std::string csv = testing::read_file(dir / "results.csv");
-  CHECK(csv.starts_with("model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae\ngru,"));
+  CHECK(csv.starts_with("model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae,device\ngru,"));
   auto rows = read_results_csv((dir / "results.csv").string());
   REQUIRE(rows.size() == 1);
   CHECK(rows[0].test_mse == doctest::Approx(r.test_mse).epsilon(1e-8));
@@ -320,6 +320,6 @@ TEST_CASE("apps/train: a token task trains with cross-entropy and reports token 
   CHECK(md.find("test_acc") != std::string::npos);
   // results.csv keeps its columns and adds the token accuracy at the end; it reads back.
   CHECK(testing::read_file(dir / "results.csv").starts_with(
-      "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae,test_acc\n"));
+      "model,params,epochs,train_seconds,step_ms,peak_rss_mib,val_mse,test_mse,test_mae,test_acc,device\n"));
   CHECK(read_results_csv((dir / "results.csv").string()).at(0).test_acc == doctest::Approx(r.test_acc).epsilon(1e-8));
 }

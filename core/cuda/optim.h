@@ -1,0 +1,22 @@
+// Fused optimizer updates and gradient-norm clipping on the device (optim/ calls them for cuda
+// parameters): one kernel per parameter tensor, the same per-element maths as the CPU loops.
+#pragma once
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace seqlab::cuda {
+
+/// Adam/AdamW on one parameter (see optim/adam.cpp's adam_chunk for the maths): p, m, v in place.
+void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double b1c, double b2, double b2c, double eps,
+                 double step_size, double bc2s, double l2, double shrink, bool decay);
+/// SGD with optional momentum/Nesterov/weight decay (optim/sgd.cpp); buf undefined without momentum.
+void sgd_update(Tensor& p, const Tensor& g, Tensor* buf, double lr, double wd, double mu, double damp, bool nesterov,
+                bool first);
+/// sum over tensors of sum(g^2) in float64, a fixed order (per tensor: fixed chunks, then in order);
+/// one copy back to the host.
+double sum_of_squares(const std::vector<Tensor>& gs);
+/// g *= c for every tensor.
+void scale_all(const std::vector<Tensor>& gs, double c);
+
+}  // namespace seqlab::cuda
