@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/cuda/elementwise.h"
+#include "core/device.h"
 #include "core/kernels/loops.h"
 
 namespace seqlab::kernels {
@@ -145,19 +147,24 @@ void check_same_numel(const Tensor& a, const Tensor& b, const char* op) {
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b) {
+  if constexpr (kCuda) if (on_cuda("add", a, b)) return cuda::add(a, b);
   return binary(a, b, "add", [](auto x, auto y) { return x + y; });
 }
 Tensor sub(const Tensor& a, const Tensor& b) {
+  if constexpr (kCuda) if (on_cuda("sub", a, b)) return cuda::sub(a, b);
   return binary(a, b, "sub", [](auto x, auto y) { return x - y; });
 }
 Tensor mul(const Tensor& a, const Tensor& b) {
+  if constexpr (kCuda) if (on_cuda("mul", a, b)) return cuda::mul(a, b);
   return binary(a, b, "mul", [](auto x, auto y) { return x * y; });
 }
 Tensor div(const Tensor& a, const Tensor& b) {
+  if constexpr (kCuda) if (on_cuda("div", a, b)) return cuda::div(a, b);
   return binary(a, b, "div", [](auto x, auto y) { return x / y; });
 }
 
 Tensor broadcast_to(const Tensor& x, const Shape& shape, double alpha) {
+  if constexpr (kCuda) if (on_cuda("broadcast_to", x)) return cuda::broadcast_to(x, shape, alpha);
   Shape os = broadcast_shapes(x.shape(), shape, "broadcast_to");
   SEQLAB_CHECK(os == shape, "broadcast_to: ", to_string(x.shape()), " does not broadcast to ", to_string(shape));
   Tensor out = Tensor::empty(shape, x.dtype());
@@ -173,10 +180,12 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape, double alpha) {
 }
 
 Tensor neg(const Tensor& x) {
+  if constexpr (kCuda) if (on_cuda("neg", x)) return cuda::neg(x);
   return unary_map(x, "neg", [](auto v) { return -v; });
 }
 
 Tensor add_scalar(const Tensor& x, double s) {
+  if constexpr (kCuda) if (on_cuda("add_scalar", x)) return cuda::add_scalar(x, s);
   Tensor y = Tensor::empty(x.shape(), x.dtype());
   dispatch_float(x.dtype(), "add_scalar", [&]<typename T>() {
     const T c = static_cast<T>(s);
@@ -186,6 +195,7 @@ Tensor add_scalar(const Tensor& x, double s) {
 }
 
 Tensor mul_scalar(const Tensor& x, double s) {
+  if constexpr (kCuda) if (on_cuda("mul_scalar", x)) return cuda::mul_scalar(x, s);
   Tensor y = Tensor::empty(x.shape(), x.dtype());
   dispatch_float(x.dtype(), "mul_scalar", [&]<typename T>() {
     const T c = static_cast<T>(s);
@@ -195,6 +205,7 @@ Tensor mul_scalar(const Tensor& x, double s) {
 }
 
 Tensor pow_scalar(const Tensor& x, double p) {
+  if constexpr (kCuda) if (on_cuda("pow_scalar", x)) return cuda::pow_scalar(x, p);
   Tensor y = Tensor::empty(x.shape(), x.dtype());
   dispatch_float(x.dtype(), "pow_scalar", [&]<typename T>() {
     const T* px = x.data<T>();
@@ -211,6 +222,7 @@ Tensor pow_scalar(const Tensor& x, double p) {
 }
 
 Tensor pow_scalar_backward(const Tensor& dy, const Tensor& x, double p) {
+  if constexpr (kCuda) if (on_cuda("pow_scalar_backward", dy, x)) return cuda::pow_scalar_backward(dy, x, p);
   Tensor dx = Tensor::empty(x.shape(), x.dtype());
   check_same_numel(dy, x, "pow_scalar_backward");
   dispatch_float(x.dtype(), "pow_scalar_backward", [&]<typename T>() {
@@ -228,6 +240,7 @@ Tensor pow_scalar_backward(const Tensor& dy, const Tensor& x, double p) {
 }
 
 void add_(Tensor& dst, const Tensor& src, double alpha) {
+  if constexpr (kCuda) if (on_cuda("add_", dst, src)) { cuda::add_(dst, src, alpha); return; }
   if (alpha == 1.0) {
     binary_inplace(dst, src, "add_", [](auto d, auto s) { return d + s; });
   } else {
@@ -236,6 +249,7 @@ void add_(Tensor& dst, const Tensor& src, double alpha) {
 }
 
 void axpby_(Tensor& dst, double alpha, const Tensor& src, double beta) {
+  if constexpr (kCuda) if (on_cuda("axpby_", dst, src)) { cuda::axpby_(dst, alpha, src, beta); return; }
   check_same_numel(dst, src, "axpby_");
   dispatch_float(dst.dtype(), "axpby_", [&]<typename T>() {
     const T a = static_cast<T>(alpha), b = static_cast<T>(beta);
@@ -244,10 +258,12 @@ void axpby_(Tensor& dst, double alpha, const Tensor& src, double beta) {
 }
 
 void mul_(Tensor& dst, const Tensor& src) {
+  if constexpr (kCuda) if (on_cuda("mul_", dst, src)) { cuda::mul_(dst, src); return; }
   binary_inplace(dst, src, "mul_", [](auto d, auto s) { return d * s; });
 }
 
 void addcmul_(Tensor& dst, const Tensor& a, const Tensor& b, double value) {
+  if constexpr (kCuda) if (on_cuda("addcmul_", dst, a, b)) { cuda::addcmul_(dst, a, b, value); return; }
   check_same_numel(dst, a, "addcmul_");
   check_same_numel(dst, b, "addcmul_");
   dispatch_float(dst.dtype(), "addcmul_", [&]<typename T>() {
@@ -258,6 +274,7 @@ void addcmul_(Tensor& dst, const Tensor& a, const Tensor& b, double value) {
 }
 
 void scale_(Tensor& t, double s) {
+  if constexpr (kCuda) if (on_cuda("scale_", t)) { cuda::scale_(t, s); return; }
   dispatch_float(t.dtype(), "scale_", [&]<typename T>() {
     const T c = static_cast<T>(s);
     map1<T>(t.data<T>(), t.data<T>(), t.numel(), [c](T v) { return v * c; });
@@ -265,6 +282,7 @@ void scale_(Tensor& t, double s) {
 }
 
 void fill(Tensor& t, double v) {
+  if constexpr (kCuda) if (on_cuda("fill", t)) { cuda::fill(t, v); return; }
   dispatch_float(t.dtype(), "fill", [&]<typename T>() {
     const T c = static_cast<T>(v);
     T* p = t.data<T>();
@@ -275,6 +293,7 @@ void fill(Tensor& t, double v) {
 }
 
 void copy_(Tensor& dst, const Tensor& src) {
+  if constexpr (kCuda) if (on_cuda("copy_", dst, src)) { cuda::copy_(dst, src); return; }
   check_same_numel(dst, src, "copy_");
   std::memcpy(dst.raw_data(), src.raw_data(), dst.nbytes());
 }
