@@ -8,6 +8,8 @@
 
 #include "autograd/node.h"
 #include "autograd/ops/attention.h"
+#include "core/cuda/attention.h"
+#include "core/device.h"
 #include "core/kernels/attention.h"
 
 namespace seqlab::nn {
@@ -47,25 +49,42 @@ Tensor MultiHeadAttention::step(const Tensor& x_t, KVCache& cache) {
   const int64_t B = x_t.size(0), D = options_.d_model, H = options_.n_heads, Dh = D / H;
   std::vector<Tensor> qkv = kernels::split_heads(in_proj_->forward(x_t).view({B, 1, 3 * D}), 3, H);  // (B, H, 1, Dh)
   const int64_t cap = cache.k.defined() ? cache.k.size(2) : 0;
+  const Device dev = x_t.device();  // the cache lives where the input does
   if (!cache.k.defined() || cache.len == cap) {  // grow by doubling
     const int64_t new_cap = std::max<int64_t>(16, 2 * cap);
-    Tensor k = Tensor::zeros({B, H, new_cap, Dh}, x_t.dtype()), v = Tensor::zeros({B, H, new_cap, Dh}, x_t.dtype());
-    dispatch_float(x_t.dtype(), "MultiHeadAttention::step", [&]<typename T>() {
-      for (int64_t bh = 0; bh < B * H && cache.len > 0; ++bh) {
-        std::copy_n(cache.k.data<T>() + bh * cap * Dh, cache.len * Dh, k.data<T>() + bh * new_cap * Dh);
-        std::copy_n(cache.v.data<T>() + bh * cap * Dh, cache.len * Dh, v.data<T>() + bh * new_cap * Dh);
-      }
-    });
+    Tensor k = Tensor::zeros({B, H, new_cap, Dh}, x_t.dtype(), dev);
+    Tensor v = Tensor::zeros({B, H, new_cap, Dh}, x_t.dtype(), dev);
+    if (dev == Device::cuda) {
+      if constexpr (kCuda)
+        if (cache.len > 0) {
+          cuda::kv_cache_copy(cache.k, k, cache.len, 0);
+          cuda::kv_cache_copy(cache.v, v, cache.len, 0);
+        }
+    } else {
+      dispatch_float(x_t.dtype(), "MultiHeadAttention::step", [&]<typename T>() {
+        for (int64_t bh = 0; bh < B * H && cache.len > 0; ++bh) {
+          std::copy_n(cache.k.data<T>() + bh * cap * Dh, cache.len * Dh, k.data<T>() + bh * new_cap * Dh);
+          std::copy_n(cache.v.data<T>() + bh * cap * Dh, cache.len * Dh, v.data<T>() + bh * new_cap * Dh);
+        }
+      });
+    }
     cache.k = k;
     cache.v = v;
   }
   const int64_t c = cache.k.size(2);
-  dispatch_float(x_t.dtype(), "MultiHeadAttention::step", [&]<typename T>() {
-    for (int64_t bh = 0; bh < B * H; ++bh) {
-      std::copy_n(qkv[1].data<T>() + bh * Dh, Dh, cache.k.data<T>() + (bh * c + cache.len) * Dh);
-      std::copy_n(qkv[2].data<T>() + bh * Dh, Dh, cache.v.data<T>() + (bh * c + cache.len) * Dh);
+  if (dev == Device::cuda) {
+    if constexpr (kCuda) {
+      cuda::kv_cache_copy(qkv[1], cache.k, 1, cache.len);
+      cuda::kv_cache_copy(qkv[2], cache.v, 1, cache.len);
     }
-  });
+  } else {
+    dispatch_float(x_t.dtype(), "MultiHeadAttention::step", [&]<typename T>() {
+      for (int64_t bh = 0; bh < B * H; ++bh) {
+        std::copy_n(qkv[1].data<T>() + bh * Dh, Dh, cache.k.data<T>() + (bh * c + cache.len) * Dh);
+        std::copy_n(qkv[2].data<T>() + bh * Dh, Dh, cache.v.data<T>() + (bh * c + cache.len) * Dh);
+      }
+    });
+  }
   ++cache.len;
   Tensor o = kernels::attention_forward_cached(qkv[0], cache.k, cache.v, cache.len);  // (B, H, 1, Dh)
   Tensor y = out_proj_->forward(kernels::merge_heads({o}).view({B, D}));
@@ -110,7 +129,7 @@ Tensor PositionalEncoding::forward(const Tensor& x) {
   const int64_t T = x.size(1);
   switch (options_.kind) {
     case PosEncodingKind::none: return x;
-    case PosEncodingKind::sinusoidal: return add_positions(x, sinusoidal_positions(T, options_.d_model, x.dtype()));
+    case PosEncodingKind::sinusoidal: return add_positions(x, sinusoidal_positions(T, options_.d_model, x.dtype()).to(x.device()));
     case PosEncodingKind::learned:
       SEQLAB_CHECK(T <= options_.max_len, "PositionalEncoding: sequence length T = ", T,
                    " exceeds the learned table's max_len = ", options_.max_len, " (raise the max_len option)");
@@ -126,7 +145,7 @@ Tensor PositionalEncoding::at(const Tensor& x_t, int64_t t) const {
   switch (options_.kind) {
     case PosEncodingKind::none: return x_t;
     case PosEncodingKind::sinusoidal:
-      return kernels::add_positions_forward(x3, sinusoidal_positions(1, D, x_t.dtype(), t), 0).view({B, D});
+      return kernels::add_positions_forward(x3, sinusoidal_positions(1, D, x_t.dtype(), t).to(x_t.device()), 0).view({B, D});
     case PosEncodingKind::learned:
       SEQLAB_CHECK(t < options_.max_len, "PositionalEncoding: position ", t,
                    " exceeds the learned table's max_len = ", options_.max_len, " (raise the max_len option)");

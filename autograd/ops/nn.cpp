@@ -36,7 +36,7 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   SEQLAB_CHECK(p >= 0 && p <= 1, "dropout: p must be in [0, 1], got ", p);
   if (!training || p == 0) return x;
-  Tensor mask = kernels::dropout_mask(x.shape(), x.dtype(), p, gen);
+  Tensor mask = kernels::dropout_mask(x.shape(), x.dtype(), p, gen, x.device());
   Tensor y = kernels::apply_mask(x, mask);
   return record("dropout", y, {x}, [mask](const Tensor& dy) { return grads{kernels::apply_mask(dy, mask)}; });
 }

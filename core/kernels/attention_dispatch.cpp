@@ -1,8 +1,11 @@
 // The public attention entry points (attention.h): the fused kernels of attention.cpp run on the
-// ISA path in use; the head split/merge and position-table copies below need no vector code.
+// ISA path in use; the head split/merge and position-table copies below need no vector code. Inputs
+// on the device go to the CUDA twins (core/cuda/attention.h).
 #include <algorithm>
 #include <vector>
 
+#include "core/cuda/attention.h"
+#include "core/device.h"
 #include "core/kernels/attention.h"
 #include "core/kernels/isa_dispatch.h"
 #include "core/parallel.h"
@@ -20,28 +23,40 @@ SEQLAB_ISA_DECLARE(Tensor attention_packed_backward(const Tensor& dout, const Te
                                                     const Tensor& lse, int64_t H, bool causal))
 
 AttentionForward attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, bool causal) {
+  if constexpr (kCuda) if (on_cuda("attention", q, k, v)) return cuda::attention_forward(q, k, v, causal);
   SEQLAB_ISA_CALL(attention_forward, q, k, v, causal);
 }
 
 std::array<Tensor, 3> attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                                          const Tensor& out, const Tensor& lse, bool causal) {
+  if constexpr (kCuda)
+    if (on_cuda("attention backward", dout, q, k, v, out, lse))
+      return cuda::attention_backward(dout, q, k, v, out, lse, causal);
   SEQLAB_ISA_CALL(attention_backward, dout, q, k, v, out, lse, causal);
 }
 
 Tensor attention_forward_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, int64_t len) {
+  if constexpr (kCuda)
+    if (on_cuda("attention_forward_cached", q, k_cache, v_cache))
+      return cuda::attention_forward_cached(q, k_cache, v_cache, len);
   SEQLAB_ISA_CALL(attention_forward_cached, q, k_cache, v_cache, len);
 }
 
 AttentionForward attention_packed_forward(const Tensor& qkv, int64_t H, bool causal) {
+  if constexpr (kCuda) if (on_cuda("attention_packed", qkv)) return cuda::attention_packed_forward(qkv, H, causal);
   SEQLAB_ISA_CALL(attention_packed_forward, qkv, H, causal);
 }
 
 Tensor attention_packed_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse, int64_t H,
                                  bool causal) {
+  if constexpr (kCuda)
+    if (on_cuda("attention_packed backward", dout, qkv, out, lse))
+      return cuda::attention_packed_backward(dout, qkv, out, lse, H, causal);
   SEQLAB_ISA_CALL(attention_packed_backward, dout, qkv, out, lse, H, causal);
 }
 
 std::vector<Tensor> split_heads(const Tensor& x, int64_t n, int64_t H) {
+  if constexpr (kCuda) if (on_cuda("split_heads", x)) return cuda::split_heads(x, n, H);
   SEQLAB_CHECK(x.dim() == 3 && n > 0 && H > 0 && x.size(2) % (n * H) == 0, "split_heads: cannot read ",
                to_string(x.shape()), " as (B, T, ", n, ", ", H, ", Dh)");
   const int64_t B = x.size(0), T = x.size(1), Dh = x.size(2) / (n * H);
@@ -65,6 +80,7 @@ std::vector<Tensor> split_heads(const Tensor& x, int64_t n, int64_t H) {
 }
 
 Tensor merge_heads(const std::vector<Tensor>& parts) {
+  if constexpr (kCuda) if (on_cuda("merge_heads", parts)) return cuda::merge_heads(parts);
   SEQLAB_CHECK(!parts.empty() && parts[0].dim() == 4, "merge_heads: expected tensors of shape (B, H, T, Dh)");
   const Shape& s0 = parts[0].shape();
   for (const auto& p : parts)
@@ -91,6 +107,7 @@ Tensor merge_heads(const std::vector<Tensor>& parts) {
 }
 
 Tensor add_positions_forward(const Tensor& x, const Tensor& table, int64_t offset) {
+  if constexpr (kCuda) if (on_cuda("add_positions", x, table)) return cuda::add_positions_forward(x, table, offset);
   SEQLAB_CHECK(x.dim() == 3 && table.dim() == 2 && table.size(1) == x.size(2), "add_positions: x ",
                to_string(x.shape()), " and table ", to_string(table.shape()), " must be (B, T, D) and (L, D)");
   SEQLAB_CHECK(x.dtype() == table.dtype(), "add_positions: x and table must share one dtype");
@@ -112,6 +129,8 @@ Tensor add_positions_forward(const Tensor& x, const Tensor& table, int64_t offse
 }
 
 Tensor add_positions_backward_table(const Tensor& dy, const Shape& table_shape, int64_t offset) {
+  if constexpr (kCuda)
+    if (on_cuda("add_positions backward", dy)) return cuda::add_positions_backward_table(dy, table_shape, offset);
   const int64_t B = dy.size(0), T = dy.size(1), D = dy.size(2);
   Tensor dt = Tensor::zeros(table_shape, dy.dtype());
   dispatch_float(dy.dtype(), "add_positions backward", [&]<typename T_>() {
