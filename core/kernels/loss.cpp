@@ -7,6 +7,8 @@
 #include <cmath>
 #include <limits>
 
+#include "core/cuda/nn.h"
+#include "core/device.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
@@ -40,6 +42,8 @@ T point_grad(PointLoss kind, T d, T delta) {
 }  // namespace
 
 Tensor point_loss_forward(PointLoss kind, const Tensor& pred, const Tensor& target, double delta, const char* op) {
+  if constexpr (kCuda)
+    if (on_cuda(op, pred, target)) return cuda::point_loss_forward(kind, pred, target, delta, op);
   SEQLAB_CHECK(pred.shape() == target.shape(), op, ": pred of shape ", to_string(pred.shape()),
                " and target of shape ", to_string(target.shape()), " differ");
   SEQLAB_CHECK(pred.dtype() == target.dtype(), op, ": pred is ", dtype_name(pred.dtype()), " but target is ",
@@ -64,6 +68,9 @@ Tensor point_loss_forward(PointLoss kind, const Tensor& pred, const Tensor& targ
 
 std::array<Tensor, 2> point_loss_backward(PointLoss kind, const Tensor& dy, const Tensor& pred, const Tensor& target,
                                           double delta, bool need_pred, bool need_target) {
+  if constexpr (kCuda)
+    if (on_cuda("loss backward", dy, pred, target))
+      return cuda::point_loss_backward(kind, dy, pred, target, delta, need_pred, need_target);
   std::array<Tensor, 2> g;
   if (!need_pred && !need_target) return g;
   if (need_pred) g[0] = Tensor::empty(pred.shape(), pred.dtype());
@@ -88,6 +95,8 @@ std::array<Tensor, 2> point_loss_backward(PointLoss kind, const Tensor& dy, cons
 }
 
 CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& targets, int ignore_index) {
+  if constexpr (kCuda)
+    if (on_cuda("cross_entropy", logits, targets)) return cuda::cross_entropy_forward(logits, targets, ignore_index);
   SEQLAB_CHECK(logits.dim() == 2, "cross_entropy: logits must be (N, V), got shape ", to_string(logits.shape()));
   SEQLAB_CHECK(targets.dtype() == DType::i32, "cross_entropy: targets must be int32, got ",
                dtype_name(targets.dtype()));
@@ -131,6 +140,9 @@ CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& ta
 
 Tensor cross_entropy_backward(const Tensor& dy, const Tensor& logits, const Tensor& targets, const Tensor& lse,
                               int64_t count, int ignore_index) {
+  if constexpr (kCuda)
+    if (on_cuda("cross_entropy backward", dy, logits, targets, lse))
+      return cuda::cross_entropy_backward(dy, logits, targets, lse, count, ignore_index);
   const int64_t N = logits.size(0), V = logits.size(1);
   Tensor dx = Tensor::empty(logits.shape(), logits.dtype());
   dispatch_float(logits.dtype(), "cross_entropy", [&]<typename T>() {

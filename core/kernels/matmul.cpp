@@ -10,6 +10,8 @@
 #include <climits>
 #include <vector>
 
+#include "core/cuda/matmul.h"
+#include "core/device.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
@@ -202,6 +204,7 @@ template void batched_gemm<double>(bool, bool, int64_t, int64_t, int64_t, int64_
                                    const double*, int64_t, double, double*, int64_t);
 
 Tensor matmul_forward(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  if constexpr (kCuda) if (on_cuda("matmul", a, b)) return cuda::matmul_forward(a, b, ta, tb);
   SEQLAB_CHECK(a.dtype() == b.dtype(), "matmul: dtypes differ: ", dtype_name(a.dtype()), " ", to_string(a.shape()),
                " and ", dtype_name(b.dtype()), " ", to_string(b.shape()));
   MatmulDims d = matmul_dims(a.shape(), b.shape(), ta, tb);
@@ -216,6 +219,9 @@ Tensor matmul_forward(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 
 std::array<Tensor, 2> matmul_backward(const Tensor& dy, const Tensor& a, const Tensor& b, const Shape& a_shape,
                                       const Shape& b_shape, bool ta, bool tb, bool need_da, bool need_db) {
+  if constexpr (kCuda)
+    if (on_cuda("matmul backward", dy, a, b))
+      return cuda::matmul_backward(dy, a, b, a_shape, b_shape, ta, tb, need_da, need_db);
   MatmulDims d = matmul_dims(a_shape, b_shape, ta, tb);
   SEQLAB_CHECK(dy.shape() == d.out, "matmul backward: gradient of shape ", to_string(dy.shape()), ", expected ",
                to_string(d.out));
@@ -245,6 +251,7 @@ std::array<Tensor, 2> matmul_backward(const Tensor& dy, const Tensor& a, const T
 }
 
 Tensor column_sum(const Tensor& x, int64_t C) {
+  if constexpr (kCuda) if (on_cuda("column_sum", x)) return cuda::column_sum(x, C);
   SEQLAB_CHECK(C >= 0 && (C == 0 || x.numel() % C == 0), "column_sum: ", to_string(x.shape()),
                " is not a multiple of ", C, " columns");
   Tensor out = Tensor::empty({C}, x.dtype());
@@ -288,6 +295,7 @@ void check_linear(const Tensor& x, const Tensor& w, const Tensor& b) {
 }  // namespace
 
 Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
+  if constexpr (kCuda) if (on_cuda("linear", x, w, b)) return cuda::linear_forward(x, w, b);
   check_linear(x, w, b);
   int64_t in = w.size(1), out = w.size(0), R = numel(Shape(x.shape().begin(), x.shape().end() - 1));
   check_blas_size(R, out, in);
@@ -310,6 +318,8 @@ Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
 
 std::array<Tensor, 3> linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, bool need_dx,
                                       bool need_dw, bool need_db) {
+  if constexpr (kCuda)
+    if (on_cuda("linear backward", dy, x, w)) return cuda::linear_backward(dy, x, w, need_dx, need_dw, need_db);
   int64_t out = dy.size(-1), R = numel(Shape(dy.shape().begin(), dy.shape().end() - 1));
   int64_t in = w.defined() ? w.size(1) : x.defined() ? x.size(-1) : 0;
   std::array<Tensor, 3> g;

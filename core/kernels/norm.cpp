@@ -8,6 +8,8 @@
 #include <cmath>
 #include <vector>
 
+#include "core/cuda/nn.h"
+#include "core/device.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
@@ -157,20 +159,27 @@ std::array<Tensor, 3> norm_backward(const char* op, const Tensor& dy, const Tens
 }  // namespace
 
 NormForward layer_norm_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
+  if constexpr (kCuda) if (on_cuda("layer_norm", x, w, b)) return cuda::layer_norm_forward(x, w, b, eps);
   return norm_forward<true>("layer_norm", x, w, b, eps);
 }
 
 std::array<Tensor, 3> layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean,
                                           const Tensor& rstd, bool need_dx, bool need_dw, bool need_db) {
+  if constexpr (kCuda)
+    if (on_cuda("layer_norm backward", dy, x, w, mean, rstd))
+      return cuda::layer_norm_backward(dy, x, w, mean, rstd, need_dx, need_dw, need_db);
   return norm_backward<true>("layer_norm", dy, x, w, mean, rstd, need_dx, need_dw, need_db);
 }
 
 NormForward rms_norm_forward(const Tensor& x, const Tensor& w, double eps) {
+  if constexpr (kCuda) if (on_cuda("rms_norm", x, w)) return cuda::rms_norm_forward(x, w, eps);
   return norm_forward<false>("rms_norm", x, w, Tensor(), eps);
 }
 
 std::array<Tensor, 2> rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
                                         bool need_dx, bool need_dw) {
+  if constexpr (kCuda)
+    if (on_cuda("rms_norm backward", dy, x, w, rstd)) return cuda::rms_norm_backward(dy, x, w, rstd, need_dx, need_dw);
   auto g = norm_backward<false>("rms_norm", dy, x, w, Tensor(), rstd, need_dx, need_dw, false);
   return {g[0], g[1]};
 }
@@ -187,7 +196,14 @@ Tensor dropout_mask(const Shape& shape, DType dtype, double p, Generator& gen) {
   return mask;
 }
 
+Tensor dropout_mask(const Shape& shape, DType dtype, double p, Generator& gen, Device device) {
+  if constexpr (kCuda)
+    if (device == Device::cuda) return cuda::dropout_mask(shape, dtype, p, gen);
+  return dropout_mask(shape, dtype, p, gen);
+}
+
 Tensor apply_mask(const Tensor& x, const Tensor& mask) {
+  if constexpr (kCuda) if (on_cuda("dropout", x, mask)) return cuda::apply_mask(x, mask);
   SEQLAB_CHECK(x.shape() == mask.shape() && x.dtype() == mask.dtype(), "dropout: mask of shape ",
                to_string(mask.shape()), " for a tensor of shape ", to_string(x.shape()));
   Tensor y = Tensor::empty(x.shape(), x.dtype());

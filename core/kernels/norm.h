@@ -31,6 +31,10 @@ std::array<Tensor, 2> rms_norm_backward(const Tensor& dy, const Tensor& x, const
 
 /// Mask of `shape`: 0 with probability p, else 1 / (1 - p); drawn in order from gen (one uniform each).
 Tensor dropout_mask(const Shape& shape, DType dtype, double p, Generator& gen);
+/// The mask made where it is used: on Device::cuda the device mask (core/cuda/nn.h: one 64-bit seed drawn
+/// from gen, then a counter-based Philox stream, so it differs from the CPU mask of the same seed), else
+/// the CPU mask above.
+Tensor dropout_mask(const Shape& shape, DType dtype, double p, Generator& gen, Device device);
 /// x * mask elementwise (same shape); also dropout's backward (dy * mask).
 Tensor apply_mask(const Tensor& x, const Tensor& mask);
 

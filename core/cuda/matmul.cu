@@ -1,0 +1,272 @@
+// Matrix products on the device: cuBLAS (bound to stream(), strict fp32, no TF32) with the row-major
+// <-> column-major swap: a row-major C (M, N) is a column-major C^T (N, M) = op(B)^T op(A)^T, so every
+// call passes b before a and swaps M and N. Batches are strided batched GEMMs; products that sum into
+// one output (the gradient of a shared weight) are either one GEMM over the concatenated inner axis or
+// GEMMs accumulated in batch order. cuBLAS GEMMs are deterministic on one stream; column_sum is a
+// fixed-order two-pass reduction (chunk partials in double, then chunks added in order).
+#include <algorithm>
+#include <climits>
+
+#include "core/cuda/common.cuh"
+#include "core/cuda/matmul.h"
+
+namespace seqlab::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kSumChunk = 256;  // rows per column_sum partial: core/kernels/matmul.cpp's value
+
+cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+cublasStatus_t gemm_raw(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
+                        const float* a, int lda, const float* b, int ldb, const float* beta, float* c, int ldc) {
+  return cublasSgemm(cublas(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+cublasStatus_t gemm_raw(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const double* alpha,
+                        const double* a, int lda, const double* b, int ldb, const double* beta, double* c, int ldc) {
+  return cublasDgemm(cublas(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+cublasStatus_t gemm_strided_raw(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
+                                const float* a, int lda, long long sa, const float* b, int ldb, long long sb,
+                                const float* beta, float* c, int ldc, long long sc, int batch) {
+  return cublasSgemmStridedBatched(cublas(), ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch);
+}
+cublasStatus_t gemm_strided_raw(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const double* alpha,
+                                const double* a, int lda, long long sa, const double* b, int ldb, long long sb,
+                                const double* beta, double* c, int ldc, long long sc, int batch) {
+  return cublasDgemmStridedBatched(cublas(), ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch);
+}
+
+// Row-major c (M, N) = op(a) @ op(b) + beta * c, one product (M, N, K > 0).
+template <typename T>
+void gemm1(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* a, const T* b, T beta, T* c) {
+  const T one = T(1);
+  const int lda = static_cast<int>(ta ? M : K), ldb = static_cast<int>(tb ? K : N);
+  check_cublas(gemm_raw(op(tb), op(ta), static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &one, b, ldb,
+                        a, lda, &beta, c, static_cast<int>(N)),
+               "gemm");
+}
+
+// core/kernels' batched_gemm on the device: L products c_i = op(a_i) @ op(b_i) + beta * c_i with element
+// strides; a stride 0 shares one matrix; stride_c == 0 sums every product into one c in batch order.
+// beta is 0 or 1.
+template <typename T>
+void batched(bool ta, bool tb, int64_t L, int64_t M, int64_t N, int64_t K, const T* a, int64_t sa, const T* b,
+             int64_t sb, T beta, T* c, int64_t sc) {
+  if (L == 0 && sc == 0) {  // an empty sum still sets c to beta * c
+    L = 1;
+    K = 0;
+  }
+  if (L <= 0 || M <= 0 || N <= 0) return;
+  // Shared b and untransposed a: consecutive products' rows are contiguous, so it is one GEMM.
+  if (L > 1 && sb == 0 && !ta && sa == M * K && sc == M * N) {
+    M *= L;
+    L = 1;
+  }
+  // Summed into one c with the inner axis running down stored rows of both: one GEMM over L*K.
+  if (L > 1 && sc == 0 && ta && !tb && sa == K * M && sb == K * N) {
+    K *= L;
+    L = 1;
+  }
+  SEQLAB_CHECK(M < INT_MAX && N < INT_MAX && K < INT_MAX && L < INT_MAX, "gemm: sizes (", M, ", ", N, ", ", K,
+               ") exceed what BLAS indexes with 32-bit ints");
+  if (K == 0) {  // the product is zero: c = beta * c
+    if (beta == T(0)) memset_zero(c, static_cast<size_t>((sc == 0 ? 1 : L) * M * N) * sizeof(T));
+    return;
+  }
+  if (L == 1) return gemm1(ta, tb, M, N, K, a, b, beta, c);
+  if (sc == 0) {  // products accumulated into one c, in batch order
+    for (int64_t i = 0; i < L; ++i) gemm1(ta, tb, M, N, K, a + i * sa, b + i * sb, i == 0 ? beta : T(1), c);
+    return;
+  }
+  const T one = T(1);
+  const int lda = static_cast<int>(ta ? M : K), ldb = static_cast<int>(tb ? K : N);
+  check_cublas(gemm_strided_raw(op(tb), op(ta), static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &one,
+                                b, ldb, sb, a, lda, sa, &beta, c, static_cast<int>(N), sc, static_cast<int>(L)),
+               "gemm (strided batched)");
+}
+
+std::string flags(bool ta, bool tb) { return str("(trans_a=", ta, ", trans_b=", tb, ")"); }
+
+struct MatmulDims {
+  int64_t L = 1, M = 0, N = 0, K = 0;
+  bool shared_b = false;
+  Shape out;
+};
+
+// core/kernels/matmul.cpp's matmul_dims (same checks, same messages).
+MatmulDims matmul_dims(const Shape& sa, const Shape& sb, bool ta, bool tb) {
+  SEQLAB_CHECK(sa.size() >= 2 && sb.size() >= 2, "matmul: needs operands of rank >= 2, got shapes ", to_string(sa),
+               " and ", to_string(sb));
+  MatmulDims d;
+  size_t ra = sa.size(), rb = sb.size();
+  d.M = ta ? sa[ra - 1] : sa[ra - 2];
+  d.K = ta ? sa[ra - 2] : sa[ra - 1];
+  int64_t kb = tb ? sb[rb - 1] : sb[rb - 2];
+  d.N = tb ? sb[rb - 2] : sb[rb - 1];
+  SEQLAB_CHECK(d.K == kb, "matmul: shapes ", to_string(sa), " and ", to_string(sb), " ", flags(ta, tb),
+               " do not multiply: inner sizes ", d.K, " and ", kb, " differ");
+  if (rb == 2) {
+    d.shared_b = ra > 2;
+  } else {
+    SEQLAB_CHECK(ra == rb && std::equal(sa.begin(), sa.end() - 2, sb.begin()), "matmul: shapes ", to_string(sa),
+                 " and ", to_string(sb), " need equal leading axes (batched) or a 2-D second operand (shared)");
+  }
+  for (size_t i = 0; i + 2 < ra; ++i) d.L *= sa[i];
+  d.out.assign(sa.begin(), sa.end() - 2);
+  d.out.push_back(d.M);
+  d.out.push_back(d.N);
+  SEQLAB_CHECK(d.L * d.M < INT_MAX && d.N < INT_MAX && d.K < INT_MAX, "gemm: sizes (", d.L * d.M, ", ", d.N, ", ",
+               d.K, ") exceed what BLAS indexes with 32-bit ints");
+  return d;
+}
+
+void check_linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  SEQLAB_CHECK(w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input of shape ",
+               to_string(x.shape()), " does not fit weight of shape ", to_string(w.shape()),
+               " (expected x (..., in) and w (out, in))");
+  SEQLAB_CHECK(x.dtype() == w.dtype(), "linear: dtypes differ: input ", dtype_name(x.dtype()), ", weight ",
+               dtype_name(w.dtype()));
+  if (b.defined()) {
+    SEQLAB_CHECK(b.shape() == Shape{w.size(0)}, "linear: bias of shape ", to_string(b.shape()),
+                 " does not fit weight of shape ", to_string(w.shape()), " (expected (", w.size(0), ",))");
+    SEQLAB_CHECK(b.dtype() == w.dtype(), "linear: dtypes differ: bias ", dtype_name(b.dtype()), ", weight ",
+                 dtype_name(w.dtype()));
+  }
+}
+
+// y (R, C) = b broadcast over rows.
+template <typename T>
+__global__ void broadcast_rows(const T* __restrict__ b, T* __restrict__ y, int64_t R, int64_t C) {
+  SEQLAB_CUDA_LOOP(i, R * C) y[i] = b[i % C];
+}
+
+// partial (n_chunks, C): partial[k, j] = sum over rows r of chunk k (in order) of x[r, j], in double.
+template <typename T>
+__global__ void column_partials(const T* __restrict__ x, int64_t R, int64_t C, int64_t n_chunks,
+                                double* __restrict__ partial) {
+  SEQLAB_CUDA_LOOP(t, n_chunks * C) {
+    const int64_t k = t / C, j = t % C;
+    const int64_t r1 = min(R, (k + 1) * kSumChunk);
+    double acc = 0;
+    for (int64_t r = k * kSumChunk; r < r1; ++r) acc += static_cast<double>(x[r * C + j]);
+    partial[t] = acc;
+  }
+}
+
+// out[j] = sum over chunks k in order of partial[k, j].
+template <typename T>
+__global__ void sum_partials(const double* __restrict__ partial, int64_t n_chunks, int64_t C, T* __restrict__ out) {
+  SEQLAB_CUDA_LOOP(j, C) {
+    double s = 0;
+    for (int64_t k = 0; k < n_chunks; ++k) s += partial[k * C + j];
+    out[j] = static_cast<T>(s);
+  }
+}
+
+}  // namespace
+
+Tensor matmul_forward(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  SEQLAB_CHECK(a.dtype() == b.dtype(), "matmul: dtypes differ: ", dtype_name(a.dtype()), " ", to_string(a.shape()),
+               " and ", dtype_name(b.dtype()), " ", to_string(b.shape()));
+  MatmulDims d = matmul_dims(a.shape(), b.shape(), ta, tb);
+  Tensor y = empty(d.out, a.dtype());
+  dispatch_float(a.dtype(), "matmul", [&]<typename T>() {
+    int64_t sb = d.L > 1 && !d.shared_b ? d.K * d.N : 0;
+    batched<T>(ta, tb, d.L, d.M, d.N, d.K, ptr<T>(a), d.M * d.K, ptr<T>(b), sb, T(0), ptr<T>(y), d.M * d.N);
+  });
+  return y;
+}
+
+std::array<Tensor, 2> matmul_backward(const Tensor& dy, const Tensor& a, const Tensor& b, const Shape& a_shape,
+                                      const Shape& b_shape, bool ta, bool tb, bool need_da, bool need_db) {
+  MatmulDims d = matmul_dims(a_shape, b_shape, ta, tb);
+  SEQLAB_CHECK(dy.shape() == d.out, "matmul backward: gradient of shape ", to_string(dy.shape()), ", expected ",
+               to_string(d.out));
+  std::array<Tensor, 2> g;
+  dispatch_float(dy.dtype(), "matmul", [&]<typename T>() {
+    int64_t L = d.L, M = d.M, N = d.N, K = d.K;
+    int64_t sa = M * K, sy = M * N, sb = L > 1 && !d.shared_b ? K * N : 0;
+    const T* py = ptr<T>(dy);
+    if (need_da) {
+      const T* pb = ptr<T>(b);
+      g[0] = empty(a_shape, dy.dtype());
+      T* da = ptr<T>(g[0]);
+      // y = op(a) op(b):  d op(a) = dy op(b)^T, transposed back when a was
+      if (!ta) batched<T>(false, !tb, L, M, K, N, py, sy, pb, sb, T(0), da, sa);
+      else batched<T>(tb, true, L, K, M, N, pb, sb, py, sy, T(0), da, sa);
+    }
+    if (need_db) {
+      const T* pa = ptr<T>(a);
+      g[1] = empty(b_shape, dy.dtype());
+      T* db = ptr<T>(g[1]);
+      // d op(b) = op(a)^T dy, transposed back when b was; a shared b sums over the batch (stride 0)
+      if (!tb) batched<T>(!ta, false, L, K, N, M, pa, sa, py, sy, T(0), db, sb);
+      else batched<T>(true, ta, L, N, K, M, py, sy, pa, sa, T(0), db, sb);
+    }
+  });
+  return g;
+}
+
+Tensor column_sum(const Tensor& x, int64_t C) {
+  SEQLAB_CHECK(C >= 0 && (C == 0 || x.numel() % C == 0), "column_sum: ", to_string(x.shape()),
+               " is not a multiple of ", C, " columns");
+  Tensor out = empty({C}, x.dtype());
+  if (C == 0) return out;
+  const int64_t R = x.numel() / C;
+  dispatch_float(x.dtype(), "column_sum", [&]<typename T>() {
+    const int64_t n_chunks = std::max<int64_t>(1, (R + kSumChunk - 1) / kSumChunk);
+    Tensor partial = empty({n_chunks, C}, DType::f64);
+    column_partials<T><<<blocks_for(n_chunks * C, kThreads), kThreads, 0, stream()>>>(ptr<T>(x), R, C, n_chunks,
+                                                                                      ptr<double>(partial));
+    check_launch("column_sum (partials)");
+    sum_partials<T><<<blocks_for(C, kThreads), kThreads, 0, stream()>>>(ptr<double>(partial), n_chunks, C,
+                                                                        ptr<T>(out));
+    check_launch("column_sum (sum)");
+  });
+  return out;
+}
+
+Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
+  check_linear(x, w, b);
+  int64_t in = w.size(1), out = w.size(0), R = numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  SEQLAB_CHECK(R < INT_MAX && out < INT_MAX && in < INT_MAX, "gemm: sizes (", R, ", ", out, ", ", in,
+               ") exceed what BLAS indexes with 32-bit ints");
+  Shape ys = x.shape();
+  ys.back() = out;
+  Tensor y = empty(ys, x.dtype());
+  dispatch_float(x.dtype(), "linear", [&]<typename T>() {
+    T* py = ptr<T>(y);
+    // The bias is written first and the GEMM adds onto it (beta = 1).
+    if (b.defined() && R * out > 0) {
+      broadcast_rows<T><<<blocks_for(R * out, kThreads), kThreads, 0, stream()>>>(ptr<T>(b), py, R, out);
+      check_launch("linear (bias)");
+    }
+    batched<T>(false, true, 1, R, out, in, ptr<T>(x), 0, ptr<T>(w), 0, b.defined() ? T(1) : T(0), py, 0);
+  });
+  return y;
+}
+
+std::array<Tensor, 3> linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, bool need_dx,
+                                      bool need_dw, bool need_db) {
+  int64_t out = dy.size(-1), R = numel(Shape(dy.shape().begin(), dy.shape().end() - 1));
+  int64_t in = w.defined() ? w.size(1) : x.defined() ? x.size(-1) : 0;
+  std::array<Tensor, 3> g;
+  dispatch_float(dy.dtype(), "linear", [&]<typename T>() {
+    const T* py = ptr<T>(dy);
+    if (need_dx) {  // dx (R, in) = dy (R, out) @ w (out, in)
+      Shape xs = dy.shape();
+      xs.back() = in;
+      g[0] = empty(xs, dy.dtype());
+      batched<T>(false, false, 1, R, in, out, py, 0, ptr<T>(w), 0, T(0), ptr<T>(g[0]), 0);
+    }
+    if (need_dw) {  // dw (out, in) = dy^T (out, R) @ x (R, in)
+      g[1] = empty({out, in}, dy.dtype());
+      batched<T>(true, false, 1, out, in, R, py, 0, ptr<T>(x), 0, T(0), ptr<T>(g[1]), 0);
+    }
+  });
+  if (need_db) g[2] = column_sum(dy, out);
+  return g;
+}
+
+}  // namespace seqlab::cuda
