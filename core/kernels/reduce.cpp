@@ -14,6 +14,8 @@
 #include <cstring>
 #include <limits>
 
+#include "core/cuda/reduce.h"
+#include "core/device.h"
 #include "core/kernels/elementwise.h"
 #include "core/kernels/loops.h"
 
@@ -206,11 +208,13 @@ Shape reduced_shape(const Shape& x, const std::vector<int64_t>& axes, bool keepd
 }
 
 Tensor sum(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {
+  if constexpr (kCuda) if (on_cuda("sum", x)) return cuda::sum(x, axes, keepdim);
   std::vector<int64_t> ax = norm_axes(axes, x.shape(), "sum");
   return sum_into(x, ax, reduced_shape(x.shape(), ax, keepdim), "sum");
 }
 
 Tensor mean(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {
+  if constexpr (kCuda) if (on_cuda("mean", x)) return cuda::mean(x, axes, keepdim);
   std::vector<int64_t> ax = norm_axes(axes, x.shape(), "mean");
   Tensor s = sum_into(x, ax, reduced_shape(x.shape(), ax, keepdim), "mean");
   int64_t cnt = 1;
@@ -220,6 +224,7 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {
 }
 
 Tensor sum_all(const Tensor& x) {
+  if constexpr (kCuda) if (on_cuda("sum", x)) return cuda::sum_all(x);
   Tensor out = Tensor::empty({}, x.dtype());
   dispatch_float(x.dtype(), "sum", [&]<typename T>() {
     const T* p = x.data<T>();
@@ -229,12 +234,14 @@ Tensor sum_all(const Tensor& x) {
 }
 
 Tensor mean_all(const Tensor& x) {
+  if constexpr (kCuda) if (on_cuda("mean", x)) return cuda::mean_all(x);
   Tensor s = sum_all(x);
   scale_(s, 1.0 / static_cast<double>(x.numel()));
   return s;
 }
 
 double sum_squares(const Tensor& x) {
+  if constexpr (kCuda) if (on_cuda("sum_squares", x)) return cuda::sum_squares(x);
   return dispatch_float(x.dtype(), "sum_squares", [&]<typename T>() {
     const T* p = x.data<T>();
     return row_sum<double>(x.numel(), [p](int64_t i) {
@@ -245,6 +252,7 @@ double sum_squares(const Tensor& x) {
 }
 
 Tensor sum_to(const Tensor& g, const Shape& target) {
+  if constexpr (kCuda) if (on_cuda("sum_to", g)) return cuda::sum_to(g, target);
   const Shape& gs = g.shape();
   if (gs == target) return g;
   SEQLAB_CHECK(target.size() <= gs.size(), "sum_to: cannot reduce ", to_string(gs), " to ", to_string(target));
@@ -263,6 +271,7 @@ Tensor sum_to(const Tensor& g, const Shape& target) {
 }
 
 Tensor mul_sum_to(const Tensor& a, const Tensor& b, const Shape& target) {
+  if constexpr (kCuda) if (on_cuda("mul_sum_to", a, b)) return cuda::mul_sum_to(a, b, target);
   if (!(a.shape() == b.shape() && a.dtype() == b.dtype())) return sum_to(mul(a, b), target);
   const Shape& s = a.shape();
   if (s == target) return mul(a, b);
@@ -286,6 +295,7 @@ Tensor mul_sum_to(const Tensor& a, const Tensor& b, const Shape& target) {
 }
 
 MaxResult max(const Tensor& x, int64_t axis, bool keepdim) {
+  if constexpr (kCuda) if (on_cuda("max", x)) return cuda::max(x, axis, keepdim);
   const int64_t ax = norm_axes({axis}, x.shape(), "max")[0];
   int64_t A, K, B;
   split_at(x.shape(), ax, A, K, B);
@@ -322,6 +332,7 @@ MaxResult max(const Tensor& x, int64_t axis, bool keepdim) {
 }
 
 Tensor max_backward(const Tensor& dy, const Tensor& indices, const Shape& x_shape, int64_t axis) {
+  if constexpr (kCuda) if (on_cuda("max_backward", dy, indices)) return cuda::max_backward(dy, indices, x_shape, axis);
   const int64_t ax = norm_axes({axis}, x_shape, "max_backward")[0];
   int64_t A, K, B;
   split_at(x_shape, ax, A, K, B);

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/cuda/shape.h"
+#include "core/device.h"
 #include "core/kernels/loops.h"
 
 namespace seqlab::kernels {
@@ -122,6 +124,7 @@ std::vector<int64_t> inverse_permutation(const std::vector<int64_t>& p) {
 }
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
+  if constexpr (kCuda) if (on_cuda("permute", x)) return cuda::permute(x, dims);
   const Shape& xs = x.shape();
   std::vector<int64_t> p = norm_permutation(dims, xs, "permute");
   std::vector<int64_t> xst = strides_of(xs);
@@ -152,6 +155,7 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
 }
 
 Tensor transpose(const Tensor& x, int64_t axis0, int64_t axis1) {
+  if constexpr (kCuda) if (on_cuda("transpose", x)) return cuda::transpose(x, axis0, axis1);
   const int64_t rank = x.dim();
   const int64_t a0 = axis0 < 0 ? axis0 + rank : axis0, a1 = axis1 < 0 ? axis1 + rank : axis1;
   SEQLAB_CHECK(a0 >= 0 && a0 < rank && a1 >= 0 && a1 < rank, "transpose: axes (", axis0, ", ", axis1,
@@ -163,6 +167,7 @@ Tensor transpose(const Tensor& x, int64_t axis0, int64_t axis1) {
 }
 
 Tensor flip(const Tensor& x, int64_t axis) {
+  if constexpr (kCuda) if (on_cuda("flip", x)) return cuda::flip(x, axis);
   const int64_t rank = x.dim();
   const int64_t ax = axis < 0 ? axis + rank : axis;
   SEQLAB_CHECK(ax >= 0 && ax < rank, "flip: axis ", axis, " out of range for a tensor of shape ", to_string(x.shape()));
@@ -183,6 +188,7 @@ Tensor flip(const Tensor& x, int64_t axis) {
 }
 
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
+  if constexpr (kCuda) if (on_cuda("slice", x)) return cuda::slice(x, axis, start, end);
   const Shape& xs = x.shape();
   const int64_t rank = x.dim();
   const int64_t ax = axis < 0 ? axis + rank : axis;
@@ -209,6 +215,7 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
 }
 
 Tensor slice_backward(const Tensor& dy, const Shape& x_shape, int64_t axis, int64_t start) {
+  if constexpr (kCuda) if (on_cuda("slice_backward", dy)) return cuda::slice_backward(dy, x_shape, axis, start);
   const int64_t rank = static_cast<int64_t>(x_shape.size());
   const int64_t ax = axis < 0 ? axis + rank : axis;
   SEQLAB_CHECK(ax >= 0 && ax < rank && dy.dim() == rank, "slice_backward: gradient ", to_string(dy.shape()),
@@ -233,6 +240,7 @@ Tensor slice_backward(const Tensor& dy, const Shape& x_shape, int64_t axis, int6
 }
 
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
+  if constexpr (kCuda) if (on_cuda("concat", xs)) return cuda::concat(xs, axis);
   SEQLAB_CHECK(!xs.empty(), "concat: no tensors given");
   const Shape& s0 = xs[0].shape();
   const int64_t rank = static_cast<int64_t>(s0.size());

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <limits>
 
+#include "core/cuda/softmax.h"
+#include "core/device.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
@@ -100,12 +102,20 @@ Tensor backward(const Tensor& dy, const Tensor& y, int64_t axis, const char* op)
 
 }  // namespace
 
-Tensor softmax_forward(const Tensor& x, int64_t axis) { return forward<false>(x, axis, "softmax"); }
-Tensor log_softmax_forward(const Tensor& x, int64_t axis) { return forward<true>(x, axis, "log_softmax"); }
+Tensor softmax_forward(const Tensor& x, int64_t axis) {
+  if constexpr (kCuda) if (on_cuda("softmax", x)) return cuda::softmax_forward(x, axis);
+  return forward<false>(x, axis, "softmax");
+}
+Tensor log_softmax_forward(const Tensor& x, int64_t axis) {
+  if constexpr (kCuda) if (on_cuda("log_softmax", x)) return cuda::log_softmax_forward(x, axis);
+  return forward<true>(x, axis, "log_softmax");
+}
 Tensor softmax_backward(const Tensor& dy, const Tensor& y, int64_t axis) {
+  if constexpr (kCuda) if (on_cuda("softmax", dy, y)) return cuda::softmax_backward(dy, y, axis);
   return backward<false>(dy, y, axis, "softmax");
 }
 Tensor log_softmax_backward(const Tensor& dy, const Tensor& y, int64_t axis) {
+  if constexpr (kCuda) if (on_cuda("log_softmax", dy, y)) return cuda::log_softmax_backward(dy, y, axis);
   return backward<true>(dy, y, axis, "log_softmax");
 }
 
