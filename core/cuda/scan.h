@@ -1,0 +1,39 @@
+// CUDA twins of core/kernels/scan.h (Mamba-1's selective scan): same signatures, same shapes, same
+// maths, device tensors in and out. Plain C++: included by core/kernels/scan_dispatch.cpp.
+//
+// Forward: one thread per (b, e, n) state element, the N states of a channel in one group of lanes
+// of a warp (registers), walking T once; y_t = C_t . h_t by a fixed shuffle tree. Checkpoints of the
+// state every `chunk` steps, as on the CPU. Backward: per chunk (last to first) from its checkpoint,
+// sub-checkpoints every ~sqrt(chunk) steps in shared memory, each sub-chunk recomputed into shared
+// memory and walked backward; dB, dC summed over the block's channels in shared memory in a fixed
+// order into per-channel-group partials, dA, dD, ddelta_bias into per-batch-row partials, all summed
+// in fixed order by a second kernel (no float atomics: bit-reproducible). No (B, T, E, N) tensor.
+#pragma once
+#include "core/kernels/scan.h"
+#include "core/tensor.h"
+
+namespace seqlab::cuda {
+
+using kernels::ScanExtras;
+using kernels::ScanForwardResult;
+using kernels::ScanGrads;
+
+ScanForwardResult selective_scan_forward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm,
+                                         const Tensor& Cm, const Tensor& Dskip, const ScanExtras& ex,
+                                         int64_t chunk, bool save_checkpoints);
+ScanGrads selective_scan_backward(const Tensor& dy, const Tensor& u, const Tensor& delta, const Tensor& A,
+                                  const Tensor& Bm, const Tensor& Cm, const Tensor& Dskip, const ScanExtras& ex,
+                                  const Tensor& checkpoints, int64_t chunk);
+/// The reference variants run the same device kernels: the forward also writes every state to
+/// *states (B, T, E, N); the backward reads its checkpoints out of those states.
+ScanForwardResult selective_scan_loop_forward(const Tensor& u, const Tensor& delta, const Tensor& A,
+                                              const Tensor& Bm, const Tensor& Cm, const Tensor& Dskip,
+                                              const ScanExtras& ex, Tensor* states);
+ScanGrads selective_scan_loop_backward(const Tensor& dy, const Tensor& u, const Tensor& delta, const Tensor& A,
+                                       const Tensor& Bm, const Tensor& Cm, const Tensor& Dskip,
+                                       const ScanExtras& ex, const Tensor& states);
+/// One step: h (B, E, N) updated in place; returns y (B, E).
+Tensor selective_scan_step(Tensor& h, const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm,
+                           const Tensor& Cm, const Tensor& Dskip, const ScanExtras& ex);
+
+}  // namespace seqlab::cuda
