@@ -89,7 +89,8 @@ Tensor Mamba::forward(const Tensor& u) {
 
 StepState Mamba::init_state(int64_t batch, DType dtype) const {
   const int64_t E = options_.d_inner();
-  return {{Tensor::zeros({batch, E, options_.d_conv - 1}, dtype), Tensor::zeros({batch, E, options_.d_state}, dtype)}};
+  const Device dev = A_log_.device();  // the state lives with the parameters
+  return {{Tensor::zeros({batch, E, options_.d_conv - 1}, dtype, dev), Tensor::zeros({batch, E, options_.d_state}, dtype, dev)}};
 }
 
 Tensor Mamba::step(const Tensor& u_t, StepState& state) {

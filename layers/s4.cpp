@@ -38,6 +38,12 @@ void check_input(const char* who, const Tensor& x, int64_t D) {
 }
 
 bool same_values(const Tensor& a, const Tensor& b) {
+  if (a.device() != b.device()) return false;  // moved (to(device)) since the copy was kept: rebuild
+  if (a.device() == Device::cuda) {  // small parameter tensors: compare their bytes on the host
+    if (a.dtype() != b.dtype() || a.shape() != b.shape()) return false;
+    const Tensor ha = a.to(Device::cpu), hb = b.to(Device::cpu);
+    return std::memcmp(ha.raw_data(), hb.raw_data(), a.nbytes()) == 0;
+  }
   return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
 }
 
@@ -97,7 +103,7 @@ Tensor LSSL::forward(const Tensor& x) {
 }
 
 StepState LSSL::init_state(int64_t batch, DType dtype) const {
-  return StepState{{Tensor::zeros({batch, options_.d_model, options_.d_state}, dtype)}};
+  return StepState{{Tensor::zeros({batch, options_.d_model, options_.d_state}, dtype, log_dt_.device())}};
 }
 
 Tensor LSSL::step(const Tensor& x_t, StepState& state) {
@@ -157,7 +163,7 @@ Tensor S4::forward(const Tensor& x) {
 }
 
 StepState S4::init_state(int64_t batch, DType dtype) const {
-  return StepState{{Tensor::zeros({batch, options_.d_model, options_.d_state, 2}, dtype)}};
+  return StepState{{Tensor::zeros({batch, options_.d_model, options_.d_state, 2}, dtype, log_dt_.device())}};
 }
 
 Tensor S4::step(const Tensor& x_t, StepState& state) {

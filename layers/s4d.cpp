@@ -82,7 +82,7 @@ Tensor S4D::forward(const Tensor& x) {
 StepState S4D::init_state(int64_t batch, DType dtype) const {
   SEQLAB_CHECK(!options_.bidirectional, "S4D: a bidirectional layer has no step mode (it reads the future)");
   const int64_t M = options_.d_state / 2;
-  return StepState{{Tensor::zeros({batch, options_.d_model, M, 2}, dtype)}};
+  return StepState{{Tensor::zeros({batch, options_.d_model, M, 2}, dtype, log_dt_.device())}};
 }
 
 Tensor S4D::step(const Tensor& x_t, StepState& state) {

@@ -26,12 +26,12 @@ Tensor causal_conv_reference(const Tensor& u, const Tensor& K) {
   auto column = [&](int64_t s, int64_t j) { return reshape(slice(slice(k, 0, s, s + 1), 2, j, j + 1), {D}); };
   Tensor y = u * column(0, 0);
   for (int64_t j = 1; j < T; ++j) {  // causal lag j: u[t - j]
-    Tensor shifted = concat({Tensor::zeros({B, j, D}, u.dtype()), slice(u, 1, 0, T - j)}, 1);
+    Tensor shifted = concat({Tensor::zeros({B, j, D}, u.dtype(), u.device()), slice(u, 1, 0, T - j)}, 1);
     y = y + shifted * column(0, j);
   }
   if (S == 2)
     for (int64_t j = 0; j + 1 < T; ++j) {  // anti-causal lag -(j + 1): u[t + 1 + j]
-      Tensor shifted = concat({slice(u, 1, j + 1, T), Tensor::zeros({B, j + 1, D}, u.dtype())}, 1);
+      Tensor shifted = concat({slice(u, 1, j + 1, T), Tensor::zeros({B, j + 1, D}, u.dtype(), u.device())}, 1);
       y = y + shifted * column(1, j);
     }
   return y;

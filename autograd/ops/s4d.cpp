@@ -79,7 +79,7 @@ Tensor s4d_kernel_reference(const Tensor& log_dt, const Tensor& log_A_real, cons
   int64_t S = C.dim() == 4 ? C.size(0) : 1;
   std::vector<double> lv(static_cast<size_t>(T));
   for (int64_t l = 0; l < T; ++l) lv[l] = static_cast<double>(l);
-  Tensor l = Tensor::from_vector(lv, {1, 1, T}, C.dtype());                     // (1, 1, T)
+  Tensor l = Tensor::from_vector(lv, {1, 1, T}, C.dtype(), C.device());         // (1, 1, T)
   Tensor dt = reshape(exp(log_dt), {D, 1});                                      // (D, 1)
   Tensor ar = neg(exp(log_A_real)), ai = A_imag;                                 // (D, M)
   Tensor xr = ar * dt, xi = ai * dt;                                             // dtA (D, M)

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <vector>
 
+#include "core/cuda/long_conv.h"
+#include "core/device.h"
 #include "core/kernels/fft.h"
 #include "core/parallel.h"
 
@@ -33,6 +35,7 @@ int64_t conv_directions(const Tensor& u, const Tensor& K, const char* op) {
 // Direct convolution (double path and reference)
 
 Tensor causal_conv_direct_forward(const Tensor& u, const Tensor& K) {
+  if constexpr (kCuda) if (on_cuda("causal_conv", u, K)) return cuda::causal_conv_direct_forward(u, K);
   int64_t S = conv_directions(u, K, "causal_conv");
   int64_t B = u.size(0), T = u.size(1), D = u.size(2);
   Tensor y = Tensor::empty(u.shape(), u.dtype());
@@ -63,6 +66,8 @@ Tensor causal_conv_direct_forward(const Tensor& u, const Tensor& K) {
 // dK0[j] = sum_b sum_t dy[t] u[t-j]; dK1[j] = sum_b sum_t dy[t] u[t+1+j]
 ConvGrads causal_conv_direct_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u,
                                       bool need_K) {
+  if constexpr (kCuda)
+    if (on_cuda("causal_conv_backward", dy, u, K)) return cuda::causal_conv_direct_backward(dy, u, K, need_u, need_K);
   int64_t S = conv_directions(u, K, "causal_conv_backward");
   int64_t B = u.size(0), T = u.size(1), D = u.size(2);
   ConvGrads g;
@@ -224,6 +229,7 @@ LanePoint* lane_scratch(int slot, int64_t points) {
 }  // namespace
 
 Tensor causal_conv_fft_forward(const Tensor& u, const Tensor& K) {
+  if constexpr (kCuda) if (on_cuda("causal_conv_fft", u, K)) return cuda::causal_conv_fft_forward(u, K);
   int64_t S = conv_directions(u, K, "causal_conv_fft");
   SEQLAB_CHECK(u.dtype() == DType::f32, "causal_conv_fft: the FFT path is float32 only, got ",
                dtype_name(u.dtype()));
@@ -258,6 +264,8 @@ Tensor causal_conv_fft_forward(const Tensor& u, const Tensor& K) {
 }
 
 ConvGrads causal_conv_fft_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K) {
+  if constexpr (kCuda)
+    if (on_cuda("causal_conv_fft_backward", dy, u, K)) return cuda::causal_conv_fft_backward(dy, u, K, need_u, need_K);
   int64_t S = conv_directions(u, K, "causal_conv_fft_backward");
   SEQLAB_CHECK(u.dtype() == DType::f32, "causal_conv_fft: the FFT path is float32 only, got ",
                dtype_name(u.dtype()));
@@ -359,10 +367,13 @@ ConvGrads causal_conv_fft_backward(const Tensor& dy, const Tensor& u, const Tens
 // ---------------------------------------------------------------------------------------------
 
 Tensor causal_conv_forward(const Tensor& u, const Tensor& K) {
+  if constexpr (kCuda) if (on_cuda("causal_conv", u, K)) return cuda::causal_conv_forward(u, K);
   return u.dtype() == DType::f32 ? causal_conv_fft_forward(u, K) : causal_conv_direct_forward(u, K);
 }
 
 ConvGrads causal_conv_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K) {
+  if constexpr (kCuda)
+    if (on_cuda("causal_conv_backward", dy, u, K)) return cuda::causal_conv_backward(dy, u, K, need_u, need_K);
   return u.dtype() == DType::f32 ? causal_conv_fft_backward(dy, u, K, need_u, need_K)
                                  : causal_conv_direct_backward(dy, u, K, need_u, need_K);
 }

@@ -10,6 +10,8 @@
 #include <numbers>
 #include <vector>
 
+#include "core/cuda/ssm.h"
+#include "core/device.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
@@ -100,6 +102,7 @@ void check_lssl(const Tensor& log_dt, const Tensor& C, const HippoLegs& hp, cons
 // LSSL
 
 Tensor lssl_kernel_forward(const Tensor& log_dt, const Tensor& C, const HippoLegs& hp, int64_t T) {
+  if constexpr (kCuda) if (on_cuda("lssl_kernel", log_dt, C)) return cuda::lssl_kernel_forward(log_dt, C, hp, T);
   check_lssl(log_dt, C, hp, "lssl_kernel");
   SEQLAB_CHECK(T >= 1, "lssl_kernel: expected a length T >= 1, got ", T);
   const int64_t D = log_dt.size(0), N = hp.N;
@@ -132,6 +135,8 @@ Tensor lssl_kernel_forward(const Tensor& log_dt, const Tensor& C, const HippoLeg
 // dC = sum_l G_l x_l (x_l = dA^l dB); d dt: tangents xd_l = d x_l / d dt,
 // xd_0 = inv (A/2 dB + B), xd_{l+1} = dA xd_l + dAd x_l with dAd = d dA / d dt = inv (A/2) (I + dA).
 LsslKernelGrads lssl_kernel_backward(const Tensor& dK, const Tensor& log_dt, const Tensor& C, const HippoLegs& hp) {
+  if constexpr (kCuda)
+    if (on_cuda("lssl_kernel_backward", dK, log_dt, C)) return cuda::lssl_kernel_backward(dK, log_dt, C, hp);
   check_lssl(log_dt, C, hp, "lssl_kernel_backward");
   const int64_t D = log_dt.size(0), N = hp.N, T = dK.size(-1);
   SEQLAB_CHECK(dK.shape() == Shape({D, T}) && dK.dtype() == C.dtype(), "lssl_kernel_backward: bad dK ",
@@ -187,6 +192,7 @@ LsslKernelGrads lssl_kernel_backward(const Tensor& dK, const Tensor& log_dt, con
 }
 
 Discretised lssl_discretise(const Tensor& log_dt, const HippoLegs& hp) {
+  if constexpr (kCuda) if (on_cuda("lssl_discretise", log_dt)) return cuda::lssl_discretise(log_dt, hp);
   SEQLAB_CHECK(log_dt.dim() == 1, "lssl_discretise: log_dt must be (D)");
   const int64_t D = log_dt.size(0), N = hp.N;
   Discretised r{Tensor::empty({D, N, N}, log_dt.dtype()), Tensor::empty({D, N}, log_dt.dtype())};
@@ -207,6 +213,9 @@ Discretised lssl_discretise(const Tensor& log_dt, const HippoLegs& hp) {
 
 Tensor lssl_step_forward(const Tensor& u_t, const Tensor& state, const Discretised& disc, const Tensor& C,
                          const Tensor& D_skip) {
+  if constexpr (kCuda)
+    if (on_cuda("lssl_step", u_t, state, disc.dA, disc.dB, C, D_skip))
+      return cuda::lssl_step_forward(u_t, state, disc, C, D_skip);
   const int64_t D = C.size(0), N = C.size(1);
   SEQLAB_CHECK(u_t.dim() == 2 && u_t.size(1) == D, "lssl_step: x_t must be (B, ", D, "), got ",
                to_string(u_t.shape()));
@@ -346,6 +355,9 @@ void cauchy_bin(const S4Chan& ch, const cd* Ct, cd z, cd* id, cd* idc, Bin& b) {
 
 Tensor s4_kernel_forward(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag, const Tensor& P,
                          const Tensor& B, const Tensor& C, int64_t T) {
+  if constexpr (kCuda)
+    if (on_cuda("s4_kernel", log_dt, log_A_real, A_imag, P, B, C))
+      return cuda::s4_kernel_forward(log_dt, log_A_real, A_imag, P, B, C, T);
   check_s4(log_dt, log_A_real, A_imag, {&P, &B, &C}, "s4_kernel");
   SEQLAB_CHECK(T >= 1, "s4_kernel: expected a length T >= 1, got ", T);
   const int64_t D = log_dt.size(0), M = log_A_real.size(1);
@@ -384,6 +396,9 @@ Tensor s4_kernel_forward(const Tensor& log_dt, const Tensor& log_A_real, const T
 
 S4KernelGrads s4_kernel_backward(const Tensor& dK, const Tensor& log_dt, const Tensor& log_A_real,
                                  const Tensor& A_imag, const Tensor& P, const Tensor& B, const Tensor& C) {
+  if constexpr (kCuda)
+    if (on_cuda("s4_kernel_backward", dK, log_dt, log_A_real, A_imag, P, B, C))
+      return cuda::s4_kernel_backward(dK, log_dt, log_A_real, A_imag, P, B, C);
   check_s4(log_dt, log_A_real, A_imag, {&P, &B, &C}, "s4_kernel_backward");
   const int64_t D = log_dt.size(0), M = log_A_real.size(1), T = dK.size(-1);
   SEQLAB_CHECK(dK.shape() == Shape({D, T}) && dK.dtype() == C.dtype(), "s4_kernel_backward: bad dK ",
@@ -510,6 +525,9 @@ S4KernelGrads s4_kernel_backward(const Tensor& dK, const Tensor& log_dt, const T
 
 Discretised s4_discretise(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag, const Tensor& P,
                           const Tensor& B) {
+  if constexpr (kCuda)
+    if (on_cuda("s4_discretise", log_dt, log_A_real, A_imag, P, B))
+      return cuda::s4_discretise(log_dt, log_A_real, A_imag, P, B);
   check_s4(log_dt, log_A_real, A_imag, {&P, &B}, "s4_discretise");
   const int64_t D = log_dt.size(0), M = log_A_real.size(1), N = 2 * M;
   Discretised r{Tensor::empty({D, N, N, 2}, log_dt.dtype()), Tensor::empty({D, N, 2}, log_dt.dtype())};
@@ -574,6 +592,7 @@ double s4_dense_step(int64_t N, const T_* pa, const T_* pb, const T_* pc, const 
 }  // namespace
 
 Tensor s4_kernel_dense(const Discretised& disc, const Tensor& C, int64_t T) {
+  if constexpr (kCuda) if (on_cuda("s4_kernel_dense", disc.dA, disc.dB, C)) return cuda::s4_kernel_dense(disc, C, T);
   const int64_t D = C.size(0), M = C.size(1), N = 2 * M;
   Tensor K = Tensor::empty({D, T}, C.dtype());
   dispatch_float(C.dtype(), "s4_kernel_dense", [&]<typename T_>() {
@@ -598,6 +617,9 @@ Tensor s4_kernel_dense(const Discretised& disc, const Tensor& C, int64_t T) {
 
 Tensor s4_step_forward(const Tensor& u_t, const Tensor& state, const Discretised& disc, const Tensor& C,
                        const Tensor& D_skip) {
+  if constexpr (kCuda)
+    if (on_cuda("s4_step", u_t, state, disc.dA, disc.dB, C, D_skip))
+      return cuda::s4_step_forward(u_t, state, disc, C, D_skip);
   const int64_t D = C.size(0), M = C.size(1), N = 2 * M;
   SEQLAB_CHECK(u_t.dim() == 2 && u_t.size(1) == D, "s4_step: x_t must be (B, ", D, "), got ",
                to_string(u_t.shape()));

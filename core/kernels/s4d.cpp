@@ -12,6 +12,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/cuda/ssm.h"
+#include "core/device.h"
 #include "core/kernels/activation_vec.h"
 #include "core/kernels/vmath.h"
 #include "core/parallel.h"
@@ -84,6 +86,9 @@ inline double hsum(VD a) { return (a[0] + a[1]) + (a[2] + a[3]); }
 
 Tensor s4d_kernel_forward(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag, const Tensor& C,
                           int64_t T) {
+  if constexpr (kCuda)
+    if (on_cuda("s4d_kernel", log_dt, log_A_real, A_imag, C))
+      return cuda::s4d_kernel_forward(log_dt, log_A_real, A_imag, C, T);
   const KernelDims kd = check_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_kernel");
   const int64_t D = kd.D, M = kd.M, S = kd.S;
   SEQLAB_CHECK(T >= 1, "s4d_kernel: expected a length T >= 1, got ", T);
@@ -137,6 +142,9 @@ Tensor s4d_kernel_forward(const Tensor& log_dt, const Tensor& log_A_real, const 
 // For a real part x of a complex variable dL/dx = Re F', for an imaginary part dL/dy = -Im F'.
 S4DKernelGrads s4d_kernel_backward(const Tensor& dK, const Tensor& log_dt, const Tensor& log_A_real,
                                    const Tensor& A_imag, const Tensor& C) {
+  if constexpr (kCuda)
+    if (on_cuda("s4d_kernel_backward", dK, log_dt, log_A_real, A_imag, C))
+      return cuda::s4d_kernel_backward(dK, log_dt, log_A_real, A_imag, C);
   const KernelDims kd = check_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_kernel_backward");
   const int64_t D = kd.D, M = kd.M, S = kd.S;
   int64_t T = dK.size(-1);
@@ -222,6 +230,7 @@ S4DKernelGrads s4d_kernel_backward(const Tensor& dK, const Tensor& log_dt, const
 // slice copies, about a fifth of an S4D step once the convolution was fast)
 
 SkipGelu s4d_skip_gelu_forward(const Tensor& y, const Tensor& u, const Tensor& D_skip) {
+  if constexpr (kCuda) if (on_cuda("s4d_skip_gelu", y, u, D_skip)) return cuda::s4d_skip_gelu_forward(y, u, D_skip);
   SEQLAB_CHECK(u.dim() == 3 && y.shape() == u.shape() && D_skip.dim() == 1 && D_skip.size(0) == u.size(2) &&
                    y.dtype() == u.dtype() && D_skip.dtype() == u.dtype(),
                "s4d_skip_gelu: expected y, u (B, T, D) and D_skip (D) of one dtype, got ", to_string(y.shape()), ", ",
@@ -247,6 +256,9 @@ SkipGelu s4d_skip_gelu_forward(const Tensor& y, const Tensor& u, const Tensor& D
 
 Tensor s4d_skip_backward(Tensor& du, const Tensor& dpre, const Tensor& u, const Tensor& D_skip, bool need_u,
                          bool need_D) {
+  if constexpr (kCuda)
+    if (on_cuda("s4d_skip_backward", du, dpre, u, D_skip))
+      return cuda::s4d_skip_backward(du, dpre, u, D_skip, need_u, need_D);
   const int64_t D = u.size(2), R = u.numel() / D;
   if (need_u && !du.defined()) du = Tensor::zeros(u.shape(), u.dtype());
   Tensor dD = need_D ? Tensor::empty({D}, u.dtype()) : Tensor();
@@ -279,6 +291,7 @@ Tensor s4d_skip_backward(Tensor& du, const Tensor& dpre, const Tensor& u, const 
 }
 
 Tensor glu_forward(const Tensor& z) {
+  if constexpr (kCuda) if (on_cuda("glu", z)) return cuda::glu_forward(z);
   SEQLAB_CHECK(z.dim() >= 1 && z.size(-1) % 2 == 0, "glu: expected an even last axis, got ", to_string(z.shape()));
   const int64_t D2 = z.size(-1), D = D2 / 2, R = z.numel() / std::max<int64_t>(1, D2);
   Shape oshape = z.shape();
@@ -302,6 +315,7 @@ Tensor glu_forward(const Tensor& z) {
 }
 
 Tensor glu_backward(const Tensor& dout, const Tensor& z) {
+  if constexpr (kCuda) if (on_cuda("glu_backward", dout, z)) return cuda::glu_backward(dout, z);
   const int64_t D2 = z.size(-1), D = D2 / 2, R = z.numel() / std::max<int64_t>(1, D2);
   SEQLAB_CHECK(dout.numel() == R * D && dout.dtype() == z.dtype(), "glu_backward: bad gradient shape ",
                to_string(dout.shape()));
@@ -333,6 +347,9 @@ Tensor glu_backward(const Tensor& dout, const Tensor& z) {
 
 Tensor s4d_step_forward(const Tensor& u_t, const Tensor& state, const Tensor& log_dt, const Tensor& log_A_real,
                         const Tensor& A_imag, const Tensor& C, const Tensor& D_skip) {
+  if constexpr (kCuda)
+    if (on_cuda("s4d_step", u_t, state, log_dt, log_A_real, A_imag, C, D_skip))
+      return cuda::s4d_step_forward(u_t, state, log_dt, log_A_real, A_imag, C, D_skip);
   const KernelDims kd = check_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_step");
   const int64_t D = kd.D, M = kd.M;
   SEQLAB_CHECK(C.dim() == 3, "s4d_step: only the unidirectional kernel (C of shape (D, M, 2)) has a step mode");
