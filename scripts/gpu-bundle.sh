@@ -14,7 +14,7 @@ mkdir -p build/devkit/bin build/devkit/lib
 cp build/portable/seqlab build/portable/tests/seqlab_tests build/portable/tests/seqlab_cuda_tests build/devkit/bin/
 for lib in $(ldd build/devkit/bin/* | awk '/=> \// {print $3}' | sort -u); do
   case "$(basename "$lib")" in
-    libc.so* | libm.so* | libstdc++* | libgcc_s* | ld-linux* | libpthread* | libdl.so* | librt.so* | libcuda* | \
+    libc.so* | libm.so* | libresolv* | libnss* | libstdc++* | libgcc_s* | ld-linux* | libpthread* | libdl.so* | librt.so* | libcuda* | \
       libcublas* | libcufft* | libcudart* | libnvJitLink* | libnvrtc*) ;;
     *) cp -L "$lib" build/devkit/lib/ ;;
   esac
