@@ -111,7 +111,7 @@ TEST_CASE("apps/budget: match_params sizes every model within 5% of the target, 
   CHECK(rows[0].d_model != rows[2].d_model);
   const auto csv = lines_of(testing::read_file(dir / "results.csv"));
   CHECK(csv.at(0).ends_with(",test_mae,d_model,device"));
-  CHECK(csv.at(2).ends_with(str(",", rows[1].d_model)));
+  CHECK(csv.at(2).ends_with(str(",", rows[1].d_model, ",cpu")));
   CHECK(read_results_csv((dir / "results.csv").string()).at(1).d_model == rows[1].d_model);
   CHECK(testing::read_file(dir / "results.md").find("| d_model |") != std::string::npos);
   // Each model's run directory holds the chosen width, with the layer defaults that follow it
@@ -153,7 +153,7 @@ TEST_CASE("apps/budget: match_params in a sweep: a d_model column before the sta
   REQUIRE(csv2.size() == 5);
   for (size_t i = 1; i < csv2.size(); ++i) {
     CAPTURE(csv2[i]);
-    CHECK(csv2[i].ends_with(str(",", rows[i - 1].d_model, ",ok")));
+    CHECK(csv2[i].ends_with(str(",", rows[i - 1].d_model, ",ok,cpu")));
     CHECK(std::abs(static_cast<double>(rows[i - 1].params) - 20000.0) <= 1000.0);
   }
 }
