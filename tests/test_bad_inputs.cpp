@@ -45,6 +45,9 @@ Outcome run_seqlab(const fs::path& cwd, const std::vector<std::string>& args) {
   std::vector<char*> argv;
   for (auto& a : all) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // No GPU for the child even on a machine with one: the *_device_cuda_no_gpu cases need its absence
+  // (this CPU suite itself never touches CUDA).
+  ::setenv("CUDA_VISIBLE_DEVICES", "", 1);
   pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {  // only async-signal-safe calls until exec
