@@ -216,7 +216,7 @@ TEST_CASE("cuda attention: a device run repeats bit for bit") {
   CHECK(run_packed() == run_packed());
 }
 
-TEST_CASE("cuda attention: forward and backward keep no (T, T) buffer") {
+TEST_CASE("cuda attention: forward and backward keep no (T - T) buffer") {
   SEQLAB_REQUIRE_GPU();
   auto extra_peak = [](int64_t T) {
     Tensor q = dev(rand_cpu({1, 2, T, 32}, 1100)), k = dev(rand_cpu({1, 2, T, 32}, 1101));
@@ -238,7 +238,7 @@ TEST_CASE("cuda attention: forward and backward keep no (T, T) buffer") {
   CHECK(p4 < (size_t{8} << 20));
 }
 
-TEST_CASE("cuda attention: the argument checks of the CPU, and the head-width limit") {
+TEST_CASE("cuda attention: the argument checks of the CPU - and the head-width limit") {
   SEQLAB_REQUIRE_GPU();
   Tensor q = dev(rand_cpu({1, 1, 10, 8}, 1200)), k = dev(rand_cpu({1, 1, 6, 8}, 1201));
   CHECK(error_of([&] { kernels::attention_forward(q, k, k, true); }).find("causal attention needs Tk >= Tq") !=

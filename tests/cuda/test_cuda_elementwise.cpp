@@ -52,7 +52,7 @@ const DType kFloatTypes[] = {DType::f32, DType::f64};
 
 TEST_SUITE("cuda") {
 
-TEST_CASE("cuda elementwise: add, sub, mul, div with broadcasting of every kind match the CPU") {
+TEST_CASE("cuda elementwise: add - sub - mul - div with broadcasting of every kind match the CPU") {
   SEQLAB_REQUIRE_GPU();
   const std::vector<std::pair<Shape, Shape>> cases = {
       {{1000, 1037}, {1000, 1037}},                         // equal shapes, many blocks, odd size
@@ -98,7 +98,7 @@ TEST_CASE("cuda elementwise: broadcast_to with and without alpha") {
   CHECK_THROWS_AS(k::broadcast_to(dev(rand_cpu({3, 4}, 1)), {4}), Error);
 }
 
-TEST_CASE("cuda elementwise: neg, add_scalar, mul_scalar, pow_scalar and its backward with the special powers") {
+TEST_CASE("cuda elementwise: neg - add_scalar - mul_scalar - pow_scalar and its backward with the special powers") {
   SEQLAB_REQUIRE_GPU();
   uint64_t seed = 200;
   for (DType d : kFloatTypes) {
@@ -200,7 +200,7 @@ TEST_CASE("cuda elementwise: the in-place updates change the device storage as o
   CHECK(gi.to_vector() == xi.to_vector());
 }
 
-TEST_CASE("cuda elementwise: shape, dtype and device errors as on the CPU") {
+TEST_CASE("cuda elementwise: shape - dtype and device errors as on the CPU") {
   SEQLAB_REQUIRE_GPU();
   Tensor a = dev(rand_cpu({3, 4}, 1)), b = dev(rand_cpu({4, 3}, 2));
   CHECK_THROWS_AS(k::add(a, b), Error);

@@ -62,7 +62,7 @@ const std::vector<std::string> kTypes{"rnn", "lstm", "gru", "mlp", "transformer"
 
 TEST_SUITE("cuda") {
 
-TEST_CASE("cuda layers: every registry type's forward, gradients and three AdamW steps match the CPU") {
+TEST_CASE("cuda layers: every registry type's forward - gradients and three SGD steps match the CPU") {
   SEQLAB_REQUIRE_GPU();
   for (const auto& t : nn::layer_types())
     CHECK_MESSAGE(std::find(kTypes.begin(), kTypes.end(), t.name) != kTypes.end(), "registry type ", t.name,
@@ -124,7 +124,7 @@ TEST_CASE("cuda layers: a GPU training run is bit-identical to itself at the sam
   }
 }
 
-TEST_CASE("cuda layers: the fused scan keeps no (B, T, E, N) tensor and attention no (T, T) one") {
+TEST_CASE("cuda layers: the fused scan keeps no (B - T - E - N) tensor and attention no (T - T) one") {
   SEQLAB_REQUIRE_GPU();
   // Device memory allocated during one forward and backward, beyond the inputs.
   auto peak_of = [](const std::function<void()>& f) {
@@ -166,7 +166,7 @@ TEST_CASE("cuda layers: the fused scan keeps no (B, T, E, N) tensor and attentio
   CHECK(a4 < 5.0 * a1);
 }
 
-TEST_CASE("cuda layers: a run trained on the GPU resumes on the CPU and the reverse, continuing the same run") {
+TEST_CASE("cuda layers: a run trained on the GPU resumes on the CPU and the reverse - continuing the same run") {
   SEQLAB_REQUIRE_GPU();
   testing::RunScope quiet(spdlog::level::warn);
   auto config = [](const fs::path& dir, int64_t steps, const char* device) {

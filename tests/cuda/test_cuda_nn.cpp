@@ -127,7 +127,7 @@ void check_norm(bool layer, const Shape& s, bool with_w, bool with_b, DType d, u
 
 TEST_SUITE("cuda") {
 
-TEST_CASE("cuda nn: matmul 2-D, batched and shared, every transpose, forward and backward") {
+TEST_CASE("cuda nn: matmul 2-D - batched and shared - every transpose - forward and backward") {
   SEQLAB_REQUIRE_GPU();
   uint64_t seed = 100;
   for (DType d : {DType::f32, DType::f64}) {
@@ -156,7 +156,7 @@ TEST_CASE("cuda nn: matmul shape errors match the CPU's") {
   CHECK(gpu == cpu);
 }
 
-TEST_CASE("cuda nn: linear forward and backward, with and without bias") {
+TEST_CASE("cuda nn: linear forward and backward - with and without bias") {
   SEQLAB_REQUIRE_GPU();
   for (DType d : {DType::f32, DType::f64}) {
     const Tol t = tol(d, {1e-4, 2e-5}, {1e-12, 1e-12});
@@ -224,7 +224,7 @@ TEST_CASE("cuda nn: Philox4x32-10 known-answer vectors") {
         A4{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1});
 }
 
-TEST_CASE("cuda nn: dropout mask: values, keep rate, the seed, and apply_mask") {
+TEST_CASE("cuda nn: dropout mask: values - keep rate - the seed - and apply_mask") {
   SEQLAB_REQUIRE_GPU();
   const int64_t n = int64_t{1} << 20;
   for (DType d : {DType::f32, DType::f64})
@@ -275,7 +275,7 @@ TEST_CASE("cuda nn: dropout mask: values, keep rate, the seed, and apply_mask") 
         error_of([&] { kernels::dropout_mask({4}, DType::f32, 1.5, g); }));
 }
 
-TEST_CASE("cuda nn: mse, l1 and huber losses, forward and backward") {
+TEST_CASE("cuda nn: mse - l1 and huber losses - forward and backward") {
   SEQLAB_REQUIRE_GPU();
   using kernels::PointLoss;
   for (DType d : {DType::f32, DType::f64})
@@ -309,7 +309,7 @@ TEST_CASE("cuda nn: mse, l1 and huber losses, forward and backward") {
         error_of([&] { kernels::point_loss_forward(PointLoss::huber, a, b, -1, "huber_loss"); }));
 }
 
-TEST_CASE("cuda nn: cross_entropy with ignore_index, forward and backward") {
+TEST_CASE("cuda nn: cross_entropy with ignore_index - forward and backward") {
   SEQLAB_REQUIRE_GPU();
   for (DType d : {DType::f32, DType::f64})
     for (auto [N, V] : {std::pair<int64_t, int64_t>{300, 37}, {17, 1000}, {1, 1}, {2000, 5}})

@@ -50,7 +50,7 @@ void compare(const O& options, DType d, double rtol, const char* what) {
 
 TEST_SUITE("cuda") {
 
-TEST_CASE("cuda optim: Adam, AdamW and SGD updates match the CPU in float32 and float64") {
+TEST_CASE("cuda optim: Adam - AdamW and SGD updates match the CPU in float32 and float64") {
   SEQLAB_REQUIRE_GPU();
   for (DType d : {DType::f32, DType::f64}) {
     const double tol = d == DType::f32 ? 1e-6 : 1e-13;
@@ -62,7 +62,7 @@ TEST_CASE("cuda optim: Adam, AdamW and SGD updates match the CPU in float32 and 
   }
 }
 
-TEST_CASE("cuda optim: clip_grad_norm returns the CPU's norm and scales the same, in one order every time") {
+TEST_CASE("cuda optim: clip_grad_norm returns the CPU's norm and scales the same - in one order every time") {
   SEQLAB_REQUIRE_GPU();
   for (DType d : {DType::f32, DType::f64}) {
     auto pc = params_on(Device::cpu, d), pg = params_on(Device::cuda, d);

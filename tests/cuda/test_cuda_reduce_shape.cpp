@@ -58,7 +58,7 @@ void check_sum(const Tensor& g, const Tensor& c, int64_t terms, const std::strin
 
 TEST_SUITE("cuda") {
 
-TEST_CASE("cuda reduce: sum and mean over axes with keepdim, float32 and float64") {
+TEST_CASE("cuda reduce: sum and mean over axes with keepdim - float32 and float64") {
   SEQLAB_REQUIRE_GPU();
   struct Case {
     Shape shape;
@@ -92,7 +92,7 @@ TEST_CASE("cuda reduce: sum and mean over axes with keepdim, float32 and float64
   }
 }
 
-TEST_CASE("cuda reduce: sum_all, mean_all and sum_squares") {
+TEST_CASE("cuda reduce: sum_all - mean_all and sum_squares") {
   SEQLAB_REQUIRE_GPU();
   uint64_t seed = 100;
   for (DType d : {DType::f32, DType::f64}) {
@@ -114,7 +114,7 @@ TEST_CASE("cuda reduce: sum_all, mean_all and sum_squares") {
   CHECK(std::abs(kernels::sum_squares(gpu(x)) - kernels::sum_squares(x)) <= 1e-12 * kernels::sum_squares(x));
 }
 
-TEST_CASE("cuda reduce: sum_to and mul_sum_to, fast path and broadcasting") {
+TEST_CASE("cuda reduce: sum_to and mul_sum_to - fast path and broadcasting") {
   SEQLAB_REQUIRE_GPU();
   for (DType d : {DType::f32, DType::f64}) {
     Tensor g = rand_cpu({5, 300, 7}, 200, d);
@@ -151,7 +151,7 @@ TEST_CASE("cuda reduce: sum_to and mul_sum_to, fast path and broadcasting") {
                        doctest::Contains("mul: dtypes differ"), Error);
 }
 
-TEST_CASE("cuda reduce: max and max_backward, ties to the first position, NaN wins") {
+TEST_CASE("cuda reduce: max and max_backward - ties to the first position - NaN wins") {
   SEQLAB_REQUIRE_GPU();
   uint64_t seed = 400;
   for (DType d : {DType::f32, DType::f64}) {
@@ -216,7 +216,7 @@ TEST_CASE("cuda shape: permute and transpose in every dtype") {
   }
 }
 
-TEST_CASE("cuda shape: flip, slice and slice_backward in every dtype") {
+TEST_CASE("cuda shape: flip - slice and slice_backward in every dtype") {
   SEQLAB_REQUIRE_GPU();
   uint64_t seed = 600;
   for (DType d : {DType::f32, DType::f64, DType::i32}) {

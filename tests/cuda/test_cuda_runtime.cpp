@@ -10,7 +10,7 @@ using namespace seqlab::test;
 
 TEST_SUITE("cuda") {
 
-TEST_CASE("cuda runtime: to(cuda) and back keeps every value, in every dtype") {
+TEST_CASE("cuda runtime: to(cuda) and back keeps every value - in every dtype") {
   SEQLAB_REQUIRE_GPU();
   for (DType d : {DType::f32, DType::f64, DType::i32}) {
     Tensor x = rand_cpu({3, 5, 7}, 1, d, -100, 100);
@@ -22,7 +22,7 @@ TEST_CASE("cuda runtime: to(cuda) and back keeps every value, in every dtype") {
   }
 }
 
-TEST_CASE("cuda runtime: zeros, full, fill, item, dtype conversion and copy_from across devices") {
+TEST_CASE("cuda runtime: zeros - full - fill - item - dtype conversion and copy_from across devices") {
   SEQLAB_REQUIRE_GPU();
   Tensor z = Tensor::zeros({1000}, DType::f32, Device::cuda);
   CHECK(z.to_vector() == std::vector<double>(1000, 0.0));
@@ -40,7 +40,7 @@ TEST_CASE("cuda runtime: zeros, full, fill, item, dtype conversion and copy_from
   CHECK(dev.to_vector() == x.to_vector());
 }
 
-TEST_CASE("cuda runtime: the caching allocator reuses a freed block of the same bin, and counts") {
+TEST_CASE("cuda runtime: the caching allocator reuses a freed block of the same bin - and counts") {
   SEQLAB_REQUIRE_GPU();
   cuda::synchronize();
   const auto before = cuda::device_allocator_stats();

@@ -221,7 +221,7 @@ TEST_CASE("cuda scan: two runs give bit-identical results (scan and conv1d)") {
   for (size_t i = 0; i < c1.size(); ++i) CHECK_MESSAGE(c1[i].to_vector() == c2[i].to_vector(), "conv1d output " << i);
 }
 
-TEST_CASE("cuda scan: fused forward and backward peak memory has no (B, T, E, N) term") {
+TEST_CASE("cuda scan: fused forward and backward peak memory has no (B - T - E - N) term") {
   SEQLAB_REQUIRE_GPU();
   const int64_t B = 2, T = 512, E = 64, N = 64;
   const ScanIn g = to_gpu(make_scan(B, T, E, N, DType::f32, 13, true, true, true));

@@ -112,7 +112,7 @@ TEST_SUITE("cuda") {
 // ---------------------------------------------------------------------------------------------
 // Long convolution
 
-TEST_CASE("cuda ssm: long convolution forward (auto, direct, FFT) against the CPU") {
+TEST_CASE("cuda ssm: long convolution forward (auto - direct - FFT) against the CPU") {
   SEQLAB_REQUIRE_GPU();
   const int64_t B = 2, D = 5;
   for (DType d : {DType::f32, DType::f64})
@@ -137,7 +137,7 @@ TEST_CASE("cuda ssm: long convolution forward (auto, direct, FFT) against the CP
                "causal_conv_forward float32 T=2500");
 }
 
-TEST_CASE("cuda ssm: long convolution backward (auto, direct, FFT) against the CPU") {
+TEST_CASE("cuda ssm: long convolution backward (auto - direct - FFT) against the CPU") {
   SEQLAB_REQUIRE_GPU();
   const int64_t B = 3, D = 4;
   struct Need {
@@ -170,7 +170,7 @@ TEST_CASE("cuda ssm: long convolution backward (auto, direct, FFT) against the C
         }
 }
 
-TEST_CASE("cuda ssm: long convolution errors name the op (FFT dtype, shapes, devices)") {
+TEST_CASE("cuda ssm: long convolution errors name the op (FFT dtype - shapes - devices)") {
   SEQLAB_REQUIRE_GPU();
   Tensor u = rand_cpu({2, 10, 3}, 1, DType::f64), K = rand_cpu({3, 10}, 2, DType::f64);
   CHECK_THROWS_WITH_AS(kernels::causal_conv_fft_forward(dev(u), dev(K)), doctest::Contains("float32 only"), Error);
@@ -204,7 +204,7 @@ TEST_CASE("cuda ssm: S4D Vandermonde kernel forward and backward against the CPU
       }
 }
 
-TEST_CASE("cuda ssm: S4D skip + GELU, skip backward and GLU against the CPU") {
+TEST_CASE("cuda ssm: S4D skip + GELU - skip backward and GLU against the CPU") {
   SEQLAB_REQUIRE_GPU();
   for (DType d : {DType::f32, DType::f64})
     for (Shape s : {Shape{3, 37, 10}, Shape{2, 1500, 6}}) {  // the second: more than one 1024-row chunk
@@ -286,7 +286,7 @@ TEST_CASE("cuda ssm: S4 (DPLR) kernel forward and backward against the CPU") {
       }
 }
 
-TEST_CASE("cuda ssm: S4 dense discretisation, dense kernel and step against the CPU") {
+TEST_CASE("cuda ssm: S4 dense discretisation - dense kernel and step against the CPU") {
   SEQLAB_REQUIRE_GPU();
   const int64_t B = 2, D = 3, M = 4, N = 2 * M, T = 9;
   for (DType d : {DType::f32, DType::f64}) {
@@ -314,7 +314,7 @@ TEST_CASE("cuda ssm: S4 dense discretisation, dense kernel and step against the 
 // ---------------------------------------------------------------------------------------------
 // LSSL
 
-TEST_CASE("cuda ssm: LSSL kernel forward and backward, discretisation and step against the CPU") {
+TEST_CASE("cuda ssm: LSSL kernel forward and backward - discretisation and step against the CPU") {
   SEQLAB_REQUIRE_GPU();
   const int64_t D = 3, B = 2;
   for (int64_t N : {5, 16}) {
