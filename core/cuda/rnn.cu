@@ -1,15 +1,20 @@
 // Tanh-RNN / LSTM / GRU layer kernels on the device (core/cuda/rnn.h), the twins of core/kernels/rnn.cpp:
 // the same equations, gate order, saved tensors (y, gates, c) and chunked backpropagation through time.
-//   forward : proj = x @ W_ih^T + biases (one cuBLAS GEMM over B*T rows and a bias kernel), then per step
-//             hg = h_{t-1} @ W_hh^T (one GEMM, skipped for a zero state) and one fused gate kernel
-//             writing h_t (into y), c_t and the gates the backward reads.
-//   backward: time chunks as the CPU (last first); per step one fused gate-gradient kernel and one GEMM
-//             dh_{t-1} (+)= da_h @ W_hh; per chunk dx = da_x @ W_ih (a strided batched GEMM),
-//             dW_ih += da_x^T x, dW_hh += da_h^T h_prev (one GEMM each over the chunk's B*L rows) and
-//             the bias sums in double by fixed-order column sums (no atomics: a run is bit-identical to
-//             itself).
+//   forward : proj = x @ W_ih^T + biases (one cuBLAS GEMM over B*T rows and a bias kernel), then the
+//             recurrence: when W_hh fits one block (registers or shared memory), one persistent kernel
+//             runs every step (forward_persistent_kernel: blocks own batch rows, no grid-wide sync);
+//             else per step hg = h_{t-1} @ W_hh^T (one GEMM, skipped for a zero state) and one fused
+//             gate kernel writing h_t (into y), c_t and the gates the backward reads.
+//   backward: time chunks as the CPU (last first); per chunk the steps in one persistent kernel
+//             (backward_persistent_kernel: gate gradients and dh_{t-1} = da_h @ W_hh per batch row),
+//             or per step one fused gate-gradient kernel and one GEMM dh_{t-1} (+)= da_h @ W_hh; per
+//             chunk dx = da_x @ W_ih (a strided batched GEMM), dW_ih += da_x^T x, dW_hh += da_h^T h_prev
+//             (one GEMM each over the chunk's B*L rows) and the bias sums in double by fixed-order
+//             column sums (no atomics: a run is bit-identical to itself).
 #include <algorithm>
 #include <climits>
+#include <map>
+#include <mutex>
 #include <type_traits>
 
 #include "core/cuda/common.cuh"
@@ -221,6 +226,341 @@ __global__ void from_double_kernel(const double* src, T* dst, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The persistent recurrence: one launch runs every step of the sequence (forward) or of a time chunk
+// (backward). The batch rows are independent, so block k owns rows R k .. R k + R - 1 for the whole
+// loop and no grid-wide synchronisation is needed. Thread u < GH owns one row (forward) or one column
+// block (backward) of W_hh, held in registers (KC > 0: W_hh's H <= KC) or in shared memory (KC = 0, as
+// (Hp, GH) so that a warp reads consecutive words), and does the H-long dot product of its unit for
+// each of the block's rows from shared memory, in a fixed order (four interleaved partial sums, then
+// (a0 + a1) + (a2 + a3)): a run is bit-identical to itself, whatever the launch shape. Thread
+// i = r H + j < R H owns the per-unit state (c, dh, dc) of (row r, unit j). The step's inputs that do
+// not depend on the recurrence (the input projection; dy and the saved tensors) are prefetched D - 1
+// steps ahead into a ring of shared slots with cp.async, each thread copying exactly what it reads.
+constexpr int kMaxRows = 4;  // batch rows per block at most
+
+// One element (4 or 8 bytes) global -> shared, asynchronous; completion by commit groups.
+template <typename T>
+__device__ __forceinline__ void cp_async_elt(T* smem, const T* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(s), "l"(gmem), "n"(sizeof(T)) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Waits until the oldest of the D - 1 groups in flight has landed (D in {2, 4, 8}).
+__device__ __forceinline__ void cp_async_wait_ring(int D) {
+  if (D == 8) cp_async_wait<6>();
+  else if (D == 4) cp_async_wait<2>();
+  else cp_async_wait<0>();
+}
+
+template <typename T>
+struct Quad {
+  T x, y, z, w;
+};
+// Four consecutive elements of shared memory (16-byte aligned for float, 32 for double).
+template <typename T>
+__device__ __forceinline__ Quad<T> load4(const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    const float4 q = *reinterpret_cast<const float4*>(p);
+    return {q.x, q.y, q.z, q.w};
+  } else {
+    const double2 a = *reinterpret_cast<const double2*>(p), b = *reinterpret_cast<const double2*>(p + 2);
+    return {a.x, a.y, b.x, b.y};
+  }
+}
+
+// sum over m < Hp of W_u[m] v[m] (Hp a multiple of 4; W_u[m] = v[m] = 0 for H <= m < Hp): W_u is w
+// (registers, KC > 0) or sW[m * ldw + u] (shared, KC = 0); v is in shared memory, read by the whole
+// warp at once (a broadcast).
+template <typename T, int KC>
+__device__ __forceinline__ T rec_dot(const T (&w)[KC > 0 ? KC : 1], const T* sW, int ldw, int u, const T* v,
+                                     int Hp) {
+  T a0 = T(0), a1 = T(0), a2 = T(0), a3 = T(0);
+  if constexpr (KC > 0) {
+#pragma unroll
+    for (int m = 0; m < KC; m += 4) {
+      if (m >= Hp) break;
+      const Quad<T> q = load4(v + m);
+      a0 += w[m] * q.x;
+      a1 += w[m + 1] * q.y;
+      a2 += w[m + 2] * q.z;
+      a3 += w[m + 3] * q.w;
+    }
+  } else {
+    const T* wc = sW + u;
+#pragma unroll 2
+    for (int m = 0; m < Hp; m += 4) {
+      const Quad<T> q = load4(v + m);
+      a0 += wc[0] * q.x;
+      a1 += wc[ldw] * q.y;
+      a2 += wc[2 * ldw] * q.z;
+      a3 += wc[3 * ldw] * q.w;
+      wc += 4 * ldw;
+    }
+  }
+  return (a0 + a1) + (a2 + a3);
+}
+
+// The whole forward recurrence of rows b0 .. b0 + rows - 1 (b0 = R blockIdx.x). proj (y for tanh, the
+// gate buffer otherwise, row stride ldp) holds x W_ih^T + biases; the kernel overwrites it with the
+// outputs as forward_step_kernel does. Shared memory (elements of T):
+//   sW   (Hp, GH) when KC = 0: sW[m * GH + u] = W_hh[u][m], zero for m >= H
+//   sh   2 x (R, Hp): h_{t-1} and h_t (alternating), zero beyond H
+//   sg   (R, 4H) (lstm, gru): the step's gates
+//   ring D x (R, GH): the input projections of steps t .. t + D - 2
+// Per step: [wait for slot t, sync] thread u < GH: a = W_u . h_{t-1} for each row, its gate (tanh:
+// h_t directly); [sync] thread (r, j): c_t, h_t (lstm, gru).
+template <typename T, int KC>
+__global__ void __launch_bounds__(KC > 0 ? 256 : 1024, 1)
+    forward_persistent_kernel(RnnCell cell, int B, int T_, int H, int G, int R, int D, int Hp,
+                              const T* __restrict__ whh, const T* proj, int ldp, const T* __restrict__ h0,
+                              const T* __restrict__ c0, const T* __restrict__ bhh, T* y, T* gates, T* c) {
+  extern __shared__ __align__(16) unsigned char rnn_smem[];
+  const int GH = G * H, tid = threadIdx.x, nth = blockDim.x;
+  T* const sW = reinterpret_cast<T*>(rnn_smem);
+  T* const sh = sW + (KC > 0 ? 0 : Hp * GH);
+  T* const sg = sh + 2 * R * Hp;
+  T* const ring = sg + (cell == RnnCell::tanh ? 0 : R * 4 * H);
+  const int b0 = blockIdx.x * R, rows = min(R, B - b0);
+
+  // this thread's dot-product unit u = tid (gate ug, unit uj) and its row of W_hh
+  const bool unit = tid < GH;
+  const int ug = unit ? tid / H : 0, uj = unit ? tid - ug * H : 0;
+  T w[KC > 0 ? KC : 1];
+  if constexpr (KC > 0) {
+#pragma unroll
+    for (int m = 0; m < KC; ++m) w[m] = unit && m < H ? whh[static_cast<int64_t>(tid) * H + m] : T(0);
+  } else {
+    w[0] = T(0);
+    for (int e = tid; e < Hp * GH; e += nth) {
+      const int m = e / GH, u = e - m * GH;
+      sW[e] = m < H ? whh[static_cast<int64_t>(u) * H + m] : T(0);
+    }
+  }
+  for (int e = tid; e < 2 * R * Hp; e += nth) {
+    const int r = e / Hp, m = e - r * Hp;  // r >= R: the second buffer
+    sh[e] = h0 && r < rows && m < H ? h0[static_cast<int64_t>(b0 + r) * H + m] : T(0);
+  }
+  const T bn = cell == RnnCell::gru && unit && ug == 2 && bhh ? bhh[tid] : T(0);  // b_hn
+  // this thread's state unit (row ir, unit ij)
+  const bool item = tid < rows * H;
+  const int ir = item ? tid / H : 0, ij = item ? tid - ir * H : 0;
+  T creg = cell == RnnCell::lstm && item && c0 ? c0[static_cast<int64_t>(b0 + ir) * H + ij] : T(0);
+
+  auto prefetch = [&](int t) {
+    if (unit && t < T_) {
+      T* dst = ring + (t & (D - 1)) * R * GH + tid;
+      for (int r = 0; r < rows; ++r)
+        cp_async_elt(dst + r * GH, proj + (static_cast<int64_t>(b0 + r) * T_ + t) * ldp + tid);
+    }
+    cp_async_commit();
+  };
+  for (int t = 0; t < D - 1; ++t) prefetch(t);
+
+  for (int t = 0; t < T_; ++t) {
+    cp_async_wait_ring(D);
+    __syncthreads();       // h_{t-1} complete; every thread is past step t - 1
+    prefetch(t + D - 1);   // into the slot step t - 1 used
+    const T* hp = sh + (t & 1) * R * Hp;
+    T* hn = sh + ((t + 1) & 1) * R * Hp;
+    if (unit) {
+      const T* slot = ring + (t & (D - 1)) * R * GH + tid;
+#pragma unroll
+      for (int r = 0; r < kMaxRows; ++r) {
+        if (r >= rows) break;
+        const T a = rec_dot<T, KC>(w, sW, GH, tid, hp + r * Hp, Hp);
+        const T pre = slot[r * GH];
+        const int64_t row = static_cast<int64_t>(b0 + r) * T_ + t;
+        if (cell == RnnCell::tanh) {
+          const T h = dtanh(pre + a);
+          y[row * H + uj] = h;
+          hn[r * Hp + uj] = h;
+        } else if (cell == RnnCell::lstm || ug < 2) {  // lstm i, f, g, o; gru r, z
+          const T v = cell == RnnCell::lstm && ug == 2 ? dtanh(pre + a) : dsigmoid(pre + a);
+          gates[row * 4 * H + tid] = v;
+          sg[r * 4 * H + tid] = v;
+        } else {  // gru n: its input part and hn = W_hn h + b_hn, for the state thread
+          const T hnv = a + bn;
+          gates[row * 4 * H + 3 * H + uj] = hnv;
+          sg[r * 4 * H + 2 * H + uj] = pre;
+          sg[r * 4 * H + 3 * H + uj] = hnv;
+        }
+      }
+    }
+    if (cell != RnnCell::tanh) {
+      __syncthreads();  // the gates of step t complete
+      if (item) {
+        const T* g = sg + ir * 4 * H;
+        const int64_t row = static_cast<int64_t>(b0 + ir) * T_ + t;
+        T h;
+        if (cell == RnnCell::lstm) {
+          const T ct = g[H + ij] * creg + g[ij] * g[2 * H + ij];
+          creg = ct;
+          c[row * H + ij] = ct;
+          h = g[3 * H + ij] * dtanh(ct);
+        } else {
+          const T rg = g[ij], zg = g[H + ij], hnv = g[3 * H + ij];
+          const T ng = dtanh(g[2 * H + ij] + rg * hnv);
+          gates[row * 4 * H + 2 * H + ij] = ng;
+          h = (T(1) - zg) * ng + zg * hp[ir * Hp + ij];
+        }
+        y[row * H + ij] = h;
+        hn[ir * Hp + ij] = h;
+      }
+    }
+  }
+  cp_async_wait<0>();
+}
+
+// The backward steps t = t0 + L - 1 .. t0 of rows b0 .. b0 + rows - 1 (b0 = R blockIdx.x): the same
+// maths as backward_step_kernel followed by dh_{t-1} (+)= da_h W_hh. dh, dc (B, H) carry the state in
+// from the later chunk and out to the earlier one. Shared memory (elements of T):
+//   sW   (Hp, GH) when KC = 0: sW[m * GH + u] = W_hh[(u / H) H + m][u % H], zero for m >= H
+//   sdg  (R, G, Hp): the step's da_h, zero beyond H
+//   sp   (R, GH): sp[r][g H + k] = sum over m of da_h[r][g H + m] W_hh[g H + m][k] (dh_{t-1} = sum over g)
+//   ring D x (S, R H): per step and state unit: dy, then y (tanh) or the 4 gates and c_t, c_{t-1}
+//        (lstm) or h_{t-1} (gru)
+// Per step: [wait, sync] thread (r, j): dh_t = dy + sum_g sp + (gru) dh z, the gate gradients into
+// dgx (dgh) and sdg; [sync] thread u = (g, k) < GH: sp[r][u] = the column block's dot product.
+template <typename T, int KC>
+__global__ void __launch_bounds__(KC > 0 ? 256 : 1024, 1)
+    backward_persistent_kernel(RnnCell cell, int B, int T_, int H, int G, int R, int D, int Hp, int t0, int L,
+                               const T* __restrict__ whh, const T* __restrict__ dy, const T* __restrict__ y,
+                               const T* __restrict__ gates, const T* __restrict__ c, T* dh, T* dc, T* dgx,
+                               T* dgh) {
+  extern __shared__ __align__(16) unsigned char rnn_smem[];
+  const int GH = G * H, tid = threadIdx.x, nth = blockDim.x, RH = R * H;
+  const int S = cell == RnnCell::tanh ? 2 : cell == RnnCell::lstm ? 7 : 6;
+  T* const sW = reinterpret_cast<T*>(rnn_smem);
+  T* const sdg = sW + (KC > 0 ? 0 : Hp * GH);
+  T* const sp = sdg + R * G * Hp;
+  T* const ring = sp + R * GH;
+  const int b0 = blockIdx.x * R, rows = min(R, B - b0);
+
+  const bool unit = tid < GH;
+  const int ug = unit ? tid / H : 0, uj = unit ? tid - ug * H : 0;
+  T w[KC > 0 ? KC : 1];
+  if constexpr (KC > 0) {
+#pragma unroll
+    for (int m = 0; m < KC; ++m)
+      w[m] = unit && m < H ? whh[(static_cast<int64_t>(ug) * H + m) * H + uj] : T(0);
+  } else {
+    w[0] = T(0);
+    for (int e = tid; e < Hp * GH; e += nth) {
+      const int m = e / GH, u = e - m * GH, g = u / H, k = u - g * H;
+      sW[e] = m < H ? whh[(static_cast<int64_t>(g) * H + m) * H + k] : T(0);
+    }
+  }
+  for (int e = tid; e < R * G * Hp + R * GH; e += nth) sdg[e] = T(0);  // sdg and sp
+  const bool item = tid < rows * H;
+  const int ir = item ? tid / H : 0, ij = item ? tid - ir * H : 0;
+  const int64_t bj = static_cast<int64_t>(b0 + ir) * H + ij;
+  T carry = item ? dh[bj] : T(0);  // the part of dh_t that is not in sp
+  T dcr = cell == RnnCell::lstm && item ? dc[bj] : T(0);
+
+  auto prefetch = [&](int s) {
+    if (item && s < L) {
+      const int t = t0 + L - 1 - s;
+      const int64_t row = static_cast<int64_t>(b0 + ir) * T_ + t;
+      T* dst = ring + (s & (D - 1)) * S * RH + tid;
+      cp_async_elt(dst, dy + row * H + ij);
+      if (cell == RnnCell::tanh) {
+        cp_async_elt(dst + RH, y + row * H + ij);
+      } else {
+        for (int k = 0; k < 4; ++k) cp_async_elt(dst + (1 + k) * RH, gates + row * 4 * H + k * H + ij);
+        if (cell == RnnCell::lstm) {
+          cp_async_elt(dst + 5 * RH, c + row * H + ij);
+          if (t > 0) cp_async_elt(dst + 6 * RH, c + (row - 1) * H + ij);
+        } else if (t > 0) {
+          cp_async_elt(dst + 5 * RH, y + (row - 1) * H + ij);
+        }
+      }
+    }
+    cp_async_commit();
+  };
+  for (int s = 0; s < D - 1; ++s) prefetch(s);
+
+  for (int s = 0; s < L; ++s) {
+    const int t = t0 + L - 1 - s;
+    cp_async_wait_ring(D);
+    __syncthreads();  // sp of step t + 1 complete; every thread is past step t + 1
+    prefetch(s + D - 1);
+    if (item) {
+      const T* sl = ring + (s & (D - 1)) * S * RH + tid;
+      T dsum = sp[ir * GH + ij];
+      for (int g = 1; g < G; ++g) dsum += sp[ir * GH + g * H + ij];
+      const T dht = sl[0] + (dsum + carry);
+      const int64_t crow = static_cast<int64_t>(b0 + ir) * L + (t - t0);
+      T* gx = dgx + crow * GH;
+      T* sd = sdg + ir * G * Hp;
+      carry = T(0);
+      if (cell == RnnCell::tanh) {
+        const T yv = sl[RH];
+        const T v = dht * (T(1) - yv * yv);
+        gx[ij] = v;
+        sd[ij] = v;
+      } else if (cell == RnnCell::lstm) {
+        const T ig = sl[RH], fg = sl[2 * RH], gg = sl[3 * RH], og = sl[4 * RH];
+        const T tc = dtanh(sl[5 * RH]);
+        const T cp = t > 0 ? sl[6 * RH] : T(0);  // c_{-1} = 0: df = 0
+        const T dct = dcr + dht * og * (T(1) - tc * tc);
+        const T ai = dct * gg * ig * (T(1) - ig);
+        const T af = dct * cp * fg * (T(1) - fg);
+        const T ag = dct * ig * (T(1) - gg * gg);
+        const T ao = dht * tc * og * (T(1) - og);
+        gx[ij] = ai;
+        gx[H + ij] = af;
+        gx[2 * H + ij] = ag;
+        gx[3 * H + ij] = ao;
+        sd[ij] = ai;
+        sd[Hp + ij] = af;
+        sd[2 * Hp + ij] = ag;
+        sd[3 * Hp + ij] = ao;
+        dcr = dct * fg;
+      } else {  // gru
+        const T rg = sl[RH], zg = sl[2 * RH], ng = sl[3 * RH], hnv = sl[4 * RH];
+        const T hp = t > 0 ? sl[5 * RH] : T(0);  // h_{-1} = 0
+        const T dan = dht * (T(1) - zg) * (T(1) - ng * ng);
+        const T dar = dan * hnv * rg * (T(1) - rg);
+        const T daz = dht * (hp - ng) * zg * (T(1) - zg);
+        T* gh = dgh + crow * GH;
+        gx[ij] = dar;
+        gh[ij] = dar;
+        gx[H + ij] = daz;
+        gh[H + ij] = daz;
+        gx[2 * H + ij] = dan;
+        gh[2 * H + ij] = dan * rg;
+        sd[ij] = dar;
+        sd[Hp + ij] = daz;
+        sd[2 * Hp + ij] = dan * rg;
+        carry = dht * zg;
+      }
+    }
+    __syncthreads();  // da_h of step t complete; sp read
+    if (unit && t > 0) {  // nothing flows into the zero state
+#pragma unroll
+      for (int r = 0; r < kMaxRows; ++r) {
+        if (r >= rows) break;
+        sp[r * GH + tid] = rec_dot<T, KC>(w, sW, GH, tid, sdg + (r * G + ug) * Hp, Hp);
+      }
+    }
+  }
+  if (t0 > 0) {  // dh_{t0-1}, dc_{t0-1} for the chunk before
+    __syncthreads();
+    if (item) {
+      T dsum = sp[ir * GH + ij];
+      for (int g = 1; g < G; ++g) dsum += sp[ir * GH + g * H + ij];
+      dh[bj] = dsum + carry;
+      if (cell == RnnCell::lstm) dc[bj] = dcr;
+    }
+  }
+  cp_async_wait<0>();
+}
+
+// ---------------------------------------------------------------------------------------------------
 struct Dims {
   int64_t B, T, I, H, G;
 };
@@ -255,6 +595,95 @@ const T* opt_ptr(const Tensor& t) {
   return t.defined() ? ptr<T>(t) : nullptr;
 }
 
+// ---------------------------------------------------------------------------------------------------
+// When and how the persistent kernels run.
+struct DeviceLimits {
+  int sms = 1, smem_optin = 48 * 1024;
+};
+// The current device's SM count and opt-in shared memory per block, asked once per device.
+DeviceLimits device_limits() {
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  static std::mutex mu;
+  static std::map<int, DeviceLimits> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(dev);
+  if (it != cache.end()) return it->second;
+  DeviceLimits l;
+  check(cudaDeviceGetAttribute(&l.sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&l.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+        "cudaDeviceGetAttribute");
+  cache[dev] = l;
+  return l;
+}
+
+// kc: W_hh's slice per thread in registers (16, 32, 64) or 0 for shared memory; -1: the persistent
+// kernel does not fit (the per-step path runs). R rows per block, D prefetch slots, Hp = H rounded up
+// to 4, threads per block, grid blocks, smem bytes of dynamic shared memory.
+struct PersistentPlan {
+  int kc = -1, R = 1, D = 2, Hp = 0, threads = 0;
+  unsigned grid = 0;
+  size_t smem = 0;
+};
+
+template <typename T>
+PersistentPlan plan_persistent(RnnCell cell, const Dims& d, bool backward) {
+  PersistentPlan p;
+  const int64_t H = d.H, G = d.G, GH = G * H, Hp = (H + 3) / 4 * 4;
+  int kc = 0;
+  if (H <= 16) kc = 16;
+  else if (H <= 32) kc = 32;
+  else if (std::is_same_v<T, float> && H <= 64) kc = 64;
+  const int64_t S = cell == RnnCell::tanh ? 2 : cell == RnnCell::lstm ? 7 : 6;  // backward ring values per unit
+  auto elems = [&](int64_t R, int64_t D) {
+    int64_t n = kc > 0 ? 0 : Hp * GH;
+    if (backward) n += R * G * Hp + R * GH + D * S * R * H;
+    else n += 2 * R * Hp + (cell == RnnCell::tanh ? 0 : R * 4 * H) + D * R * GH;
+    return n;
+  };
+  const DeviceLimits lim = device_limits();
+  const int64_t max_threads = kc > 0 ? 256 : 1024;  // the kernels' launch bounds
+  // Enough rows per block that the blocks fit on the SMs at once, at most kMaxRows.
+  const int64_t R0 = std::clamp<int64_t>((d.B + lim.sms - 1) / lim.sms, 1, kMaxRows);
+  for (int64_t R = std::min<int64_t>(R0, d.B); R >= 1; --R) {
+    const int64_t threads = (std::max(GH, R * H) + 31) / 32 * 32;
+    if (threads > max_threads) continue;
+    for (int64_t D : {8, 4, 2}) {
+      const int64_t bytes = elems(R, D) * static_cast<int64_t>(sizeof(T));
+      if (bytes > lim.smem_optin) continue;
+      p.kc = kc;
+      p.R = static_cast<int>(R);
+      p.D = static_cast<int>(D);
+      p.Hp = static_cast<int>(Hp);
+      p.threads = static_cast<int>(threads);
+      p.grid = static_cast<unsigned>((d.B + R - 1) / R);
+      p.smem = static_cast<size_t>(bytes);
+      return p;
+    }
+  }
+  return p;
+}
+
+// Calls f.template operator()<KC>() for the plan's kc (double: no 64).
+template <typename T, typename F>
+void dispatch_kc(int kc, F&& f) {
+  switch (kc) {
+    case 16: f.template operator()<16>(); break;
+    case 32: f.template operator()<32>(); break;
+    case 64:
+      if constexpr (std::is_same_v<T, float>) f.template operator()<64>();
+      break;
+    default: f.template operator()<0>(); break;
+  }
+}
+
+// Lets `kernel` use the plan's dynamic shared memory (beyond 48 KB needs the opt-in).
+template <typename K>
+void allow_smem(K kernel, size_t bytes, const char* what) {
+  if (bytes > 48 * 1024)
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), what);
+}
+
 template <typename T>
 void forward_impl(RnnCell cell, const Dims& d, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
                   const Tensor& b_ih, const Tensor& b_hh, const Tensor& h0, const Tensor& c0, RnnForward& f) {
@@ -276,16 +705,28 @@ void forward_impl(RnnCell cell, const Dims& d, const Tensor& x, const Tensor& w_
   add_bias_kernel<T><<<blocks_for(B * T_ * GH, kThreads), kThreads, 0, stream()>>>(
       proj, B * T_, GH, ldp, bih, bhh, cell == RnnCell::gru ? 2 * H : GH);
   check_launch("rnn_forward: add_bias_kernel");
-  Tensor hg_t = empty({B, GH}, dt);  // W_hh h_{t-1} of one step
-  T* hg = ptr<T>(hg_t);
-  for (int64_t t = 0; t < T_; ++t) {
-    // h_{t-1} of batch row b is hp[b * ldh]; null when it is zero
-    const T* hp = t > 0 ? y + (t - 1) * H : h0p;
-    const int64_t ldh = t > 0 ? T_ * H : H;
-    if (hp) gemm<T>(false, true, B, GH, H, T(1), hp, ldh, whh, H, T(0), hg, GH, "rnn_forward: recurrent GEMM");
-    forward_step_kernel<T><<<blocks_for(B * H, kThreads), kThreads, 0, stream()>>>(
-        cell, B, T_, H, t, hp ? hg : nullptr, h0p, c0p, bhh, y, gates, c);
-    check_launch("rnn_forward: forward_step_kernel");
+  const PersistentPlan plan = plan_persistent<T>(cell, d, false);
+  if (plan.kc >= 0) {
+    dispatch_kc<T>(plan.kc, [&]<int KC>() {
+      auto kernel = forward_persistent_kernel<T, KC>;
+      allow_smem(kernel, plan.smem, "rnn_forward: cudaFuncSetAttribute");
+      kernel<<<plan.grid, plan.threads, plan.smem, stream()>>>(
+          cell, static_cast<int>(B), static_cast<int>(T_), static_cast<int>(H), static_cast<int>(d.G), plan.R,
+          plan.D, plan.Hp, whh, proj, static_cast<int>(ldp), h0p, c0p, bhh, y, gates, c);
+      check_launch("rnn_forward: forward_persistent_kernel");
+    });
+  } else {  // the per-step path: W_hh too large for one block
+    Tensor hg_t = empty({B, GH}, dt);  // W_hh h_{t-1} of one step
+    T* hg = ptr<T>(hg_t);
+    for (int64_t t = 0; t < T_; ++t) {
+      // h_{t-1} of batch row b is hp[b * ldh]; null when it is zero
+      const T* hp = t > 0 ? y + (t - 1) * H : h0p;
+      const int64_t ldh = t > 0 ? T_ * H : H;
+      if (hp) gemm<T>(false, true, B, GH, H, T(1), hp, ldh, whh, H, T(0), hg, GH, "rnn_forward: recurrent GEMM");
+      forward_step_kernel<T><<<blocks_for(B * H, kThreads), kThreads, 0, stream()>>>(
+          cell, B, T_, H, t, hp ? hg : nullptr, h0p, c0p, bhh, y, gates, c);
+      check_launch("rnn_forward: forward_step_kernel");
+    }
   }
   f.h_last = empty({B, H}, dt);
   last_step_kernel<T><<<blocks_for(B * H, kThreads), kThreads, 0, stream()>>>(y, ptr<T>(f.h_last), B, T_, H);
@@ -319,17 +760,29 @@ void backward_impl(RnnCell cell, const Dims& d, const Tensor& dy_t, const Tensor
   T* dw_hh = g.dw_hh.defined() ? ptr<T>(g.dw_hh) : nullptr;
   double* db_x = db_x_t.defined() ? ptr<double>(db_x_t) : nullptr;
   double* db_h = db_h_t.defined() ? ptr<double>(db_h_t) : nullptr;
+  const PersistentPlan plan = plan_persistent<T>(cell, d, true);
   const int64_t n_tchunks = (T_ + Tc - 1) / Tc;
   for (int64_t tc = n_tchunks - 1; tc >= 0; --tc) {
     const int64_t t0 = tc * Tc, t1 = std::min(T_, t0 + Tc), L = t1 - t0;
-    for (int64_t t = t1 - 1; t >= t0; --t) {
-      backward_step_kernel<T><<<blocks_for(B * H, kThreads), kThreads, 0, stream()>>>(
-          cell, B, T_, H, t, t0, L, dy, y, gates, c, dh, dc, dgx, dgh);
-      check_launch("rnn_backward: backward_step_kernel");
-      // dh_{t-1} (+)= da_h (B, GH; row stride L*GH) @ W_hh (GH, H); nothing flows into the zero state
-      if (t > 0)
-        gemm<T>(false, false, B, H, GH, T(1), dgh + (t - t0) * GH, L * GH, w_hh, H,
-                cell == RnnCell::gru ? T(1) : T(0), dh, H, "rnn_backward: recurrent GEMM");
+    if (plan.kc >= 0) {
+      dispatch_kc<T>(plan.kc, [&]<int KC>() {
+        auto kernel = backward_persistent_kernel<T, KC>;
+        allow_smem(kernel, plan.smem, "rnn_backward: cudaFuncSetAttribute");
+        kernel<<<plan.grid, plan.threads, plan.smem, stream()>>>(
+            cell, static_cast<int>(B), static_cast<int>(T_), static_cast<int>(H), static_cast<int>(d.G), plan.R,
+            plan.D, plan.Hp, static_cast<int>(t0), static_cast<int>(L), w_hh, dy, y, gates, c, dh, dc, dgx, dgh);
+        check_launch("rnn_backward: backward_persistent_kernel");
+      });
+    } else {
+      for (int64_t t = t1 - 1; t >= t0; --t) {
+        backward_step_kernel<T><<<blocks_for(B * H, kThreads), kThreads, 0, stream()>>>(
+            cell, B, T_, H, t, t0, L, dy, y, gates, c, dh, dc, dgx, dgh);
+        check_launch("rnn_backward: backward_step_kernel");
+        // dh_{t-1} (+)= da_h (B, GH; row stride L*GH) @ W_hh (GH, H); nothing flows into the zero state
+        if (t > 0)
+          gemm<T>(false, false, B, H, GH, T(1), dgh + (t - t0) * GH, L * GH, w_hh, H,
+                  cell == RnnCell::gru ? T(1) : T(0), dh, H, "rnn_backward: recurrent GEMM");
+      }
     }
     // dx rows (b, t0..t1) = da_x (L, GH) @ W_ih (GH, I) for every b
     if (dx) {

@@ -2,7 +2,9 @@
 // inputs: the forward's outputs and saved tensors (y, gates, c, h_last, c_last) and the backward's
 // gradients of the tanh RNN, the LSTM and the GRU, in float32 and float64 (the float64 comparison of
 // the device backward with the CPU backward is the device gradient check), T = 1 and 37, sizes that
-// are not multiples of 32, time chunks, partial gradients, the error messages, and bit-identical reruns.
+// are not multiples of 32, time chunks, partial gradients, the error messages, and bit-identical reruns;
+// every path of the recurrence: the persistent kernels with W_hh in registers (long T) or in shared
+// memory, and the per-step GEMM path of an H too large for one block.
 #include <cmath>
 #include <string>
 #include <vector>
@@ -91,11 +93,33 @@ std::string error_of(F&& f) {
   return "";
 }
 
+// Forward (from h0, c0 and from zeros) and backward (default time chunk and `chunk`) of one layer
+// against the CPU.
+void check_layer(RnnCell cell, DType d, int64_t B, int64_t T, int64_t I, int64_t H, int64_t chunk, uint64_t seed) {
+  const std::string what = label(cell, d, B, T, I, H);
+  Layer l = make_layer(cell, B, T, I, H, d, true, true, seed);
+  Layer g = dev(l);
+  Tensor h0 = rand_cpu({B, H}, seed + 7, d);
+  Tensor c0 = cell == RnnCell::lstm ? rand_cpu({B, H}, seed + 8, d) : Tensor();
+  RnnForward fc = kernels::rnn_forward(cell, l.x, l.w_ih, l.w_hh, l.b_ih, l.b_hh, h0, c0);
+  RnnForward fg = kernels::rnn_forward(cell, g.x, g.w_ih, g.w_hh, g.b_ih, g.b_hh, dev(h0), dev(c0));
+  compare_forward(fg, fc, forward_tol(d), what + " with h0");
+  fc = kernels::rnn_forward(cell, l.x, l.w_ih, l.w_hh, l.b_ih, l.b_hh);
+  fg = kernels::rnn_forward(cell, g.x, g.w_ih, g.w_hh, g.b_ih, g.b_hh);
+  compare_forward(fg, fc, forward_tol(d), what);
+  Tensor dy = rand_cpu({B, T, H}, seed + 9, d);
+  for (int64_t tc : {int64_t(0), chunk}) {
+    RnnGrads gc = kernels::rnn_backward(cell, dy, l.x, l.w_ih, l.w_hh, fc, true, true, true, true, true, tc);
+    RnnGrads gg = kernels::rnn_backward(cell, dev(dy), g.x, g.w_ih, g.w_hh, fg, true, true, true, true, true, tc);
+    compare_grads(gg, gc, backward_tol(d), what + str(" time_chunk ", tc));
+  }
+}
+
 }  // namespace
 
 TEST_SUITE("cuda") {
 
-TEST_CASE("cuda rnn: forward of tanh, lstm and gru matches the CPU (float32 and float64, T = 1 and 37)") {
+TEST_CASE("cuda rnn: forward of tanh - lstm and gru matches the CPU (float32 and float64 - T = 1 and 37)") {
   SEQLAB_REQUIRE_GPU();
   uint64_t seed = 100;
   for (DType d : {DType::f32, DType::f64})
@@ -131,7 +155,7 @@ TEST_CASE("cuda rnn: forward from a given initial state h0 (and c0 for the lstm)
       }
 }
 
-TEST_CASE("cuda rnn: backward of tanh, lstm and gru matches the CPU backward (float64: the gradient check)") {
+TEST_CASE("cuda rnn: backward of tanh - lstm and gru matches the CPU backward (float64: the gradient check)") {
   SEQLAB_REQUIRE_GPU();
   uint64_t seed = 1000;
   for (DType d : {DType::f32, DType::f64})
@@ -216,7 +240,52 @@ TEST_CASE("cuda rnn: two runs of the same device forward and backward are bit-id
   }
 }
 
-TEST_CASE("cuda rnn: bad shapes and dtypes give the CPU's messages, mixed devices an error") {
+TEST_CASE("cuda rnn: long sequences (the persistent kernels - W_hh in registers) match the CPU") {
+  SEQLAB_REQUIRE_GPU();
+  // H <= 32 (float64) and H <= 64 (float32) keep each thread's slice of W_hh in registers; T = 500
+  // steps in one launch; the backward also in chunks of 128 steps (the state carried across launches).
+  uint64_t seed = 6000;
+  for (DType d : {DType::f32, DType::f64})
+    for (RnnCell cell : kCells) check_layer(cell, d, 5, 500, 7, 24, 128, seed += 10);
+  for (RnnCell cell : kCells) check_layer(cell, DType::f32, 4, 300, 6, 64, 77, seed += 10);  // the bench's H
+}
+
+TEST_CASE("cuda rnn: hidden sizes with W_hh in shared memory and too large for one block match the CPU") {
+  SEQLAB_REQUIRE_GPU();
+  // On an H200 (227 KB of shared memory per block): H = 100 float32 holds W_hh in shared memory for
+  // all three cells (LSTM 160 KB), float64 for the tanh RNN only (LSTM, GRU: the per-step path);
+  // H = 48 float64: shared memory (LSTM 74 KB); H = 300: the per-step path for every cell and dtype.
+  uint64_t seed = 7000;
+  for (RnnCell cell : kCells) {
+    check_layer(cell, DType::f32, 3, 23, 5, 100, 7, seed += 10);
+    check_layer(cell, DType::f64, 3, 23, 5, 100, 7, seed += 10);
+    check_layer(cell, DType::f64, 5, 41, 5, 48, 9, seed += 10);
+    check_layer(cell, DType::f32, 3, 9, 5, 300, 4, seed += 10);
+    check_layer(cell, DType::f64, 2, 9, 5, 300, 4, seed += 10);
+  }
+}
+
+TEST_CASE("cuda rnn: runs with W_hh in shared memory are bit-identical") {
+  SEQLAB_REQUIRE_GPU();
+  const int64_t B = 9, T = 60, I = 5, H = 100;
+  uint64_t seed = 8000;
+  for (RnnCell cell : kCells) {
+    Layer g = dev(make_layer(cell, B, T, I, H, DType::f32, true, true, seed += 10));
+    Tensor dy = rand_cpu({B, T, H}, seed + 9).to(Device::cuda);
+    auto run = [&] {
+      RnnForward f = kernels::rnn_forward(cell, g.x, g.w_ih, g.w_hh, g.b_ih, g.b_hh);
+      RnnGrads gr = kernels::rnn_backward(cell, dy, g.x, g.w_ih, g.w_hh, f, true, true, true, true, true, 16);
+      std::vector<std::vector<double>> out;
+      for (const Tensor* t : {&f.y, &f.gates, &f.c, &gr.dx, &gr.dw_ih, &gr.dw_hh, &gr.db_ih, &gr.db_hh})
+        out.push_back(t->defined() ? t->to_vector() : std::vector<double>());
+      return out;
+    };
+    const auto a = run(), b = run();
+    CHECK_MESSAGE(a == b, kernels::rnn_cell_name(cell) << ": two device runs differ");
+  }
+}
+
+TEST_CASE("cuda rnn: bad shapes and dtypes give the CPU's messages - mixed devices an error") {
   SEQLAB_REQUIRE_GPU();
   const int64_t B = 2, T = 3, I = 4, H = 5;
   for (RnnCell cell : kCells) {
