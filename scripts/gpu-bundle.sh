@@ -8,10 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build/portable -G Ninja -DCMAKE_BUILD_TYPE=Release -DSEQLAB_NATIVE=OFF -DSEQLAB_MPI=OFF -DSEQLAB_CUDA=ON \
   >/dev/null
-cmake --build build/portable -j2 --target seqlab seqlab_tests seqlab_cuda_tests
+cmake --build build/portable -j2 --target seqlab seqlab_tests seqlab_cuda_tests bench_scan_cuda
 rm -rf build/devkit
 mkdir -p build/devkit/bin build/devkit/lib
-cp build/portable/seqlab build/portable/tests/seqlab_tests build/portable/tests/seqlab_cuda_tests build/devkit/bin/
+cp build/portable/seqlab build/portable/tests/seqlab_tests build/portable/tests/seqlab_cuda_tests \
+  build/portable/bench_scan_cuda build/devkit/bin/
 for lib in $(ldd build/devkit/bin/* | awk '/=> \// {print $3}' | sort -u); do
   case "$(basename "$lib")" in
     libc.so* | libm.so* | libresolv* | libnss* | libstdc++* | libgcc_s* | ld-linux* | libpthread* | libdl.so* | librt.so* | libcuda* | \

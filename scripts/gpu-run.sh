@@ -11,7 +11,7 @@ if [ "$built_in" != "$src" ] && [ ! -e "$built_in" ]; then
   mkdir -p "$(dirname "$built_in")" && ln -sfn "$src" "$built_in"
 fi
 mkdir -p build/portable/tests
-cp /tmp/devkit/bin/seqlab build/portable/
+cp /tmp/devkit/bin/seqlab /tmp/devkit/bin/bench_scan_cuda build/portable/
 cp /tmp/devkit/bin/seqlab_tests /tmp/devkit/bin/seqlab_cuda_tests build/portable/tests/
 export LD_LIBRARY_PATH=/tmp/devkit/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 exec "$@"
