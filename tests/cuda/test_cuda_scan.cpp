@@ -92,6 +92,10 @@ const ScanCase kScanCases[] = {
     {1, 20, 3, 130, 8, false, true, true},     {3, 1, 5, 3, 64, true, true, true},
     {2, 300, 200, 16, 64, true, true, true},   {1, 257, 70, 64, 100, true, false, false},
     {2, 65, 33, 8, 64, false, true, true},
+    // The tiled forward: several time tiles (64 float32, 32 float64 steps) with a partial last one and
+    // 4 channel tiles; E = 100 and E = 50: a partial channel tile with 16-byte and with 4-byte copies.
+    {2, 1000, 128, 16, 64, true, true, true},  {2, 150, 100, 16, 48, true, true, true},
+    {1, 97, 50, 2, 64, true, false, true},
 };
 
 }  // namespace
