@@ -7,7 +7,8 @@
 
 namespace seqlab {
 namespace {
-double weighted_sum(const Tensor& y, const Tensor& w) {
+double weighted_sum(const Tensor& y_any, const Tensor& w) {
+  const Tensor y = y_any.to(Device::cpu);  // a device output is summed on the host
   const double* py = y.data<double>();
   const double* pw = w.data<double>();
   double s = 0;
@@ -27,24 +28,33 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
   SEQLAB_CHECK(y.dtype() == DType::f64, "gradcheck: output must be float64");
   Generator gen(seed);
   Tensor w = randn(y.shape(), 0, 1, DType::f64, gen);
-  backward(y, w);
+  backward(y, w.to(y.device()));
 
   GradcheckResult r;
   for (size_t k = 0; k < inputs.size(); ++k) {
     const Tensor& x = inputs[k];
     if (!x.requires_grad()) continue;
-    Tensor analytic = x.grad().defined() ? x.grad() : Tensor::zeros_like(x);
-    double* px = x.data<double>();
+    Tensor analytic = (x.grad().defined() ? x.grad() : Tensor::zeros_like(x)).to(Device::cpu);
+    // A device input is perturbed in a host copy, sent back before each evaluation.
+    const bool on_device = x.device() != Device::cpu;
+    Tensor host = on_device ? x.to(Device::cpu) : x;
+    double* px = host.data<double>();
+    auto send = [&] {
+      if (on_device) const_cast<Tensor&>(x).copy_from(host);
+    };
     std::vector<double> numeric(static_cast<size_t>(x.numel()));
     {
       NoGradGuard ng;
       for (int64_t i = 0; i < x.numel(); ++i) {
         double orig = px[i];
         px[i] = orig + eps;
+        send();
         double fp = weighted_sum(f(inputs), w);
         px[i] = orig - eps;
+        send();
         double fm = weighted_sum(f(inputs), w);
         px[i] = orig;
+        send();
         numeric[static_cast<size_t>(i)] = (fp - fm) / (2 * eps);
       }
     }
