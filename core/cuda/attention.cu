@@ -15,11 +15,13 @@
 // Both recompute P from lse tile by tile; every sum runs in an order fixed by the sizes alone, so a
 // run is bit-identical to itself. Memory: O(B H T Dh); no (Tq, Tk) buffer ever exists.
 //
-// Tiles: float BR = BC = 64 (256 threads), double BR = BC = 32 (128 threads); head width Dh <= DMAX
-// with DMAX = 64 or 128 chosen at run time (rows padded in shared memory to DMAX + 4 floats, so the
-// 16-byte row reads of 8 threads hit distinct banks). Accumulation in the input's type (float32 or
-// float64). Every layout (heads split (B, H, T, Dh), the packed in-projection (B, T, 3, H, Dh), a KV
-// cache (B, H, cap, Dh)) is a base pointer plus (batch, head, row) strides.
+// Tiles: float BR = BC = 64 (256 threads), double BR = BC = 32 (128 threads); head width Dh <= W with
+// W = 16, 32, 64 or 128 chosen at run time, a template parameter (rows padded in shared memory to W + 4,
+// so the 16-byte row reads of 8 threads hit distinct banks). In the P V-like products a row's 16
+// threads split the output columns and, for W < 64, the summed index too (see mm_nn). Accumulation
+// in the input's type (float32 or float64). Every layout (heads split (B, H, T, Dh), the packed
+// in-projection (B, T, 3, H, Dh), a KV cache (B, H, cap, Dh)) is a base pointer plus (batch, head, row)
+// strides.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -97,24 +99,26 @@ __device__ __forceinline__ bool visible(const Geo& g, int64_t i, int64_t j) {
   return i < g.Tq && j < g.Tk && (!g.causal || j <= i + g.off());
 }
 
-// Shared tile s (rows x LD) = rows of g (ldg apart) times mul, zero past rows_valid and past Dh.
-template <typename T, int LD>
+// Shared tile s (rows x LD) = rows of g (ldg apart) times mul, zero past rows_valid and past Dh (up to
+// the compile-time width W: the matrix products run over W columns).
+template <typename T, int LD, int W>
 __device__ __forceinline__ void load_rows(T* s, const T* __restrict__ g, int64_t ldg, int64_t rows_valid, int rows,
-                                          int Dh, int Dp, T mul) {
-  const int n = rows * Dp;
+                                          int Dh, T mul) {
+  const int n = rows * W;
   for (int idx = threadIdx.x; idx < n; idx += blockDim.x) {
-    const int r = idx / Dp, e = idx - r * Dp;
+    const int r = idx / W, e = idx - r * W;
     s[r * LD + e] = (r < rows_valid && e < Dh) ? g[r * ldg + e] * mul : T(0);
   }
 }
 
-// acc[r][c] += sum_e A[ty*4 + r][e] * B[tx + 16 c][e] over the Dp (multiple of 4) columns.
-template <typename T, int LD, int CPT>
+// acc[r][c] += sum_e A[ty*4 + r][e] * B[tx + 16 c][e] over the Dp (multiple of 4, <= W) columns.
+template <typename T, int LD, int CPT, int W>
 __device__ __forceinline__ void mm_nt(T (&acc)[4][CPT], const T* A, const T* B, int ty, int tx, int Dp) {
   const T* a = A + ty * 4 * LD;
   const T* b = B + tx * LD;
-#pragma unroll 2
-  for (int e = 0; e < Dp; e += 4) {
+#pragma unroll(W <= 32 ? W / 4 : 2)
+  for (int e = 0; e < W; e += 4) {
+    if (e >= Dp) break;  // the zero padding between Dp and W
     T av[4][4], bv[CPT][4];
 #pragma unroll
     for (int r = 0; r < 4; ++r) ld4(a + r * LD + e, av[r]);
@@ -129,16 +133,30 @@ __device__ __forceinline__ void mm_nt(T (&acc)[4][CPT], const T* A, const T* B, 
   }
 }
 
-// acc[r][4 g + u] += sum_{j < NJ} P[ty*4 + r][j] * B[j][tx*4 + 64 g + u], for the column groups
-// below Dp (the others are left alone).
-template <typename T, int LDP, int LD, int NG, int NJ>
+// The output columns of the P B products: NCT = min(16, W / 4) threads of a row's 16 cover the W
+// columns 4 at a time (column group cg = tx % NCT); the KS = 16 / NCT thread sets (ks = tx / NCT) split
+// the summed index j in interleaved chunks of 4 and keep partial sums, added once at the end by
+// reduce_splits (a fixed xor tree: bit-identical reruns). So a narrow head (W = 16, 32) keeps all 16
+// threads of a row busy instead of W / 4 of them.
+template <int W>
+constexpr int ncols_threads() {
+  return W / 4 < 16 ? W / 4 : 16;
+}
+
+// acc[r][4 g + u] += sum_{j in this thread's chunks, j < NJ} P[ty*4 + r][j] * B[j][cg*4 + 64 g + u], for the
+// column groups below Dp (the others are left alone).
+template <typename T, int LDP, int LD, int NG, int NJ, int NCT>
 __device__ __forceinline__ void mm_nn(T (&acc)[4][4 * NG], const T* P, const T* B, int ty, int tx, int Dp) {
+  constexpr int KS = 16 / NCT;
+  static_assert(NJ % (4 * KS) == 0, "mm_nn: the j chunks must split evenly");
+  const int cg = tx % NCT, ks = tx / NCT;
   const T* p = P + ty * 4 * LDP;
   bool act[NG];
 #pragma unroll
-  for (int g = 0; g < NG; ++g) act[g] = tx * 4 + 64 * g < Dp;
-#pragma unroll 2
-  for (int j = 0; j < NJ; j += 4) {
+  for (int g = 0; g < NG; ++g) act[g] = cg * 4 + 64 * g < Dp;
+#pragma unroll(KS > 1 ? 4 : 2)
+  for (int it = 0; it < NJ / (4 * KS); ++it) {
+    const int j = 4 * (ks + KS * it);
     T pv[4][4];
 #pragma unroll
     for (int r = 0; r < 4; ++r) ld4(p + r * LDP + j, pv[r]);
@@ -148,7 +166,7 @@ __device__ __forceinline__ void mm_nn(T (&acc)[4][4 * NG], const T* P, const T* 
       for (int g = 0; g < NG; ++g) {
         if (!act[g]) continue;
         T bv[4];
-        ld4(B + (j + jj) * LD + tx * 4 + 64 * g, bv);
+        ld4(B + (j + jj) * LD + cg * 4 + 64 * g, bv);
 #pragma unroll
         for (int r = 0; r < 4; ++r)
 #pragma unroll
@@ -157,24 +175,36 @@ __device__ __forceinline__ void mm_nn(T (&acc)[4][4 * NG], const T* P, const T* 
   }
 }
 
+// Sums the KS partial accumulators of mm_nn over the lanes of one column group (xor offsets NCT .. 8):
+// every lane of the group ends with the same bits.
+template <typename T, int NG, int NCT>
+__device__ __forceinline__ void reduce_splits(T (&acc)[4][4 * NG]) {
+#pragma unroll
+  for (int o = NCT; o < 16; o <<= 1)
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int u = 0; u < 4 * NG; ++u) acc[r][u] += __shfl_xor_sync(0xffffffffu, acc[r][u], o);
+}
+
 // Tile sizes per scalar type: rows per query tile = keys per key tile.
 template <typename T>
 constexpr int tile_rows() {
   return std::is_same_v<T, float> ? 64 : 32;
 }
-template <typename T, int DMAX>
+template <typename T, int W>
 constexpr size_t fwd_smem() {
-  constexpr int BR = tile_rows<T>(), LD = DMAX + 4, LDP = BR + 4;
+  constexpr int BR = tile_rows<T>(), LD = W + 4, LDP = BR + 4;
   return (3 * BR * LD + BR * LDP) * sizeof(T);
 }
-template <typename T, int DMAX>
+template <typename T, int W>
 constexpr size_t dkdv_smem() {
-  constexpr int BR = tile_rows<T>(), LD = DMAX + 4, LDP = BR + 4;
+  constexpr int BR = tile_rows<T>(), LD = W + 4, LDP = BR + 4;
   return (4 * BR * LD + 2 * BR * LDP) * sizeof(T);
 }
-template <typename T, int DMAX>
+template <typename T, int W>
 constexpr size_t dq_smem() {
-  constexpr int BR = tile_rows<T>(), LD = DMAX + 4, LDP = BR + 4;
+  constexpr int BR = tile_rows<T>(), LD = W + 4, LDP = BR + 4;
   return (4 * BR * LD + BR * LDP) * sizeof(T);
 }
 
@@ -187,11 +217,12 @@ __device__ __forceinline__ int64_t keys_end(const Geo& g, int64_t i0, int BR) {
 
 // ---- forward -------------------------------------------------------------------------------------
 
-template <typename T, int DMAX>
+template <typename T, int W>
 __global__ void __launch_bounds__(tile_rows<T>() * 4)
     fwd_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
                T* __restrict__ lse, Geo g) {
-  constexpr int BR = tile_rows<T>(), BC = BR, CPT = BC / 16, NG = DMAX / 64, LD = DMAX + 4, LDP = BC + 4;
+  constexpr int BR = tile_rows<T>(), BC = BR, CPT = BC / 16, NG = (W + 63) / 64,
+                LD = W + 4, NCT = ncols_threads<W>(), LDP = BC + 4;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sK = sQ + BR * LD;
@@ -205,7 +236,7 @@ __global__ void __launch_bounds__(tile_rows<T>() * 4)
   const T* kh = k + b * g.kv.sb + h * g.kv.sh;
   const T* vh = v + b * g.kv.sb + h * g.kv.sh;
   T* oh = o + b * g.o.sb + h * g.o.sh;
-  load_rows<T, LD>(sQ, qh + i0 * g.q.ld, g.q.ld, g.Tq - i0, BR, g.Dh, g.Dp, static_cast<T>(g.scale));
+  load_rows<T, LD, W>(sQ, qh + i0 * g.q.ld, g.q.ld, g.Tq - i0, BR, g.Dh, static_cast<T>(g.scale));
 
   T acc[4][4 * NG];
   T m[4], l[4];
@@ -219,15 +250,15 @@ __global__ void __launch_bounds__(tile_rows<T>() * 4)
   const int64_t j_end = keys_end(g, i0, BR);
   for (int64_t j0 = 0; j0 < j_end; j0 += BC) {
     __syncthreads();  // the previous tile's readers of sK, sV, sP are done
-    load_rows<T, LD>(sK, kh + j0 * g.kv.ld, g.kv.ld, g.Tk - j0, BC, g.Dh, g.Dp, T(1));
-    load_rows<T, LD>(sV, vh + j0 * g.kv.ld, g.kv.ld, g.Tk - j0, BC, g.Dh, g.Dp, T(1));
+    load_rows<T, LD, W>(sK, kh + j0 * g.kv.ld, g.kv.ld, g.Tk - j0, BC, g.Dh, T(1));
+    load_rows<T, LD, W>(sV, vh + j0 * g.kv.ld, g.kv.ld, g.Tk - j0, BC, g.Dh, T(1));
     __syncthreads();
     T s[4][CPT];
 #pragma unroll
     for (int r = 0; r < 4; ++r)
 #pragma unroll
       for (int c = 0; c < CPT; ++c) s[r][c] = 0;
-    mm_nt<T, LD, CPT>(s, sQ, sK, ty, tx, g.Dp);
+    mm_nt<T, LD, CPT, W>(s, sQ, sK, ty, tx, g.Dp);
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
       const int64_t i = i0 + ty * 4 + r;
@@ -254,8 +285,10 @@ __global__ void __launch_bounds__(tile_rows<T>() * 4)
       m[r] = m_new;
     }
     __syncthreads();
-    mm_nn<T, LDP, LD, NG, BC>(acc, sP, sV, ty, tx, g.Dp);
+    mm_nn<T, LDP, LD, NG, BC, NCT>(acc, sP, sV, ty, tx, g.Dp);
   }
+  reduce_splits<T, NG, NCT>(acc);
+  const int cg = tx % NCT;
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
     const T lsum = sum16(l[r]);
@@ -266,8 +299,8 @@ __global__ void __launch_bounds__(tile_rows<T>() * 4)
     for (int gg = 0; gg < NG; ++gg)
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
-        const int d = tx * 4 + 64 * gg + u;
-        if (d < g.Dh) oh[i * g.o.ld + d] = acc[r][4 * gg + u] * inv;
+        const int d = cg * 4 + 64 * gg + u;
+        if (tx < NCT && d < g.Dh) oh[i * g.o.ld + d] = acc[r][4 * gg + u] * inv;
       }
     if (tx == 0) lse[bh * g.Tq + i] = m[r] + dlog(lsum);
   }
@@ -292,12 +325,13 @@ __global__ void rowdot_kernel(const T* __restrict__ dout, const T* __restrict__ 
   }
 }
 
-template <typename T, int DMAX>
+template <typename T, int W>
 __global__ void __launch_bounds__(tile_rows<T>() * 4)
     dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                 const T* __restrict__ dout, const T* __restrict__ lse, const T* __restrict__ drow,
                 T* __restrict__ dk, T* __restrict__ dv, Geo g) {
-  constexpr int BR = tile_rows<T>(), BC = BR, CPT = BR / 16, NG = DMAX / 64, LD = DMAX + 4, LDP = BR + 4;
+  constexpr int BR = tile_rows<T>(), BC = BR, CPT = BR / 16, NG = (W + 63) / 64,
+                LD = W + 4, NCT = ncols_threads<W>(), LDP = BR + 4;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sK = reinterpret_cast<T*>(smem_raw);
   T* sV = sK + BC * LD;
@@ -315,8 +349,8 @@ __global__ void __launch_bounds__(tile_rows<T>() * 4)
   const T* lh = lse + bh * g.Tq;
   const T* dh = drow + bh * g.Tq;
   const T scale = static_cast<T>(g.scale);
-  load_rows<T, LD>(sK, kh + j0 * g.kv.ld, g.kv.ld, g.Tk - j0, BC, g.Dh, g.Dp, T(1));
-  load_rows<T, LD>(sV, vh + j0 * g.kv.ld, g.kv.ld, g.Tk - j0, BC, g.Dh, g.Dp, T(1));
+  load_rows<T, LD, W>(sK, kh + j0 * g.kv.ld, g.kv.ld, g.Tk - j0, BC, g.Dh, T(1));
+  load_rows<T, LD, W>(sV, vh + j0 * g.kv.ld, g.kv.ld, g.Tk - j0, BC, g.Dh, T(1));
 
   T adk[4][4 * NG], adv[4][4 * NG];
 #pragma unroll
@@ -328,16 +362,16 @@ __global__ void __launch_bounds__(tile_rows<T>() * 4)
   i_start = i_start / BR * BR;
   for (int64_t i0 = i_start; i0 < g.Tq; i0 += BR) {
     __syncthreads();  // the previous tile's readers of sQ, sdO, sPT, sdST are done
-    load_rows<T, LD>(sQ, qh + i0 * g.q.ld, g.q.ld, g.Tq - i0, BR, g.Dh, g.Dp, scale);
-    load_rows<T, LD>(sdO, doh + i0 * g.o.ld, g.o.ld, g.Tq - i0, BR, g.Dh, g.Dp, T(1));
+    load_rows<T, LD, W>(sQ, qh + i0 * g.q.ld, g.q.ld, g.Tq - i0, BR, g.Dh, scale);
+    load_rows<T, LD, W>(sdO, doh + i0 * g.o.ld, g.o.ld, g.Tq - i0, BR, g.Dh, T(1));
     __syncthreads();
     T st[4][CPT], dpt[4][CPT];
 #pragma unroll
     for (int r = 0; r < 4; ++r)
 #pragma unroll
       for (int c = 0; c < CPT; ++c) st[r][c] = dpt[r][c] = 0;
-    mm_nt<T, LD, CPT>(st, sK, sQ, ty, tx, g.Dp);   // S^T = K (scale Q)^T
-    mm_nt<T, LD, CPT>(dpt, sV, sdO, ty, tx, g.Dp);  // dP^T = V dO^T
+    mm_nt<T, LD, CPT, W>(st, sK, sQ, ty, tx, g.Dp);   // S^T = K (scale Q)^T
+    mm_nt<T, LD, CPT, W>(dpt, sV, sdO, ty, tx, g.Dp);  // dP^T = V dO^T
     T lq[CPT], dq[CPT];
 #pragma unroll
     for (int c = 0; c < CPT; ++c) {
@@ -358,9 +392,12 @@ __global__ void __launch_bounds__(tile_rows<T>() * 4)
         sdST[(ty * 4 + r) * LDP + tx + 16 * c] = ds;
       }
     __syncthreads();
-    mm_nn<T, LDP, LD, NG, BR>(adv, sPT, sdO, ty, tx, g.Dp);  // dV += P^T dO
-    mm_nn<T, LDP, LD, NG, BR>(adk, sdST, sQ, ty, tx, g.Dp);  // dK += dS^T (scale Q)
+    mm_nn<T, LDP, LD, NG, BR, NCT>(adv, sPT, sdO, ty, tx, g.Dp);  // dV += P^T dO
+    mm_nn<T, LDP, LD, NG, BR, NCT>(adk, sdST, sQ, ty, tx, g.Dp);  // dK += dS^T (scale Q)
   }
+  reduce_splits<T, NG, NCT>(adk);
+  reduce_splits<T, NG, NCT>(adv);
+  const int cg = tx % NCT;
   T* dkh = dk + b * g.kv.sb + h * g.kv.sh;
   T* dvh = dv + b * g.kv.sb + h * g.kv.sh;
 #pragma unroll
@@ -371,8 +408,8 @@ __global__ void __launch_bounds__(tile_rows<T>() * 4)
     for (int gg = 0; gg < NG; ++gg)
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
-        const int d = tx * 4 + 64 * gg + u;
-        if (d < g.Dh) {
+        const int d = cg * 4 + 64 * gg + u;
+        if (tx < NCT && d < g.Dh) {
           dkh[j * g.kv.ld + d] = adk[r][4 * gg + u];
           dvh[j * g.kv.ld + d] = adv[r][4 * gg + u];
         }
@@ -380,11 +417,12 @@ __global__ void __launch_bounds__(tile_rows<T>() * 4)
   }
 }
 
-template <typename T, int DMAX>
+template <typename T, int W>
 __global__ void __launch_bounds__(tile_rows<T>() * 4)
     dq_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
               const T* __restrict__ lse, const T* __restrict__ drow, T* __restrict__ dq, Geo g) {
-  constexpr int BR = tile_rows<T>(), BC = BR, CPT = BC / 16, NG = DMAX / 64, LD = DMAX + 4, LDP = BC + 4;
+  constexpr int BR = tile_rows<T>(), BC = BR, CPT = BC / 16, NG = (W + 63) / 64,
+                LD = W + 4, NCT = ncols_threads<W>(), LDP = BC + 4;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sdO = sQ + BR * LD;
@@ -400,8 +438,8 @@ __global__ void __launch_bounds__(tile_rows<T>() * 4)
   const T* vh = v + b * g.kv.sb + h * g.kv.sh;
   const T* doh = dout + b * g.o.sb + h * g.o.sh;
   const T scale = static_cast<T>(g.scale);
-  load_rows<T, LD>(sQ, qh + i0 * g.q.ld, g.q.ld, g.Tq - i0, BR, g.Dh, g.Dp, scale);
-  load_rows<T, LD>(sdO, doh + i0 * g.o.ld, g.o.ld, g.Tq - i0, BR, g.Dh, g.Dp, T(1));
+  load_rows<T, LD, W>(sQ, qh + i0 * g.q.ld, g.q.ld, g.Tq - i0, BR, g.Dh, scale);
+  load_rows<T, LD, W>(sdO, doh + i0 * g.o.ld, g.o.ld, g.Tq - i0, BR, g.Dh, T(1));
   T lr[4], dr[4];
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
@@ -417,16 +455,16 @@ __global__ void __launch_bounds__(tile_rows<T>() * 4)
   const int64_t j_end = keys_end(g, i0, BR);
   for (int64_t j0 = 0; j0 < j_end; j0 += BC) {
     __syncthreads();
-    load_rows<T, LD>(sK, kh + j0 * g.kv.ld, g.kv.ld, g.Tk - j0, BC, g.Dh, g.Dp, T(1));
-    load_rows<T, LD>(sV, vh + j0 * g.kv.ld, g.kv.ld, g.Tk - j0, BC, g.Dh, g.Dp, T(1));
+    load_rows<T, LD, W>(sK, kh + j0 * g.kv.ld, g.kv.ld, g.Tk - j0, BC, g.Dh, T(1));
+    load_rows<T, LD, W>(sV, vh + j0 * g.kv.ld, g.kv.ld, g.Tk - j0, BC, g.Dh, T(1));
     __syncthreads();
     T s[4][CPT], dp[4][CPT];
 #pragma unroll
     for (int r = 0; r < 4; ++r)
 #pragma unroll
       for (int c = 0; c < CPT; ++c) s[r][c] = dp[r][c] = 0;
-    mm_nt<T, LD, CPT>(s, sQ, sK, ty, tx, g.Dp);    // S = (scale Q) K^T
-    mm_nt<T, LD, CPT>(dp, sdO, sV, ty, tx, g.Dp);  // dP = dO V^T
+    mm_nt<T, LD, CPT, W>(s, sQ, sK, ty, tx, g.Dp);    // S = (scale Q) K^T
+    mm_nt<T, LD, CPT, W>(dp, sdO, sV, ty, tx, g.Dp);  // dP = dO V^T
 #pragma unroll
     for (int r = 0; r < 4; ++r)
 #pragma unroll
@@ -436,8 +474,10 @@ __global__ void __launch_bounds__(tile_rows<T>() * 4)
         sdS[(ty * 4 + r) * LDP + tx + 16 * c] = ds;
       }
     __syncthreads();
-    mm_nn<T, LDP, LD, NG, BC>(adq, sdS, sK, ty, tx, g.Dp);  // dQ += dS K
+    mm_nn<T, LDP, LD, NG, BC, NCT>(adq, sdS, sK, ty, tx, g.Dp);  // dQ += dS K
   }
+  reduce_splits<T, NG, NCT>(adq);
+  const int cg = tx % NCT;
   T* dqh = dq + b * g.q.sb + h * g.q.sh;
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
@@ -447,8 +487,8 @@ __global__ void __launch_bounds__(tile_rows<T>() * 4)
     for (int gg = 0; gg < NG; ++gg)
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
-        const int d = tx * 4 + 64 * gg + u;
-        if (d < g.Dh) dqh[i * g.q.ld + d] = adq[r][4 * gg + u] * scale;
+        const int d = cg * 4 + 64 * gg + u;
+        if (tx < NCT && d < g.Dh) dqh[i * g.q.ld + d] = adq[r][4 * gg + u] * scale;
       }
   }
 }
@@ -467,9 +507,15 @@ unsigned grid_of(int64_t blocks, const char* what) {
   return static_cast<unsigned>(blocks);
 }
 
+// The compile-time width W (16, 32, 64 or 128) the kernels are built for: the smallest W >= Dh. The
+// products' loops over W unroll fully; columns between Dh and W are zero in shared memory and skipped.
 template <typename F>
-void with_dmax(int Dh, F&& f) {
-  if (Dh <= 64)
+void with_width(int Dh, F&& f) {
+  if (Dh <= 16)
+    f.template operator()<16>();
+  else if (Dh <= 32)
+    f.template operator()<32>();
+  else if (Dh <= 64)
     f.template operator()<64>();
   else
     f.template operator()<128>();
@@ -480,11 +526,11 @@ void launch_forward(const T* q, const T* k, const T* v, T* o, T* lse, const Geo&
   constexpr int BR = tile_rows<T>();
   const int64_t blocks = (g.Tq + BR - 1) / BR * g.BH;
   if (blocks == 0) return;
-  with_dmax(g.Dh, [&]<int DMAX>() {
-    constexpr size_t smem = fwd_smem<T, DMAX>();
-    static const bool once = (allow_smem(fwd_kernel<T, DMAX>, smem), true);
+  with_width(g.Dh, [&]<int W>() {
+    constexpr size_t smem = fwd_smem<T, W>();
+    static const bool once = (allow_smem(fwd_kernel<T, W>, smem), true);
     (void)once;
-    fwd_kernel<T, DMAX><<<grid_of(blocks, "attention"), BR * 4, smem, stream()>>>(q, k, v, o, lse, g);
+    fwd_kernel<T, W><<<grid_of(blocks, "attention"), BR * 4, smem, stream()>>>(q, k, v, o, lse, g);
     check_launch("attention forward kernel");
   });
 }
@@ -499,22 +545,22 @@ void launch_backward(const T* dout, const T* q, const T* k, const T* v, const T*
     rowdot_kernel<T><<<blocks_for(g.BH * g.Tq * 32, 256), 256, 0, stream()>>>(dout, o, pd, g);
     check_launch("attention backward rowsum kernel");
   }
-  with_dmax(g.Dh, [&]<int DMAX>() {
+  with_width(g.Dh, [&]<int W>() {
     const int64_t kv_blocks = (g.Tk + BR - 1) / BR * g.BH;
     if (kv_blocks > 0) {
-      constexpr size_t smem = dkdv_smem<T, DMAX>();
-      static const bool once = (allow_smem(dkdv_kernel<T, DMAX>, smem), true);
+      constexpr size_t smem = dkdv_smem<T, W>();
+      static const bool once = (allow_smem(dkdv_kernel<T, W>, smem), true);
       (void)once;
-      dkdv_kernel<T, DMAX><<<grid_of(kv_blocks, "attention backward"), BR * 4, smem, stream()>>>(q, k, v, dout, lse,
+      dkdv_kernel<T, W><<<grid_of(kv_blocks, "attention backward"), BR * 4, smem, stream()>>>(q, k, v, dout, lse,
                                                                                                    pd, dk, dv, g);
       check_launch("attention backward dk/dv kernel");
     }
     const int64_t q_blocks = (g.Tq + BR - 1) / BR * g.BH;
     if (q_blocks > 0) {
-      constexpr size_t smem = dq_smem<T, DMAX>();
-      static const bool once = (allow_smem(dq_kernel<T, DMAX>, smem), true);
+      constexpr size_t smem = dq_smem<T, W>();
+      static const bool once = (allow_smem(dq_kernel<T, W>, smem), true);
       (void)once;
-      dq_kernel<T, DMAX><<<grid_of(q_blocks, "attention backward"), BR * 4, smem, stream()>>>(q, k, v, dout, lse, pd,
+      dq_kernel<T, W><<<grid_of(q_blocks, "attention backward"), BR * 4, smem, stream()>>>(q, k, v, dout, lse, pd,
                                                                                                dq, g);
       check_launch("attention backward dq kernel");
     }

@@ -109,7 +109,8 @@ TEST_CASE("cuda attention: attention_forward and attention_backward match the CP
       {2, 3, 100, 100, 16, true},  {2, 3, 100, 100, 16, false}, {1, 2, 37, 150, 64, false},
       {1, 2, 37, 150, 64, true},   {2, 1, 65, 65, 5, true},     {1, 2, 70, 130, 72, true},
       {1, 1, 129, 129, 128, false}, {1, 1, 1, 50, 32, true},     {1, 2, 200, 200, 48, true},
-      {3, 1, 31, 31, 33, false}};
+      {3, 1, 31, 31, 33, false},   {2, 2, 90, 90, 20, false},   {1, 2, 64, 64, 12, true},
+      {2, 1, 130, 130, 32, false}};
   uint64_t seed = 100;
   for (const Case& c : cases) compare_split(c, DType::f32, kRtol32, kAtol32, seed += 10);
 }
@@ -119,7 +120,9 @@ TEST_CASE("cuda attention: attention_forward and attention_backward match the CP
   const std::vector<Case> cases = {{2, 2, 70, 70, 13, true},
                                    {1, 2, 33, 90, 64, false},
                                    {1, 1, 40, 40, 100, true},
-                                   {1, 1, 20, 77, 8, true}};
+                                   {1, 1, 20, 77, 8, true},
+                                   {1, 2, 45, 45, 16, false},
+                                   {1, 1, 33, 70, 28, true}};
   uint64_t seed = 300;
   for (const Case& c : cases) compare_split(c, DType::f64, kRtol64, kAtol64, seed += 10);
 }
@@ -129,6 +132,7 @@ TEST_CASE("cuda attention: attention_packed_forward and attention_packed_backwar
   compare_packed(2, 77, 3, 16, true, DType::f32, kRtol32, kAtol32, 500);    // the CPU's vector kernels
   compare_packed(1, 130, 2, 24, false, DType::f32, kRtol32, kAtol32, 510);  // the CPU's split path
   compare_packed(1, 65, 1, 128, true, DType::f32, kRtol32, kAtol32, 520);
+  compare_packed(2, 150, 4, 16, false, DType::f32, kRtol32, kAtol32, 525);  // the bench's Dh = 16
   compare_packed(2, 50, 2, 8, true, DType::f64, kRtol64, kAtol64, 530);
   compare_packed(1, 70, 3, 20, false, DType::f64, kRtol64, kAtol64, 540);
 }
