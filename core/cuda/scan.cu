@@ -12,10 +12,6 @@
 // take part in the shuffles only. Sums over n: the PER values of a lane in order, then an xor
 // butterfly over the group (every lane ends with the same bits).
 //
-// The backward uses its own lane counts (bwd_lane_config): for N <= 32, G = 4 or 8 lanes of PER <= 4
-// states (same n = l + p G layout), so a warp holds 4-8 channels and the sums over n take 2-3
-// shuffle levels; its sub-chunks are at least 16 steps long (plan_backward) for fewer staging rounds.
-//
 // Backward of one block (Cb channels of batch row b, channel group j): for each chunk of L steps,
 // last to first, from its checkpoint (or zero): a forward pass storing a sub-checkpoint every S
 // steps (S ~ sqrt(L)), then per sub-chunk, last to first, a forward pass storing each state into
@@ -382,64 +378,24 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanPtrs<T> s, BwdAr
     // Stages steps tb .. tb + lens - 1 (full: also dy, z, C); the whole block calls it.
     auto stage = [&](int64_t tb, int lens, bool full) {
       __syncthreads();
-      // Four items per thread at a time: all global loads issued before the shared stores.
-      constexpr int U = 4;
-      const int nth = blockDim.x, nin = lens * Cb;
-      for (int q0 = threadIdx.x; q0 < nin; q0 += U * nth) {
-        T uv[U], pv[U], yv[U], zv[U];
-#pragma unroll
-        for (int k = 0; k < U; ++k) {
-          const int q = q0 + k * nth;
-          uv[k] = pv[k] = yv[k] = zv[k] = T(0);
-          if (q < nin) {
-            const int i = q / Cb, ch = q % Cb;
-            const int64_t ee = c0 + min(ch, cvalid - 1);
-            const int64_t idx = (b * T_ + tb + i) * E + ee;
-            pv[k] = __ldg(s.delta + idx) + (s.bias ? __ldg(s.bias + ee) : T(0));
-            uv[k] = __ldg(s.u + idx);
-            if (full) {
-              yv[k] = __ldg(o.dy + idx);
-              if (s.z) zv[k] = __ldg(s.z + idx);
-            }
-          }
-        }
-#pragma unroll
-        for (int k = 0; k < U; ++k) {
-          const int q = q0 + k * nth;
-          if (q < nin) {
-            st_u[q] = uv[k];
-            st_dl[q] = s.softplus ? softplus(pv[k]) : pv[k];
-            if (full) {
-              st_pre[q] = pv[k];
-              st_dy[q] = yv[k];
-              if (s.z) st_z[q] = zv[k];
-            }
-          }
+      for (int q = threadIdx.x; q < lens * Cb; q += blockDim.x) {
+        const int i = q / Cb, ch = q % Cb;
+        const int64_t ee = c0 + min(ch, cvalid - 1);
+        const int64_t idx = (b * T_ + tb + i) * E + ee;
+        const T pre = s.delta[idx] + (s.bias ? s.bias[ee] : T(0));
+        st_u[q] = s.u[idx];
+        st_dl[q] = s.softplus ? softplus(pre) : pre;
+        if (full) {
+          st_pre[q] = pre;
+          st_dy[q] = o.dy[idx];
+          if (s.z) st_z[q] = s.z[idx];
         }
       }
-      const int nbc = lens * Ni;
-      for (int q0 = threadIdx.x; q0 < nbc; q0 += U * nth) {
-        T bv[U], cv[U];
-#pragma unroll
-        for (int k = 0; k < U; ++k) {
-          const int q = q0 + k * nth;
-          bv[k] = cv[k] = T(0);
-          if (q < nbc) {
-            const int i = q / Ni, n = q % Ni;
-            const int64_t r = (b * T_ + tb + i) * N + n;
-            bv[k] = __ldg(s.Bm + r);
-            if (full) cv[k] = __ldg(s.Cm + r);
-          }
-        }
-#pragma unroll
-        for (int k = 0; k < U; ++k) {
-          const int q = q0 + k * nth;
-          if (q < nbc) {
-            const int i = q / Ni, n = q % Ni;
-            st_B[i * NP + n] = bv[k];
-            if (full) st_C[i * NP + n] = cv[k];
-          }
-        }
+      for (int q = threadIdx.x; q < lens * Ni; q += blockDim.x) {
+        const int i = q / Ni, n = q % Ni;
+        const int64_t r = (b * T_ + tb + i) * N + n;
+        st_B[i * NP + n] = s.Bm[r];
+        if (full) st_C[i * NP + n] = s.Cm[r];
       }
       __syncthreads();
     };
@@ -626,30 +582,6 @@ void with_lanes(int64_t N, F&& f) {
   }
 }
 
-// The backward's lanes: fewer lanes per channel than the step kernel for N <= 32 (4 or 8 lanes of up
-// to 4 states: 2 or 3 shuffle levels per sum over n instead of 4 or 5, 4x the channels per warp).
-LaneConfig bwd_lane_config(int64_t N) {
-  if (N <= 4) return {4, 1};
-  if (N <= 8) return {4, 2};
-  if (N <= 16) return {4, 4};
-  if (N <= 32) return {8, 4};
-  return lane_config(N);
-}
-
-template <typename F>
-void with_bwd_lanes(int64_t N, F&& f) {
-  const LaneConfig c = bwd_lane_config(N);
-  switch (c.G * 16 + c.PER) {
-    case 4 * 16 + 1: f.template operator()<4, 1>(); break;
-    case 4 * 16 + 2: f.template operator()<4, 2>(); break;
-    case 4 * 16 + 4: f.template operator()<4, 4>(); break;
-    case 8 * 16 + 4: f.template operator()<8, 4>(); break;
-    case 32 * 16 + 2: f.template operator()<32, 2>(); break;
-    case 32 * 16 + 4: f.template operator()<32, 4>(); break;
-    default: f.template operator()<32, 8>(); break;
-  }
-}
-
 int sm_count() {
   static const int v = [] {
     int dev = 0, n = 0;
@@ -699,16 +631,13 @@ struct BwdPlan {
   size_t smem;
 };
 BwdPlan plan_backward(int64_t E, int64_t N, int64_t T_, int64_t L, size_t elt) {
-  const LaneConfig lc = bwd_lane_config(N);
+  const LaneConfig lc = lane_config(N);
   BwdPlan p{};
   p.G = lc.G;
   p.PER = lc.PER;
   const int64_t NP = lc.G * lc.PER, Leff = std::max<int64_t>(1, std::min(L, T_));
   int64_t S = 1;
   while (S * S < Leff) ++S;
-  // Small states: longer sub-chunks (fewer staging rounds and barriers per step), at least 16 steps.
-  const bool small = NP <= 32;
-  if (small) S = std::max<int64_t>(S, std::min<int64_t>(Leff, 16));
   p.S = static_cast<int>(S);
   p.nsub = static_cast<int>((Leff + S - 1) / S);
   // Per channel: sub-checkpoints, history, dB terms ([nsub + 2 S + 1][NP]), 2 + 8 rows of S (outputs
@@ -717,7 +646,7 @@ BwdPlan plan_backward(int64_t E, int64_t N, int64_t T_, int64_t L, size_t elt) {
   const size_t fixed = static_cast<size_t>(2 * S * NP) * elt;
   const int unit = 32 / lc.G;  // channels of one warp: blocks hold whole warps
   int Cb = kThreads / lc.G;
-  const size_t budget = (small ? 100 : 64) * 1024;  // small: two blocks per SM
+  const size_t budget = 64 * 1024;
   while (Cb > unit && Cb * per_ch + fixed > budget) Cb -= unit;
   p.ng = std::clamp<int64_t>((E + Cb - 1) / Cb, 1, std::max<int64_t>(1, E / N));
   const int64_t per_group = (E + p.ng - 1) / p.ng;
@@ -806,7 +735,7 @@ ScanGrads backward_impl(const Tensor& dy, const Tensor& u, const Tensor& delta, 
                ptr<T>(dA_part),    ptr<T>(dD_part),
                ptr<T>(dbias_part), ptr<T>(dB_part),
                ptr<T>(dC_part)};
-  with_bwd_lanes(N, [&]<int G, int PER>() {
+  with_lanes(N, [&]<int G, int PER>() {
     auto* kernel = scan_bwd_kernel<T, G, PER>;
     if (plan.smem > 48 * 1024) {
       const int most = max_shared_optin();
