@@ -22,6 +22,11 @@ cxx=(clang++ -std=c++20 -O1 -g1 -march=native -fsanitize=fuzzer,address,undefine
      -fno-omit-frame-pointer -I. -I/usr/include/hdf5/serial -I/usr/include/x86_64-linux-gnu/openblas-pthread)
 libs=("$release/layers/libseqlab_layers.a" "$release/autograd/libseqlab_autograd.a" "$release/core/libseqlab_core.a"
       -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5 -ltbb -lopenblas -lpthread)
+# A release tree built with the CUDA backend (docs/GPU.md): core needs the CUDA runtime libraries too.
+if grep -q '^SEQLAB_CUDA:BOOL=ON' "$release/CMakeCache.txt"; then
+  cudalib=$(dirname "$(sed -n 's/^CUDA_cudart_LIBRARY:FILEPATH=//p' "$release/CMakeCache.txt")")
+  libs+=(-L"$cudalib" -Wl,-rpath,"$cudalib" -lcudart -lcublas -lcufft)
+fi
 build() {  # target sources...
   local target=$1; shift
   if [ ! -x "$out/$target" ] || [ -n "$(find "$@" "$release/core/libseqlab_core.a" -newer "$out/$target" 2>/dev/null)" ]; then
