@@ -9,6 +9,7 @@
 
 #include "core/cuda/common.cuh"
 #include "core/cuda/matmul.h"
+#include "core/kernels/matmul.h"
 
 namespace seqlab::cuda {
 namespace {
@@ -86,40 +87,9 @@ void batched(bool ta, bool tb, int64_t L, int64_t M, int64_t N, int64_t K, const
                "gemm (strided batched)");
 }
 
-std::string flags(bool ta, bool tb) { return str("(trans_a=", ta, ", trans_b=", tb, ")"); }
 
-struct MatmulDims {
-  int64_t L = 1, M = 0, N = 0, K = 0;
-  bool shared_b = false;
-  Shape out;
-};
-
-// core/kernels/matmul.cpp's matmul_dims (same checks, same messages).
-MatmulDims matmul_dims(const Shape& sa, const Shape& sb, bool ta, bool tb) {
-  SEQLAB_CHECK(sa.size() >= 2 && sb.size() >= 2, "matmul: needs operands of rank >= 2, got shapes ", to_string(sa),
-               " and ", to_string(sb));
-  MatmulDims d;
-  size_t ra = sa.size(), rb = sb.size();
-  d.M = ta ? sa[ra - 1] : sa[ra - 2];
-  d.K = ta ? sa[ra - 2] : sa[ra - 1];
-  int64_t kb = tb ? sb[rb - 1] : sb[rb - 2];
-  d.N = tb ? sb[rb - 2] : sb[rb - 1];
-  SEQLAB_CHECK(d.K == kb, "matmul: shapes ", to_string(sa), " and ", to_string(sb), " ", flags(ta, tb),
-               " do not multiply: inner sizes ", d.K, " and ", kb, " differ");
-  if (rb == 2) {
-    d.shared_b = ra > 2;
-  } else {
-    SEQLAB_CHECK(ra == rb && std::equal(sa.begin(), sa.end() - 2, sb.begin()), "matmul: shapes ", to_string(sa),
-                 " and ", to_string(sb), " need equal leading axes (batched) or a 2-D second operand (shared)");
-  }
-  for (size_t i = 0; i + 2 < ra; ++i) d.L *= sa[i];
-  d.out.assign(sa.begin(), sa.end() - 2);
-  d.out.push_back(d.M);
-  d.out.push_back(d.N);
-  SEQLAB_CHECK(d.L * d.M < INT_MAX && d.N < INT_MAX && d.K < INT_MAX, "gemm: sizes (", d.L * d.M, ", ", d.N, ", ",
-               d.K, ") exceed what BLAS indexes with 32-bit ints");
-  return d;
-}
+using kernels::MatmulDims;
+using kernels::matmul_dims;
 
 void check_linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   SEQLAB_CHECK(w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input of shape ",

@@ -109,11 +109,8 @@ void run_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* a, co
 
 std::string flags(bool ta, bool tb) { return str("(trans_a=", ta, ", trans_b=", tb, ")"); }
 
-struct MatmulDims {
-  int64_t L = 1, M = 0, N = 0, K = 0;
-  bool shared_b = false;
-  Shape out;
-};
+
+}  // namespace
 
 MatmulDims matmul_dims(const Shape& sa, const Shape& sb, bool ta, bool tb) {
   SEQLAB_CHECK(sa.size() >= 2 && sb.size() >= 2, "matmul: needs operands of rank >= 2, got shapes ", to_string(sa),
@@ -139,8 +136,6 @@ MatmulDims matmul_dims(const Shape& sa, const Shape& sb, bool ta, bool tb) {
   check_blas_size(d.L * d.M, d.N, d.K);
   return d;
 }
-
-}  // namespace
 
 int64_t gemm_k_blocks(int64_t M, int64_t N, int64_t K) { return k_blocks(M, N, K); }
 

@@ -9,6 +9,16 @@
 
 namespace seqlab::kernels {
 
+/// The sizes of a (batched) matmul: L products of (M, K) @ (K, N), b shared across the batch when it is
+/// 2-D and a is not, and the output shape. Checks ranks, inner sizes, leading axes and 32-bit BLAS
+/// sizes with the messages every matmul reports (the CPU kernels and their CUDA twins share it).
+struct MatmulDims {
+  int64_t L = 1, M = 0, N = 0, K = 0;
+  bool shared_b = false;
+  Shape out;
+};
+MatmulDims matmul_dims(const Shape& a, const Shape& b, bool trans_a, bool trans_b);
+
 /// c (M, N) = op(a) @ op(b) + beta * c, row-major, op(a) (M, K), op(b) (K, N); row blocks over TBB.
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* a, const T* b, T beta, T* c);
