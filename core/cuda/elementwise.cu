@@ -8,6 +8,7 @@
 // is plain IEEE arithmetic.
 #include "core/cuda/common.cuh"
 #include "core/cuda/elementwise.h"
+#include "core/kernels/elementwise.h"
 
 namespace seqlab::cuda {
 namespace {
@@ -170,40 +171,7 @@ __global__ void broadcast_kernel(const T* a, const T* b, T* out, Idx n, Plan<Idx
 }
 
 // --- host side ---
-struct HostPlan {
-  std::vector<int64_t> size, sa, sb;
-};
-
-// As core/kernels/elementwise.cpp's make_plan.
-HostPlan make_plan(const Shape& out, const Shape& a, const Shape& b) {
-  size_t r = out.size();
-  auto aligned_strides = [&](const Shape& s) {
-    std::vector<int64_t> st(r, 0);
-    int64_t acc = 1;
-    for (size_t i = s.size(); i-- > 0;) {
-      size_t o = i + (r - s.size());
-      st[o] = s[i] == 1 ? 0 : acc;  // broadcast dims read the same element
-      acc *= s[i];
-    }
-    return st;
-  };
-  std::vector<int64_t> sa = aligned_strides(a), sb = aligned_strides(b);
-  HostPlan p;
-  for (size_t i = 0; i < r; ++i) {
-    if (out[i] == 1) continue;
-    if (!p.size.empty() && p.sa.back() == sa[i] * out[i] && p.sb.back() == sb[i] * out[i]) {
-      p.size.back() *= out[i];
-      p.sa.back() = sa[i];
-      p.sb.back() = sb[i];
-    } else {
-      p.size.push_back(out[i]);
-      p.sa.push_back(sa[i]);
-      p.sb.push_back(sb[i]);
-    }
-  }
-  if (p.size.empty()) p = HostPlan{{1}, {0}, {0}};
-  return p;
-}
+using HostPlan = kernels::BroadcastPlan;  // core/kernels/elementwise.h
 
 template <typename Idx>
 Plan<Idx> device_plan(const HostPlan& h, const char* op) {
@@ -232,7 +200,7 @@ void broadcast_apply(const T* a, const Shape& as, const T* b, const Shape& bs, T
   } else if (bs == os && numel(as) == 1) {
     map2_kernel<<<blocks_for(n), 256, 0, stream()>>>(a, 0, b, 1, out, n, f);
   } else {
-    const HostPlan h = make_plan(os, as, bs);
+    const HostPlan h = kernels::broadcast_plan(os, as, bs);
     if (n <= INT32_MAX) {
       broadcast_kernel<<<blocks_for(n), 256, 0, stream()>>>(a, b, out, static_cast<uint32_t>(n),
                                                             device_plan<uint32_t>(h, op), f);

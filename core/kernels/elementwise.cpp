@@ -12,14 +12,8 @@
 #include "core/kernels/loops.h"
 
 namespace seqlab::kernels {
-namespace {
 
-// Coalesced iteration space of out = f(a, b): sizes outermost first, element strides of a and b.
-struct Plan {
-  std::vector<int64_t> size, sa, sb;
-};
-
-Plan make_plan(const Shape& out, const Shape& a, const Shape& b) {
+BroadcastPlan broadcast_plan(const Shape& out, const Shape& a, const Shape& b) {
   size_t r = out.size();
   auto aligned_strides = [&](const Shape& s) {
     std::vector<int64_t> st(r, 0);
@@ -32,7 +26,7 @@ Plan make_plan(const Shape& out, const Shape& a, const Shape& b) {
     return st;
   };
   std::vector<int64_t> sa = aligned_strides(a), sb = aligned_strides(b);
-  Plan p;
+  BroadcastPlan p;
   for (size_t i = 0; i < r; ++i) {
     if (out[i] == 1) continue;
     if (!p.size.empty() && p.sa.back() == sa[i] * out[i] && p.sb.back() == sb[i] * out[i]) {
@@ -45,9 +39,11 @@ Plan make_plan(const Shape& out, const Shape& a, const Shape& b) {
       p.sb.push_back(sb[i]);
     }
   }
-  if (p.size.empty()) p = Plan{{1}, {0}, {0}};
+  if (p.size.empty()) p = BroadcastPlan{{1}, {0}, {0}};
   return p;
 }
+namespace {
+
 
 // One inner row: n elements, operand strides ia, ib in {0, 1}; one loop per case so each vectorises.
 template <typename T, typename F>
@@ -81,7 +77,7 @@ void broadcast_apply(const T* a, const Shape& as, const T* b, const Shape& bs, T
     const T av = a[0];
     return map1<T>(b, out, n, [&](T x) { return f(av, x); });
   }
-  Plan p = make_plan(os, as, bs);
+  BroadcastPlan p = broadcast_plan(os, as, bs);
   const size_t d = p.size.size();
   const int64_t inner = p.size.back(), ia = p.sa.back(), ib = p.sb.back();
   const int64_t rows = n / inner;

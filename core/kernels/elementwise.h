@@ -2,9 +2,19 @@
 // updates optimizers use. Binary ops follow NumPy broadcasting and have fast paths for equal
 // shapes, a scalar operand, and a trailing/row broadcast; everything else takes a strided path.
 #pragma once
+#include <vector>
+
 #include "core/tensor.h"
 
 namespace seqlab::kernels {
+
+/// The coalesced iteration space of out = f(a, b) under broadcasting: sizes outermost first (size-1
+/// axes dropped, neighbours merged where both operands allow) and each operand's element strides (0
+/// on a broadcast axis). Shared by the CPU loops and the CUDA kernels.
+struct BroadcastPlan {
+  std::vector<int64_t> size, sa, sb;
+};
+BroadcastPlan broadcast_plan(const Shape& out, const Shape& a, const Shape& b);
 
 /// a + b, broadcasting; a fresh tensor.
 Tensor add(const Tensor& a, const Tensor& b);
