@@ -396,19 +396,7 @@ double sum_squares(const Tensor& x) {
 Tensor sum_to(const Tensor& g, const Shape& target) {
   const Shape& gs = g.shape();
   if (gs == target) return g;
-  SEQLAB_CHECK(target.size() <= gs.size(), "sum_to: cannot reduce ", to_string(gs), " to ", to_string(target));
-  const size_t lead = gs.size() - target.size();
-  std::vector<int64_t> axes;
-  for (size_t i = 0; i < gs.size(); ++i) {
-    if (i < lead) {
-      axes.push_back(static_cast<int64_t>(i));
-      continue;
-    }
-    const int64_t t = target[i - lead];
-    SEQLAB_CHECK(t == gs[i] || t == 1, "sum_to: cannot reduce ", to_string(gs), " to ", to_string(target));
-    if (t != gs[i]) axes.push_back(static_cast<int64_t>(i));
-  }
-  return sum_into(g, axes, target, "sum_to");
+  return sum_into(g, kernels::sum_to_axes(gs, target), target, "sum_to");
 }
 
 Tensor mul_sum_to(const Tensor& a, const Tensor& b, const Shape& target) {

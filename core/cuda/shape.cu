@@ -252,22 +252,9 @@ Tensor slice_backward(const Tensor& dy, const Shape& x_shape, int64_t axis, int6
 }
 
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
-  SEQLAB_CHECK(!xs.empty(), "concat: no tensors given");
+  using kernels::concat_shape;
+  const auto [os, ax] = concat_shape(xs, axis);
   const Shape& s0 = xs[0].shape();
-  const int64_t rank = static_cast<int64_t>(s0.size());
-  const int64_t ax = axis < 0 ? axis + rank : axis;
-  SEQLAB_CHECK(ax >= 0 && ax < rank, "concat: axis ", axis, " out of range for a tensor of shape ", to_string(s0));
-  Shape os = s0;
-  os[static_cast<size_t>(ax)] = 0;
-  for (const Tensor& x : xs) {
-    const Shape& s = x.shape();
-    bool ok = s.size() == s0.size();
-    for (size_t i = 0; ok && i < s.size(); ++i) ok = static_cast<int64_t>(i) == ax || s[i] == s0[i];
-    SEQLAB_CHECK(ok, "concat: shapes ", to_string(s0), " and ", to_string(s), " differ outside axis ", axis);
-    SEQLAB_CHECK(x.dtype() == xs[0].dtype(), "concat: dtypes ", dtype_name(xs[0].dtype()), " and ",
-                 dtype_name(x.dtype()), " differ");
-    os[static_cast<size_t>(ax)] += s[static_cast<size_t>(ax)];
-  }
   Tensor out = empty(os, xs[0].dtype());
   int64_t A, Ktot, B;
   split_at(os, ax, A, Ktot, B);

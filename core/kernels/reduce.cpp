@@ -251,10 +251,7 @@ double sum_squares(const Tensor& x) {
   });
 }
 
-Tensor sum_to(const Tensor& g, const Shape& target) {
-  if constexpr (kCuda) if (on_cuda("sum_to", g)) return cuda::sum_to(g, target);
-  const Shape& gs = g.shape();
-  if (gs == target) return g;
+std::vector<int64_t> sum_to_axes(const Shape& gs, const Shape& target) {
   SEQLAB_CHECK(target.size() <= gs.size(), "sum_to: cannot reduce ", to_string(gs), " to ", to_string(target));
   const size_t lead = gs.size() - target.size();
   std::vector<int64_t> axes;
@@ -267,7 +264,14 @@ Tensor sum_to(const Tensor& g, const Shape& target) {
     SEQLAB_CHECK(t == gs[i] || t == 1, "sum_to: cannot reduce ", to_string(gs), " to ", to_string(target));
     if (t != gs[i]) axes.push_back(static_cast<int64_t>(i));
   }
-  return sum_into(g, axes, target, "sum_to");
+  return axes;
+}
+
+Tensor sum_to(const Tensor& g, const Shape& target) {
+  if constexpr (kCuda) if (on_cuda("sum_to", g)) return cuda::sum_to(g, target);
+  const Shape& gs = g.shape();
+  if (gs == target) return g;
+  return sum_into(g, kernels::sum_to_axes(gs, target), target, "sum_to");
 }
 
 Tensor mul_sum_to(const Tensor& a, const Tensor& b, const Shape& target) {

@@ -20,6 +20,8 @@ Tensor mean_all(const Tensor& x);
 double sum_squares(const Tensor& x);
 /// g summed over the axes along which `target` was broadcast to g's shape; returns g itself when
 /// the shapes already match.
+/// The axes sum_to sums over (leading axes, then size-1 target axes), checking target fits g's shape.
+std::vector<int64_t> sum_to_axes(const Shape& g, const Shape& target);
 Tensor sum_to(const Tensor& g, const Shape& target);
 /// sum_to(a * b, target), a and b broadcasting; skips the a * b temporary when the reduction is
 /// over leading rows of two same-shape tensors (a weight's or bias's gradient).

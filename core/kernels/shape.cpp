@@ -239,8 +239,7 @@ Tensor slice_backward(const Tensor& dy, const Shape& x_shape, int64_t axis, int6
   return dx;
 }
 
-Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
-  if constexpr (kCuda) if (on_cuda("concat", xs)) return cuda::concat(xs, axis);
+ConcatShape concat_shape(const std::vector<Tensor>& xs, int64_t axis) {
   SEQLAB_CHECK(!xs.empty(), "concat: no tensors given");
   const Shape& s0 = xs[0].shape();
   const int64_t rank = static_cast<int64_t>(s0.size());
@@ -257,6 +256,13 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
                  dtype_name(x.dtype()), " differ");
     os[static_cast<size_t>(ax)] += s[static_cast<size_t>(ax)];
   }
+  return {os, ax};
+}
+
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
+  if constexpr (kCuda) if (on_cuda("concat", xs)) return cuda::concat(xs, axis);
+  const auto [os, ax] = concat_shape(xs, axis);
+  const Shape& s0 = xs[0].shape();
   Tensor out = Tensor::empty(os, xs[0].dtype());
   int64_t A, Ktot, B;
   split_at(os, ax, A, Ktot, B);

@@ -24,6 +24,13 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);
 /// Zeros of x_shape with dy written at [start, start + dy.size(axis)) along `axis` (slice's gradient).
 Tensor slice_backward(const Tensor& dy, const Shape& x_shape, int64_t axis, int64_t start);
 /// Joins tensors along `axis`; every other size and the dtype must match.
+/// concat's output shape and its axis (made non-negative), with every check and message concat
+/// makes (non-empty, axis in range, equal shapes outside it, one dtype); shared with the CUDA twin.
+struct ConcatShape {
+  Shape out;
+  int64_t axis;
+};
+ConcatShape concat_shape(const std::vector<Tensor>& xs, int64_t axis);
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
 
 }  // namespace seqlab::kernels
