@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <fstream>
 #include <csignal>
 #include <sstream>
+#include <thread>
 
 #include "apps/checkpoint.h"
 #include "apps/child.h"
@@ -153,6 +155,36 @@ std::vector<RunResult> run_compare(const Config& config, const RunOptions& opt, 
   std::vector<RunResult> rows;
   std::vector<size_t> row_index;  // model index of each row
   auto t0 = Clock::now();
+  SEQLAB_CHECK(opt.jobs >= 1, "compare --jobs: expected an integer >= 1, got ", opt.jobs);
+  if (opt.jobs > 1 && !exe.empty() && n_ranks == 1 && c.models.size() > 1) {
+    // --jobs N: up to N children at once (small models leave a GPU, or many cores, mostly idle); a
+    // thread per running child waits for it. Rows stay in model order; Ctrl-C reaches every child.
+    rows.resize(c.models.size());
+    std::vector<std::string> errors(c.models.size());
+    std::atomic<size_t> next{0};
+    auto worker = [&] {
+      for (size_t i; (i = next++) < c.models.size();) {
+        const ModelConfig& mc = c.models[i];
+        spdlog::info("compare: model {}/{} '{}' ({}) -> {}", i + 1, c.models.size(), mc.name, mc.type,
+                     (dir / mc.name).string());
+        try {
+          rows[i] = train_in_child(c, i, exe, child_args, child_env, opt.resume);
+        } catch (const Error& e) {
+          if (opt.keep_going) spdlog::warn("{}; the other models go on", e.what());
+          rows[i] = failed_row(c, mc.name, e.what());
+          errors[i] = e.what();
+        }
+      }
+    };
+    std::vector<std::thread> pool;
+    for (int k = 0; k < std::min<int>(opt.jobs, static_cast<int>(c.models.size())); ++k) pool.emplace_back(worker);
+    for (auto& t : pool) t.join();
+    if (!opt.keep_going)
+      for (const auto& e : errors)
+        if (!e.empty()) throw Error(e);
+    for (const auto& r : rows)
+      if (!r.finished) return rows;  // interrupted
+  } else {
   for (size_t i = 0; i < c.models.size(); ++i) {
     if (static_cast<int>(i % static_cast<size_t>(n_ranks)) != me) continue;
     row_index.push_back(i);
@@ -168,6 +200,7 @@ std::vector<RunResult> run_compare(const Config& config, const RunOptions& opt, 
       rows.push_back(failed_row(c, mc.name, e.what()));
     }
     if (!rows.back().finished) return rows;  // interrupted (Ctrl-C) or stopped by an observer
+  }
   }
   if (n_ranks > 1) {
     rows = gather_rows(c, rows, row_index);

@@ -12,6 +12,7 @@
 
 #include "apps/checkpoint.h"
 #include "autograd/ops.h"
+#include "core/cuda/runtime.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/random.h"
@@ -42,9 +43,15 @@ void check_checkpoint_choice(const std::string& which, const std::string& what) 
   SEQLAB_CHECK(which == "best" || which == "last", what, ": expected best or last, got '", which, "'");
 }
 
+void check_eval_device(const std::string& device, const std::string& what) {
+  SEQLAB_CHECK(device == "cpu" || device == "cuda", what, ": expected cpu or cuda, got '", device, "'");
+  if (device == "cuda") cuda::require(what + " cuda");
+}
+
 std::vector<EvalRow> run_eval(const std::string& run_dir, const std::string& split, int threads,
-                              const std::string& checkpoint) {
+                              const std::string& checkpoint, const std::string& device) {
   check_checkpoint_choice(checkpoint, "eval --checkpoint");
+  check_eval_device(device, "eval --device");
   SEQLAB_CHECK(split == "val" || split == "test", "eval: --split must be val or test, got '", split, "'");
   const fs::path dir(run_dir);
   const fs::path cfg = dir / "config.resolved.toml";
@@ -53,13 +60,14 @@ std::vector<EvalRow> run_eval(const std::string& run_dir, const std::string& spl
   std::vector<EvalRow> rows;
   if (c.multi) {
     for (const auto& m : c.models) {
-      auto sub = run_eval((dir / m.name).string(), split, threads, checkpoint);
+      auto sub = run_eval((dir / m.name).string(), split, threads, checkpoint, device);
       rows.insert(rows.end(), sub.begin(), sub.end());
     }
     return rows;
   }
   if (threads >= 0 || c.train.threads > 0) set_num_threads(threads >= 0 ? threads : static_cast<int>(c.train.threads));
   LoadedRun r = load_run_model(run_dir, checkpoint);
+  if (device == "cuda") r.model->to(Device::cuda);  // eval_tokens / eval_forecast move each batch to it
   EvalStats s = r.token ? eval_tokens(*r.model, split == "val" ? r.val_batches : r.test_batches)
                         : eval_forecast(*r.model, split == "val" ? r.fc.val : r.fc.test, c.train.eval_batch_size);
   rows.push_back({c.models[0].name, s.mse, s.mae, s.acc, r.checkpoint, r.step, r.epoch});

@@ -21,6 +21,7 @@
 #include "apps/checkpoint.h"
 #include "autograd/ops.h"
 #include "core/allocator.h"
+#include "core/cuda/runtime.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "data/forecast.h"
@@ -130,8 +131,10 @@ std::string measure(nn::SequenceModel& model, const Config& c, const std::string
   // n_sequences draws a prefix of a larger one.
   auto task = data::make_token_task(task_name, T, opt.key_distance);
   data::Batch b = task->batch(r.n_sequences, c.data.data_seed + 3, T);
+  const bool gpu = opt.device == "cuda";
   release_cached_memory();
   reset_peak_memory();
+  if (gpu) cuda::reset_device_peak();
   reset_rss_peak();
   const auto t0 = Clock::now();
   try {
@@ -147,8 +150,9 @@ std::string measure(nn::SequenceModel& model, const Config& c, const std::string
         r.accuracy = static_cast<double>(tl.correct) / static_cast<double>(std::max<int64_t>(tl.scored, 1));
       }
     } else {
-      // The full forward, in chunks of at most 2^17 tokens (the ordinary evaluation path).
-      const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(r.n_sequences, (int64_t{1} << 17) / T));
+      // The full forward, in chunks of at most 2^17 tokens (2^21 on the GPU) (the ordinary evaluation path).
+      const int64_t tokens = int64_t{1} << (gpu ? 21 : 17);
+      const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(r.n_sequences, tokens / T));
       std::vector<data::Batch> chunks;
       for (int64_t lo = 0; lo < r.n_sequences; lo += chunk)
         chunks.push_back(batch_rows(b, lo, std::min(r.n_sequences, lo + chunk)));
@@ -163,7 +167,8 @@ std::string measure(nn::SequenceModel& model, const Config& c, const std::string
   if (r.status.rfind("failed", 0) == 0) stop = str("skipped: failed at ", T);
   r.seconds = seconds_since(t0);
   r.peak_rss_mib = vm_hwm_mib();
-  r.alloc_peak_mib = static_cast<double>(allocator_stats().peak_bytes) / (1024.0 * 1024.0);
+  r.alloc_peak_mib = static_cast<double>(gpu ? cuda::device_allocator_stats().peak : allocator_stats().peak_bytes) /
+                     (1024.0 * 1024.0);
   return stop;
 }
 
@@ -175,7 +180,9 @@ std::vector<ExtrapolationRow> extrapolate_one(const ExtrapolationRun& run, const
     set_num_threads(opt.threads >= 0 ? opt.threads : static_cast<int>(c.train.threads));
   LoadedRun loaded = load_run_model(run.dir.string(), opt.checkpoint);  // the same path as `seqlab eval`
   nn::SequenceModel* model = loaded.model.get();
-  const bool can_step = model->has_step();
+  const bool gpu = opt.device == "cuda";
+  if (gpu) model->to(Device::cuda);
+  const bool can_step = model->has_step() && !gpu;  // step mode runs on the CPU only
   const nn::LayerType* type = nn::find_layer_type(mc.type);
   const bool quadratic = type && type->quadratic;  // attention: O(T^2) time in either mode
   const std::string task_name = c.data.task == "selective-copying" ? "selective_copy" : "induction_heads";
@@ -193,6 +200,7 @@ std::vector<ExtrapolationRow> extrapolate_one(const ExtrapolationRun& run, const
     r.key_distance = opt.key_distance;
     r.checkpoint = loaded.checkpoint;
     r.step = loaded.step;
+    r.device = opt.device;
     const auto n = static_cast<double>(r.n_sequences), Td = static_cast<double>(T);
     if (stop_requested() && stop.empty()) stop = "skipped: interrupted";  // Ctrl-C: the file keeps what was done
     if (step && !can_step) {
@@ -226,6 +234,7 @@ std::vector<ExtrapolationRow> extrapolate_one(const ExtrapolationRun& run, const
   }
   model->train();
   release_cached_memory();
+  if (gpu) cuda::release_device_cache();
   return rows;
 }
 
@@ -237,6 +246,9 @@ std::vector<ExtrapolationRow> run_extrapolation(const std::string& run_dir, cons
   SEQLAB_CHECK(opt.max_seconds > 0, "eval --max-seconds: expected a number > 0, got ", opt.max_seconds);
   SEQLAB_CHECK(opt.step == "auto" || opt.step == "always" || opt.step == "never",
                "eval --step: expected auto, always or never, got '", opt.step, "'");
+  check_eval_device(opt.device, "eval --device");
+  SEQLAB_CHECK(opt.device != "cuda" || opt.step != "always", "eval --step always: step mode runs on the CPU only; "
+               "with --device cuda use --step auto or never (the full forward)");
   const fs::path dir(run_dir);
   const fs::path cfg = dir / "config.resolved.toml";
   SEQLAB_CHECK(fs::is_regular_file(cfg), run_dir, ": not a run directory (no config.resolved.toml)");

@@ -133,11 +133,11 @@ ExtrapolateOptions parse_extrapolate_options(const std::string& seq_lens, const 
 }
 
 std::string extrapolation_csv(const std::vector<ExtrapolationRow>& rows) {
-  std::string s = "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance,checkpoint,step\n";
+  std::string s = "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance,checkpoint,step,device\n";
   for (const auto& r : rows)
     s += str(r.model, ",", r.seq_len, ",", r.n_sequences, ",", fmt("%.6f", r.accuracy), ",", fmt("%.3f", r.seconds),
              ",", fmt("%.1f", r.peak_rss_mib), ",", r.mode, ",", csv_field(r.status), ",", r.key_distance, ",", r.checkpoint,
-             ",", r.step, "\n");
+             ",", r.step, ",", r.device, "\n");
   return s;
 }
 

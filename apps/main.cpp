@@ -92,9 +92,10 @@ struct Cli {
   std::string config_path;
   std::vector<std::string> overrides;
   bool resume = false, in_process = false, yes = false;
+  int jobs = 1;
   // eval (and its length extrapolation: the values are checked by the library, seqlab::Error, exit 1)
   std::string run_dir, split = "test", checkpoint = "best";
-  std::string seq_lens, n_sequences, max_seconds, step_mode, key_distance;
+  std::string seq_lens, n_sequences, max_seconds, step_mode, key_distance, eval_device = "cpu";
   CLI::Option *split_opt = nullptr, *seq_lens_opt = nullptr;
   std::vector<CLI::Option*> seq_lens_only;  // options that apply only with --seq-lens
   // predict
@@ -135,6 +136,9 @@ struct Cli {
     compare->add_option("--set", overrides, "override a key: section.key=value or models.<n|name>.key=value");
     compare->add_flag("--resume", resume, "continue every model from its checkpoint-last.h5");
     compare->add_flag("--in-process", in_process, "train the models in this process (peak RSS is then cumulative)");
+    compare->add_option("--jobs", jobs, "train up to N models at once, each in its own process (default 1; small "
+                                        "models leave a GPU mostly idle)")
+        ->check(CLI::Range(1, 256));
     compare->add_flag("--yes", yes, "run a [sweep] of more than 64 cells");
   }
   void add_eval() {
@@ -142,6 +146,8 @@ struct Cli {
     eval->add_option("run_dir", run_dir, "a run directory (or a comparison's)")->required();
     eval->add_option("--checkpoint", checkpoint, "best (the best-validation epoch, default) or last (the last written)");
     split_opt = eval->add_option("--split", split, "val or test")->check(CLI::IsMember({"val", "test"}));
+    eval->add_option("--device", eval_device, "cpu (default) or cuda: the model on the GPU (--seq-lens: the full "
+                                              "forward at every length; step mode runs on the CPU only)");
     seq_lens_opt = eval->add_option("--seq-lens", seq_lens,
                                     "token tasks: accuracy on fresh sequences of these lengths (256,512,...,65536 "
                                     "or 2^8,2^16), written to extrapolation.csv");
@@ -211,6 +217,8 @@ int run_compare_command(const Cli& cli, const seqlab::app::RunOptions& opt) {
   const std::string exe = cli.in_process ? "" : std::filesystem::read_symlink("/proc/self/exe").string();
   seqlab::app::RunOptions run_opt = opt;
   run_opt.yes = cli.yes;
+  run_opt.jobs = cli.jobs;
+  if (cli.jobs > 1 && cli.in_process) throw seqlab::Error("compare --jobs: needs child processes; drop --in-process");
   auto rows = config.sweep.empty() ? seqlab::app::run_compare(config, run_opt, exe, child_args)
                                    : seqlab::app::run_sweep(config, run_opt, exe, child_args);
   for (const auto& r : rows)
@@ -233,7 +241,7 @@ int run_eval_command(const Cli& cli) {
   if (cli.seq_lens_opt->count() == 0) {
     for (auto* o : cli.seq_lens_only)
       if (o->count() > 0) throw seqlab::Error("eval " + o->get_name() + ": applies only with --seq-lens");
-    auto rows = seqlab::app::run_eval(cli.run_dir, cli.split, threads, cli.checkpoint);
+    auto rows = seqlab::app::run_eval(cli.run_dir, cli.split, threads, cli.checkpoint, cli.eval_device);
     const char* s = cli.split.c_str();
     std::printf("| model | checkpoint | step | epochs | %s_mse | %s_mae | %s_acc |\n|---|---|---:|---:|---:|---:|---:|\n",
                 s, s, s);
@@ -248,6 +256,7 @@ int run_eval_command(const Cli& cli) {
                                                    cli.key_distance);
   xo.threads = threads;
   xo.checkpoint = cli.checkpoint;
+  xo.device = cli.eval_device;
   auto rows = seqlab::app::run_extrapolation(cli.run_dir, xo);
   std::printf("%s", seqlab::app::extrapolation_md(rows).c_str());
   return seqlab::app::stop_requested() ? kExitInterrupted : 0;

@@ -40,6 +40,7 @@ struct RunOptions {
   TrainObserver* observer = nullptr;
   bool yes = false;             // compare: run a [sweep] of more than kSweepLimit cells
   bool keep_going = false;      // compare (a sweep's cell): a model that fails becomes a row with its reason
+  int jobs = 1;                 // compare: models trained at once, each in its own child process
 };
 
 /// One row of the results table.
@@ -100,8 +101,11 @@ struct EvalRow {
   int64_t step = 0;        // the optimizer steps the checkpoint had taken
   int64_t epoch = 0;       // the epochs it had finished
 };
+/// device "cuda": the model is moved to the GPU (built with CUDA and one usable), batches follow it.
 std::vector<EvalRow> run_eval(const std::string& run_dir, const std::string& split, int threads = -1,
-                              const std::string& checkpoint = "best");
+                              const std::string& checkpoint = "best", const std::string& device = "cpu");
+/// Checks an eval --device value (cpu | cuda) and, for cuda, that a GPU is usable; throws naming `what`.
+void check_eval_device(const std::string& device, const std::string& what);
 /// Checks a --checkpoint / init_checkpoint value: "best" or "last"; throws naming `what`.
 void check_checkpoint_choice(const std::string& which, const std::string& what);
 
@@ -124,6 +128,7 @@ struct ExtrapolateOptions {
   int64_t key_distance = 0;       // induction heads: > 0 fixes the trigger-to-query distance (0: random)
   std::string checkpoint = "best";  // best | last
   int threads = -1;               // -1: [train] threads of the run's config
+  std::string device = "cpu";     // cpu | cuda: the full forward on the GPU (step mode runs on the CPU only)
 };
 /// One row of extrapolation.csv.
 struct ExtrapolationRow {
@@ -138,6 +143,7 @@ struct ExtrapolationRow {
   std::string checkpoint;         // best | last: which checkpoint was evaluated
   int64_t step = 0;               // the optimizer steps that checkpoint had taken
   std::string status;             // ok | skipped: time limit | memory limit | no step mode | interrupted | failed at T | failed: ...
+  std::string device = "cpu";     // where it ran: cpu | cuda (alloc_peak_mib is then the device pool's peak)
 };
 /// The default number of sequences at length T: 64 up to 2^16, then 2^22 / T, at least 16.
 int64_t default_sequences(int64_t seq_len);
@@ -156,7 +162,7 @@ std::string extrapolation_file(const ExtrapolateOptions& opt);
 /// rewritten after every length. Inputs are checked before anything runs. After request_stop()
 /// (Ctrl-C) the remaining lengths are marked "skipped: interrupted".
 std::vector<ExtrapolationRow> run_extrapolation(const std::string& run_dir, const ExtrapolateOptions& opt);
-/// model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance,checkpoint,step
+/// model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance,checkpoint,step,device
 std::string extrapolation_csv(const std::vector<ExtrapolationRow>& rows);
 /// A Markdown table of the rows (with the allocator peak).
 std::string extrapolation_md(const std::vector<ExtrapolationRow>& rows);

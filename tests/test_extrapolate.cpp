@@ -76,7 +76,7 @@ TEST_CASE("apps/extrapolate: a trained token run at two lengths writes extrapola
     CHECK(rows[i].peak_rss_mib > 0);
   }
   const std::string header =
-      "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance,checkpoint,step\n";
+      "model,seq_len,n_sequences,accuracy,seconds,peak_rss_mib,mode,status,key_distance,checkpoint,step,device\n";
   for (const char* m : {"lstm", "attn"}) {
     CAPTURE(m);
     std::string csv = testing::read_file(dir / m / "extrapolation.csv");
@@ -125,7 +125,7 @@ TEST_CASE("apps/extrapolate: a trained token run at two lengths writes extrapola
   CHECK(last[0].checkpoint == "last");
   CHECK(last[0].step == 3);
   CHECK(last[0].accuracy == rows[0].accuracy);  // the same parameters
-  CHECK(testing::read_file(dir / "lstm" / "extrapolation.csv").find(",forward,ok,0,last,3\n") != std::string::npos);
+  CHECK(testing::read_file(dir / "lstm" / "extrapolation.csv").find(",forward,ok,0,last,3,cpu\n") != std::string::npos);
   ol.checkpoint = "newest";
   CHECK_THROWS_WITH_AS(run_extrapolation((dir / "lstm").string(), ol), doctest::Contains("expected best or last"), Error);
 

@@ -302,6 +302,33 @@ TEST_CASE("apps/train: compare trains every model into its own directory and wri
   CHECK(ev[1].mse == doctest::Approx(rows[1].val_mse).epsilon(1e-9));
 }
 
+#ifdef SEQLAB_BINARY
+TEST_CASE("apps/train: compare --jobs trains the models at once in children with the same rows as one at a time") {
+  Quiet q;
+  std::vector<std::vector<RunResult>> runs;
+  for (int jobs : {1, 3}) {
+    fs::path dir = scratch(str("compare_jobs", jobs));
+    std::string text = str("[data]\ntask = \"sine\"\nrows = 400\nseq_len = 16\npred_len = 4\n",
+                           "[model]\nd_model = 8\nn_layers = 1\n",
+                           "[[models]]\ntype = \"gru\"\n[[models]]\ntype = \"mamba\"\n[[models]]\ntype = \"s4d\"\n",
+                           "[train]\nepochs = 2\nmax_steps = 3\nbatch_size = 8\nthreads = 1\n",
+                           "[output]\ndir = \"", dir.string(), "\"\n");
+    runs.push_back(run_compare(parse_config(text, "jobs.toml"), {.quiet = true, .jobs = jobs}, SEQLAB_BINARY,
+                               {"--log-level", "off"}));
+    REQUIRE(runs.back().size() == 3);
+    CHECK(fs::is_regular_file(dir / "results.csv"));
+    CHECK(read_results_csv((dir / "results.csv").string()).size() == 3);
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    CHECK(runs[1][i].model == runs[0][i].model);  // model order, whichever finished first
+    CHECK(runs[1][i].finished);
+    CHECK(runs[1][i].val_mse == runs[0][i].val_mse);  // a run in a child is a run: same figures
+    CHECK(runs[1][i].test_mse == runs[0][i].test_mse);
+  }
+}
+#endif
+
 TEST_CASE("apps/train: a token task trains with cross-entropy and reports token accuracy") {
   Quiet q;
   fs::path dir = scratch("tokens");
