@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One batch of GPU work on the device machine (run through scripts/gpu-run.sh): what docs/GPU.md's
-# figures come from. Writes logs to $OUT (or /tmp/gpu-out). Parts: tests, compare, bench (default all).
+# figures come from. Writes logs to $OUT (or /tmp/gpu-out). Parts: tests, compare, bench (default all),
+# scan (the scan alone against the official kernel), ncu (profiles of the scan kernels), etth1-alone.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -33,5 +34,49 @@ for part in $parts; do
         --steps 10 --warmup 3 --csv "$out/bench_cuda.csv" >"$out/bench_cuda.log" 2>&1
       echo "bench: rc=$?"
       cat "$out/bench_cuda.log" | tail -22 ;;
+    scan)
+      # The scan alone: the default backward and the sequential one, then the official kernel on the
+      # same inputs (cross-check of outputs and gradients) and at the same sizes (python outside the
+      # bundled libraries: torch brings its own).
+      timeout 120 build/portable/bench_scan_cuda --dump /tmp/scan_dump --csv "$out/seqlab_scan.csv" \
+        >"$out/scan.log" 2>&1
+      echo "scan: rc=$?"; tail -6 "$out/scan.log"
+      SEQLAB_SCAN_BWD=sequential timeout 120 build/portable/bench_scan_cuda --csv "$out/seqlab_scan_sequential.csv" \
+        >"$out/scan_sequential.log" 2>&1
+      echo "scan (sequential backward): rc=$?"; tail -5 "$out/scan_sequential.log"
+      env -u LD_LIBRARY_PATH MAX_JOBS=16 timeout 240 python3 bench/scan_anchor_check.py \
+        --anchor-dir .anchors/mamba_ssm_selective_scan --dump /tmp/scan_dump --seqlab-csv "$out/seqlab_scan.csv" \
+        --csv "$out/anchor_scan.csv" >"$out/anchor.log" 2>&1
+      echo "anchor: rc=$?"; tail -22 "$out/anchor.log" ;;
+    ncu)
+      # One launch of each backward kernel at L = 8192 under Nsight Compute (where it is installed).
+      ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
+      if [ -z "$ncu" ]; then echo "ncu: not installed"; continue; fi
+      for v in chunked sequential; do
+        SEQLAB_SCAN_BWD=$v timeout 120 "$ncu" --kernel-name regex:'scan_bwd|scan_fwd_tiled' --launch-count 4 \
+          --section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
+          build/portable/bench_scan_cuda --reps 1 --warmup 0 8192 >"$out/ncu_$v.log" 2>&1
+        echo "ncu $v: rc=$?"
+        grep -E '^  [a-z_]+.*\(|Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Shared Memory Config|Block Size|Grid Size|Waves Per SM' \
+          "$out/ncu_$v.log" | head -60
+      done ;;
+    ih64)
+      # Induction heads trained at 64 (configs/paper/induction_heads_mamba.toml, 2000 steps, as in
+      # docs/RESULTS.md section 3's session-2 runs) on the GPU, then its final model at 2^6 ... 2^20 on the
+      # GPU (eval --device cuda: the full forward at every length).
+      timeout 120 $bin --log-level warn train configs/paper/induction_heads_mamba.toml --set data.seq_len=64 \
+        --set train.epochs=20 --set train.device='"cuda"' --set output.dir='"runs/gpu_ih64"' >"$out/ih64_train.log" 2>&1
+      echo "ih64 train: rc=$?"; tail -3 "$out/ih64_train.log"
+      timeout 200 $bin eval runs/gpu_ih64 --checkpoint last --device cuda --max-seconds 60 \
+        --seq-lens 2^6,2^7,2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20 >"$out/ih64_eval.log" 2>&1
+      echo "ih64 eval: rc=$?"; cat "$out/ih64_eval.log" | tail -18
+      cp runs/gpu_ih64/extrapolation.csv "$out/ih64_extrapolation.csv" 2>/dev/null ;;
+    etth1-alone)
+      # One horizon's five models alone on the GPU: wall times without other runs sharing it.
+      t0=$(date +%s%N)
+      timeout 200 $bin --log-level warn compare configs/paper/etth1_h96.toml --set train.device='"cuda"' \
+        --set output.dir='"runs/gpu_etth1_h96_alone"' >"$out/etth1_h96_alone.log" 2>&1
+      echo "etth1 h96 alone: rc=$? wall $((($(date +%s%N) - t0) / 1000000)) ms"
+      tail -7 "$out/etth1_h96_alone.log" ;;
   esac
 done

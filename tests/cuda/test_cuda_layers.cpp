@@ -195,4 +195,50 @@ TEST_CASE("cuda layers: a run trained on the GPU resumes on the CPU and the reve
   }
 }
 
+TEST_CASE("cuda layers: eval and length extrapolation on the GPU agree with the CPU") {
+  SEQLAB_REQUIRE_GPU();
+  testing::RunScope quiet(spdlog::level::warn);
+  const fs::path dir = testing::scratch("gpu_eval");
+  // A token run trained on the CPU (two models: a comparison's directory), evaluated on either device.
+  app::Config c = app::parse_config(
+      str("[data]\ntask = \"induction-heads\"\nseq_len = 32\nn_train_batches = 6\nn_eval_batches = 2\n",
+          "[model]\nd_model = 16\nn_layers = 1\n[[models]]\ntype = \"mamba\"\n",
+          "[[models]]\nname = \"attn\"\ntype = \"transformer\"\nn_heads = 2\ncausal = true\npos_encoding = \"sinusoidal\"\n",
+          "[train]\nepochs = 1\nbatch_size = 8\neval_batch_size = 16\nthreads = 1\n",
+          "[output]\ndir = \"", dir.string(), "\"\n"),
+      "gpu_eval.toml");
+  app::run_compare(c, {.quiet = true});
+  const auto cpu = app::run_eval(dir.string(), "test", 1, "last", "cpu");
+  const auto gpu = app::run_eval(dir.string(), "test", 1, "last", "cuda");
+  REQUIRE(cpu.size() == 2);
+  REQUIRE(gpu.size() == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    CAPTURE(cpu[i].model);
+    CHECK(gpu[i].model == cpu[i].model);
+    CHECK(std::abs(gpu[i].mse - cpu[i].mse) <= 1e-4 * std::abs(cpu[i].mse));  // the loss: float32 noise
+    CHECK(std::abs(gpu[i].acc - cpu[i].acc) <= 1.0 / 32);  // at most one argmax tie of 32 scored tokens
+  }
+  app::ExtrapolateOptions xo;
+  xo.seq_lens = {32, 256, 4096};
+  xo.n_sequences = 8;
+  xo.step = "never";
+  xo.checkpoint = "last";
+  const auto xc = app::run_extrapolation(dir.string(), xo);
+  xo.device = "cuda";
+  const auto xg = app::run_extrapolation(dir.string(), xo);
+  REQUIRE(xg.size() == xc.size());
+  for (size_t i = 0; i < xg.size(); ++i) {
+    CAPTURE(xg[i].model);
+    CAPTURE(xg[i].seq_len);
+    CHECK(xg[i].status == "ok");
+    CHECK(xg[i].device == "cuda");
+    CHECK(xg[i].mode == "forward");
+    CHECK(std::abs(xg[i].accuracy - xc[i].accuracy) <= 1.0 / 8);  // the same 8 sequences
+  }
+  CHECK(testing::read_file(dir / "mamba" / "extrapolation.csv").find(",forward,ok,0,last,") != std::string::npos);
+  xo.step = "always";
+  CHECK_THROWS_WITH_AS(app::run_extrapolation(dir.string(), xo), doctest::Contains("step mode runs on the CPU only"),
+                       Error);
+}
+
 }  // TEST_SUITE

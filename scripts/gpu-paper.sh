@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The paper protocols on the GPU machine (run through scripts/gpu-run.sh), each part in the
+# background, all stopped with SIGINT at a deadline (each run writes checkpoint-last.h5 and the
+# next call continues with --resume); logs and run directories go to $OUT.
+#   scripts/gpu-run.sh scripts/gpu-paper.sh DEADLINE_S PART...
+# Parts: ih (induction heads, mamba and transformer at once), etth1 (the four horizons at once, seeds
+# 0..2 in turn), sc4096 (selective copying at 4096: mamba, s4d, transformer at once), ih-eval (the
+# final induction-heads models at 2^8 ... 2^20 on the GPU).
+set -uo pipefail
+out=${OUT:-/tmp/gpu-out}
+mkdir -p "$out"
+deadline=$1
+shift
+bin=build/portable/seqlab
+start=$(date +%s)
+pids=()
+for part in "$@"; do
+  case $part in
+    ih)
+      $bin --threads 2 compare configs/paper/gpu/induction_heads.toml --resume --jobs 2 >"$out/ih.log" 2>&1 &
+      pids+=($!) ;;
+    ih-train)  # the same two runs as `ih`, for a build without compare --jobs (their configs in place)
+      for m in mamba transformer; do
+        $bin --threads 2 train runs/paper/gpu/ih/$m/config.resolved.toml --resume >"$out/ih_$m.log" 2>&1 &
+        pids+=($!)
+      done ;;
+    etth1)
+      for h in 96 192 336 720; do
+        (for seed in 0 1 2; do
+           $bin --threads 2 compare configs/paper/etth1_h$h.toml --resume --set train.device='"cuda"' \
+             --set train.seed=$seed --set output.dir="\"runs/paper/gpu/etth1_h${h}_s$seed\"" || break
+         done) >"$out/etth1_h$h.log" 2>&1 &
+        pids+=($!)
+      done ;;
+    sc4096)
+      $bin --threads 2 compare configs/paper/gpu/selective_copying_4096.toml --resume --jobs 3 >"$out/sc4096.log" 2>&1 &
+      pids+=($!) ;;
+    ih-eval)
+      ($bin eval runs/paper/gpu/ih --checkpoint last --device cuda --max-seconds 150 \
+         --seq-lens 2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20) >"$out/ih_eval.log" 2>&1 &
+      pids+=($!) ;;
+  esac
+done
+while :; do
+  alive=0
+  for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+  [ $alive = 0 ] && break
+  if [ $(($(date +%s) - start)) -ge "$deadline" ]; then
+    echo "deadline ${deadline}s: SIGINT to every run"
+    pkill -INT -f "$bin" ; sleep 20; break
+  fi
+  sleep 5
+done
+wait
+nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv
+tar cf "$out/runs.tar" runs/paper/gpu 2>/dev/null
+for f in "$out"/*.log; do echo "== $f"; grep -vE '\[info\].*(epoch [0-9]+/[0-9]+:)' "$f" | tail -4; grep -E 'epoch [0-9]+/' "$f" | tail -3; done
