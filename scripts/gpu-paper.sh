@@ -19,8 +19,10 @@ for part in "$@"; do
     ih)
       $bin --threads 2 compare configs/paper/gpu/induction_heads.toml --resume --jobs 2 >"$out/ih.log" 2>&1 &
       pids+=($!) ;;
-    ih-train)  # the same two runs as `ih`, for a build without compare --jobs (their configs in place)
-      for m in mamba transformer; do
+    ih-train | ih-mamba)  # the runs of `ih` (ih-mamba: mamba alone), for a build without compare --jobs
+      models="mamba transformer"
+      [ "$part" = ih-mamba ] && models=mamba
+      for m in $models; do
         $bin --threads 2 train runs/paper/gpu/ih/$m/config.resolved.toml --resume >"$out/ih_$m.log" 2>&1 &
         pids+=($!)
       done ;;
@@ -53,5 +55,12 @@ while :; do
 done
 wait
 nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv
-tar cf "$out/runs.tar" runs/paper/gpu 2>/dev/null
+# The run directories without the forecasts' bulk (checkpoints, metrics, configs, tables: what
+# --resume and eval need), one archive per run family (a file that comes back is at most 16 MiB).
+for d in runs/paper/gpu/*/; do
+  n=$(basename "$d")
+  find "$d" \( -name '*.h5' -o -name '*.toml' -o -name 'results.*' -o -name '*.csv' \) -print0 |
+    tar cf "$out/run_$n.tar" --null -T - 2>/dev/null
+done
+ls -l "$out"/*.tar 2>/dev/null
 for f in "$out"/*.log; do echo "== $f"; grep -vE '\[info\].*(epoch [0-9]+/[0-9]+:)' "$f" | tail -4; grep -E 'epoch [0-9]+/' "$f" | tail -3; done

@@ -12,7 +12,7 @@ $bin info | tail -4
 for part in $parts; do
   case $part in
     tests)
-      timeout 300 build/portable/tests/seqlab_cuda_tests -d >"$out/cuda_tests.log" 2>&1
+      timeout ${TESTS_TIMEOUT:-300} build/portable/tests/seqlab_cuda_tests -d >"$out/cuda_tests.log" 2>&1
       echo "cuda tests: rc=$?"
       grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED|Status" "$out/cuda_tests.log" | head -60 ;;
     compare)
@@ -41,9 +41,11 @@ for part in $parts; do
       timeout 120 build/portable/bench_scan_cuda --dump /tmp/scan_dump --csv "$out/seqlab_scan.csv" \
         >"$out/scan.log" 2>&1
       echo "scan: rc=$?"; tail -6 "$out/scan.log"
-      SEQLAB_SCAN_BWD=sequential timeout 120 build/portable/bench_scan_cuda --csv "$out/seqlab_scan_sequential.csv" \
-        >"$out/scan_sequential.log" 2>&1
-      echo "scan (sequential backward): rc=$?"; tail -5 "$out/scan_sequential.log"
+      if [ "${SCAN_SEQUENTIAL:-1}" = 1 ]; then
+        SEQLAB_SCAN_BWD=sequential timeout 120 build/portable/bench_scan_cuda --csv "$out/seqlab_scan_sequential.csv" \
+          >"$out/scan_sequential.log" 2>&1
+        echo "scan (sequential backward): rc=$?"; tail -5 "$out/scan_sequential.log"
+      fi
       env -u LD_LIBRARY_PATH MAX_JOBS=16 timeout 240 python3 bench/scan_anchor_check.py \
         --anchor-dir .anchors/mamba_ssm_selective_scan --dump /tmp/scan_dump --seqlab-csv "$out/seqlab_scan.csv" \
         --csv "$out/anchor_scan.csv" >"$out/anchor.log" 2>&1
@@ -52,7 +54,7 @@ for part in $parts; do
       # One launch of each backward kernel at L = 8192 under Nsight Compute (where it is installed).
       ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
       if [ -z "$ncu" ]; then echo "ncu: not installed"; continue; fi
-      for v in chunked sequential; do
+      for v in ${NCU_VARIANTS:-chunked sequential}; do
         SEQLAB_SCAN_BWD=$v timeout 120 "$ncu" --kernel-name regex:'scan_bwd|scan_fwd_tiled' --launch-count 4 \
           --section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
           build/portable/bench_scan_cuda --reps 1 --warmup 0 8192 >"$out/ncu_$v.log" 2>&1
@@ -60,14 +62,24 @@ for part in $parts; do
         grep -E '^  [a-z_]+.*\(|Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Shared Memory Config|Block Size|Grid Size|Waves Per SM' \
           "$out/ncu_$v.log" | head -60
       done ;;
+    mamba-bench)
+      # The Mamba step against PyTorch with the official fused scan, same run (the extension is cached
+      # by the scan part's anchor build).
+      timeout 100 $bin bench --device cuda --models mamba --seq-lens 96,720,2880,8192 --steps 10 --warmup 3 \
+        --csv "$out/bench_mamba.csv" >"$out/bench_mamba.log" 2>&1
+      echo "mamba bench: rc=$?"; grep -E '^model|^mamba' "$out/bench_mamba.log"
+      env -u LD_LIBRARY_PATH MAX_JOBS=16 timeout 120 python3 bench/pytorch_reference.py --device cuda --models mamba \
+        --seq-lens 96,720,2880,8192 --mamba-scan fused --steps 10 --warmup 3 --max-seconds 30 \
+        --anchor-dir .anchors/mamba_ssm_selective_scan --csv "$out/torch_fused_mamba.csv" >"$out/torch_fused.log" 2>&1
+      echo "torch fused: rc=$?"; tail -6 "$out/torch_fused.log" ;;
     ih64)
       # Induction heads trained at 64 (configs/paper/induction_heads_mamba.toml, 2000 steps, as in
       # docs/RESULTS.md section 3's session-2 runs) on the GPU, then its final model at 2^6 ... 2^20 on the
       # GPU (eval --device cuda: the full forward at every length).
-      timeout 120 $bin --log-level warn train configs/paper/induction_heads_mamba.toml --set data.seq_len=64 \
+      timeout 60 $bin --log-level warn train configs/paper/induction_heads_mamba.toml --set data.seq_len=64 \
         --set train.epochs=20 --set train.device='"cuda"' --set output.dir='"runs/gpu_ih64"' >"$out/ih64_train.log" 2>&1
       echo "ih64 train: rc=$?"; tail -3 "$out/ih64_train.log"
-      timeout 200 $bin eval runs/gpu_ih64 --checkpoint last --device cuda --max-seconds 60 \
+      timeout 90 $bin eval runs/gpu_ih64 --checkpoint last --device cuda --max-seconds 30 \
         --seq-lens 2^6,2^7,2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20 >"$out/ih64_eval.log" 2>&1
       echo "ih64 eval: rc=$?"; cat "$out/ih64_eval.log" | tail -18
       cp runs/gpu_ih64/extrapolation.csv "$out/ih64_extrapolation.csv" 2>/dev/null ;;

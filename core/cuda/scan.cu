@@ -6,13 +6,22 @@
 // memory with coalesced cp.async copies, double-buffered); the step, the every-state reference and
 // N > 64 take scan_fwd_kernel below.
 //
-// Thread layout of scan_fwd_kernel and the backward: a group of G lanes (G = 4, 8, 16 or 32, a power of two >= N up to
-// 32) of one warp holds one channel (b, e); lane l holds the states n = l + p G, p < PER (PER = 1, 2,
-// 4, 8 for N up to 32, 64, 128, 256). Lanes with n >= N hold a zero state (A = B = C = 0 there) and
-// take part in the shuffles only. Sums over n: the PER values of a lane in order, then an xor
-// butterfly over the group (every lane ends with the same bits).
+// Backward: N <= 64 with min(chunk, T) <= kChunkedMaxL (128) takes the chunk-parallel backward (the
+// default; "backward, chunk-parallel" below): the reverse recurrence dL/dh_t = C_t dout_t + exp(dl_{t+1} A)
+// dL/dh_{t+1} needs no states, so (1) each chunk k >= 1 sums its part of dL/dh at the step before it
+// (scan_bwd_carry_kernel), (2) a thread per (b, e, n) chains those sums over the chunks, last to first
+// (scan_bwd_carry_combine_kernel), (3) every chunk recomputes its states from its checkpoint and walks
+// backward from its carry (scan_bwd_chunk_kernel): B nc channel-tile blocks instead of B E sequential
+// channels. Otherwise, or with the environment variable SEQLAB_SCAN_BWD=sequential (read once;
+// "chunked" or unset: the default), scan_bwd_kernel: sequential over T per channel.
 //
-// Backward of one block (Cb channels of batch row b, channel group j): for each chunk of L steps,
+// Thread layout of scan_fwd_kernel and scan_bwd_kernel: a group of G lanes (G = 4, 8, 16 or 32, a
+// power of two >= N up to 32) of one warp holds one channel (b, e); lane l holds the states n = l + p G,
+// p < PER (PER = 1, 2, 4, 8 for N up to 32, 64, 128, 256). Lanes with n >= N hold a zero state
+// (A = B = C = 0 there) and take part in the shuffles only. Sums over n: the PER values of a lane in
+// order, then an xor butterfly over the group (every lane ends with the same bits).
+//
+// scan_bwd_kernel, one block (Cb channels of batch row b, channel group j): for each chunk of L steps,
 // last to first, from its checkpoint (or zero): a forward pass storing a sub-checkpoint every S
 // steps (S ~ sqrt(L)), then per sub-chunk, last to first, a forward pass storing each state into
 // shared memory and the reverse recurrence over it. Each sub-chunk's inputs (u, delta, dy, z of the
@@ -23,6 +32,8 @@
 // partials. A second kernel sums the partials over their first axis in index order.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string_view>
 
 #include "core/cuda/common.cuh"
 #include "core/cuda/scan.h"
@@ -551,6 +562,497 @@ void sum_rows(const Tensor& in, int64_t R, int64_t M, const Tensor& out) {
   check_launch("selective_scan_backward: sum of partials");
 }
 
+// out[r1 M + i] = sum over the rows r1 RB .. r1 RB + RB - 1 (clipped to R), in order, of in[r M + i].
+template <typename T>
+__global__ void sum_row_blocks_kernel(const T* in, int64_t R, int64_t M, int64_t RB, T* out) {
+  const int64_t R1 = (R + RB - 1) / RB;
+  SEQLAB_CUDA_LOOP(q, R1 * M) {
+    const int64_t r1 = q / M, i = q % M, r_end = min(R, (r1 + 1) * RB);
+    T acc = T(0);
+    for (int64_t r = r1 * RB; r < r_end; ++r) acc += in[r * M + i];
+    out[q] = acc;
+  }
+}
+
+// sum_rows for many rows and few columns (the chunk-parallel backward's (B nc, E, N) partials): rows
+// in blocks of 64 summed in order by many threads, then the block sums in order. The tree depends on
+// R and M only: the same bits on every device.
+template <typename T>
+void sum_rows_tall(const Tensor& in, int64_t R, int64_t M, const Tensor& out) {
+  constexpr int64_t RB = 64;
+  if (R <= RB || M == 0) {
+    sum_rows<T>(in, R, M, out);
+    return;
+  }
+  const int64_t R1 = (R + RB - 1) / RB;
+  const Tensor part = empty({R1, M}, dtype_of<T>());
+  auto* kernel = sum_row_blocks_kernel<T>;
+  kernel<<<blocks_for(R1 * M), 256, 0, stream()>>>(ptr<T>(in), R, M, RB, ptr<T>(part));
+  check_launch("selective_scan_backward: sum of row blocks");
+  sum_rows<T>(part, R1, M, out);
+}
+
+// ---- backward, chunk-parallel ------------------------------------------------------------------
+//
+// The reverse recurrence g_t = dL/dh_t = C_t dout_t + exp(dl_{t+1} a) g_{t+1} does not involve the
+// states, so the chunks of L steps need not wait for each other (dout: dL/d(output before the gate)):
+//   phase 1 (block: b, chunk k >= 1, CT channels): R_k = the part of dL/dh at the step before chunk k
+//     that chunk k's outputs make: r = 0; for t = last .. first of the chunk: r = (r + C_t dout_t) dA_t;
+//     and the chunk's sum of dl, so that P_k = prod over the chunk of dA_t = exp(a sum dl);
+//   phase 2 (a thread per (b, e, n), chunks last to first): carry_{k-1} = R_k + P_k carry_k, carry_{nc-1}
+//     = 0, in place over R: carry_k = dL/dh at chunk k's last step from the steps after it;
+//   phase 3 (block: b, chunk k, channel group j): from the chunk's checkpoint, a forward pass keeping a
+//     sub-checkpoint every S steps (shared memory, each thread its own), then per sub-chunk, last to
+//     first: its S states recomputed into registers (fully unrolled: compile-time indices) and the
+//     reverse walk from carry_k, writing du, ddelta, dz and the partials of dA, dD, dbias (per (b, k, e))
+//     and of dB, dC (per channel group: sums over the block's channels).
+// Thread layout as the tiled forward: G lanes per channel, lane l holds n = l PER .. l PER + PER - 1
+// (lanes with n >= N: zero states); sums over n: the PER values of a lane in order, then the xor
+// butterfly. The inputs of S steps of the block's CT channels (rows of CT consecutive channels:
+// coalesced) and B, C are copied with cp.async into a raw area, turned by a prep pass (a thread per
+// (step, channel)) into delta (softplus'd), dout, softplus' and dy silu'(z), and the next tile's copies
+// run while this one is scanned. No float atomics anywhere: every partial element has one writer and
+// is summed in a fixed order (bit-reproducible). Memory: the carries (B, nc, E, N) and the dA partials
+// (B nc, E, N), the size of the forward's checkpoints; no (B, T, E, N) tensor.
+constexpr int kSub = 8;                // steps per sub-chunk of phase 3 (its states live in registers)
+constexpr int kCarryTile = 16;         // steps per staged tile of phase 1
+constexpr int64_t kChunkedMaxL = 128;  // longer chunks: more sub-checkpoints than fit -> scan_bwd_kernel
+
+// A value the compiler must treat as new: the staging and epilogue code recomputes its indices from
+// it at each sub-chunk instead of hoisting them out of the loops, where they would stay live in
+// registers across the scan.
+__device__ __forceinline__ int opaque(int v) {
+  asm volatile("" : "+r"(v));
+  return v;
+}
+
+// Channels per block: 128 threads of G lanes; 32 channels when G < 4 (32 or 64 threads).
+template <int G>
+constexpr int chunked_channels() {
+  return G >= 4 ? 128 / G : 32;
+}
+
+// Phase 3's blocks of 128 threads per SM that its registers must allow (launch bounds): 4 in float (128
+// registers), 3 in double (168); with the lanes of with_chunked_lanes, neither spills.
+template <typename T, int G>
+constexpr int chunk_min_blocks() {
+  return (sizeof(T) == 4 ? 4 : 3) * 128 / (chunked_channels<G>() * G);
+}
+
+// exp(dl a) as the tiled forward computes it in float, 2^(dl log2(e) a); dl is scaled once per step.
+template <typename T>
+__host__ __device__ constexpr T decay_scale() {
+  return sizeof(T) == 4 ? T(1.4426950408889634) : T(1);
+}
+__device__ __forceinline__ float decay(float dls, float a) { return exp2f(dls * a); }
+__device__ __forceinline__ double decay(double dls, double a) { return exp(dls * a); }
+
+// Shared memory of the chunk-parallel backward, in elements; S steps per staged tile. Every array is a
+// multiple of 16 bytes (S CT, S NP are multiples of 4), so the PER-vectors of B, C are aligned.
+template <typename T, int G, int PER, int S>
+struct ChunkedSmem {
+  static constexpr int NP = G * PER, CT = chunked_channels<G>(), NT = CT * G, NW = NT / 32;
+  static constexpr int SC = S * CT, SN = S * NP;
+  // cp.async targets: u, delta, dy, z [S][CT], B, C [S][NP]
+  static constexpr int kRawU = 0, kRawDelta = SC, kRawDy = 2 * SC, kRawZ = 3 * SC, kRawB = 4 * SC, kRawC = kRawB + SN;
+  // prepared: delta (bias, softplus), u, dout, softplus'(delta + bias), dy silu'(z) [S][CT]; B, C [S][NP]
+  static constexpr int kDl = kRawC + SN, kU = kDl + SC, kDout = kU + SC, kDsp = kDout + SC, kDyz = kDsp + SC;
+  static constexpr int kB = kDyz + SC, kC = kB + SN, kPrepEnd = kC + SN;  // phase 1 ends here
+  // outputs du, ddelta, dz [S][CT]; the dB, dC terms summed over each warp's channels [NW][S][NP]
+  static constexpr int kOutDu = kPrepEnd, kOutDd = kOutDu + SC, kOutDz = kOutDd + SC;
+  static constexpr int kRedB = kOutDz + SC, kRedC = kRedB + NW * SN;
+  static constexpr int kSubck = kRedC + NW * SN;  // then the sub-checkpoints [nsub - 1][PER][NT]
+  static_assert(NT % 32 == 0 && SC % 4 == 0 && SN % 4 == 0, "whole warps, 16-byte arrays");
+  static_assert(kOutDu == kPrepEnd && kOutDz == kOutDd + SC && kRedB == kOutDz + SC && kSubck == kRedC + NW * SN,
+                "the arrays in order (phase 1 stops at kPrepEnd)");
+  static constexpr size_t carry_bytes() { return static_cast<size_t>(kPrepEnd) * sizeof(T); }
+  static constexpr size_t chunk_bytes(int nsub) {
+    return (static_cast<size_t>(kSubck) + static_cast<size_t>(nsub - 1) * PER * NT) * sizeof(T);
+  }
+};
+
+template <typename T>
+struct ChunkedArgs {
+  const T* dy;
+  CkView<T> ck;
+  int64_t L, nc, ng;                  // chunk, chunks, channel groups per (b, chunk) in phase 3
+  T* carry;                           // (B, nc, E, N): R_k from phase 1 (k >= 1), carry_k after phase 2
+  T* sumdl;                           // (B, nc, E): sum of delta over chunk k >= 1
+  T *du, *ddelta, *dz;                // (B, T, E); dz null without the gate
+  T *dA_part, *dD_part, *dbias_part;  // (B nc, E, N), (B nc, E), (B nc, E)
+  T *dB_part, *dC_part;               // (ng, B, T, N)
+};
+
+// What a staged tile holds: forward (phase 3's sub-checkpoint pass): u, delta, B; carry (phase 1):
+// delta, dy, z, C; full (phase 3's reverse): all.
+enum class Stage { forward, carry, full };
+
+// Starts the copies of steps t .. t + lens - 1 (lens <= S) of channels e0 .. e0 + ce - 1 into the raw
+// area (consecutive threads: consecutive channels); the rest of the arrays is zero-filled.
+template <typename T, int G, int PER, int S>
+__device__ __forceinline__ void chunked_load(const ScanPtrs<T>& s, const T* dy, Stage st, int b, int t, int lens,
+                                             int e0, int ce, T* sm, int tid) {
+  using Y = ChunkedSmem<T, G, PER, S>;
+  constexpr int CT = Y::CT, NP = Y::NP, NT = Y::NT;
+  const bool fw = st != Stage::carry, bw = st != Stage::forward;
+  const int64_t row = static_cast<int64_t>(b) * s.T_ + t, base = row * s.E + e0, rb = row * s.N;
+  const int Ni = static_cast<int>(s.N);
+  const T* const src[4] = {fw ? s.u : nullptr, s.delta, bw ? dy : nullptr, bw ? s.z : nullptr};
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    if (!src[w]) continue;
+    for (int q = tid; q < Y::SC; q += NT) {
+      const int i = q / CT, ch = q % CT;
+      const bool ok = i < lens && ch < ce;
+      cp_async<sizeof(T)>(sm + Y::kRawU + w * Y::SC + q, src[w] + (ok ? base + i * s.E + ch : 0), ok);
+    }
+  }
+  for (int q = tid; q < Y::SN; q += NT) {
+    const int i = q / NP, n = q % NP;
+    const bool ok = i < lens && n < Ni;
+    const int64_t off = ok ? rb + i * s.N + n : 0;
+    if (fw) cp_async<sizeof(T)>(sm + Y::kRawB + q, s.Bm + off, ok);
+    if (bw) cp_async<sizeof(T)>(sm + Y::kRawC + q, s.Cm + off, ok);
+  }
+}
+
+// Prepares rows 0 .. lens - 1 of a landed tile: a thread per (step, channel), its channel tid % CT
+// (NT is a multiple of CT); channels >= ce get zeros, so they carry zero states and gradients.
+template <typename T, int G, int PER, int S>
+__device__ __forceinline__ void chunked_prep(const ScanPtrs<T>& s, Stage st, int lens, int ce, T bias_c, T* sm,
+                                             int tid) {
+  using Y = ChunkedSmem<T, G, PER, S>;
+  constexpr int CT = Y::CT, NP = Y::NP, NT = Y::NT;
+  const bool fw = st != Stage::carry, bw = st != Stage::forward, full = st == Stage::full;
+  const bool ok = tid % CT < ce;
+  for (int q = tid; q < lens * CT; q += NT) {
+    const T pre = sm[Y::kRawDelta + q] + bias_c;
+    const T dl = s.softplus ? softplus(pre) : pre;
+    sm[Y::kDl + q] = ok ? dl : T(0);
+    if (fw) sm[Y::kU + q] = ok ? sm[Y::kRawU + q] : T(0);
+    if (bw) {
+      const T dyv = sm[Y::kRawDy + q];
+      T dout = dyv, dyz = T(0);
+      if (s.z) {
+        const T zz = sm[Y::kRawZ + q], sg = sigmoid(zz);
+        dout = dyv * zz * sg;
+        dyz = dyv * sg * (T(1) + zz * (T(1) - sg));  // dz = dy silu'(z) (output before the gate)
+      }
+      sm[Y::kDout + q] = ok ? dout : T(0);
+      if (full) {
+        sm[Y::kDyz + q] = ok ? dyz : T(0);
+        sm[Y::kDsp + q] = s.softplus ? (pre > T(20) ? T(1) : sigmoid(pre)) : T(1);  // PyTorch's threshold rule
+      }
+    }
+  }
+  for (int q = tid; q < lens * NP; q += NT) {
+    if (fw) sm[Y::kB + q] = sm[Y::kRawB + q];
+    if (bw) sm[Y::kC + q] = sm[Y::kRawC + q];
+  }
+}
+
+// Phase 1: block (b, chunk k >= 1, channel tile) of B (nc - 1) ntile; the chunk walked last step to
+// first in staged tiles of kCarryTile steps.
+template <typename T, int G, int PER>
+__global__ void __launch_bounds__(ChunkedSmem<T, G, PER, kCarryTile>::NT)
+    scan_bwd_carry_kernel(ScanPtrs<T> s, ChunkedArgs<T> o, int ntile) {
+  using Y = ChunkedSmem<T, G, PER, kCarryTile>;
+  constexpr int S = kCarryTile, CT = Y::CT, NP = Y::NP;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* const sm = reinterpret_cast<T*>(smem_raw);
+  const int tid = threadIdx.x, c = tid / G, lane = tid % G, cc = tid % CT;
+  const int E = static_cast<int>(s.E), N = static_cast<int>(s.N), T_ = static_cast<int>(s.T_);
+  const int nc = static_cast<int>(o.nc), blk = static_cast<int>(blockIdx.x);
+  const int tile = blk % ntile, bk = blk / ntile, b = bk / (nc - 1), k = bk % (nc - 1) + 1;
+  const int e0 = tile * CT, e = e0 + c, t0 = k * static_cast<int>(o.L);  // k >= 1: L < T
+  const int ce = min(CT, E - e0), len = min(T_ - t0, static_cast<int>(o.L)), ns = (len + S - 1) / S;
+  const bool ve = c < ce;
+  T a[PER], r[PER];
+#pragma unroll
+  for (int p = 0; p < PER; ++p) {
+    const int n = lane * PER + p;
+    a[p] = ve && n < N ? s.A[static_cast<int64_t>(e) * N + n] : T(0);
+    r[p] = T(0);
+  }
+  const T bias_c = s.bias && cc < ce ? s.bias[e0 + cc] : T(0);
+  T sdl = T(0);
+  chunked_load<T, G, PER, S>(s, o.dy, Stage::carry, b, t0 + (ns - 1) * S, len - (ns - 1) * S, e0, ce, sm, tid);
+  cp_async_commit();
+  for (int si = ns - 1; si >= 0; --si) {
+    const int lens = min(S, len - si * S), tq = opaque(tid);
+    cp_async_wait<0>();
+    __syncthreads();  // the tile has landed, and every thread is done with the previous one
+    chunked_prep<T, G, PER, S>(s, Stage::carry, lens, ce, bias_c, sm, tq);
+    __syncthreads();  // prepared; the raw area is free for the next tile
+    if (si > 0) chunked_load<T, G, PER, S>(s, o.dy, Stage::carry, opaque(b), t0 + (si - 1) * S, S, e0, ce, sm, tq);
+    cp_async_commit();
+    for (int i = lens - 1; i >= 0; --i) {
+      const T dl = sm[Y::kDl + i * CT + c], dout = sm[Y::kDout + i * CT + c], dls = dl * decay_scale<T>();
+      const VecT<T, PER> cv = *reinterpret_cast<const VecT<T, PER>*>(sm + Y::kC + i * NP + lane * PER);
+#pragma unroll
+      for (int p = 0; p < PER; ++p) r[p] = (r[p] + cv.v[p] * dout) * decay(dls, a[p]);
+      sdl += dl;
+    }
+  }
+  if (ve) {
+    const int64_t row = (static_cast<int64_t>(b) * nc + k) * E + e;
+#pragma unroll
+    for (int p = 0; p < PER; ++p)
+      if (lane * PER + p < N) o.carry[row * N + lane * PER + p] = r[p];
+    if (lane == 0) o.sumdl[row] = sdl;
+  }
+}
+
+// Phase 2: a thread per (b, e, n), chunks last to first, in place (slot k: R_k in, carry_k out; slot 0
+// is written only here); the loads of KB chunks are issued before their chain.
+template <typename T>
+__global__ void scan_bwd_carry_combine_kernel(ScanPtrs<T> s, ChunkedArgs<T> o) {
+  constexpr int KB = 8;
+  const int64_t E = s.E, N = s.N, nc = o.nc;
+  SEQLAB_CUDA_LOOP(q, s.B * E * N) {
+    const int64_t n = q % N, e = q / N % E, b = q / (E * N);
+    const T a = s.A[e * N + n];
+    T* const cb = o.carry + (b * nc * E + e) * N + n;  // (b, k, e, n) at cb[k E N]
+    const T* const sd = o.sumdl + b * nc * E + e;      // (b, k, e) at sd[k E]
+    T c = T(0);
+    for (int64_t k0 = nc - 1; k0 >= 1; k0 -= KB) {
+      T r[KB], sdl[KB];
+#pragma unroll
+      for (int i = 0; i < KB; ++i) {
+        const int64_t k = k0 - i;
+        r[i] = k >= 1 ? cb[k * E * N] : T(0);
+        sdl[i] = k >= 1 ? sd[k * E] : T(0);
+      }
+#pragma unroll
+      for (int i = 0; i < KB; ++i) {
+        const int64_t k = k0 - i;
+        if (k >= 1) {
+          cb[k * E * N] = c;
+          c = k == nc - 1 ? r[i] : r[i] + dexp(a * sdl[i]) * c;  // (no inf * 0 from the zero last carry)
+        }
+      }
+    }
+    cb[0] = c;
+  }
+}
+
+// Sums, over the W = 32 / G channels of a warp, each lane's PER values: a reduce-scatter over the
+// channel bits O = 16, 8, .., G of the lane index (xor partners): while a lane carries CNT > 1 values
+// it keeps half (the upper half if its bit O is set: p0 += CNT / 2) and adds its partner's copy of
+// that half; with one value left, a butterfly (both partners end with the same bits; the one with
+// bit O clear stays the writer). A fixed order: the same bits on every run.
+template <int O, int G, int CNT, typename T, int PER>
+__device__ __forceinline__ void channel_reduce_step(T (&v)[PER], int lw, int& p0, bool& writer) {
+  if constexpr (O >= G) {
+    const bool hi = (lw & O) != 0;
+    if constexpr (CNT > 1) {
+      constexpr int H = CNT / 2;
+#pragma unroll
+      for (int i = 0; i < H; ++i) {
+        const T keep = hi ? v[i + H] : v[i], send = hi ? v[i] : v[i + H];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+      }
+      if (hi) p0 += H;
+      channel_reduce_step<O / 2, G, H>(v, lw, p0, writer);
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], O);
+      writer = writer && !hi;
+      channel_reduce_step<O / 2, G, 1>(v, lw, p0, writer);
+    }
+  }
+}
+
+// row[n] = sum over the warp's channels of v (n = lane PER + p), for n < NP; every lane of the warp
+// must call it. Afterwards each lane holds max(1, PER / W) sums, p0 + i, and exactly one lane
+// stores each n.
+template <int G, int PER, typename T>
+__device__ __forceinline__ void warp_channel_sums(T (&v)[PER], int lw, T* row) {
+  constexpr int W = 32 / G, K = PER / W > 0 ? PER / W : 1;
+  int p0 = 0;
+  bool writer = true;
+  channel_reduce_step<16, G, PER>(v, lw, p0, writer);
+  if (writer) {
+#pragma unroll
+    for (int i = 0; i < K; ++i) row[(lw % G) * PER + p0 + i] = v[i];
+  }
+}
+
+// Phase 3: block (b, chunk k, channel group j) of B nc ng; group j takes the channel tiles
+// ntile j / ng .. ntile (j + 1) / ng - 1 in turn. Per tile, the staged tiles q = 0 .. 2 ns - 2: the
+// sub-chunks 0 .. ns - 2 forward (storing the state before each), then ns - 1 .. 0 backward (each:
+// states recomputed into hs, reverse walk, then the block's dB, dC and du, ddelta, dz written).
+template <typename T, int G, int PER>
+__global__ void __launch_bounds__(ChunkedSmem<T, G, PER, kSub>::NT, chunk_min_blocks<T, G>())
+    scan_bwd_chunk_kernel(ScanPtrs<T> s, ChunkedArgs<T> o, int ntile) {
+  using Y = ChunkedSmem<T, G, PER, kSub>;
+  constexpr int S = kSub, CT = Y::CT, NP = Y::NP, NT = Y::NT, NW = Y::NW;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* const sm = reinterpret_cast<T*>(smem_raw);
+  T* const subck = sm + Y::kSubck;  // [si][p][tid]: each thread reads back only what it wrote
+  const T* const sB = sm + Y::kB;
+  const T* const sC = sm + Y::kC;
+  const int tid = threadIdx.x, c = tid / G, lane = tid % G, cc = tid % CT, warp = tid / 32, lw = tid % 32;
+  const int E = static_cast<int>(s.E), N = static_cast<int>(s.N), T_ = static_cast<int>(s.T_);
+  const int nc = static_cast<int>(o.nc), ng = static_cast<int>(o.ng), blk = static_cast<int>(blockIdx.x);
+  const int j = blk % ng, bk = blk / ng, b = bk / nc, k = bk % nc;
+  const int t0 = k * static_cast<int>(min(o.L, s.T_));  // k >= 1 only when L < T
+  const int len = static_cast<int>(min(static_cast<int64_t>(T_ - t0), o.L)), ns = (len + S - 1) / S, nq = 2 * ns - 1;
+  auto stage_of = [&](int q) { return q < ns - 1 ? Stage::forward : Stage::full; };
+  auto sub_of = [&](int q) { return q < ns - 1 ? q : nq - 1 - q; };
+  const int tl0 = static_cast<int>(static_cast<int64_t>(ntile) * j / ng);
+  const int tl1 = static_cast<int>(static_cast<int64_t>(ntile) * (j + 1) / ng);
+  for (int tl = tl0; tl < tl1; ++tl) {
+    const int e0 = tl * CT, e = e0 + c, ce = min(CT, E - e0);
+    const bool ve = c < ce;
+    const int64_t row = (static_cast<int64_t>(b) * nc + k) * E + e;  // of the (B nc, E[, N]) buffers
+    T a[PER], h[PER], gc[PER], dAacc[PER];  // gc: dL/dh_t from the steps after t
+#pragma unroll
+    for (int p = 0; p < PER; ++p) {
+      const int n = lane * PER + p;
+      const bool has = ve && n < N;
+      a[p] = has ? s.A[static_cast<int64_t>(e) * N + n] : T(0);
+      h[p] = has && k > 0 ? o.ck.at(b, k, n, e) : T(0);
+      gc[p] = has && nc > 1 ? o.carry[row * N + n] : T(0);
+      dAacc[p] = T(0);
+    }
+    const T Dc = ve ? s.D[e] : T(0), bias_c = s.bias && cc < ce ? s.bias[e0 + cc] : T(0);
+    T dD = T(0), dbias = T(0);
+    chunked_load<T, G, PER, S>(s, o.dy, stage_of(0), b, t0 + sub_of(0) * S, min(S, len - sub_of(0) * S), e0, ce,
+                               sm, tid);
+    cp_async_commit();
+    for (int q = 0; q < nq; ++q) {
+      const Stage st = stage_of(q);
+      const int si = sub_of(q), ts = si * S, lens = min(S, len - ts), tq = opaque(tid);
+      cp_async_wait<0>();
+      __syncthreads();  // the tile has landed, and every thread is done with the previous one
+      chunked_prep<T, G, PER, S>(s, st, lens, ce, bias_c, sm, tq);
+      __syncthreads();  // prepared; the raw area is free for the next tile
+      if (q + 1 < nq) {
+        const int s1 = sub_of(q + 1);
+        chunked_load<T, G, PER, S>(s, o.dy, stage_of(q + 1), opaque(b), t0 + s1 * S, min(S, len - s1 * S), e0, ce, sm,
+                                   tq);
+      }
+      cp_async_commit();
+      if (st == Stage::forward) {  // lens == S here: only the last sub-chunk is short
+#pragma unroll
+        for (int p = 0; p < PER; ++p) subck[(si * PER + p) * NT + tid] = h[p];
+        for (int i = 0; i < lens; ++i) {
+          const T dl = sm[Y::kDl + i * CT + c], x = dl * sm[Y::kU + i * CT + c], dls = dl * decay_scale<T>();
+          const VecT<T, PER> bv = *reinterpret_cast<const VecT<T, PER>*>(sB + i * NP + lane * PER);
+#pragma unroll
+          for (int p = 0; p < PER; ++p) h[p] = decay(dls, a[p]) * h[p] + x * bv.v[p];
+        }
+        continue;
+      }
+      // The state before sub-chunk si: for the last one, where the forward pass stopped.
+      if (si < ns - 1) {
+#pragma unroll
+        for (int p = 0; p < PER; ++p) h[p] = subck[(si * PER + p) * NT + tid];
+      }
+      // The sub-chunk's states hs[i] (after step ts + i); the output before the gate for dz; the dC
+      // terms dout_t h_t summed over the warp's channels.
+      T hs[S][PER];
+#pragma unroll
+      for (int i = 0; i < S; ++i) {
+        if (i < lens) {
+          const int q0 = i * CT + c;
+          const T dl = sm[Y::kDl + q0], uu = sm[Y::kU + q0], x = dl * uu, dls = dl * decay_scale<T>();
+          const VecT<T, PER> bv = *reinterpret_cast<const VecT<T, PER>*>(sB + i * NP + lane * PER);
+#pragma unroll
+          for (int p = 0; p < PER; ++p) hs[i][p] = decay(dls, a[p]) * (i > 0 ? hs[i - 1][p] : h[p]) + x * bv.v[p];
+          const VecT<T, PER> cv = *reinterpret_cast<const VecT<T, PER>*>(sC + i * NP + lane * PER);
+          if (s.z) {
+            T acc = T(0);
+#pragma unroll
+            for (int p = 0; p < PER; ++p) acc += hs[i][p] * cv.v[p];
+            acc = group_sum<G>(acc);
+            if (lane == 0) sm[Y::kOutDz + q0] = sm[Y::kDyz + q0] * (acc + Dc * uu);
+          }
+          const T dout = sm[Y::kDout + q0];
+          T vc[PER];
+#pragma unroll
+          for (int p = 0; p < PER; ++p) vc[p] = dout * hs[i][p];  // dy_t/dC_t = h_t
+          warp_channel_sums<G, PER>(vc, lw, sm + Y::kRedC + (warp * S + i) * NP);
+        }
+      }
+      // The reverse walk: g = dL/dh_t, then dL/dh_{t-1} = g dA_t carried on.
+#pragma unroll
+      for (int i = S - 1; i >= 0; --i) {
+        if (i < lens) {
+          const int q0 = i * CT + c;
+          const T dl = sm[Y::kDl + q0], uu = sm[Y::kU + q0], dout = sm[Y::kDout + q0];
+          const T x = dl * uu, dls = dl * decay_scale<T>();
+          const VecT<T, PER> bv = *reinterpret_cast<const VecT<T, PER>*>(sB + i * NP + lane * PER);
+          const VecT<T, PER> cv = *reinterpret_cast<const VecT<T, PER>*>(sC + i * NP + lane * PER);
+          T ga = T(0), sb = T(0), vb[PER];
+#pragma unroll
+          for (int p = 0; p < PER; ++p) {
+            const T g = gc[p] + dout * cv.v[p];                             // dy_t/dh_t = C_t
+            const T gd = g * decay(dls, a[p]);                              // dh_t/dh_{t-1} = exp(dl a)
+            const T wv = gd * (i > 0 ? hs[i - 1][p] : h[p]);                // d/d(dl a) of exp(dl a) h_{t-1}
+            ga += wv * a[p];
+            dAacc[p] += wv * dl;
+            sb += g * bv.v[p];
+            vb[p] = g * x;  // dh_t/dB_t = dl u
+            gc[p] = gd;
+          }
+          ga = group_sum<G>(ga);
+          sb = group_sum<G>(sb);
+          const T ddl = (ga + sb * uu) * sm[Y::kDsp + q0];
+          if (lane == 0) {
+            sm[Y::kOutDu + q0] = dout * Dc + sb * dl;
+            sm[Y::kOutDd + q0] = ddl;
+          }
+          dD += dout * uu;
+          dbias += ddl;
+          warp_channel_sums<G, PER>(vb, lw, sm + Y::kRedB + (warp * S + i) * NP);
+        }
+      }
+      __syncthreads();  // the warps' sums and the outputs are in shared memory
+      // dB, dC of the sub-chunk: the warps' sums in warp order, into this group's partial rows (the
+      // group's first tile stores, the next ones add: the same thread owns the same elements).
+      const int64_t trow = static_cast<int64_t>(opaque(b)) * T_ + t0 + ts;  // (b, first step of the sub-chunk)
+      T* const dBp = o.dB_part + (static_cast<int64_t>(j) * s.B * T_ + trow) * N;
+      T* const dCp = o.dC_part + (static_cast<int64_t>(j) * s.B * T_ + trow) * N;
+      for (int qq = tq; qq < lens * N; qq += NT) {
+        const int i = qq / N, n = qq % N;
+        T sb = T(0), sc = T(0);
+#pragma unroll
+        for (int w = 0; w < NW; ++w) {
+          sb += sm[Y::kRedB + (w * S + i) * NP + n];
+          sc += sm[Y::kRedC + (w * S + i) * NP + n];
+        }
+        if (tl == tl0) {
+          dBp[qq] = sb;
+          dCp[qq] = sc;
+        } else {
+          dBp[qq] += sb;
+          dCp[qq] += sc;
+        }
+      }
+      // du, ddelta, dz of the sub-chunk (coalesced).
+      for (int qq = tq; qq < lens * CT; qq += NT) {
+        const int i = qq / CT, ch = qq % CT;
+        if (ch < ce) {
+          const int64_t idx = (trow + i) * E + e0 + ch;
+          o.du[idx] = sm[Y::kOutDu + qq];
+          o.ddelta[idx] = sm[Y::kOutDd + qq];
+          if (s.z) o.dz[idx] = sm[Y::kOutDz + qq];
+        }
+      }
+    }
+    if (ve) {
+#pragma unroll
+      for (int p = 0; p < PER; ++p)
+        if (lane * PER + p < N) o.dA_part[row * N + lane * PER + p] = dAacc[p];
+      if (lane == 0) {
+        o.dD_part[row] = dD;
+        o.dbias_part[row] = dbias;
+      }
+    }
+  }
+}
+
 // ---- launch configuration ----------------------------------------------------------------------
 
 // Lanes per channel and states per lane for d_state N.
@@ -656,6 +1158,129 @@ BwdPlan plan_backward(int64_t E, int64_t N, int64_t T_, int64_t L, size_t elt) {
   return p;
 }
 
+// The chunk-parallel backward's lanes: NP = the power of two >= max(N, 2) states per channel, G = NP / PER
+// lanes of PER states, a sub-chunk's S PER states in registers: PER = 4 in float (2 for N <= 2), 1 in
+// double (2 for N > 32). Float with PER = 2 fits 80 registers (6 blocks per SM) but measured ~15%
+// slower on the H200 (B 32, E 128, N 16): more shuffles and per-step work per state.
+template <typename T, typename F>
+void with_chunked_lanes(int64_t N, F&& f) {
+  int64_t NP = 2;
+  while (NP < N) NP *= 2;
+  if constexpr (sizeof(T) == 4) {
+    switch (NP) {
+      case 2: f.template operator()<1, 2>(); break;
+      case 4: f.template operator()<1, 4>(); break;
+      case 8: f.template operator()<2, 4>(); break;
+      case 16: f.template operator()<4, 4>(); break;
+      case 32: f.template operator()<8, 4>(); break;
+      default: f.template operator()<16, 4>(); break;
+    }
+  } else {
+    switch (NP) {
+      case 2: f.template operator()<2, 1>(); break;
+      case 4: f.template operator()<4, 1>(); break;
+      case 8: f.template operator()<8, 1>(); break;
+      case 16: f.template operator()<16, 1>(); break;
+      case 32: f.template operator()<32, 1>(); break;
+      default: f.template operator()<32, 2>(); break;
+    }
+  }
+}
+
+// Phase 3 blocks aimed at: channel groups per (b, chunk) are added (each with its own dB, dC partial)
+// until B nc ng reaches it. A constant, not the device's size: the same bits on every device.
+constexpr int64_t kChunkedBlocks = 4096;
+
+// The chunk-parallel backward (N <= 64, min(L, T) <= kChunkedMaxL): fills g.dA, dB, dC, dD,
+// ddelta_bias and writes g.du, ddelta, dz.
+template <typename T>
+void backward_chunked(const ScanPtrs<T>& s, const T* dy, const CkView<T>& ck, int64_t L, ScanGrads& g) {
+  const int64_t B = s.B, T_ = s.T_, E = s.E, N = s.N, nc = (T_ + L - 1) / L;
+  const DType dt = dtype_of<T>();
+  with_chunked_lanes<T>(N, [&]<int G, int PER>() {
+    using Y = ChunkedSmem<T, G, PER, kSub>;
+    using Y1 = ChunkedSmem<T, G, PER, kCarryTile>;
+    static_assert(Y1::carry_bytes() <= 48 * 1024, "phase 1 fits the default shared memory");
+    const int64_t ntile = (E + Y::CT - 1) / Y::CT;
+    const int nt = static_cast<int>(ntile);
+    // At most E / N groups: the dB, dC partials (ng, B, T, N) never outgrow one (B, T, E) tensor.
+    const int64_t ng = std::clamp<int64_t>((kChunkedBlocks + B * nc - 1) / (B * nc), 1,
+                                           std::min(ntile, std::max<int64_t>(1, E / std::max<int64_t>(N, 1))));
+    const int nsub = static_cast<int>((std::min(L, T_) + kSub - 1) / kSub);
+    Tensor carry, sumdl;
+    if (nc > 1) {
+      carry = empty({B, nc, E, N}, dt);
+      sumdl = empty({B, nc, E}, dt);
+    }
+    g.dB = empty({B, T_, N}, dt);
+    g.dC = empty({B, T_, N}, dt);
+    const Tensor dB_part = ng > 1 ? empty({ng, B, T_, N}, dt) : g.dB;
+    const Tensor dC_part = ng > 1 ? empty({ng, B, T_, N}, dt) : g.dC;
+    const Tensor dA_part = empty({B * nc, E, N}, dt), dD_part = empty({B * nc, E}, dt);
+    const Tensor dbias_part = empty({B * nc, E}, dt);
+    const ChunkedArgs<T> o{dy,
+                           ck,
+                           L,
+                           nc,
+                           ng,
+                           nc > 1 ? ptr<T>(carry) : nullptr,
+                           nc > 1 ? ptr<T>(sumdl) : nullptr,
+                           ptr<T>(g.du),
+                           ptr<T>(g.ddelta),
+                           g.dz.defined() ? ptr<T>(g.dz) : nullptr,
+                           ptr<T>(dA_part),
+                           ptr<T>(dD_part),
+                           ptr<T>(dbias_part),
+                           ptr<T>(dB_part),
+                           ptr<T>(dC_part)};
+    if (nc > 1) {
+      const int64_t blocks = B * (nc - 1) * ntile;
+      SEQLAB_CHECK(blocks <= 0x7fffffff, "selective_scan_backward: too many blocks");
+      auto* carry_kernel = scan_bwd_carry_kernel<T, G, PER>;
+      carry_kernel<<<static_cast<unsigned>(blocks), Y1::NT, Y1::carry_bytes(), stream()>>>(s, o, nt);
+      check_launch("selective_scan_backward (chunk carries)");
+      auto* combine_kernel = scan_bwd_carry_combine_kernel<T>;
+      combine_kernel<<<blocks_for(B * E * N), 256, 0, stream()>>>(s, o);
+      check_launch("selective_scan_backward (carries across chunks)");
+    }
+    auto* kernel = scan_bwd_chunk_kernel<T, G, PER>;
+    const size_t smem = Y::chunk_bytes(nsub);
+    if (smem > 48 * 1024) {
+      const int most = max_shared_optin();
+      SEQLAB_CHECK(smem <= static_cast<size_t>(most), "selective_scan_backward: chunk ", L, " needs ", smem,
+                   " bytes of shared memory per block, the device allows ", most, "; use a smaller chunk");
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+            "cudaFuncSetAttribute (selective_scan_backward)");
+    }
+    const int64_t blocks = B * nc * ng;
+    SEQLAB_CHECK(blocks <= 0x7fffffff, "selective_scan_backward: too many blocks");
+    kernel<<<static_cast<unsigned>(blocks), Y::NT, smem, stream()>>>(s, o, nt);
+    check_launch("selective_scan_backward (chunks)");
+    if (ng > 1) {
+      sum_rows<T>(dB_part, ng, B * T_ * N, g.dB);
+      sum_rows<T>(dC_part, ng, B * T_ * N, g.dC);
+    }
+    g.dA = empty({E, N}, dt);
+    g.dD = empty({E}, dt);
+    sum_rows_tall<T>(dA_part, B * nc, E * N, g.dA);
+    sum_rows_tall<T>(dD_part, B * nc, E, g.dD);
+    if (g.ddelta_bias.defined()) sum_rows_tall<T>(dbias_part, B * nc, E, g.ddelta_bias);
+  });
+}
+
+// SEQLAB_SCAN_BWD (read once): unset, empty or "chunked": the chunk-parallel backward where it applies
+// (N <= 64, min(chunk, T) <= kChunkedMaxL); "sequential": scan_bwd_kernel always (benchmarks, tests).
+bool sequential_backward_requested() {
+  static const bool v = [] {
+    const char* env = std::getenv("SEQLAB_SCAN_BWD");
+    const std::string_view s = env ? env : "";
+    SEQLAB_CHECK(s.empty() || s == "chunked" || s == "sequential", "environment variable SEQLAB_SCAN_BWD = '", s,
+                 "': expected 'chunked' or 'sequential'");
+    return s == "sequential";
+  }();
+  return v;
+}
+
 template <typename T>
 ScanForwardResult forward_impl(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm,
                                const Tensor& Cm, const Tensor& Dskip, const ScanExtras& ex, int64_t L,
@@ -711,22 +1336,31 @@ ScanGrads backward_impl(const Tensor& dy, const Tensor& u, const Tensor& delta, 
   g.du = empty({B, T_, E}, dt);
   g.ddelta = empty({B, T_, E}, dt);
   if (ex.z.defined()) g.dz = empty({B, T_, E}, dt);
-  g.dB = zeros({B, T_, N}, dt);
-  g.dC = zeros({B, T_, N}, dt);
-  g.dA = empty({E, N}, dt);
-  g.dD = empty({E}, dt);
   if (ex.delta_bias.defined()) g.ddelta_bias = empty({E}, dt);
   if (B == 0 || T_ == 0 || E == 0) {  // nothing flows: the shared gradients are zero
+    g.dB = zeros({B, T_, N}, dt);
+    g.dC = zeros({B, T_, N}, dt);
     g.dA = zeros({E, N}, dt);
     g.dD = zeros({E}, dt);
     if (ex.delta_bias.defined()) g.ddelta_bias = zeros({E}, dt);
     return g;
   }
+  const ScanPtrs<T> s = make_ptrs<T>(u, delta, A, Bm, Cm, Dskip, ex, B, T_, E, N);
+  // (the chunk-parallel kernels index steps, channels and blocks with 32-bit integers)
+  const bool chunked = N <= kFastMaxN && std::min(L, T_) <= kChunkedMaxL && std::max(T_, E) <= 0x7fffffff &&
+                       B * ((T_ + L - 1) / L) <= 0x7fffffff;
+  if (chunked && !sequential_backward_requested()) {
+    backward_chunked<T>(s, ptr<T>(dy), ck, L, g);
+    return g;
+  }
+  g.dB = zeros({B, T_, N}, dt);
+  g.dC = zeros({B, T_, N}, dt);
+  g.dA = empty({E, N}, dt);
+  g.dD = empty({E}, dt);
   const BwdPlan plan = plan_backward(E, N, T_, L, sizeof(T));
   const Tensor dB_part = plan.ng > 1 ? zeros({plan.ng, B, T_, N}, dt) : g.dB;
   const Tensor dC_part = plan.ng > 1 ? zeros({plan.ng, B, T_, N}, dt) : g.dC;
   const Tensor dA_part = empty({B, E, N}, dt), dD_part = empty({B, E}, dt), dbias_part = empty({B, E}, dt);
-  const ScanPtrs<T> s = make_ptrs<T>(u, delta, A, Bm, Cm, Dskip, ex, B, T_, E, N);
   BwdArgs<T> o{ptr<T>(dy),         ck,
                L,                  plan.ng,
                plan.S,             plan.nsub,

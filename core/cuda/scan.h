@@ -3,11 +3,15 @@
 //
 // Forward: one thread per (b, e, n) state element, the N states of a channel in one group of lanes
 // of a warp (registers), walking T once; y_t = C_t . h_t by a fixed shuffle tree. Checkpoints of the
-// state every `chunk` steps, as on the CPU. Backward: per chunk (last to first) from its checkpoint,
-// sub-checkpoints every ~sqrt(chunk) steps in shared memory, each sub-chunk recomputed into shared
-// memory and walked backward; dB, dC summed over the block's channels in shared memory in a fixed
-// order into per-channel-group partials, dA, dD, ddelta_bias into per-batch-row partials, all summed
-// in fixed order by a second kernel (no float atomics: bit-reproducible). No (B, T, E, N) tensor.
+// state every `chunk` steps, as on the CPU. Backward (N <= 64, min(chunk, T) <= 128: the default),
+// chunk-parallel: each chunk's share of dL/dh at the step before it (dL/dh's reverse recurrence needs
+// no states), chained over the chunks by a thread per (b, e, n); then every (b, chunk, channel tile)
+// at once recomputes its states from its checkpoint (sub-checkpoints every 8 steps) and walks back
+// from its carry. Otherwise, or with SEQLAB_SCAN_BWD=sequential: per channel, chunks last to first
+// from their checkpoints, sub-checkpoints every ~sqrt(chunk) steps. Both: dB, dC summed over a
+// block's channels in a fixed order into per-channel-group partials, dA, dD, ddelta_bias into
+// per-row partials, all summed in fixed order by a second kernel (no float atomics:
+// bit-reproducible). No (B, T, E, N) tensor.
 #pragma once
 #include "core/kernels/scan.h"
 #include "core/tensor.h"
