@@ -4,7 +4,10 @@
 // Forward: float32 / float64 with N <= 64 (and no every-state output) takes the tiled kernel
 // (scan_fwd_tiled_kernel: a block per (b, 32 channels), T walked in tiles staged through shared
 // memory with coalesced cp.async copies, double-buffered); the step, the every-state reference and
-// N > 64 take scan_fwd_kernel below.
+// N > 64 take scan_fwd_kernel below. With the environment variable SEQLAB_SCAN_FWD=chunked (read once;
+// "tiled" or unset: the default), the tiled cases run chunk-parallel over T instead (forward_fast):
+// each chunk's end state from zero, the chunk start states chained by a thread per (b, e, n), then
+// every (b, chunk, channel tile) rescanned from its start state by the same kernel.
 //
 // Backward: N <= 64 with min(chunk, T) <= kChunkedMaxL (128) takes the chunk-parallel backward (the
 // default; "backward, chunk-parallel" below): the reverse recurrence dL/dh_t = C_t dout_t + exp(dl_{t+1} A)
@@ -197,17 +200,17 @@ struct FastTile {
 };
 
 // Copies (b, t0 .. t0 + TT - 1, e0 .. e0 + kCT - 1) of u, delta, z and (b, t0 .., 0 .. NP - 1) of
-// B, C into buf; out-of-range elements are zero. vec: 16-byte copies (E a multiple of 16 / sizeof(T)
-// and the pointers 16-byte aligned).
+// B, C into buf; elements at or after step tend or channel E are zero. vec: 16-byte copies (E a
+// multiple of 16 / sizeof(T) and the pointers 16-byte aligned). full = false: u, delta, B only.
 template <typename T, int NP>
-__device__ __forceinline__ void fast_load_tile(const ScanPtrs<T>& s, int64_t b, int64_t t0, int64_t e0, T* buf,
-                                               bool vec, int tid, int nthreads) {
+__device__ __forceinline__ void fast_load_tile(const ScanPtrs<T>& s, int64_t b, int64_t t0, int64_t tend, int64_t e0,
+                                               T* buf, bool vec, int tid, int nthreads, bool full = true) {
   using F = FastTile<T, NP>;
   constexpr int TT = F::TT;
-  const int len = static_cast<int>(min(static_cast<int64_t>(TT), s.T_ - t0));
+  const int len = static_cast<int>(min(static_cast<int64_t>(TT), tend - t0));
   const int ce = static_cast<int>(min(static_cast<int64_t>(kCT), s.E - e0));
   const int64_t base = (b * s.T_ + t0) * s.E + e0;
-  const int nsrc = s.z ? 3 : 2;
+  const int nsrc = full && s.z ? 3 : 2;
   if (vec) {
     constexpr int V = 16 / sizeof(T), RV = kCT / V;
     for (int q = tid; q < nsrc * TT * RV; q += nthreads) {
@@ -226,7 +229,7 @@ __device__ __forceinline__ void fast_load_tile(const ScanPtrs<T>& s, int64_t b, 
   }
   const int Ni = static_cast<int>(s.N);
   const int64_t rb = (b * s.T_ + t0) * s.N;
-  for (int q = tid; q < 2 * TT * NP; q += nthreads) {
+  for (int q = tid; q < (full ? 2 : 1) * TT * NP; q += nthreads) {
     const int w = q / (TT * NP), r = q % (TT * NP), i = r / NP, n = r % NP;
     const bool ok = i < len && n < Ni;
     const T* src = (w ? s.Cm : s.Bm) + (ok ? rb + i * s.N + n : 0);
@@ -239,10 +242,26 @@ struct alignas(sizeof(T) * PER) VecT {
   T v[PER];
 };
 
-template <typename T, int G, int PER>
+// What a block of scan_fwd_tiled_kernel does: whole: all of T from a zero state (the tiled path);
+// local (chunked phase 1): its chunk from a zero state, storing only the end state and the chunk's sum
+// of delta; rescan (chunked phase 3): its chunk from the state phase 2 left, writing y and the
+// checkpoints that fall in it.
+enum class FwdPass { whole, local, rescan };
+
+// The chunked passes' arguments: ncf chunks of Lf steps; hs (B, ncf, E, N): slot k + 1 the local end
+// state of chunk k (phase 1), then the state before chunk k + 1 (phase 2); sumdl (B, ncf, E): slot
+// k + 1 the sum of delta over chunk k. Slot 0 is never touched.
+template <typename T>
+struct FwdChunks {
+  int64_t Lf, ncf;
+  T *hs, *sumdl;
+};
+
+template <typename T, int G, int PER, FwdPass PASS = FwdPass::whole>
 __global__ void __launch_bounds__(kCT * G) scan_fwd_tiled_kernel(ScanPtrs<T> s, int64_t L, T* y, T* ck, bool vec,
-                                                                  int nblk_e) {
+                                                                  int nblk_e, FwdChunks<T> fc) {
   constexpr int NP = G * PER, NT = kCT * G;
+  constexpr bool kLocal = PASS == FwdPass::local, kWhole = PASS == FwdPass::whole;
   using F = FastTile<T, NP>;
   constexpr int TT = F::TT;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -251,8 +270,12 @@ __global__ void __launch_bounds__(kCT * G) scan_fwd_tiled_kernel(ScanPtrs<T> s, 
   T* const s_acc = s_du + TT * kCT;
 
   const int tid = threadIdx.x, c = tid / G, lane = tid % G, cc = tid % kCT;  // cc: prep/epilogue channel
-  const int64_t b = blockIdx.x / nblk_e, e0 = static_cast<int64_t>(blockIdx.x % nblk_e) * kCT;
+  // block (b, chunk kf, channel tile); phase 1 takes the chunks 0 .. ncf - 2 (the last one's end state
+  // is not needed)
+  const int64_t nck = kWhole ? 1 : kLocal ? fc.ncf - 1 : fc.ncf, bk = blockIdx.x / nblk_e;
+  const int64_t b = bk / nck, kf = bk % nck, e0 = static_cast<int64_t>(blockIdx.x % nblk_e) * kCT;
   const int64_t E = s.E, N = s.N, T_ = s.T_, nc = (T_ + L - 1) / L;
+  const int64_t tb = kWhole ? 0 : kf * fc.Lf, te = kWhole ? T_ : min(T_, tb + fc.Lf);  // the block's steps
   const int64_t e = e0 + c, ecc = e0 + cc;
   const bool ve = e < E, vcc = ecc < E;
   T a[PER], h[PER];
@@ -261,22 +284,28 @@ __global__ void __launch_bounds__(kCT * G) scan_fwd_tiled_kernel(ScanPtrs<T> s, 
     const int64_t n = lane * PER + p;
     a[p] = ve && n < N ? s.A[e * N + n] : T(0);
     if constexpr (sizeof(T) == 4) a[p] *= 1.4426950408889634f;  // exp(x) = exp2(x log2 e)
-    h[p] = T(0);
+    h[p] = PASS == FwdPass::rescan && kf > 0 && ve && n < N ? fc.hs[((b * fc.ncf + kf) * E + e) * N + n] : T(0);
   }
   const T Dc = vcc ? s.D[ecc] : T(0), bias_c = s.bias && vcc ? s.bias[ecc] : T(0);
-  const int ntiles = static_cast<int>((T_ + TT - 1) / TT);
-  int64_t next_ck = ck ? L : T_;  // the next step before which the state is checkpointed
+  const int ntiles = static_cast<int>((te - tb + TT - 1) / TT);
+  // the next step before which the state is checkpointed: the first multiple of L >= max(tb, 1)
+  int64_t next_ck = !kLocal && ck ? (kWhole ? L : max(L, (tb + L - 1) / L * L)) : T_;
+  // rescan: where that checkpoint's first state of the thread goes (no division in the loop)
+  T* ckp = !kWhole && ck && next_ck < T_ ? ck + ((b * (nc - 1) + next_ck / L - 1) * N + lane * PER) * E + e : nullptr;
+  T sdl = T(0);  // phase 1: the sum of delta over the chunk
 
-  fast_load_tile<T, NP>(s, b, 0, e0, sm, vec, tid, NT);
+  fast_load_tile<T, NP>(s, b, tb, te, e0, sm, vec, tid, NT, !kLocal);
   cp_async_commit();
   for (int k = 0; k < ntiles; ++k) {
     T* const buf = sm + (k & 1) * F::kBuf;
-    if (k + 1 < ntiles) fast_load_tile<T, NP>(s, b, static_cast<int64_t>(k + 1) * TT, e0, sm + ((k + 1) & 1) * F::kBuf, vec, tid, NT);
+    if (k + 1 < ntiles)
+      fast_load_tile<T, NP>(s, b, tb + static_cast<int64_t>(k + 1) * TT, te, e0, sm + ((k + 1) & 1) * F::kBuf, vec,
+                            tid, NT, !kLocal);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    const int64_t t0 = static_cast<int64_t>(k) * TT;
-    const int len = static_cast<int>(min(static_cast<int64_t>(TT), T_ - t0));
+    const int64_t t0 = tb + static_cast<int64_t>(k) * TT;
+    const int len = static_cast<int>(min(static_cast<int64_t>(TT), te - t0));
     T* const su = buf + F::kU;
     T* const sd = buf + F::kD;
     T* const sz = buf + F::kZ;
@@ -293,45 +322,121 @@ __global__ void __launch_bounds__(kCT * G) scan_fwd_tiled_kernel(ScanPtrs<T> s, 
     // scan
 #pragma unroll(sizeof(T) == 4 ? 4 : 2)
     for (int i = 0; i < len; ++i) {
-      if (t0 + i == next_ck) {
-        if (ve) {
+      if constexpr (!kLocal) {
+        if (t0 + i == next_ck) {
+          if (ve) {
 #pragma unroll
-          for (int p = 0; p < PER; ++p)
-            if (lane * PER + p < N) ck[((b * (nc - 1) + next_ck / L - 1) * N + lane * PER + p) * E + e] = h[p];
+            for (int p = 0; p < PER; ++p) {
+              if (lane * PER + p < N) {
+                if constexpr (kWhole) {
+                  ck[((b * (nc - 1) + next_ck / L - 1) * N + lane * PER + p) * E + e] = h[p];
+                } else {
+                  ckp[p * E] = h[p];
+                }
+              }
+            }
+          }
+          next_ck += L;
+          if constexpr (!kWhole) ckp += N * E;
         }
-        next_ck += L;
       }
       const T dl = sd[i * kCT + c], du = s_du[i * kCT + c];
       const VecT<T, PER> bv = *reinterpret_cast<const VecT<T, PER>*>(sB + i * NP + lane * PER);
-      const VecT<T, PER> cv = *reinterpret_cast<const VecT<T, PER>*>(sC + i * NP + lane * PER);
-      T acc = T(0);
+      if constexpr (kLocal) {
 #pragma unroll
-      for (int p = 0; p < PER; ++p) {
-        T da;
-        if constexpr (sizeof(T) == 4) {
-          da = exp2f(dl * a[p]);
-        } else {
-          da = dexp(dl * a[p]);
+        for (int p = 0; p < PER; ++p) {
+          T da;
+          if constexpr (sizeof(T) == 4) {
+            da = exp2f(dl * a[p]);
+          } else {
+            da = dexp(dl * a[p]);
+          }
+          h[p] = da * h[p] + du * bv.v[p];
         }
-        h[p] = da * h[p] + du * bv.v[p];
-        acc += h[p] * cv.v[p];
-      }
-      acc = group_sum<G>(acc);
-      if (lane == 0) s_acc[i * kCT + c] = acc;
-    }
-    __syncthreads();
-    // epilogue: y = (C.h + D u) silu(z), coalesced
-    if (vcc) {
-      for (int q = tid; q < len * kCT; q += NT) {
-        T out = s_acc[q] + Dc * su[q];
-        if (s.z) {
-          const T zz = sz[q];
-          out = out * zz * sigmoid(zz);
+        sdl += dl;
+      } else {
+        const VecT<T, PER> cv = *reinterpret_cast<const VecT<T, PER>*>(sC + i * NP + lane * PER);
+        T acc = T(0);
+#pragma unroll
+        for (int p = 0; p < PER; ++p) {
+          T da;
+          if constexpr (sizeof(T) == 4) {
+            da = exp2f(dl * a[p]);
+          } else {
+            da = dexp(dl * a[p]);
+          }
+          h[p] = da * h[p] + du * bv.v[p];
+          acc += h[p] * cv.v[p];
         }
-        y[(b * T_ + t0 + q / kCT) * E + ecc] = out;
+        acc = group_sum<G>(acc);
+        if (lane == 0) s_acc[i * kCT + c] = acc;
       }
     }
-    __syncthreads();  // buf is refilled by the next iteration's copies
+    if constexpr (!kLocal) {
+      __syncthreads();
+      // epilogue: y = (C.h + D u) silu(z), coalesced
+      if (vcc) {
+        for (int q = tid; q < len * kCT; q += NT) {
+          T out = s_acc[q] + Dc * su[q];
+          if (s.z) {
+            const T zz = sz[q];
+            out = out * zz * sigmoid(zz);
+          }
+          y[(b * T_ + t0 + q / kCT) * E + ecc] = out;
+        }
+      }
+    }
+    __syncthreads();  // buf and s_du are refilled by the next iteration
+  }
+  if constexpr (kLocal) {
+    if (ve) {
+      const int64_t row = (b * fc.ncf + kf + 1) * E + e;
+#pragma unroll
+      for (int p = 0; p < PER; ++p)
+        if (lane * PER + p < N) fc.hs[row * N + lane * PER + p] = h[p];
+      if (lane == 0) fc.sumdl[row] = sdl;
+    }
+  }
+}
+
+// Chunked phase 2: a thread per (b, e, n), chunks first to last, in place over hs: slot k >= 1 holds
+// the local end state of chunk k - 1 on entry and the state before chunk k on exit,
+// h_k = P_{k-1} h_{k-1} + local_{k-1} (h_0 = 0), P = exp(a sum delta) as the tiled kernel's float
+// decays, 2^(sum delta a log2 e). The loads of KB chunks are issued before their chain.
+template <typename T>
+__global__ void scan_fwd_carry_kernel(ScanPtrs<T> s, FwdChunks<T> fc) {
+  constexpr int KB = 8;
+  const int64_t E = s.E, N = s.N, ncf = fc.ncf;
+  SEQLAB_CUDA_LOOP(q, s.B * E * N) {
+    const int64_t n = q % N, e = q / N % E, b = q / (E * N);
+    T a = s.A[e * N + n];
+    if constexpr (sizeof(T) == 4) a *= 1.4426950408889634f;
+    T* const hb = fc.hs + (b * ncf * E + e) * N + n;   // (b, k, e, n) at hb[k E N]
+    const T* const sd = fc.sumdl + b * ncf * E + e;  // (b, k, e) at sd[k E]
+    T h = T(0);
+    for (int64_t k0 = 1; k0 < ncf; k0 += KB) {
+      T r[KB], sdl[KB];
+#pragma unroll
+      for (int i = 0; i < KB; ++i) {
+        const int64_t k = k0 + i;
+        r[i] = k < ncf ? hb[k * E * N] : T(0);
+        sdl[i] = k < ncf ? sd[k * E] : T(0);
+      }
+#pragma unroll
+      for (int i = 0; i < KB; ++i) {
+        const int64_t k = k0 + i;
+        if (k < ncf) {
+          T P;
+          if constexpr (sizeof(T) == 4) {
+            P = exp2f(sdl[i] * a);
+          } else {
+            P = dexp(sdl[i] * a);
+          }
+          h = k == 1 ? r[i] : P * h + r[i];  // (no inf * 0 from the zero first state)
+          hb[k * E * N] = h;
+        }
+      }
+    }
   }
 }
 
@@ -1268,6 +1373,84 @@ void backward_chunked(const ScanPtrs<T>& s, const T* dy, const CkView<T>& ck, in
   });
 }
 
+// The chunked forward's phase 3 blocks aimed at (B nblk_e ncf); a constant, not the device's size: the
+// chunks, hence the bits of y and the checkpoints, are the same on every device.
+constexpr int64_t kFwdChunkBlocks = 1024;
+
+// Steps per chunk of the chunked forward for B nblk_e = rows blocks per chunk: ncf chunks reaching
+// kFwdChunkBlocks blocks, whole tiles of TT steps, at least 2 tiles per chunk (the copies of one
+// overlap the scan of the other).
+template <typename T>
+int64_t forward_chunk_len(int64_t T_, int64_t rows) {
+  constexpr int64_t TT = fast_tt<T>();
+  const int64_t want = std::max<int64_t>(1, (kFwdChunkBlocks + rows - 1) / rows);
+  const int64_t per = (T_ + want - 1) / want;
+  return std::max<int64_t>(2 * TT, (per + TT - 1) / TT * TT);
+}
+
+// The tiled forward (N <= 64, no every-state output). Lf >= T: one block per (b, channel tile) walks
+// all of T (scan_fwd_tiled_kernel, the default). Lf < T (SEQLAB_SCAN_FWD=chunked), chunk-parallel over
+// ncf chunks of Lf steps (h_t = dA_t h_{t-1} + x_t is linear: the state after a chunk is its local end
+// state from zero plus the product of its decays times the state before it):
+//   phase 1 (block: b, chunk k <= ncf - 2, channel tile): the chunk's end state from a zero state and its
+//     sum of delta (P_k = exp(a sum delta));
+//   phase 2 (a thread per (b, e, n), chunks first to last): h_{k+1} = P_k h_k + local_k, the state
+//     before each chunk;
+//   phase 3 (block: b, chunk k, channel tile): the chunk rescanned from h_k, writing y and every
+//     checkpoint (a multiple of L) that falls in it, at the same step as the whole pass.
+// Phase 3 does the whole pass's per-step arithmetic: y and the checkpoints differ from it only by the
+// rounding of the chunk start states. Fixed order everywhere: bit-identical reruns. Memory: (B, ncf,
+// E, N) states and (B, ncf, E) sums.
+template <typename T, int G, int PER>
+void forward_fast(const ScanPtrs<T>& s, int64_t L, T* y, T* ck, bool vec, int64_t Lf) {
+  constexpr int NT = kCT * G;
+  const size_t smem = FastTile<T, G * PER>::kBytes;
+  const int nblk_e = static_cast<int>((s.E + kCT - 1) / kCT);
+  const int64_t rows = s.B * nblk_e, ncf = (s.T_ + Lf - 1) / Lf;
+  auto prepare = [&](auto* kernel) {
+    if (smem > 48 * 1024) {
+      SEQLAB_CHECK(smem <= static_cast<size_t>(max_shared_optin()), "selective_scan_forward: needs ", smem,
+                   " bytes of shared memory per block");
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+            "cudaFuncSetAttribute (selective_scan_forward)");
+    }
+    return kernel;
+  };
+  SEQLAB_CHECK(rows * std::max<int64_t>(ncf, 1) <= 0x7fffffff, "selective_scan_forward: too many blocks");
+  if (ncf <= 1) {
+    auto* kernel = prepare(scan_fwd_tiled_kernel<T, G, PER>);
+    kernel<<<static_cast<unsigned>(rows), NT, smem, stream()>>>(s, L, y, ck, vec, nblk_e, FwdChunks<T>{});
+    check_launch("selective_scan_forward (tiled)");
+    return;
+  }
+  const DType dt = dtype_of<T>();
+  const Tensor hs = empty({s.B, ncf, s.E, s.N}, dt), sumdl = empty({s.B, ncf, s.E}, dt);
+  const FwdChunks<T> fc{Lf, ncf, ptr<T>(hs), ptr<T>(sumdl)};
+  auto* local_kernel = prepare(scan_fwd_tiled_kernel<T, G, PER, FwdPass::local>);
+  local_kernel<<<static_cast<unsigned>(rows * (ncf - 1)), NT, smem, stream()>>>(s, L, nullptr, nullptr, vec, nblk_e,
+                                                                                 fc);
+  check_launch("selective_scan_forward (chunk end states)");
+  auto* carry_kernel = scan_fwd_carry_kernel<T>;
+  carry_kernel<<<blocks_for(s.B * s.E * s.N), 256, 0, stream()>>>(s, fc);
+  check_launch("selective_scan_forward (states across chunks)");
+  auto* rescan_kernel = prepare(scan_fwd_tiled_kernel<T, G, PER, FwdPass::rescan>);
+  rescan_kernel<<<static_cast<unsigned>(rows * ncf), NT, smem, stream()>>>(s, L, y, ck, vec, nblk_e, fc);
+  check_launch("selective_scan_forward (chunks)");
+}
+
+// SEQLAB_SCAN_FWD (read once): unset, empty or "tiled": the tiled forward (one block per (b, channel
+// tile) over all of T); "chunked": the chunk-parallel forward (opt-in) where the tiled one applies.
+bool chunked_forward_requested() {
+  static const bool v = [] {
+    const char* env = std::getenv("SEQLAB_SCAN_FWD");
+    const std::string_view s = env ? env : "";
+    SEQLAB_CHECK(s.empty() || s == "tiled" || s == "chunked", "environment variable SEQLAB_SCAN_FWD = '", s,
+                 "': expected 'tiled' or 'chunked'");
+    return s == "chunked";
+  }();
+  return v;
+}
+
 // SEQLAB_SCAN_BWD (read once): unset, empty or "chunked": the chunk-parallel backward where it applies
 // (N <= 64, min(chunk, T) <= kChunkedMaxL); "sequential": scan_bwd_kernel always (benchmarks, tests).
 bool sequential_backward_requested() {
@@ -1296,25 +1479,13 @@ ScanForwardResult forward_impl(const Tensor& u, const Tensor& delta, const Tenso
   T* y = ptr<T>(r.y);
   T* ck = r.checkpoints.defined() ? ptr<T>(r.checkpoints) : nullptr;
   T* H = states ? ptr<T>(*states) : nullptr;
-  if (!H && N <= kFastMaxN) {  // the tiled path
-    const int nblk_e = static_cast<int>((E + kCT - 1) / kCT);
-    const int64_t blocks = B * nblk_e;
-    SEQLAB_CHECK(blocks <= 0x7fffffff, "selective_scan_forward: too many blocks");
+  if (!H && N <= kFastMaxN) {  // the tiled path (chunk-parallel with SEQLAB_SCAN_FWD=chunked)
+    const int64_t nblk_e = (E + kCT - 1) / kCT;
     constexpr int V = 16 / sizeof(T);
     auto al = [](const T* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
     const bool vec = E % V == 0 && al(s.u) && al(s.delta) && (!s.z || al(s.z));
-    with_fast_lanes(N, B * E, [&]<int G, int PER>() {
-      auto* kernel = scan_fwd_tiled_kernel<T, G, PER>;
-      const size_t smem = FastTile<T, G * PER>::kBytes;
-      if (smem > 48 * 1024) {
-        SEQLAB_CHECK(smem <= static_cast<size_t>(max_shared_optin()), "selective_scan_forward: needs ", smem,
-                     " bytes of shared memory per block");
-        check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-              "cudaFuncSetAttribute (selective_scan_forward)");
-      }
-      kernel<<<static_cast<unsigned>(blocks), kCT * G, smem, stream()>>>(s, L, y, ck, vec, nblk_e);
-      check_launch("selective_scan_forward (tiled)");
-    });
+    const int64_t Lf = chunked_forward_requested() ? forward_chunk_len<T>(T_, B * nblk_e) : T_;
+    with_fast_lanes(N, B * E, [&]<int G, int PER>() { forward_fast<T, G, PER>(s, L, y, ck, vec, Lf); });
     return r;
   }
   with_lanes(N, [&]<int G, int PER>() {
