@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -156,51 +157,50 @@ std::vector<RunResult> run_compare(const Config& config, const RunOptions& opt, 
   std::vector<size_t> row_index;  // model index of each row
   auto t0 = Clock::now();
   SEQLAB_CHECK(opt.jobs >= 1, "compare --jobs: expected an integer >= 1, got ", opt.jobs);
+  // Model i, in this process or a child; a failure is a row with its reason under keep_going.
+  auto run_one = [&](size_t i) -> RunResult {
+    const ModelConfig& mc = c.models[i];
+    const fs::path sub = dir / mc.name;
+    spdlog::info("compare: model {}/{} '{}' ({}) -> {}", i + 1, c.models.size(), mc.name, mc.type, sub.string());
+    try {
+      return exe.empty() ? train_model(c, i, sub.string(), run_opt)
+                         : train_in_child(c, i, exe, child_args, child_env, opt.resume);
+    } catch (const Error& e) {
+      if (!opt.keep_going) throw;
+      spdlog::warn("{}; the other models go on", e.what());
+      return failed_row(c, mc.name, e.what());
+    }
+  };
   if (opt.jobs > 1 && !exe.empty() && n_ranks == 1 && c.models.size() > 1) {
     // --jobs N: up to N children at once (small models leave a GPU, or many cores, mostly idle); a
-    // thread per running child waits for it. Rows stay in model order; Ctrl-C reaches every child.
+    // thread per running child waits for it. Rows stay in model order; Ctrl-C reaches every child;
+    // without keep_going the first failure (in model order) is rethrown once every child has ended.
     rows.resize(c.models.size());
-    std::vector<std::string> errors(c.models.size());
+    std::vector<std::exception_ptr> errors(c.models.size());
     std::atomic<size_t> next{0};
     auto worker = [&] {
       for (size_t i; (i = next++) < c.models.size();) {
-        const ModelConfig& mc = c.models[i];
-        spdlog::info("compare: model {}/{} '{}' ({}) -> {}", i + 1, c.models.size(), mc.name, mc.type,
-                     (dir / mc.name).string());
         try {
-          rows[i] = train_in_child(c, i, exe, child_args, child_env, opt.resume);
-        } catch (const Error& e) {
-          if (opt.keep_going) spdlog::warn("{}; the other models go on", e.what());
-          rows[i] = failed_row(c, mc.name, e.what());
-          errors[i] = e.what();
+          rows[i] = run_one(i);
+        } catch (...) {
+          errors[i] = std::current_exception();
         }
       }
     };
     std::vector<std::thread> pool;
     for (int k = 0; k < std::min<int>(opt.jobs, static_cast<int>(c.models.size())); ++k) pool.emplace_back(worker);
     for (auto& t : pool) t.join();
-    if (!opt.keep_going)
-      for (const auto& e : errors)
-        if (!e.empty()) throw Error(e);
+    for (const auto& e : errors)
+      if (e) std::rethrow_exception(e);
     for (const auto& r : rows)
-      if (!r.finished) return rows;  // interrupted
+      if (!r.finished) return rows;  // interrupted (Ctrl-C)
   } else {
-  for (size_t i = 0; i < c.models.size(); ++i) {
-    if (static_cast<int>(i % static_cast<size_t>(n_ranks)) != me) continue;
-    row_index.push_back(i);
-    const ModelConfig& mc = c.models[i];
-    const fs::path sub = dir / mc.name;
-    spdlog::info("compare: model {}/{} '{}' ({}) -> {}", i + 1, c.models.size(), mc.name, mc.type, sub.string());
-    try {
-      rows.push_back(exe.empty() ? train_model(c, i, sub.string(), run_opt)
-                                 : train_in_child(c, i, exe, child_args, child_env, opt.resume));
-    } catch (const Error& e) {
-      if (!opt.keep_going) throw;
-      spdlog::warn("{}; the other models go on", e.what());
-      rows.push_back(failed_row(c, mc.name, e.what()));
+    for (size_t i = 0; i < c.models.size(); ++i) {
+      if (static_cast<int>(i % static_cast<size_t>(n_ranks)) != me) continue;
+      row_index.push_back(i);
+      rows.push_back(run_one(i));
+      if (!rows.back().finished) return rows;  // interrupted (Ctrl-C) or stopped by an observer
     }
-    if (!rows.back().finished) return rows;  // interrupted (Ctrl-C) or stopped by an observer
-  }
   }
   if (n_ranks > 1) {
     rows = gather_rows(c, rows, row_index);
