@@ -148,6 +148,7 @@ ModelConfig read_model(const std::string& file, Reader& r, const std::string& wh
   m.patch_stride = r.get_int("patch_stride", m.patch_stride, 0);
   m.channel_independent = r.get_bool("channel_independent", m.channel_independent);
   m.bidir = r.get_bool("bidir", m.bidir);
+  m.embed_init_std = r.get_double("embed_init_std", m.embed_init_std, 0.0, HUGE_VAL, true);
   m.mixer_dropout = r.get_double("mixer_dropout", m.mixer_dropout, 0.0, 0.999);
   if (m.head == "auto") m.head = data.is_token_task() || m.embed == "variate" ? "token" : "last";
   // Combinations that do not make sense: nn::ModelOptions::validate is their one home. The data's
@@ -200,6 +201,10 @@ void read_train(Reader& r, TrainConfig& t) {
   t.patience = r.get_int("patience", t.patience, 0);
   t.threads = r.get_int("threads", t.threads, 0, 1024);
   t.device = r.get_string("device", t.device, {"cpu", "cuda"});
+  t.matmul_precision = r.get_string("matmul_precision", t.matmul_precision, {"highest", "high"});
+  if (t.device != "cuda" && t.matmul_precision != "highest")
+    r.fail("matmul_precision", "\"highest\" with device = \"" + t.device + "\" (\"high\", TF32, is a GPU tensor-core mode)",
+           r.find("matmul_precision"));
   t.max_steps = r.get_int("max_steps", t.max_steps, 0);
   t.checkpoint_every = r.get_int("checkpoint_every", t.checkpoint_every, 0);
   t.steps = r.get_int("steps", t.steps, 0);
@@ -367,6 +372,7 @@ nn::ModelOptions ModelConfig::options(const DataConfig& data, int64_t in_channel
   o.patch_stride = patch_stride;
   o.channel_independent = channel_independent;
   o.bidir = bidir;
+  o.embed_init_std = embed_init_std;
   return o;
 }
 

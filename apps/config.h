@@ -55,6 +55,7 @@ struct ModelConfig {
   int64_t patch_stride = 0;       // 0: patch_len
   bool channel_independent = false;
   bool bidir = false;             // a second mixer per block over the reversed tokens
+  double embed_init_std = 1.0;    // token tasks: std of the embedding table's normal init
   double mixer_dropout = -1.0;    // the layer's own `dropout` option; < 0: unset (the layer's default)
   nn::LayerArgs args;             // every other key; where() = "<file> [model]" or "... [[models]] #i"
   std::vector<nn::OptionValue> layer_options;  // every option of the layer with the value used (resolved TOML)
@@ -93,6 +94,7 @@ struct TrainConfig {
   int64_t patience = 3;         // early stopping on val loss; 0 = off
   int64_t threads = 0;          // 0: all cores (or --threads)
   std::string device = "cpu";   // where the model trains: cpu | cuda (docs/GPU.md)
+  std::string matmul_precision = "highest";  // cuda: highest (strict fp32 GEMMs) | high (TF32 tensor cores)
   int64_t max_steps = 0;        // per-epoch step cap; 0 = the whole training set
   int64_t steps = 0;            // budget: the run ends after this many optimizer steps (epochs no limit); 0 = off
   double time_budget = 0;       // budget: the run ends once its training time reaches this many seconds; 0 = off

@@ -36,6 +36,7 @@ void emit_model(std::ostringstream& os, const ModelConfig& m) {
   os << "patch_stride = " << m.patch_stride << "\n";
   os << "channel_independent = " << (m.channel_independent ? "true" : "false") << "\n";
   os << "bidir = " << (m.bidir ? "true" : "false") << "\n";
+  os << "embed_init_std = " << format_double(m.embed_init_std) << "\n";
   // The layer's options with the values used (its own dropout is the key mixer_dropout here: dropout
   // is the block's); a type without declared options writes the keys as given.
   if (m.layer_options.empty()) {
@@ -99,6 +100,7 @@ std::string emit(const Config& c, const std::vector<size_t>& models, bool multi,
   os << "patience = " << t.patience << "\n";
   os << "threads = " << t.threads << "\n";
   os << "device = " << quote(t.device) << "\n";
+  os << "matmul_precision = " << quote(t.matmul_precision) << "\n";
   os << "max_steps = " << t.max_steps << "\n";
   os << "checkpoint_every = " << t.checkpoint_every << "\n";
   os << "steps = " << t.steps << "\n";

@@ -194,6 +194,9 @@ struct Cli {
     bench->add_option("--threads", o.threads, "worker threads")->check(CLI::Range(1, 1024));
     bench->add_option("--device", o.device, "cpu or cuda (peak memory is then the device pool's peak)")
         ->check(CLI::IsMember({"cpu", "cuda"}));
+    bench->add_option("--matmul-precision", o.matmul_precision,
+                      "cuda: highest (strict fp32, the default) or high (cuBLAS GEMMs on TF32 tensor cores)")
+        ->check(CLI::IsMember({"highest", "high"}));
     bench->add_option("--csv", o.csv, "write the results as CSV to FILE");
     bench->add_option("--single", o.single, "internal: run one case in this process")->expected(2)->group("");
   }

@@ -99,7 +99,10 @@ class Training {
     td_ = make_data(c_);
     manual_seed(c_.train.seed);
     model_ = make_model(c_, mc_, td_);  // initialised on the host: the same weights on either device
-    if (gpu) model_->to(Device::cuda);
+    if (gpu) {
+      model_->to(Device::cuda);
+      cuda::set_tf32(c_.train.matmul_precision == "high");
+    }
     n_params_ = model_->num_parameters();
     spdlog::info("[{}] {} parameters, {}", mc_.name, n_params_,
                  gpu ? str("on ", cuda::describe_devices()) : str(num_threads(), " threads"));

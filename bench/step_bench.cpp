@@ -91,6 +91,7 @@ void run_single(const std::string& model, int64_t T, const BenchOptions& o) {
   const bool gpu = o.device == "cuda";
   if (gpu) {
     cuda::require("seqlab bench --device cuda");
+    cuda::set_tf32(o.matmul_precision == "high");
     net.to(Device::cuda);  // initialised on the host, as in training
   }
   int64_t params = 0;
@@ -130,7 +131,8 @@ bool run_child(const std::string& model, int64_t T, const BenchOptions& o, StepR
   for (auto s : {std::string("--single"), model, std::to_string(T), std::string("--batch"), std::to_string(o.batch),
                  std::string("--steps"), std::to_string(o.steps), std::string("--warmup"),
                  std::to_string(o.warmup), std::string("--threads"),
-                 std::to_string(o.threads), std::string("--device"), o.device})
+                 std::to_string(o.threads), std::string("--device"), o.device, std::string("--matmul-precision"),
+                 o.matmul_precision})
     args.push_back(s);
   const app::ChildOutcome child = app::run_child(args, nullptr, true);  // the result line comes on stdout
   const std::string& out = child.out;
@@ -164,8 +166,9 @@ void run_all(const BenchOptions& o) {
               "GFLOP/s per core\n",
               isa_name(active_isa()), isa_name(detected_isa()), openblas_get_corename(), kernels::fma_peak_gflops());
   if (o.device == "cuda")
-    std::printf("seqlab bench: device cuda (%s); peak_MiB and net_MiB are the device pool's\n",
-                cuda::describe_devices().c_str());
+    std::printf("seqlab bench: device cuda (%s); GEMMs %s; peak_MiB and net_MiB are the device pool's\n",
+                cuda::describe_devices().c_str(),
+                o.matmul_precision == "high" ? "TF32 tensor cores (--matmul-precision high)" : "strict fp32");
   std::printf("%-12s %6s %9s %11s %11s %10s %9s %9s %9s %11s\n", "model", "T", "params", "step_ms", "samples/s",
               "peak_MiB", "net_MiB", "GFLOP", "GFLOP/s", "cpu_ms");
   std::fflush(stdout);
@@ -218,6 +221,8 @@ double step_gflop(const std::string& model, int64_t T_, int64_t B_) {
 }
 
 void run_bench(const BenchOptions& o) {
+  SEQLAB_CHECK(o.device == "cuda" || o.matmul_precision == "highest", "seqlab bench --matmul-precision ",
+               o.matmul_precision, ": expected --device cuda (TF32 is a GPU tensor-core mode), got --device ", o.device);
   if (!o.single.empty()) {
     SEQLAB_CHECK(o.single.size() == 2, "bench --single: expected MODEL T");
     const int64_t T = std::stoll(o.single.at(1));

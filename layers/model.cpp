@@ -21,6 +21,7 @@ void ModelOptions::validate() const {
         "'");
   check(norm == "layernorm" || norm == "rmsnorm", "norm", "expected layernorm or rmsnorm, got '", norm, "'");
   check(dropout >= 0 && dropout < 1, "dropout", "expected a probability in [0, 1), got ", dropout);
+  check(embed_init_std > 0, "embed_init_std", "expected a positive standard deviation, got ", embed_init_std);
   check(embed == "time" || embed == "variate", "embed", "expected time or variate, got '", embed, "'");
   check(patch_len >= 1, "patch_len", "expected an integer >= 1, got ", patch_len);
   check(patch_stride >= 0, "patch_stride", "expected an integer >= 0 (0: patch_len), got ", patch_stride);
@@ -34,6 +35,8 @@ void ModelOptions::validate() const {
     check(!bidir, "bidir", "expected false for a token task (a reversed mixer would see the tokens to predict)");
     return;
   }
+  check(embed_init_std == 1.0, "embed_init_std",
+        "expected the default 1 on a series (it sets a token task's embedding table; a series is embedded by a Linear)");
   check(in_channels > 0, "in_channels", "expected a positive channel count, got ", in_channels);
   check(pred_len > 0, "pred_len", "expected a positive horizon, got ", pred_len);
   check(out_channels >= 0, "out_channels", "expected >= 0 (0: in_channels), got ", out_channels);
@@ -95,7 +98,7 @@ SequenceModel::SequenceModel(ModelOptions options) : options_(std::move(options)
   const int64_t D = options_.d_model;
   const bool token = options_.vocab_size > 0;
   if (token) {
-    embedding_ = register_parameter("embedding", randn({options_.vocab_size, D}, 0, 1));
+    embedding_ = register_parameter("embedding", randn({options_.vocab_size, D}, 0, options_.embed_init_std));
   } else {
     // What one token holds: a whole channel (T values), or patch_len steps of C channels (1 when independent).
     const int64_t C_in = options_.channel_independent ? 1 : options_.in_channels;

@@ -42,6 +42,7 @@ struct ModelOptions {
   int64_t patch_stride = 0;     // steps between patch starts (0: patch_len, no overlap)
   bool channel_independent = false;  // each channel its own univariate series, shared weights
   bool bidir = false;           // each block adds a second mixer over the reversed tokens
+  double embed_init_std = 1.0;  // token tasks: the embedding table ~ N(0, std^2) (1: nn.Embedding; 0.02: mamba_ssm)
   std::string norm = "layernorm";  // layernorm | rmsnorm
   double dropout = 0.0;         // on each block's residual branch
   bool revin = false;

@@ -304,3 +304,51 @@ TEST_CASE("apps/config: docs/CONFIG.md's layer option tables are the registry's 
   CHECK(doc.substr(a + begin.size(), b - a - begin.size()) == tables);
   for (const auto& t : nn::layer_types()) CHECK(contains(tables, "`" + t.name + "`: "));
 }
+
+TEST_CASE("apps/config: embed_init_std (token tasks) and matmul_precision (cuda) are read, written and checked") {
+  const std::string ih = "[data]\ntask = \"induction-heads\"\nseq_len = 16\n[model]\ntype = \"mamba\"\nd_model = 8\n";
+  Config c = parse_config(ih + "embed_init_std = 0.02\n[train]\ndevice = \"cuda\"\nmatmul_precision = \"high\"\n",
+                          "configs/x.toml");
+  CHECK(c.models[0].embed_init_std == 0.02);
+  CHECK(c.train.matmul_precision == "high");
+  CHECK(c.models[0].options(c.data, 1, 1, 16).embed_init_std == 0.02);
+  std::string once = to_toml(c);
+  CHECK(contains(once, "\nembed_init_std = 0.02\n"));
+  CHECK(contains(once, "\nmatmul_precision = \"high\"\n"));
+  CHECK(to_toml(parse_config(once, "configs/x.toml")) == once);
+  // Defaults: nn.Embedding's N(0, 1) and strict fp32.
+  Config d = parse_config(ih, "configs/x.toml");
+  CHECK(d.models[0].embed_init_std == 1.0);
+  CHECK(d.train.matmul_precision == "highest");
+  CHECK_ERROR(error_of_text(ih + "embed_init_std = 0.0\n"), "[model] embed_init_std: expected a number > 0");
+  CHECK_ERROR(error_of_text(std::string(kSine) + "embed_init_std = 0.02\n"),
+              "[model] embed_init_std: expected the default 1 on a series");
+  CHECK_ERROR(error_of_text(ih + "[train]\nmatmul_precision = \"high\"\n"),
+              "[train] matmul_precision: expected \"highest\" with device = \"cpu\"");
+  CHECK_ERROR(error_of_text(ih + "[train]\ndevice = \"cuda\"\nmatmul_precision = \"tf32\"\n"),
+              "[train] matmul_precision: expected one of");
+}
+
+TEST_CASE("model: embed_init_std scales the token embedding's initial values") {
+  nn::ModelOptions o;
+  o.layer = "gru";
+  o.vocab_size = 16;
+  o.d_model = 64;
+  o.n_layers = 1;
+  o.head = "token";
+  auto spread = [&](double std) {
+    o.embed_init_std = std;
+    manual_seed(7);
+    nn::SequenceModel m(o);
+    for (auto& np : m.named_parameters())
+      if (np.name == "embedding") {
+        double ss = 0;
+        auto v = np.tensor.to_vector();
+        for (double x : v) ss += x * x;
+        return std::sqrt(ss / static_cast<double>(v.size()));
+      }
+    return -1.0;
+  };
+  CHECK(spread(1.0) == doctest::Approx(1.0).epsilon(0.1));
+  CHECK(spread(0.02) == doctest::Approx(0.02).epsilon(0.1));
+}

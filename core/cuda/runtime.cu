@@ -1,5 +1,6 @@
 // The CUDA runtime of seqlab (core/cuda/runtime.h): device check, the size-binned caching allocator,
 // the one stream, the cuBLAS handle, copies (pageable and through pinned staging), fill and convert.
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -72,17 +73,29 @@ cudaStream_t stream() {
   return s;
 }
 
+namespace {
+std::atomic<bool> g_tf32{false};
+cublasMath_t math_mode() { return g_tf32.load() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH; }
+}  // namespace
+
 cublasHandle_t cublas() {
   static cublasHandle_t h = [] {
     cublasHandle_t hh{};
     check_cublas(cublasCreate(&hh), "cublasCreate");
     check_cublas(cublasSetStream(hh, stream()), "cublasSetStream");
-    // Strict IEEE float32: no TF32 tensor cores (the CPU comparison and the anchors are fp32).
-    check_cublas(cublasSetMathMode(hh, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
+    // Strict IEEE float32 unless set_tf32(true): the CPU comparison and the anchors are fp32.
+    check_cublas(cublasSetMathMode(hh, math_mode()), "cublasSetMathMode");
     return hh;
   }();
   return h;
 }
+
+void set_tf32(bool on) {
+  if (g_tf32.exchange(on) == on) return;
+  check_cublas(cublasSetMathMode(cublas(), math_mode()), "cublasSetMathMode");
+}
+
+bool tf32() { return g_tf32.load(); }
 
 // ---------------------------------------------------------------------------------------------
 // Caching allocator. Bins: 512 B granularity up to 4 KiB, then four bins per power of two (a block

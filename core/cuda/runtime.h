@@ -59,6 +59,12 @@ void memset_zero(void* dst, size_t bytes);
 void fill(void* dst, DType dtype, int64_t n, double value);
 /// dst[i] = (D) src[i] between dtypes, n elements.
 void convert(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n);
+/// cuBLAS's float32 GEMMs on TF32 tensor cores (true: inputs rounded to 10 mantissa bits, float32
+/// accumulation; PyTorch's set_float32_matmul_precision("high")) or strict IEEE float32 (false, the
+/// default: CUBLAS_PEDANTIC_MATH). Affects every later cuBLAS call of the process; the hand-written
+/// kernels (attention, scan, convolutions) and cuFFT stay in float32 either way.
+void set_tf32(bool on);
+bool tf32();
 /// Waits until every queued operation has finished; a kernel's error surfaces here at the latest.
 void synchronize();
 

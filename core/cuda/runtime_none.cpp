@@ -32,5 +32,7 @@ void memset_zero(void*, size_t) { unavailable(); }
 void fill(void*, DType, int64_t, double) { unavailable(); }
 void convert(void*, DType, const void*, DType, int64_t) { unavailable(); }
 void synchronize() {}
+void set_tf32(bool on) { SEQLAB_CHECK(!on, "TF32 needs seqlab's CUDA part (built without it)"); }
+bool tf32() { return false; }
 
 }  // namespace seqlab::cuda

@@ -147,6 +147,31 @@ TEST_CASE("cuda nn: matmul 2-D - batched and shared - every transpose - forward 
   check_matmul({2}, 130, 257, 300, true, false, true, DType::f32, {1e-4, 1e-4}, 8);
 }
 
+TEST_CASE("cuda nn: TF32 GEMMs (set_tf32): close to float32, not identical, and strict again when switched off") {
+  SEQLAB_REQUIRE_GPU();
+  Tensor a = rand_cpu({256, 512}, 11), b = rand_cpu({512, 192}, 12);
+  Tensor ref = kernels::matmul_forward(a.to(DType::f64), b.to(DType::f64), false, false);  // exact enough
+  REQUIRE_FALSE(cuda::tf32());
+  Tensor strict = kernels::matmul_forward(dev(a), dev(b), false, false).to(Device::cpu);
+  cuda::set_tf32(true);
+  CHECK(cuda::tf32());
+  Tensor t32 = kernels::matmul_forward(dev(a), dev(b), false, false).to(Device::cpu);
+  cuda::set_tf32(false);
+  Tensor again = kernels::matmul_forward(dev(a), dev(b), false, false).to(Device::cpu);
+  auto worst = [&](const Tensor& x) {
+    std::vector<double> u = x.to_vector(), r = ref.to_vector();
+    double w = 0;
+    for (size_t i = 0; i < u.size(); ++i) w = std::max(w, std::abs(u[i] - r[i]));
+    return w;
+  };
+  // Entries are sums of 512 products of U(-1, 1) values (|entry| ~ 7): float32 rounds at ~1e-6 of
+  // that, TF32's 10-bit inputs at ~1e-3 relative per product.
+  CHECK(worst(strict) < 1e-4);
+  CHECK(worst(t32) > 1e-4);
+  CHECK(worst(t32) < 5e-2);
+  CHECK(again.to_vector() == strict.to_vector());
+}
+
 TEST_CASE("cuda nn: matmul shape errors match the CPU's") {
   SEQLAB_REQUIRE_GPU();
   Tensor a = rand_cpu({3, 4}, 1), b = rand_cpu({5, 6}, 2);
