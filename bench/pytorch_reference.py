@@ -20,7 +20,8 @@ Run with Debian's /usr/bin/python3 (python3-torch 1.13). scripts/bench-compare.s
 OPENBLAS_NUM_THREADS=1 and LD_PRELOAD=libtcmalloc when available.
 
 --device cuda (PyTorch 2.x on the GPU machine; scripts/gpu-bench-compare.sh): model and data on the
-GPU, strict IEEE fp32 (TF32 off for cuBLAS and cuDNN, float32 matmul precision "highest"), AdamW with
+GPU, strict IEEE fp32 (TF32 off for cuBLAS and cuDNN, float32 matmul precision "highest"; --tf32 turns
+TF32 on for both, as seqlab bench --matmul-precision high), AdamW with
 fused=True; nn.LSTM runs cuDNN, the transformer's attention runs F.scaled_dot_product_attention (the
 backend that ran is reported; --sdpa-backend forces one), S4D torch.fft, Mamba the parallel scan or,
 with --mamba-scan fused, the official mamba_ssm selective-scan CUDA kernel (built once from
@@ -339,6 +340,15 @@ def strict_fp32(torch):
     torch.set_float32_matmul_precision("highest")
 
 
+def tf32_gemms(torch):
+    """--tf32: float32 matmuls (cuBLAS) and cuDNN's RNNs and convolutions on TF32 tensor cores, as
+    seqlab's --matmul-precision high (PyTorch's set_float32_matmul_precision("high")); the scan, FFTs
+    and elementwise kernels stay fp32."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+
+
 def sdpa_context(backend):
     import contextlib
     if backend == "auto":
@@ -377,7 +387,7 @@ def run_single_cuda(model, T, args):
     import torch
     phase = "setup"
     try:
-        strict_fp32(torch)
+        tf32_gemms(torch) if args.tf32 else strict_fp32(torch)
         torch.set_num_threads(args.threads)
         dev = torch.device("cuda")
         if model == "mamba" and args.mamba_scan == "fused":
@@ -548,6 +558,7 @@ def run_child(model, T, args, scan):
            "--mamba-scan", scan]
     if cuda:
         cmd += ["--device", "cuda", "--anchor-dir", args.anchor_dir, "--sdpa-backend", args.sdpa_backend]
+        cmd += ["--tf32"] if args.tf32 else []
         if args.compile:
             cmd += ["--compile", "--compile-mode", args.compile_mode]
             cmd += ["--compile-dynamic"] if args.compile_dynamic else []
@@ -602,14 +613,16 @@ def main():
                          "compile caches of an earlier one (default: static shapes, PyTorch's default)")
     ap.add_argument("--sdpa-backend", choices=["auto", "efficient", "flash", "cudnn", "math"], default="auto",
                     help="cuda: force the transformer's SDPA backend (auto: PyTorch's choice, reported)")
+    ap.add_argument("--tf32", action="store_true",
+                    help="cuda: float32 GEMMs and cuDNN on TF32 tensor cores (seqlab bench --matmul-precision high)")
     ap.add_argument("--check-fused", action="store_true",
                     help="build the fused scan and compare it with the sequential scan (loss, gradients); exit")
     ap.add_argument("--single", nargs=2, metavar=("MODEL", "T"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.anchor_dir = os.path.abspath(args.anchor_dir)
     cuda = args.device == "cuda"
-    if not cuda and (args.mamba_scan == "fused" or args.compile or args.sdpa_backend != "auto"):
-        ap.error("--mamba-scan fused, --compile and --sdpa-backend need --device cuda")
+    if not cuda and (args.mamba_scan == "fused" or args.compile or args.sdpa_backend != "auto" or args.tf32):
+        ap.error("--mamba-scan fused, --compile, --sdpa-backend and --tf32 need --device cuda")
     if args.compile_dynamic and not args.compile:
         ap.error("--compile-dynamic goes with --compile")
     if args.check_fused:
@@ -628,7 +641,7 @@ def main():
         if args.compile:
             mode = f"torch.compile(mode={args.compile_mode}{', dynamic=True' if args.compile_dynamic else ''})"
         print(f"pytorch bench: torch {torch.__version__} (CUDA {torch.version.cuda}), device cuda "
-              f"({torch.cuda.get_device_name(0)}), strict fp32 (TF32 off), B={args.batch}, median of {args.steps} "
+              f"({torch.cuda.get_device_name(0)}), {'TF32 GEMMs (--tf32)' if args.tf32 else 'strict fp32 (TF32 off)'}, B={args.batch}, median of {args.steps} "
               f"steps after {args.warmup} warm-up, timed with CUDA events; "
               f"{mode}; "
               f"peak_MiB (CSV peak_rss_mib) is torch.cuda.max_memory_allocated() of the case, base_rss_mib "

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One batch of GPU work on the device machine (run through scripts/gpu-run.sh): what docs/GPU.md's
 # figures come from. Writes logs to $OUT (or /tmp/gpu-out). Parts: tests, compare, bench (default all),
-# scan (the scan alone against the official kernel), ncu (profiles of the scan kernels), etth1-alone.
+# scan (the scan alone against the official kernel), ncu (profiles of the scan kernels), etth1-alone,
+# scan-chunked (the opt-in chunk-parallel forward: its cuda tests, timing and the official kernel's
+# cross-check), tf32 (TF32 GEMM rows of both benches, and ETTh1 horizon 96 in TF32 against fp32).
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -83,6 +85,39 @@ for part in $parts; do
         --seq-lens 2^6,2^7,2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20 >"$out/ih64_eval.log" 2>&1
       echo "ih64 eval: rc=$?"; cat "$out/ih64_eval.log" | tail -18
       cp runs/gpu_ih64/extrapolation.csv "$out/ih64_extrapolation.csv" 2>/dev/null ;;
+    scan-chunked)
+      # SEQLAB_SCAN_FWD=chunked: the scan's cuda tests with it, its timing beside the default forward's,
+      # and the official kernel's cross-check on the chunked forward's outputs.
+      SEQLAB_SCAN_FWD=chunked timeout ${TESTS_TIMEOUT:-200} build/portable/tests/seqlab_cuda_tests -d \
+        -tc='*scan*,*mamba*' >"$out/cuda_tests_chunked.log" 2>&1
+      echo "cuda tests (scan, mamba) with SEQLAB_SCAN_FWD=chunked: rc=$?"
+      grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED" "$out/cuda_tests_chunked.log" | head -30
+      timeout 120 build/portable/bench_scan_cuda --csv "$out/seqlab_scan_tiled.csv" >"$out/scan_tiled.log" 2>&1
+      echo "scan (tiled forward): rc=$?"; tail -5 "$out/scan_tiled.log"
+      SEQLAB_SCAN_FWD=chunked timeout 120 build/portable/bench_scan_cuda --dump /tmp/scan_dump_chunked \
+        --csv "$out/seqlab_scan_chunked.csv" >"$out/scan_chunked.log" 2>&1
+      echo "scan (chunked forward): rc=$?"; tail -5 "$out/scan_chunked.log"
+      env -u LD_LIBRARY_PATH MAX_JOBS=16 timeout 240 python3 bench/scan_anchor_check.py \
+        --anchor-dir .anchors/mamba_ssm_selective_scan --dump /tmp/scan_dump_chunked \
+        --seqlab-csv "$out/seqlab_scan_chunked.csv" --csv "$out/anchor_scan_chunked.csv" >"$out/anchor_chunked.log" 2>&1
+      echo "anchor (chunked forward): rc=$?"; tail -22 "$out/anchor_chunked.log" ;;
+    tf32)
+      # TF32 rows: seqlab's cuBLAS GEMMs and PyTorch's GEMMs + cuDNN on tensor cores, same sizes as
+      # bench; then ETTh1 horizon 96 (seed 0) in TF32 beside fp32: the test MSE should stay within 1%.
+      timeout 200 $bin bench --device cuda --matmul-precision high --models lstm,transformer,s4d,mamba \
+        --seq-lens 96,720,2880,8192 --steps 10 --warmup 3 --csv "$out/bench_cuda_tf32.csv" >"$out/bench_tf32.log" 2>&1
+      echo "bench tf32: rc=$?"; grep -E '^model|^(lstm|transformer|s4d|mamba) ' "$out/bench_tf32.log"
+      env -u LD_LIBRARY_PATH timeout 200 python3 bench/pytorch_reference.py --device cuda --tf32 \
+        --models lstm,transformer,s4d,mamba --seq-lens 96,720,2880,8192 --steps 10 --warmup 3 --max-seconds 40 \
+        --csv "$out/torch_tf32.csv" >"$out/torch_tf32.log" 2>&1
+      echo "torch tf32: rc=$?"; tail -18 "$out/torch_tf32.log"
+      for prec in highest high; do
+        timeout 200 $bin --log-level warn compare configs/paper/etth1_h96.toml --set train.device='"cuda"' \
+          --set train.matmul_precision="\"$prec\"" --set output.dir="\"runs/gpu_etth1_h96_$prec\"" \
+          >"$out/etth1_h96_$prec.log" 2>&1
+        echo "etth1 h96 $prec: rc=$?"; cp runs/gpu_etth1_h96_$prec/results.csv "$out/etth1_h96_$prec.csv" 2>/dev/null
+        tail -7 "$out/etth1_h96_$prec.log"
+      done ;;
     etth1-alone)
       # One horizon's five models alone on the GPU: wall times without other runs sharing it.
       t0=$(date +%s%N)
