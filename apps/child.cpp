@@ -2,6 +2,8 @@
 #include "apps/child.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "apps/trainer.h"
 #include "core/error.h"
 
 extern char** environ;
@@ -50,17 +53,40 @@ ChildOutcome run_child(const std::vector<std::string>& args, const std::vector<s
   const int rc = posix_spawn(&pid, args[0].c_str(), &actions, nullptr, argv.data(), env ? envp.data() : environ);
   posix_spawn_file_actions_destroy(&actions);
   ChildOutcome o;
+  // A stop request to this process (SIGINT or SIGTERM sent to it alone: `kill PID`, not the
+  // terminal's Ctrl-C, which reaches the whole process group) is passed on as SIGUSR1, which a
+  // seqlab child takes as the same request, any number of times: training writes checkpoint-last.h5
+  // after its current step and exits 130. Polled every 50 ms, from whichever thread waits here
+  // (compare --jobs waits in worker threads, which a signal need not interrupt).
+  bool forwarded = false;
+  auto forward_stop = [&] {
+    if (forwarded || rc != 0 || !stop_requested()) return;
+    ::kill(pid, SIGUSR1);
+    forwarded = true;
+  };
   if (capture_stdout) {
     close(fds[1]);
     if (rc == 0) {
       char buf[4096];
-      for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR);)
+      for (;;) {
+        forward_stop();
+        pollfd p{fds[0], POLLIN, 0};
+        const int ready = poll(&p, 1, 50);
+        if (ready == 0 || (ready < 0 && errno == EINTR)) continue;
+        const ssize_t n = read(fds[0], buf, sizeof buf);
         if (n > 0) o.out.append(buf, static_cast<size_t>(n));
+        else if (!(n < 0 && errno == EINTR)) break;  // end of the child's output, or an error
+      }
     }
     close(fds[0]);
   }
   SEQLAB_CHECK(rc == 0, "cannot start ", args[0], ": ", std::strerror(rc));
-  while (wait4(pid, &o.status, 0, &o.usage) < 0 && errno == EINTR) {
+  for (;;) {
+    forward_stop();
+    const pid_t r = wait4(pid, &o.status, WNOHANG, &o.usage);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) throw Error(str("waiting for ", args[0], ": ", std::strerror(errno)));
+    if (r == 0) usleep(50000);
   }
   return o;
 }

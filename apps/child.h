@@ -1,7 +1,8 @@
 // Child processes of seqlab itself: `seqlab compare` trains each model in one (its own peak RSS; a
 // crash stops only that model) and `seqlab bench` times each (model, T) case in one. One helper
 // starts the child with posix_spawn, feeds it an environment, captures or drops its stdout and waits
-// for it (retrying on EINTR), returning the exit status and the child's resource usage.
+// for it (retrying on EINTR), returning the exit status and the child's resource usage. A stop
+// request to this process (request_stop(): SIGINT or SIGTERM) is passed on to the child as SIGUSR1.
 #pragma once
 #include <sys/resource.h>
 

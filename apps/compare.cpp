@@ -161,6 +161,12 @@ std::vector<RunResult> run_compare(const Config& config, const RunOptions& opt, 
   auto run_one = [&](size_t i) -> RunResult {
     const ModelConfig& mc = c.models[i];
     const fs::path sub = dir / mc.name;
+    if (stop_requested()) {  // interrupted while another model trained (--jobs): start no more
+      RunResult r;
+      r.model = mc.name;
+      r.interrupted = true;
+      return r;
+    }
     spdlog::info("compare: model {}/{} '{}' ({}) -> {}", i + 1, c.models.size(), mc.name, mc.type, sub.string());
     try {
       return exe.empty() ? train_model(c, i, sub.string(), run_opt)

@@ -47,6 +47,8 @@ void print_info() {
 
 // SIGINT (Ctrl-C) and SIGTERM: training stops after the current step with checkpoint-last.h5
 // written and seqlab exits with 130; a second signal ends the process at once (SA_RESETHAND).
+// SIGUSR1 is the same request, idempotent (no reset): how `seqlab compare` and `bench` pass a stop on
+// to their children (apps/child.cpp), which may have had the terminal's SIGINT already.
 extern "C" void on_interrupt(int) { seqlab::app::request_stop(); }
 
 void install_interrupt_handler() {
@@ -56,6 +58,10 @@ void install_interrupt_handler() {
   sa.sa_flags = SA_RESETHAND;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  struct sigaction again {};
+  again.sa_handler = on_interrupt;
+  sigemptyset(&again.sa_mask);
+  sigaction(SIGUSR1, &again, nullptr);
 }
 
 constexpr int kExitInterrupted = 130;  // 128 + SIGINT, what a shell reports for Ctrl-C

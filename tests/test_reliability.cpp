@@ -265,6 +265,46 @@ TEST_CASE("reliability/interrupt: SIGINT writes checkpoint-last.h5 and exits 130
   CHECK(resumed.test_mse == full.test_mse);
   check_same_params(ref / "checkpoint-last.h5", dir / "run" / "checkpoint-last.h5");
 }
+
+TEST_CASE("reliability/interrupt: SIGTERM to seqlab compare alone reaches the model training in its child") {
+  // `kill PID` of the parent (not the terminal's Ctrl-C, which reaches the whole process group):
+  // the parent passes the stop on (SIGUSR1), the child writes checkpoint-last.h5 and exits 130, no
+  // further model starts, the parent exits 130, and --resume finishes the comparison.
+  Quiet q;
+  fs::path dir = scratch("sigterm_compare");
+  const fs::path config = dir / "cmp.toml", last = dir / "run" / "a" / "checkpoint-last.h5";
+  std::ofstream(config) << sine_config(dir / "run", 40, 15, 0)
+                        << "[[models]]\nname = \"a\"\n[[models]]\nname = \"b\"\ntype = \"lstm\"\n";
+  std::string exe = SEQLAB_BINARY, log = "--log-level", off = "off", cmd = "compare", cfg = config.string();
+  char* argv[] = {exe.data(), log.data(), off.data(), cmd.data(), cfg.data(), nullptr};
+  pid_t pid = 0;
+  REQUIRE(posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, environ) == 0);
+  int status = 0;
+  bool exited = false;
+  auto t0 = std::chrono::steady_clock::now();
+  while (!fs::exists(last) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      exited = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+  }
+  REQUIRE(!exited);
+  ::kill(pid, SIGTERM);
+  waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  Checkpoint ck = load_checkpoint(last);
+  MESSAGE("model a stopped at step ", ck.counters.at("global_step"));
+  CHECK(ck.counters.at("done") == 0);
+  CHECK(!fs::exists(dir / "run" / "b" / "checkpoint-last.h5"));
+  CHECK(!fs::exists(dir / "run" / "results.csv"));
+  auto rows = run_compare(load_config(config.string()), {.resume = true, .quiet = true});
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].finished);
+  CHECK(rows[1].finished);
+  CHECK(fs::exists(dir / "run" / "results.csv"));
+}
 #endif
 
 TEST_CASE("reliability/determinism: every model type gives bit-identical metrics twice (same seed and threads)") {
