@@ -92,14 +92,17 @@ std::shared_ptr<nn::SequenceModel> make_model(const Config& c, const ModelConfig
 
 // Numeric faults: the first parameter (registration order) whose gradient (or value) holds a NaN
 // or an Inf; "" when every one is finite. O(parameters), negligible next to a training step.
-std::string first_nonfinite(const nn::Module& m, bool gradients) {
+std::string first_nonfinite(const nn::Module& m, bool gradients, double* sum_sq) {
   if constexpr (kCuda) if (m.device() == Device::cuda) {
     // One reduction over every tensor (a NaN or Inf makes the sum of squares non-finite, and a float32's
     // square cannot overflow a double); only when it is not finite, one tensor at a time for the name.
     std::vector<Tensor> ts;
     for (const auto& p : m.named_parameters())
       if (Tensor t = gradients ? p.tensor.grad() : p.tensor; t.defined()) ts.push_back(t);
-    if (std::isfinite(cuda::sum_of_squares(ts))) return "";
+    if (const double s = cuda::sum_of_squares(ts); std::isfinite(s)) {
+      if (sum_sq) *sum_sq = s;
+      return "";
+    }
     for (const auto& p : m.named_parameters())
       if (Tensor t = gradients ? p.tensor.grad() : p.tensor; t.defined() && !std::isfinite(cuda::sum_of_squares({t})))
         return p.name;
@@ -134,9 +137,10 @@ StepOutcome train_step(nn::SequenceModel& model, optim::Optimizer& opt, const da
   // Data-parallel: gradients and loss become the global batch's mean, identical on every rank.
   so.loss = policy.reducer ? policy.reducer->reduce(loss.item(), objective.weight(batch), policy.stop) : loss.item();
   if (policy.after_backward) policy.after_backward(model);
-  so.bad_gradient = first_nonfinite(model, true);
+  double grad_sq = -1;  // cuda: the gradients' sum of squares, reduced once for the check and the clip
+  so.bad_gradient = first_nonfinite(model, true, &grad_sq);
   if (!std::isfinite(so.loss) || !so.bad_gradient.empty()) return so;  // never reaches the parameters
-  if (policy.grad_clip > 0) optim::clip_grad_norm(model.parameters(), policy.grad_clip);
+  if (policy.grad_clip > 0) optim::clip_grad_norm(model.parameters(), policy.grad_clip, grad_sq);
   opt.step();
   so.applied = true;
   so.bad_parameter = first_nonfinite(model, false);

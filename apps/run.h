@@ -44,7 +44,9 @@ void match_params(Config& c);
 
 /// The first parameter (registration order) whose gradient (gradients = true) or value holds a NaN or
 /// an Inf; "" when every one is finite. O(parameters), negligible next to a training step.
-std::string first_nonfinite(const nn::Module& m, bool gradients);
+/// sum_sq (cuda parameters, when every value is finite): receives the sum of squares the check
+/// reduced (one copy back), which clip_grad_norm can reuse for the same gradients.
+std::string first_nonfinite(const nn::Module& m, bool gradients, double* sum_sq = nullptr);
 
 /// What one training step did.
 struct StepOutcome {

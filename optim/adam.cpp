@@ -1,6 +1,7 @@
 // Adam / AdamW update: one fused in-place loop per parameter, in the parameter's dtype.
 #include "optim/adam.h"
 
+#include "core/cuda/multi_tensor.h"
 #include "core/cuda/optim.h"
 #include "core/device.h"
 
@@ -51,16 +52,46 @@ void adam_chunk(int64_t lo, int64_t hi, T* __restrict p, const T* __restrict g, 
 
 }  // namespace
 
-void Adam::update(const ParamGroup& group, Tensor& p, const Tensor& g, std::vector<Tensor>& state) {
+// The step's scalars for one group (step_count() already incremented): what every path uses.
+Adam::StepScalars Adam::scalars(const ParamGroup& group) const {
   const double t = static_cast<double>(step_count());
-  const double bc1 = 1 - std::pow(options_.beta1, t);
-  const double bc2_sqrt = std::sqrt(1 - std::pow(options_.beta2, t));
+  StepScalars s;
+  s.b1c = 1 - options_.beta1;
+  s.b2 = options_.beta2;
+  s.b2c = 1 - options_.beta2;
+  s.eps = options_.eps;
+  s.step_size = group.lr / (1 - std::pow(options_.beta1, t));
+  s.bc2s = std::sqrt(1 - std::pow(options_.beta2, t));
+  s.l2 = decoupled_ ? 0.0 : group.weight_decay;
+  s.shrink = 1 - group.lr * group.weight_decay;
+  s.decay = decoupled_ && group.weight_decay != 0;
+  return s;
+}
+
+bool Adam::update_many(const ParamGroup& group, std::vector<Item>& items) {
+  if constexpr (kCuda) {
+    if (items.empty() || !cuda::multi_tensor()) return false;
+    std::vector<cuda::AdamTensors> ts;
+    for (Item& it : items) {
+      std::vector<Tensor>& st = *it.state;
+      if (!on_cuda("Adam", *it.p, *it.g, st[0], st[1])) return false;  // CPU parameters: one at a time
+      ts.push_back({it.p, it.g, &st[0], &st[1]});
+    }
+    const StepScalars s = scalars(group);
+    cuda::adam_update_many(ts, s.b1c, s.b2, s.b2c, s.eps, s.step_size, s.bc2s, s.l2, s.shrink, s.decay);
+    return true;
+  }
+  (void)group;
+  (void)items;
+  return false;
+}
+
+void Adam::update(const ParamGroup& group, Tensor& p, const Tensor& g, std::vector<Tensor>& state) {
+  const StepScalars s = scalars(group);
   if constexpr (kCuda) {
     if (on_cuda("Adam", p, g, state[0], state[1])) {
-      const bool decay = decoupled_ && group.weight_decay != 0;
-      cuda::adam_update(p, g, state[0], state[1], 1 - options_.beta1, options_.beta2, 1 - options_.beta2, options_.eps,
-                        group.lr / bc1, bc2_sqrt, decoupled_ ? 0.0 : group.weight_decay,
-                        1 - group.lr * group.weight_decay, decay);
+      cuda::adam_update(p, g, state[0], state[1], s.b1c, s.b2, s.b2c, s.eps, s.step_size, s.bc2s, s.l2, s.shrink,
+                        s.decay);
       return;
     }
   }
@@ -69,14 +100,11 @@ void Adam::update(const ParamGroup& group, Tensor& p, const Tensor& g, std::vect
     const T* pg = g.data<T>();
     T* m = state[0].data<T>();
     T* v = state[1].data<T>();
-    const T b1c = static_cast<T>(1 - options_.beta1), b2 = static_cast<T>(options_.beta2),
-            b2c = static_cast<T>(1 - options_.beta2), eps = static_cast<T>(options_.eps);
-    const T step_size = static_cast<T>(group.lr / bc1), bc2s = static_cast<T>(bc2_sqrt);
-    const T l2 = decoupled_ ? T(0) : static_cast<T>(group.weight_decay);
-    const T shrink = static_cast<T>(1 - group.lr * group.weight_decay);
-    const bool decay = decoupled_ && group.weight_decay != 0;
+    const T b1c = static_cast<T>(s.b1c), b2 = static_cast<T>(s.b2), b2c = static_cast<T>(s.b2c),
+            eps = static_cast<T>(s.eps), step_size = static_cast<T>(s.step_size), bc2s = static_cast<T>(s.bc2s),
+            l2 = static_cast<T>(s.l2), shrink = static_cast<T>(s.shrink);
     parallel_for(0, p.numel(), kOptimGrain, [&](int64_t lo, int64_t hi) {
-      adam_chunk<T>(lo, hi, pp, pg, m, v, b1c, b2, b2c, eps, step_size, bc2s, l2, shrink, decay);
+      adam_chunk<T>(lo, hi, pp, pg, m, v, b1c, b2, b2c, eps, step_size, bc2s, l2, shrink, s.decay);
     });
   });
 }

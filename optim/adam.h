@@ -30,8 +30,14 @@ class Adam : public Optimizer {
  protected:
   Adam(std::vector<ParamGroup> groups, const AdamOptions& options, bool decoupled);
   void update(const ParamGroup& group, Tensor& p, const Tensor& g, std::vector<Tensor>& state) override;
+  bool update_many(const ParamGroup& group, std::vector<Item>& items) override;
 
  private:
+  struct StepScalars {
+    double b1c, b2, b2c, eps, step_size, bc2s, l2, shrink;
+    bool decay;
+  };
+  StepScalars scalars(const ParamGroup& group) const;
   AdamOptions options_;
   bool decoupled_;
 };

@@ -13,7 +13,7 @@ namespace {
 constexpr int64_t kClipChunk = 1 << 15;  // fixed, so the sum order does not depend on threads
 }  // namespace
 
-double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm, double known_sum_sq) {
   SEQLAB_CHECK(max_norm > 0, "clip_grad_norm: max_norm must be > 0, got ", max_norm);
   NoGradGuard no_grad;
   if constexpr (kCuda) {
@@ -21,7 +21,7 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     for (const Tensor& p : params)
       if (p.grad().defined()) gs.push_back(p.grad());
     if (on_cuda("clip_grad_norm", gs)) {  // one norm, one copy back, then one scale per tensor
-      const double norm = std::sqrt(cuda::sum_of_squares(gs));
+      const double norm = std::sqrt(known_sum_sq >= 0 ? known_sum_sq : cuda::sum_of_squares(gs));
       const double coef = max_norm / (norm + 1e-6);
       if (coef < 1 && std::isfinite(norm)) cuda::scale_all(gs, coef);
       return norm;

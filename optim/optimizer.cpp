@@ -60,11 +60,16 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups, std::vector<std::string> st
 void Optimizer::step() {
   NoGradGuard no_grad;
   ++step_;
+  std::vector<Tensor> grads;
+  std::vector<Item> items;
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     ParamGroup& g = groups_[gi];
+    grads.assign(g.params.size(), Tensor());
+    items.clear();
     for (size_t i = 0; i < g.params.size(); ++i) {
       Tensor& p = g.params[i];
-      Tensor grad = p.grad();
+      Tensor& grad = grads[i];
+      grad = p.grad();
       if (!grad.defined()) continue;
       SEQLAB_CHECK(grad.shape() == p.shape() && grad.dtype() == p.dtype(), "optimizer: gradient of '",
                    g.names[i], "' is ", dtype_name(grad.dtype()), " ", to_string(grad.shape()),
@@ -73,8 +78,10 @@ void Optimizer::step() {
       // The module was moved to another dtype after the optimizer was built: follow it once.
       for (Tensor& s : st)
         if (s.dtype() != p.dtype()) s = s.to(p.dtype());
-      update(g, p, grad, st);
+      items.push_back({&p, &grad, &st});
     }
+    if (!update_many(g, items))
+      for (Item& it : items) update(g, *it.p, *it.g, *it.state);
   }
 }
 

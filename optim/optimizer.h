@@ -57,6 +57,19 @@ class Optimizer {
   /// Updates p in place from its gradient g; `state` holds one tensor per state kind (same shape
   /// and dtype as p). step_count() is already incremented.
   virtual void update(const ParamGroup& group, Tensor& p, const Tensor& g, std::vector<Tensor>& state) = 0;
+  /// One parameter of a group with its gradient and state, for update_many.
+  struct Item {
+    Tensor* p;
+    const Tensor* g;
+    std::vector<Tensor>* state;
+  };
+  /// Updates every item of one group at once and returns true, or returns false (the default) to
+  /// have update() called on each: Adam's multi-tensor launches on the GPU (cuda::multi_tensor()).
+  virtual bool update_many(const ParamGroup& group, std::vector<Item>& items) {
+    (void)group;
+    (void)items;
+    return false;
+  }
 
  private:
   std::vector<ParamGroup> groups_;

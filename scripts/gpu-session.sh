@@ -3,7 +3,8 @@
 # figures come from. Writes logs to $OUT (or /tmp/gpu-out). Parts: tests, compare, bench (default all),
 # scan (the scan alone against the official kernel), ncu (profiles of the scan kernels), etth1-alone,
 # scan-chunked (the opt-in chunk-parallel forward: its cuda tests, timing and the official kernel's
-# cross-check), tf32 (TF32 GEMM rows of both benches, and ETTh1 horizon 96 in TF32 against fp32).
+# cross-check), tf32 (TF32 GEMM rows of both benches, and ETTh1 horizon 96 in TF32 against fp32),
+# multi-tensor (SEQLAB_CUDA_MULTI_TENSOR=1: its test and the short-sequence steps with and without).
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -101,6 +102,16 @@ for part in $parts; do
         --anchor-dir .anchors/mamba_ssm_selective_scan --dump /tmp/scan_dump_chunked \
         --seqlab-csv "$out/seqlab_scan_chunked.csv" --csv "$out/anchor_scan_chunked.csv" >"$out/anchor_chunked.log" 2>&1
       echo "anchor (chunked forward): rc=$?"; tail -22 "$out/anchor_chunked.log" ;;
+    multi-tensor)
+      # One launch per parameter group instead of per tensor (Adam, the gradient norm, the clip):
+      # its cuda test, then the step at short lengths (launch-bound) with and without it, same run.
+      timeout 120 build/portable/tests/seqlab_cuda_tests -tc='*optim*' >"$out/cuda_tests_optim.log" 2>&1
+      echo "cuda optim tests: rc=$?"; grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED" "$out/cuda_tests_optim.log"
+      for mt in 0 1 0 1; do
+        SEQLAB_CUDA_MULTI_TENSOR=$mt timeout 120 $bin bench --device cuda --models lstm,transformer,s4d,mamba \
+          --seq-lens 96,720 --steps 20 --warmup 5 >"$out/bench_mt$mt.log" 2>&1
+        echo "bench SEQLAB_CUDA_MULTI_TENSOR=$mt: rc=$?"; grep -E '^(lstm|transformer|s4d|mamba) ' "$out/bench_mt$mt.log"
+      done ;;
     tf32)
       # TF32 rows: seqlab's cuBLAS GEMMs and PyTorch's GEMMs + cuDNN on tensor cores, same sizes as
       # bench; then ETTh1 horizon 96 (seed 0) in TF32 beside fp32: the test MSE should stay within 1%.

@@ -3,6 +3,7 @@
 // tests do not depend on any op.
 #include <cmath>
 
+#include "core/cuda/multi_tensor.h"
 #include "core/parallel.h"
 #include "core/random.h"
 #include "layers/linear.h"
@@ -313,4 +314,51 @@ TEST_CASE("optim/optimizer: large parameters update identically with 1 and 2 thr
   }
   set_num_threads(0);
   CHECK(results[0] == results[1]);
+}
+
+TEST_CASE("optim/multi-tensor plan: groups in order, one kind each, every block owned by its tensor once") {
+  Generator gen(17);
+  for (int trial = 0; trial < 40; ++trial) {
+    const size_t count = static_cast<size_t>(gen.randint(120));
+    const int64_t per_block = trial % 2 ? 2048 : 32768;
+    std::vector<int64_t> sizes;
+    std::vector<int> kinds;
+    for (size_t i = 0; i < count; ++i) {
+      sizes.push_back(gen.randint(4) == 0 ? 0 : static_cast<int64_t>(gen.randint(100000)));
+      kinds.push_back(gen.randint(10) == 0 ? 1 : 0);
+    }
+    auto groups = cuda::plan_tensor_groups(sizes, kinds, per_block);
+    size_t next = 0;
+    int64_t offset = 0, chunks_before = 0;
+    for (const auto& g : groups) {
+      CHECK(g.begin == next);
+      CHECK(g.end > g.begin);
+      CHECK(g.end - g.begin <= static_cast<size_t>(cuda::kMaxTensors));
+      CHECK(g.tb.count == static_cast<int>(g.end - g.begin));
+      CHECK(g.block_offset == offset);
+      for (size_t i = g.begin; i < g.end; ++i) CHECK(kinds[i] == kinds[g.begin]);
+      // Every block of the launch: its tensor, its chunk, and the partial index a per-tensor layout gives.
+      std::vector<int64_t> seen(g.end - g.begin, 0);
+      for (int64_t b = 0; b < g.tb.blocks(); ++b) {
+        const int t = cuda::block_owner(g.tb, b);
+        REQUIRE(t >= 0);
+        REQUIRE(t < g.tb.count);
+        CHECK(g.tb.first[t] <= b);
+        CHECK(b < g.tb.first[t + 1]);
+        CHECK(g.tb.n[t] == sizes[g.begin + static_cast<size_t>(t)]);
+        CHECK((b - g.tb.first[t]) * per_block < g.tb.n[t]);  // a block never starts past its tensor's end
+        CHECK(seen[static_cast<size_t>(t)] == b - g.tb.first[t]);  // chunks in order, none twice
+        ++seen[static_cast<size_t>(t)];
+      }
+      for (size_t i = g.begin; i < g.end; ++i) {
+        const int64_t chunks = (sizes[i] + per_block - 1) / per_block;
+        CHECK(seen[i - g.begin] == chunks);
+        chunks_before += chunks;
+      }
+      CHECK(offset + g.tb.blocks() == chunks_before);
+      offset += g.tb.blocks();
+      next = g.end;
+    }
+    CHECK(next == count);
+  }
 }

@@ -1,26 +1,65 @@
 // Fused optimizer updates and the clipping norm on the device (core/cuda/optim.h).
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
 #include "core/cuda/common.cuh"
+#include "core/cuda/multi_tensor.h"
 #include "core/cuda/optim.h"
 
 namespace seqlab::cuda {
 namespace {
 
 template <typename T>
+struct AdamScalars {
+  T b1c, b2, b2c, eps, step_size, bc2s, l2, shrink;
+  bool decay;
+};
+
+// One element of Adam/AdamW: the single-tensor and the multi-tensor kernels share it, so both give
+// the same bits.
+template <typename T>
+__device__ __forceinline__ void adam_element(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m,
+                                             T* __restrict__ v, int64_t i, const AdamScalars<T>& s) {
+  T pi = p[i];
+  if (s.decay) pi *= s.shrink;
+  const T gi = s.l2 != T(0) ? g[i] + s.l2 * pi : g[i];
+  T mi = m[i], vi = v[i];
+  mi += s.b1c * (gi - mi);  // lerp, as torch
+  vi = s.b2 * vi + s.b2c * gi * gi;
+  pi -= s.step_size * mi / (sqrt(vi) / s.bc2s + s.eps);
+  m[i] = mi;
+  v[i] = vi;
+  p[i] = pi;
+}
+
+template <typename T>
 __global__ void adam_kernel(int64_t n, T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m,
-                            T* __restrict__ v, T b1c, T b2, T b2c, T eps, T step_size, T bc2s, T l2, T shrink,
-                            bool decay) {
-  SEQLAB_CUDA_LOOP(i, n) {
-    T pi = p[i];
-    if (decay) pi *= shrink;
-    const T gi = l2 != T(0) ? g[i] + l2 * pi : g[i];
-    T mi = m[i], vi = v[i];
-    mi += b1c * (gi - mi);  // lerp, as torch
-    vi = b2 * vi + b2c * gi * gi;
-    pi -= step_size * mi / (sqrt(vi) / bc2s + eps);
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = pi;
-  }
+                            T* __restrict__ v, AdamScalars<T> s) {
+  SEQLAB_CUDA_LOOP(i, n) adam_element(p, g, m, v, i, s);
+}
+
+constexpr int64_t kElemsPerBlock = 2048;  // multi-tensor elementwise kernels: elements per block
+
+// Blocks of a multi-tensor launch: this block's tensor and its element range [lo, hi).
+struct BlockRange {
+  int t;
+  int64_t lo, hi;
+};
+__device__ __forceinline__ BlockRange block_range(const TensorBlocks& tb, int64_t per_block) {
+  const int t = block_owner(tb, blockIdx.x);
+  const int64_t lo = (blockIdx.x - tb.first[t]) * per_block;
+  return {t, lo, min(tb.n[t], lo + per_block)};
+}
+
+template <typename T>
+__global__ void adam_many_kernel(TensorBlocks tb, TensorPointers<4> ptrs, AdamScalars<T> s) {
+  const BlockRange r = block_range(tb, kElemsPerBlock);
+  T* p = static_cast<T*>(ptrs.p[0][r.t]);
+  const T* g = static_cast<const T*>(ptrs.p[1][r.t]);
+  T* m = static_cast<T*>(ptrs.p[2][r.t]);
+  T* v = static_cast<T*>(ptrs.p[3][r.t]);
+  for (int64_t i = r.lo + threadIdx.x; i < r.hi; i += blockDim.x) adam_element(p, g, m, v, i, s);
 }
 
 template <typename T>
@@ -40,11 +79,10 @@ __global__ void sgd_kernel(int64_t n, T* __restrict__ p, const T* __restrict__ g
 constexpr int kThreads = 256;
 constexpr int64_t kChunk = 1 << 15;  // elements per partial sum: fixed, so the order is fixed
 
-// partial[first + c] = sum of squares of chunk c of g (a block per chunk, a fixed tree).
+// The sum of squares of g[lo, hi) by one block of kThreads (a fixed tree), in thread 0.
 template <typename T>
-__global__ void sq_partials(const T* __restrict__ g, int64_t n, double* __restrict__ partial) {
+__device__ __forceinline__ double block_sum_of_squares(const T* __restrict__ g, int64_t lo, int64_t hi) {
   __shared__ double s[kThreads];
-  const int64_t lo = blockIdx.x * kChunk, hi = min(n, lo + kChunk);
   double acc = 0;
   for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) acc += static_cast<double>(g[i]) * static_cast<double>(g[i]);
   s[threadIdx.x] = acc;
@@ -53,8 +91,44 @@ __global__ void sq_partials(const T* __restrict__ g, int64_t n, double* __restri
     if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
     __syncthreads();
   }
-  if (threadIdx.x == 0) partial[blockIdx.x] = s[0];
+  return s[0];
 }
+
+// partial[first + c] = sum of squares of chunk c of g (a block per chunk, a fixed tree).
+template <typename T>
+__global__ void sq_partials(const T* __restrict__ g, int64_t n, double* __restrict__ partial) {
+  const int64_t lo = blockIdx.x * kChunk;
+  const double s = block_sum_of_squares(g, lo, min(n, lo + kChunk));
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+// The same partials for a group of tensors in one launch: block b is chunk b - first[t] of tensor t,
+// and its partial lands where the per-tensor launches put it.
+template <typename T>
+__global__ void sq_partials_many(TensorBlocks tb, TensorPointers<1> ptrs, double* __restrict__ partial) {
+  const BlockRange r = block_range(tb, kChunk);
+  const double s = block_sum_of_squares(static_cast<const T*>(ptrs.p[0][r.t]), r.lo, r.hi);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+template <typename T>
+__global__ void scale_many_kernel(TensorBlocks tb, TensorPointers<1> ptrs, T c) {
+  const BlockRange r = block_range(tb, kElemsPerBlock);
+  T* p = static_cast<T*>(ptrs.p[0][r.t]);
+  for (int64_t i = r.lo + threadIdx.x; i < r.hi; i += blockDim.x) p[i] *= c;
+}
+
+std::vector<TensorGroup> plan(const std::vector<const Tensor*>& ts, int64_t per_block) {
+  std::vector<int64_t> sizes;
+  std::vector<int> kinds;
+  for (const Tensor* t : ts) {
+    sizes.push_back(t->numel());
+    kinds.push_back(static_cast<int>(t->dtype()));
+  }
+  return plan_tensor_groups(sizes, kinds, per_block);
+}
+
+std::atomic<int> g_multi_tensor{-1};  // -1: not read from the environment yet
 
 __global__ void sum_in_order(const double* __restrict__ partial, int64_t n, double* __restrict__ out) {
   double acc = 0;
@@ -69,15 +143,52 @@ __global__ void scale_kernel(T* p, int64_t n, T c) {
 
 }  // namespace
 
+bool multi_tensor() {
+  int v = g_multi_tensor.load();
+  if (v < 0) {
+    const char* env = std::getenv("SEQLAB_CUDA_MULTI_TENSOR");
+    const std::string s = env ? env : "";
+    SEQLAB_CHECK(s.empty() || s == "0" || s == "1", "environment variable SEQLAB_CUDA_MULTI_TENSOR = '", s,
+                 "': expected 0 (one launch per tensor) or 1 (multi-tensor launches)");
+    v = s == "1" ? 1 : 0;
+    g_multi_tensor.store(v);
+  }
+  return v == 1;
+}
+
+void set_multi_tensor(bool on) { g_multi_tensor.store(on ? 1 : 0); }
+
 void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double b1c, double b2, double b2c, double eps,
                  double step_size, double bc2s, double l2, double shrink, bool decay) {
   const int64_t n = p.numel();
   dispatch_float(p.dtype(), "Adam", [&]<typename T>() {
-    adam_kernel<T><<<blocks_for(n), kThreads, 0, stream()>>>(n, ptr<T>(p), ptr<T>(g), ptr<T>(m), ptr<T>(v), T(b1c),
-                                                             T(b2), T(b2c), T(eps), T(step_size), T(bc2s), T(l2),
-                                                             T(shrink), decay);
+    const AdamScalars<T> s{T(b1c), T(b2), T(b2c), T(eps), T(step_size), T(bc2s), T(l2), T(shrink), decay};
+    adam_kernel<T><<<blocks_for(n), kThreads, 0, stream()>>>(n, ptr<T>(p), ptr<T>(g), ptr<T>(m), ptr<T>(v), s);
   });
   check_launch("adam_update");
+}
+
+void adam_update_many(const std::vector<AdamTensors>& ts, double b1c, double b2, double b2c, double eps,
+                      double step_size, double bc2s, double l2, double shrink, bool decay) {
+  std::vector<const Tensor*> ps;
+  for (const AdamTensors& a : ts) ps.push_back(a.p);
+  for (const TensorGroup& grp : plan(ps, kElemsPerBlock)) {
+    if (grp.tb.blocks() == 0) continue;
+    TensorPointers<4> ptrs;
+    for (size_t i = grp.begin; i < grp.end; ++i) {
+      const AdamTensors& a = ts[i];
+      const int k = static_cast<int>(i - grp.begin);
+      ptrs.p[0][k] = a.p->device_ptr();
+      ptrs.p[1][k] = a.g->device_ptr();
+      ptrs.p[2][k] = a.m->device_ptr();
+      ptrs.p[3][k] = a.v->device_ptr();
+    }
+    dispatch_float(ts[grp.begin].p->dtype(), "Adam", [&]<typename T>() {
+      const AdamScalars<T> s{T(b1c), T(b2), T(b2c), T(eps), T(step_size), T(bc2s), T(l2), T(shrink), decay};
+      adam_many_kernel<T><<<static_cast<unsigned>(grp.tb.blocks()), kThreads, 0, stream()>>>(grp.tb, ptrs, s);
+    });
+    check_launch("adam_update_many");
+  }
 }
 
 void sgd_update(Tensor& p, const Tensor& g, Tensor* buf, double lr, double wd, double mu, double damp, bool nesterov,
@@ -95,6 +206,24 @@ double sum_of_squares(const std::vector<Tensor>& gs) {
   for (const Tensor& g : gs) total += (g.numel() + kChunk - 1) / kChunk;
   if (total == 0) return 0;
   Tensor partial = empty({total}, DType::f64);
+  if (multi_tensor()) {
+    std::vector<const Tensor*> ts;
+    for (const Tensor& g : gs) ts.push_back(&g);
+    for (const TensorGroup& grp : plan(ts, kChunk)) {
+      if (grp.tb.blocks() == 0) continue;
+      TensorPointers<1> ptrs;
+      for (size_t i = grp.begin; i < grp.end; ++i) ptrs.p[0][i - grp.begin] = gs[i].device_ptr();
+      dispatch_float(gs[grp.begin].dtype(), "clip_grad_norm", [&]<typename T>() {
+        sq_partials_many<T><<<static_cast<unsigned>(grp.tb.blocks()), kThreads, 0, stream()>>>(
+            grp.tb, ptrs, ptr<double>(partial) + grp.block_offset);
+      });
+      check_launch("clip_grad_norm (partials, multi-tensor)");
+    }
+    Tensor out = empty({}, DType::f64);
+    sum_in_order<<<1, 1, 0, stream()>>>(ptr<double>(partial), total, ptr<double>(out));
+    check_launch("clip_grad_norm (sum)");
+    return out.item();
+  }
   int64_t at = 0;
   for (const Tensor& g : gs) {
     const int64_t chunks = (g.numel() + kChunk - 1) / kChunk;
@@ -113,6 +242,20 @@ double sum_of_squares(const std::vector<Tensor>& gs) {
 }
 
 void scale_all(const std::vector<Tensor>& gs, double c) {
+  if (multi_tensor()) {
+    std::vector<const Tensor*> ts;
+    for (const Tensor& g : gs) ts.push_back(&g);
+    for (const TensorGroup& grp : plan(ts, kElemsPerBlock)) {
+      if (grp.tb.blocks() == 0) continue;
+      TensorPointers<1> ptrs;
+      for (size_t i = grp.begin; i < grp.end; ++i) ptrs.p[0][i - grp.begin] = gs[i].device_ptr();
+      dispatch_float(gs[grp.begin].dtype(), "clip_grad_norm", [&]<typename T>() {
+        scale_many_kernel<T><<<static_cast<unsigned>(grp.tb.blocks()), kThreads, 0, stream()>>>(grp.tb, ptrs, T(c));
+      });
+      check_launch("clip_grad_norm (scale, multi-tensor)");
+    }
+    return;
+  }
   for (const Tensor& g : gs) {
     const int64_t n = g.numel();
     dispatch_float(g.dtype(), "clip_grad_norm", [&]<typename T>() {

@@ -7,14 +7,27 @@
 
 namespace seqlab::cuda {
 
+/// The tensors of one parameter's Adam update.
+struct AdamTensors {
+  Tensor* p;
+  const Tensor* g;
+  Tensor* m;
+  Tensor* v;
+};
+
 /// Adam/AdamW on one parameter (see optim/adam.cpp's adam_chunk for the maths): p, m, v in place.
 void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double b1c, double b2, double b2c, double eps,
                  double step_size, double bc2s, double l2, double shrink, bool decay);
+/// The same update for every parameter of a list with the same scalars (one parameter group), in
+/// ceil(list / kMaxTensors) launches (core/cuda/multi_tensor.h); the same bits as adam_update on each.
+void adam_update_many(const std::vector<AdamTensors>& ts, double b1c, double b2, double b2c, double eps,
+                      double step_size, double bc2s, double l2, double shrink, bool decay);
 /// SGD with optional momentum/Nesterov/weight decay (optim/sgd.cpp); buf undefined without momentum.
 void sgd_update(Tensor& p, const Tensor& g, Tensor* buf, double lr, double wd, double mu, double damp, bool nesterov,
                 bool first);
 /// sum over tensors of sum(g^2) in float64, a fixed order (per tensor: fixed chunks, then in order);
-/// one copy back to the host.
+/// one copy back to the host. With multi_tensor(): the same partials in one launch per group of
+/// tensors, so the same value.
 double sum_of_squares(const std::vector<Tensor>& gs);
 /// g *= c for every tensor.
 void scale_all(const std::vector<Tensor>& gs, double c);

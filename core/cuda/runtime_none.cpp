@@ -1,5 +1,6 @@
 // The CUDA runtime of a build without SEQLAB_CUDA: nothing is usable. No Device::cuda tensor can
 // exist (require() throws before one is made), so the copy functions are never reached.
+#include "core/cuda/multi_tensor.h"
 #include "core/cuda/runtime.h"
 
 #include "core/error.h"
@@ -34,5 +35,7 @@ void convert(void*, DType, const void*, DType, int64_t) { unavailable(); }
 void synchronize() {}
 void set_tf32(bool on) { SEQLAB_CHECK(!on, "TF32 needs seqlab's CUDA part (built without it)"); }
 bool tf32() { return false; }
+bool multi_tensor() { return false; }
+void set_multi_tensor(bool) {}
 
 }  // namespace seqlab::cuda
