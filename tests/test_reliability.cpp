@@ -76,12 +76,23 @@ bool all_finite(const Checkpoint& c) {
 
 
 #ifdef SEQLAB_BINARY
-pid_t spawn_train(const fs::path& config) {
-  std::string exe = SEQLAB_BINARY, log = "--log-level", off = "off", train = "train", cfg = config.string();
-  char* argv[] = {exe.data(), log.data(), off.data(), train.data(), cfg.data(), nullptr};
+// `seqlab --log-level off COMMAND config` (train or compare) in a child process.
+pid_t spawn_train(const fs::path& config, std::string command = "train") {
+  std::string exe = SEQLAB_BINARY, log = "--log-level", off = "off", cfg = config.string();
+  char* argv[] = {exe.data(), log.data(), off.data(), command.data(), cfg.data(), nullptr};
   pid_t pid = 0;
   REQUIRE(posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, environ) == 0);
   return pid;
+}
+
+// Waits (at most 60 s) until `file` exists; false when the child exited first (status set).
+bool wait_for_file(pid_t pid, const fs::path& file, int& status) {
+  auto t0 = std::chrono::steady_clock::now();
+  while (!fs::exists(file) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+  }
+  return true;
 }
 
 // global_step of checkpoint-last.h5, -1 when there is none yet.
@@ -240,16 +251,7 @@ TEST_CASE("reliability/interrupt: SIGINT writes checkpoint-last.h5 and exits 130
   std::ofstream(config) << sine_config(dir / "run", epochs, steps, 0);
   pid_t pid = spawn_train(config);
   int status = 0;
-  bool exited = false;
-  auto t0 = std::chrono::steady_clock::now();
-  while (!fs::exists(last) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      exited = true;
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(300));
-  }
-  REQUIRE(!exited);
+  REQUIRE(wait_for_file(pid, last, status));
   std::this_thread::sleep_for(std::chrono::milliseconds(5));  // into the second epoch
   ::kill(pid, SIGINT);
   waitpid(pid, &status, 0);
@@ -275,21 +277,9 @@ TEST_CASE("reliability/interrupt: SIGTERM to seqlab compare alone reaches the mo
   const fs::path config = dir / "cmp.toml", last = dir / "run" / "a" / "checkpoint-last.h5";
   std::ofstream(config) << sine_config(dir / "run", 40, 15, 0)
                         << "[[models]]\nname = \"a\"\n[[models]]\nname = \"b\"\ntype = \"lstm\"\n";
-  std::string exe = SEQLAB_BINARY, log = "--log-level", off = "off", cmd = "compare", cfg = config.string();
-  char* argv[] = {exe.data(), log.data(), off.data(), cmd.data(), cfg.data(), nullptr};
-  pid_t pid = 0;
-  REQUIRE(posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, environ) == 0);
+  pid_t pid = spawn_train(config, "compare");
   int status = 0;
-  bool exited = false;
-  auto t0 = std::chrono::steady_clock::now();
-  while (!fs::exists(last) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      exited = true;
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(300));
-  }
-  REQUIRE(!exited);
+  REQUIRE(wait_for_file(pid, last, status));
   ::kill(pid, SIGTERM);
   waitpid(pid, &status, 0);
   REQUIRE(WIFEXITED(status));

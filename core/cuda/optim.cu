@@ -128,6 +128,20 @@ std::vector<TensorGroup> plan(const std::vector<const Tensor*>& ts, int64_t per_
   return plan_tensor_groups(sizes, kinds, per_block);
 }
 
+// f(group, pointers, T{}) for every group of gs with blocks: one multi-tensor launch each.
+template <typename F>
+void for_each_group(const std::vector<Tensor>& gs, int64_t per_block, const char* what, F&& f) {
+  std::vector<const Tensor*> ts;
+  for (const Tensor& g : gs) ts.push_back(&g);
+  for (const TensorGroup& grp : plan(ts, per_block)) {
+    if (grp.tb.blocks() == 0) continue;
+    TensorPointers<1> ptrs;
+    for (size_t i = grp.begin; i < grp.end; ++i) ptrs.p[0][i - grp.begin] = gs[i].device_ptr();
+    dispatch_float(gs[grp.begin].dtype(), what, [&]<typename T>() { f(grp, ptrs, T{}); });
+    check_launch(what);
+  }
+}
+
 std::atomic<int> g_multi_tensor{-1};  // -1: not read from the environment yet
 
 __global__ void sum_in_order(const double* __restrict__ partial, int64_t n, double* __restrict__ out) {
@@ -207,18 +221,11 @@ double sum_of_squares(const std::vector<Tensor>& gs) {
   if (total == 0) return 0;
   Tensor partial = empty({total}, DType::f64);
   if (multi_tensor()) {
-    std::vector<const Tensor*> ts;
-    for (const Tensor& g : gs) ts.push_back(&g);
-    for (const TensorGroup& grp : plan(ts, kChunk)) {
-      if (grp.tb.blocks() == 0) continue;
-      TensorPointers<1> ptrs;
-      for (size_t i = grp.begin; i < grp.end; ++i) ptrs.p[0][i - grp.begin] = gs[i].device_ptr();
-      dispatch_float(gs[grp.begin].dtype(), "clip_grad_norm", [&]<typename T>() {
-        sq_partials_many<T><<<static_cast<unsigned>(grp.tb.blocks()), kThreads, 0, stream()>>>(
-            grp.tb, ptrs, ptr<double>(partial) + grp.block_offset);
-      });
-      check_launch("clip_grad_norm (partials, multi-tensor)");
-    }
+    for_each_group(gs, kChunk, "clip_grad_norm (partials, multi-tensor)",
+                   [&]<typename T>(const TensorGroup& grp, const TensorPointers<1>& ptrs, T) {
+                     sq_partials_many<T><<<static_cast<unsigned>(grp.tb.blocks()), kThreads, 0, stream()>>>(
+                         grp.tb, ptrs, ptr<double>(partial) + grp.block_offset);
+                   });
     Tensor out = empty({}, DType::f64);
     sum_in_order<<<1, 1, 0, stream()>>>(ptr<double>(partial), total, ptr<double>(out));
     check_launch("clip_grad_norm (sum)");
@@ -243,17 +250,11 @@ double sum_of_squares(const std::vector<Tensor>& gs) {
 
 void scale_all(const std::vector<Tensor>& gs, double c) {
   if (multi_tensor()) {
-    std::vector<const Tensor*> ts;
-    for (const Tensor& g : gs) ts.push_back(&g);
-    for (const TensorGroup& grp : plan(ts, kElemsPerBlock)) {
-      if (grp.tb.blocks() == 0) continue;
-      TensorPointers<1> ptrs;
-      for (size_t i = grp.begin; i < grp.end; ++i) ptrs.p[0][i - grp.begin] = gs[i].device_ptr();
-      dispatch_float(gs[grp.begin].dtype(), "clip_grad_norm", [&]<typename T>() {
-        scale_many_kernel<T><<<static_cast<unsigned>(grp.tb.blocks()), kThreads, 0, stream()>>>(grp.tb, ptrs, T(c));
-      });
-      check_launch("clip_grad_norm (scale, multi-tensor)");
-    }
+    for_each_group(gs, kElemsPerBlock, "clip_grad_norm (scale, multi-tensor)",
+                   [&]<typename T>(const TensorGroup& grp, const TensorPointers<1>& ptrs, T) {
+                     scale_many_kernel<T><<<static_cast<unsigned>(grp.tb.blocks()), kThreads, 0, stream()>>>(
+                         grp.tb, ptrs, T(c));
+                   });
     return;
   }
   for (const Tensor& g : gs) {
