@@ -29,6 +29,7 @@
 
 #include "core/cuda/attention.h"
 #include "core/cuda/common.cuh"
+#include "core/kernels/attention_check.h"
 
 namespace seqlab::cuda {
 namespace {
@@ -604,24 +605,14 @@ Geo packed_geo(int64_t B, int64_t T, int64_t H, int64_t Dh, bool causal) {
   return g;
 }
 
+// The CPU's checks (core/kernels/attention_check.h), then the device's head-width limit.
 void check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, bool causal) {
-  SEQLAB_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op, ": expected q, k, v of shape (B, H, T, Dh), got ",
-               to_string(q.shape()), ", ", to_string(k.shape()), ", ", to_string(v.shape()));
-  SEQLAB_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype(), op, ": q, k, v must share one dtype");
-  SEQLAB_CHECK(k.shape() == v.shape(), op, ": k ", to_string(k.shape()), " and v ", to_string(v.shape()),
-               " must have the same shape");
-  SEQLAB_CHECK(q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3), op, ": q ",
-               to_string(q.shape()), " and k ", to_string(k.shape()), " must agree in B, H and Dh");
-  const int64_t Tq = q.size(2), Tk = k.size(2), Dh = q.size(3);
-  SEQLAB_CHECK(Dh > 0, op, ": head width Dh must be positive");
-  SEQLAB_CHECK(Tk > 0 || Tq == 0, op, ": no keys for ", Tq, " queries");
-  SEQLAB_CHECK(!causal || Tk >= Tq, op, ": causal attention needs Tk >= Tq, got Tq = ", Tq, ", Tk = ", Tk);
-  check_head_width(op, Dh);
+  kernels::check_attention_qkv(op, q, k, v, causal);
+  check_head_width(op, q.size(3));
 }
 
 void check_packed(const char* op, const Tensor& qkv, int64_t H) {
-  SEQLAB_CHECK(qkv.dim() == 3 && H > 0 && qkv.size(2) % (3 * H) == 0 && qkv.size(2) > 0, op, ": cannot read ",
-               to_string(qkv.shape()), " as (B, T, 3, ", H, ", Dh)");
+  kernels::check_attention_packed(op, qkv, H);
   check_head_width(op, qkv.size(2) / (3 * H));
 }
 
@@ -704,8 +695,7 @@ kernels::AttentionForward attention_forward(const Tensor& q, const Tensor& k, co
 std::array<Tensor, 3> attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                                          const Tensor& out, const Tensor& lse, bool causal) {
   check_qkv("attention backward", q, k, v, causal);
-  SEQLAB_CHECK(dout.shape() == q.shape() && dout.dtype() == q.dtype(), "attention backward: dout ",
-               to_string(dout.shape()), " must match the output ", to_string(q.shape()));
+  kernels::check_attention_dout(dout, q);
   check_saved("attention backward", out, lse, q.shape(), {q.size(0), q.size(1), q.size(2)}, q.dtype());
   const Geo g = split_geo(q, k.size(2), k.size(2), causal);
   Tensor dq = empty(q.shape(), q.dtype()), dk = empty(k.shape(), k.dtype()), dv = empty(v.shape(), v.dtype());
@@ -717,8 +707,7 @@ std::array<Tensor, 3> attention_backward(const Tensor& dout, const Tensor& q, co
 }
 
 Tensor attention_forward_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, int64_t len) {
-  SEQLAB_CHECK(k_cache.dim() == 4 && len >= 1 && len <= k_cache.size(2), "attention_forward_cached: len ", len,
-               " outside the cache of shape ", to_string(k_cache.shape()));
+  kernels::check_attention_cache(k_cache, len);
   check_qkv("attention_forward_cached", q, k_cache, v_cache, false);
   SEQLAB_CHECK(len >= q.size(2), "attention_forward_cached: ", q.size(2), " queries but only ", len, " cached keys");
   const Geo g = split_geo(q, len, k_cache.size(2), true);
@@ -746,9 +735,7 @@ Tensor attention_packed_backward(const Tensor& dout, const Tensor& qkv, const Te
                                  bool causal) {
   check_packed("attention_packed backward", qkv, H);
   const int64_t B = qkv.size(0), T = qkv.size(1), Dh = qkv.size(2) / (3 * H), D = H * Dh;
-  SEQLAB_CHECK(dout.shape() == Shape({B, T, D}) && out.shape() == dout.shape() && dout.dtype() == qkv.dtype(),
-               "attention_packed backward: dout ", to_string(dout.shape()), " and out ", to_string(out.shape()),
-               " must be (", B, ", ", T, ", ", D, ")");
+  kernels::check_attention_packed_dout(dout, out, qkv, H);
   check_saved("attention_packed backward", out, lse, {B, T, D}, {B, H, T}, qkv.dtype());
   const Geo g = packed_geo(B, T, H, Dh, causal);
   Tensor dqkv = empty(qkv.shape(), qkv.dtype());

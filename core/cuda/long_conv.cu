@@ -20,6 +20,7 @@
 #include <tuple>
 
 #include "core/cuda/common.cuh"
+#include "core/kernels/long_conv_check.h"
 
 namespace seqlab::cuda {
 
@@ -29,27 +30,13 @@ namespace {
 
 constexpr int64_t kDirectMaxT = 64;  // causal_conv_forward/backward: direct loops up to this length
 
-// Kernel shapes for the convolution: K (D, T) or (S, D, T) (the CPU's checks and messages).
-int64_t conv_directions(const Tensor& u, const Tensor& K, const char* op) {
-  SEQLAB_CHECK(u.dim() == 3, op, ": u must be (B, T, D), got ", to_string(u.shape()));
-  int64_t T = u.size(1), D = u.size(2);
-  bool ok = (K.dim() == 2 || (K.dim() == 3 && (K.size(0) == 1 || K.size(0) == 2))) && K.size(-2) == D &&
-            K.size(-1) == T;
-  SEQLAB_CHECK(ok, op, ": K must be (D, T) or (S, D, T) with S in {1, 2}, D = ", D, ", T = ", T, ", got ",
-               to_string(K.shape()));
-  SEQLAB_CHECK(K.dtype() == u.dtype(), op, ": u and K must share one dtype, got ", dtype_name(u.dtype()), " and ",
-               dtype_name(K.dtype()));
-  return K.dim() == 3 ? K.size(0) : 1;
-}
+using kernels::check_causal_conv;
+using kernels::check_causal_conv_fft;
 
+// The gradient's shape and dtype (device safety: the CPU loops read dy unchecked).
 void check_dy(const Tensor& dy, const Tensor& u, const char* op) {
   SEQLAB_CHECK(dy.shape() == u.shape() && dy.dtype() == u.dtype(), op, ": dy must be ", to_string(u.shape()), " ",
                dtype_name(u.dtype()), ", got ", to_string(dy.shape()), " ", dtype_name(dy.dtype()));
-}
-
-void check_fft_dtype(const Tensor& u) {
-  SEQLAB_CHECK(u.dtype() == DType::f32, "causal_conv_fft: the FFT path is float32 only, got ",
-               dtype_name(u.dtype()));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -445,36 +432,36 @@ ConvGrads fft_backward_any(const Tensor& dy, const Tensor& u, const Tensor& K, i
 // ---------------------------------------------------------------------------------------------
 
 Tensor causal_conv_direct_forward(const Tensor& u, const Tensor& K) {
-  const int64_t S = conv_directions(u, K, "causal_conv");
+  const int64_t S = check_causal_conv(u, K, "causal_conv");
   return direct_forward(u, K, S);
 }
 
 ConvGrads causal_conv_direct_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K) {
-  const int64_t S = conv_directions(u, K, "causal_conv_backward");
+  const int64_t S = check_causal_conv(u, K, "causal_conv_backward");
   check_dy(dy, u, "causal_conv_backward");
   return direct_backward(dy, u, K, S, need_u, need_K);
 }
 
 Tensor causal_conv_fft_forward(const Tensor& u, const Tensor& K) {
-  const int64_t S = conv_directions(u, K, "causal_conv_fft");
-  check_fft_dtype(u);
+  const int64_t S = check_causal_conv(u, K, "causal_conv_fft");
+  check_causal_conv_fft(u);
   return fft_forward<float>(u, K, S);
 }
 
 ConvGrads causal_conv_fft_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K) {
-  const int64_t S = conv_directions(u, K, "causal_conv_fft_backward");
-  check_fft_dtype(u);
+  const int64_t S = check_causal_conv(u, K, "causal_conv_fft_backward");
+  check_causal_conv_fft(u);
   check_dy(dy, u, "causal_conv_fft_backward");
   return fft_backward<float>(dy, u, K, S, need_u, need_K);
 }
 
 Tensor causal_conv_forward(const Tensor& u, const Tensor& K) {
-  const int64_t S = conv_directions(u, K, "causal_conv");
+  const int64_t S = check_causal_conv(u, K, "causal_conv");
   return u.size(1) <= kDirectMaxT ? direct_forward(u, K, S) : fft_forward_any(u, K, S);
 }
 
 ConvGrads causal_conv_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K) {
-  const int64_t S = conv_directions(u, K, "causal_conv_backward");
+  const int64_t S = check_causal_conv(u, K, "causal_conv_backward");
   check_dy(dy, u, "causal_conv_backward");
   return u.size(1) <= kDirectMaxT ? direct_backward(dy, u, K, S, need_u, need_K)
                                   : fft_backward_any(dy, u, K, S, need_u, need_K);

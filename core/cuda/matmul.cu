@@ -9,7 +9,7 @@
 
 #include "core/cuda/common.cuh"
 #include "core/cuda/matmul.h"
-#include "core/kernels/matmul.h"
+#include "core/kernels/matmul_plan.h"
 
 namespace seqlab::cuda {
 namespace {
@@ -54,21 +54,8 @@ void gemm1(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* a, const 
 template <typename T>
 void batched(bool ta, bool tb, int64_t L, int64_t M, int64_t N, int64_t K, const T* a, int64_t sa, const T* b,
              int64_t sb, T beta, T* c, int64_t sc) {
-  if (L == 0 && sc == 0) {  // an empty sum still sets c to beta * c
-    L = 1;
-    K = 0;
-  }
+  kernels::fold_batched_gemm(ta, tb, L, M, N, K, sa, sb, sc);
   if (L <= 0 || M <= 0 || N <= 0) return;
-  // Shared b and untransposed a: consecutive products' rows are contiguous, so it is one GEMM.
-  if (L > 1 && sb == 0 && !ta && sa == M * K && sc == M * N) {
-    M *= L;
-    L = 1;
-  }
-  // Summed into one c with the inner axis running down stored rows of both: one GEMM over L*K.
-  if (L > 1 && sc == 0 && ta && !tb && sa == K * M && sb == K * N) {
-    K *= L;
-    L = 1;
-  }
   SEQLAB_CHECK(M < INT_MAX && N < INT_MAX && K < INT_MAX && L < INT_MAX, "gemm: sizes (", M, ", ", N, ", ", K,
                ") exceed what BLAS indexes with 32-bit ints");
   if (K == 0) {  // the product is zero: c = beta * c
@@ -85,24 +72,6 @@ void batched(bool ta, bool tb, int64_t L, int64_t M, int64_t N, int64_t K, const
   check_cublas(gemm_strided_raw(op(tb), op(ta), static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &one,
                                 b, ldb, sb, a, lda, sa, &beta, c, static_cast<int>(N), sc, static_cast<int>(L)),
                "gemm (strided batched)");
-}
-
-
-using kernels::MatmulDims;
-using kernels::matmul_dims;
-
-void check_linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  SEQLAB_CHECK(w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input of shape ",
-               to_string(x.shape()), " does not fit weight of shape ", to_string(w.shape()),
-               " (expected x (..., in) and w (out, in))");
-  SEQLAB_CHECK(x.dtype() == w.dtype(), "linear: dtypes differ: input ", dtype_name(x.dtype()), ", weight ",
-               dtype_name(w.dtype()));
-  if (b.defined()) {
-    SEQLAB_CHECK(b.shape() == Shape{w.size(0)}, "linear: bias of shape ", to_string(b.shape()),
-                 " does not fit weight of shape ", to_string(w.shape()), " (expected (", w.size(0), ",))");
-    SEQLAB_CHECK(b.dtype() == w.dtype(), "linear: dtypes differ: bias ", dtype_name(b.dtype()), ", weight ",
-                 dtype_name(w.dtype()));
-  }
 }
 
 // y (R, C) = b broadcast over rows.
@@ -137,9 +106,7 @@ __global__ void sum_partials(const double* __restrict__ partial, int64_t n_chunk
 }  // namespace
 
 Tensor matmul_forward(const Tensor& a, const Tensor& b, bool ta, bool tb) {
-  SEQLAB_CHECK(a.dtype() == b.dtype(), "matmul: dtypes differ: ", dtype_name(a.dtype()), " ", to_string(a.shape()),
-               " and ", dtype_name(b.dtype()), " ", to_string(b.shape()));
-  MatmulDims d = matmul_dims(a.shape(), b.shape(), ta, tb);
+  const kernels::MatmulDims d = kernels::check_matmul(a, b, ta, tb);
   Tensor y = empty(d.out, a.dtype());
   dispatch_float(a.dtype(), "matmul", [&]<typename T>() {
     int64_t sb = d.L > 1 && !d.shared_b ? d.K * d.N : 0;
@@ -150,9 +117,7 @@ Tensor matmul_forward(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 
 std::array<Tensor, 2> matmul_backward(const Tensor& dy, const Tensor& a, const Tensor& b, const Shape& a_shape,
                                       const Shape& b_shape, bool ta, bool tb, bool need_da, bool need_db) {
-  MatmulDims d = matmul_dims(a_shape, b_shape, ta, tb);
-  SEQLAB_CHECK(dy.shape() == d.out, "matmul backward: gradient of shape ", to_string(dy.shape()), ", expected ",
-               to_string(d.out));
+  const kernels::MatmulDims d = kernels::check_matmul_backward(dy, a_shape, b_shape, ta, tb);
   std::array<Tensor, 2> g;
   dispatch_float(dy.dtype(), "matmul", [&]<typename T>() {
     int64_t L = d.L, M = d.M, N = d.N, K = d.K;
@@ -198,10 +163,8 @@ Tensor column_sum(const Tensor& x, int64_t C) {
 }
 
 Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
-  check_linear(x, w, b);
-  int64_t in = w.size(1), out = w.size(0), R = numel(Shape(x.shape().begin(), x.shape().end() - 1));
-  SEQLAB_CHECK(R < INT_MAX && out < INT_MAX && in < INT_MAX, "gemm: sizes (", R, ", ", out, ", ", in,
-               ") exceed what BLAS indexes with 32-bit ints");
+  const kernels::LinearDims d = kernels::check_linear(x, w, b);
+  const int64_t R = d.R, in = d.in, out = d.out;
   Shape ys = x.shape();
   ys.back() = out;
   Tensor y = empty(ys, x.dtype());
@@ -219,8 +182,8 @@ Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
 
 std::array<Tensor, 3> linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, bool need_dx,
                                       bool need_dw, bool need_db) {
-  int64_t out = dy.size(-1), R = numel(Shape(dy.shape().begin(), dy.shape().end() - 1));
-  int64_t in = w.defined() ? w.size(1) : x.defined() ? x.size(-1) : 0;
+  const kernels::LinearDims d = kernels::linear_backward_dims(dy, x, w);
+  const int64_t R = d.R, in = d.in, out = d.out;
   std::array<Tensor, 3> g;
   dispatch_float(dy.dtype(), "linear", [&]<typename T>() {
     const T* py = ptr<T>(dy);

@@ -10,6 +10,8 @@
 
 #include "core/cuda/common.cuh"
 #include "core/cuda/nn.h"
+#include "core/kernels/loss_check.h"
+#include "core/kernels/norm_check.h"
 
 namespace seqlab::cuda {
 namespace {
@@ -39,22 +41,6 @@ __device__ inline double warp_max(double v) {
 
 // ---------------------------------------------------------------------------------------------------
 // LayerNorm / RMSNorm
-
-// core/kernels/norm.cpp's row chunk (rows per weight-gradient partial), a function of D alone.
-int64_t rows_per_chunk(int64_t D) { return std::max<int64_t>(16, 16384 / std::max<int64_t>(D, 1)); }
-
-void check_norm(const char* op, const Tensor& x, const Tensor& w, const Tensor& b) {
-  SEQLAB_CHECK(x.dim() >= 1, op, ": input must have rank >= 1, got shape ", to_string(x.shape()));
-  Shape d{x.size(-1)};
-  for (const Tensor* p : {&w, &b}) {
-    if (!p->defined()) continue;
-    const char* what = p == &w ? "weight" : "bias";
-    SEQLAB_CHECK(p->shape() == d, op, ": ", what, " of shape ", to_string(p->shape()), " does not fit input of shape ",
-                 to_string(x.shape()), " (expected ", to_string(d), ")");
-    SEQLAB_CHECK(p->dtype() == x.dtype(), op, ": ", what, " is ", dtype_name(p->dtype()), " but input is ",
-                 dtype_name(x.dtype()));
-  }
-}
 
 template <typename T, bool kCenter>
 __global__ void norm_forward_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
@@ -153,8 +139,8 @@ __global__ void sum_chunks_kernel(const double* __restrict__ part, int64_t n_chu
 
 template <bool kCenter>
 kernels::NormForward norm_forward(const char* op, const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
-  check_norm(op, x, w, b);
-  const int64_t D = x.size(-1), R = D > 0 ? x.numel() / D : 0;
+  const kernels::NormRows rows = kernels::check_norm(op, x, w, b);
+  const int64_t D = rows.D, R = rows.R;
   kernels::NormForward f;
   f.y = empty(x.shape(), x.dtype());
   if (kCenter) f.mean = empty({R}, DType::f64);
@@ -173,9 +159,8 @@ template <bool kCenter>
 std::array<Tensor, 3> norm_backward(const char* op, const Tensor& dy, const Tensor& x, const Tensor& w,
                                     const Tensor& mean, const Tensor& rstd, bool need_dx, bool need_dw,
                                     bool need_db) {
-  SEQLAB_CHECK(dy.shape() == x.shape(), op, " backward: gradient of shape ", to_string(dy.shape()),
-               " for an input of shape ", to_string(x.shape()));
-  const int64_t D = x.size(-1), R = D > 0 ? x.numel() / D : 0;
+  const kernels::NormRows rows = kernels::check_norm_backward(op, dy, x);
+  const int64_t D = rows.D, R = rows.R;
   std::array<Tensor, 3> g;
   dispatch_float(x.dtype(), op, [&]<typename T>() {
     const double* pm = kCenter ? ptr<double>(mean) : nullptr;
@@ -190,7 +175,7 @@ std::array<Tensor, 3> norm_backward(const char* op, const Tensor& dy, const Tens
       }
     }
     if (!need_dw && !need_db) return;
-    const int64_t chunk = rows_per_chunk(D), n_chunks = (R + chunk - 1) / chunk;
+    const int64_t chunk = kernels::norm_rows_per_chunk(D), n_chunks = (R + chunk - 1) / chunk;
     Tensor pdw = need_dw ? empty({n_chunks, D}, DType::f64) : Tensor();
     Tensor pdb = need_db ? empty({n_chunks, D}, DType::f64) : Tensor();
     if (n_chunks * D > 0) {
@@ -532,11 +517,7 @@ Tensor apply_mask(const Tensor& x, const Tensor& mask) {
 
 Tensor point_loss_forward(kernels::PointLoss kind, const Tensor& pred, const Tensor& target, double delta,
                           const char* op) {
-  SEQLAB_CHECK(pred.shape() == target.shape(), op, ": pred of shape ", to_string(pred.shape()),
-               " and target of shape ", to_string(target.shape()), " differ");
-  SEQLAB_CHECK(pred.dtype() == target.dtype(), op, ": pred is ", dtype_name(pred.dtype()), " but target is ",
-               dtype_name(target.dtype()));
-  SEQLAB_CHECK(kind != kernels::PointLoss::huber || delta > 0, op, ": delta must be > 0, got ", delta);
+  kernels::check_point_loss(kind, pred, target, delta, op);
   Tensor out = empty({}, pred.dtype());
   dispatch_float(pred.dtype(), op, [&]<typename T>() {
     const int64_t n = pred.numel(), n_partials = (n + kChunk - 1) / kChunk;
@@ -571,12 +552,7 @@ std::array<Tensor, 2> point_loss_backward(kernels::PointLoss kind, const Tensor&
 }
 
 kernels::CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& targets, int ignore_index) {
-  SEQLAB_CHECK(logits.dim() == 2, "cross_entropy: logits must be (N, V), got shape ", to_string(logits.shape()));
-  SEQLAB_CHECK(targets.dtype() == DType::i32, "cross_entropy: targets must be int32, got ",
-               dtype_name(targets.dtype()));
-  SEQLAB_CHECK(targets.shape() == Shape{logits.size(0)}, "cross_entropy: logits of shape ",
-               to_string(logits.shape()), " need targets of shape (", logits.size(0), ",), got ",
-               to_string(targets.shape()));
+  kernels::check_cross_entropy(logits, targets);
   const int64_t N = logits.size(0), V = logits.size(1);
   kernels::CrossEntropyForward r;
   const IdScan scan = scan_ids(targets, V, ignore_index, true);

@@ -1,6 +1,6 @@
-// Reductions on the device (core/cuda/reduce.h). As on the CPU, a reduction is planned as
-// (A, K, B) -> (A, B) after dropping size-1 axes and merging adjacent reduced / kept axes; several
-// separated reduced groups are reduced one at a time, innermost first. One (A, K, B) step:
+// Reductions on the device (core/cuda/reduce.h). With the CPU's plan (core/kernels/reduce_plan.h), a
+// reduction is (A, K, B) -> (A, B) after dropping size-1 axes and merging adjacent reduced / kept axes;
+// several separated reduced groups are reduced one at a time, innermost first. One (A, K, B) step:
 //   contiguous rows (B == 1): one block per (row, chunk of threads * 64 elements); each thread adds
 //     its strided elements in order, then a fixed warp-shuffle tree and the warps' sums in order;
 //   columns (B > 1): one thread per (a, chunk of 256 rows, b), adding its rows in order (reads
@@ -13,6 +13,7 @@
 #include <cmath>
 
 #include "core/cuda/common.cuh"
+#include "core/kernels/reduce_plan.h"
 
 namespace seqlab::cuda {
 namespace {
@@ -138,37 +139,21 @@ void sum_impl(const Tensor& x, const std::vector<int64_t>& axes, const Tensor& o
     memset_zero(out.device_ptr(), out.nbytes());
     return;
   }
-  std::vector<int64_t> size;
-  std::vector<char> red;
-  for (size_t i = 0; i < xs.size(); ++i) {
-    if (xs[i] == 1) continue;
-    const char r = std::binary_search(axes.begin(), axes.end(), static_cast<int64_t>(i));
-    if (!size.empty() && red.back() == r) size.back() *= xs[i];
-    else {
-      size.push_back(xs[i]);
-      red.push_back(r);
-    }
-  }
-  auto n_reduced = [&] { return std::count(red.begin(), red.end(), char(1)); };
-  if (n_reduced() == 0) {
+  const std::vector<kernels::SumStep> steps = kernels::plan_sum(xs, axes);
+  if (steps.empty()) {
     copy_d2d(out.device_ptr(), x.device_ptr(), x.nbytes());
     return;
   }
   Tensor buf[2];
   const T* src = ptr<T>(x);
-  for (int step = 0; n_reduced() > 0; ++step) {
-    const size_t g = static_cast<size_t>(std::find(red.rbegin(), red.rend(), char(1)).base() - red.begin()) - 1;
-    int64_t A = 1, B = 1;
-    for (size_t i = 0; i < g; ++i) A *= size[i];
-    for (size_t i = g + 1; i < size.size(); ++i) B *= size[i];
+  for (size_t step = 0; step < steps.size(); ++step) {
+    const kernels::SumStep& st = steps[step];
     T* dst = ptr<T>(out);
-    if (n_reduced() > 1) {
-      buf[step % 2] = empty({A * B}, dtype_of<T>());
+    if (step + 1 < steps.size()) {
+      buf[step % 2] = empty({st.A * st.B}, dtype_of<T>());
       dst = ptr<T>(buf[step % 2]);
     }
-    reduce_akb<T>(Plain<T>{src}, A, size[g], B, dst);
-    size.erase(size.begin() + static_cast<std::ptrdiff_t>(g));
-    red.erase(red.begin() + static_cast<std::ptrdiff_t>(g));
+    reduce_akb<T>(Plain<T>{src}, st.A, st.K, st.B, dst);
     src = dst;
   }
 }
@@ -246,15 +231,6 @@ Tensor bcast_mul(const Tensor& a, const Tensor& b) {
     check_launch("bcast_mul_kernel");
   });
   return out;
-}
-
-// Size of the reduced part and of the parts around `axis`: x viewed as (A, K, B).
-void split_at(const Shape& s, int64_t axis, int64_t& A, int64_t& K, int64_t& B) {
-  A = 1;
-  B = 1;
-  for (int64_t i = 0; i < axis; ++i) A *= s[static_cast<size_t>(i)];
-  K = s[static_cast<size_t>(axis)];
-  for (size_t i = static_cast<size_t>(axis) + 1; i < s.size(); ++i) B *= s[i];
 }
 
 // --- max: ties to the first position, a NaN wins once and is never displaced ---
@@ -403,13 +379,7 @@ Tensor mul_sum_to(const Tensor& a, const Tensor& b, const Shape& target) {
   if (!(a.shape() == b.shape() && a.dtype() == b.dtype())) return sum_to(bcast_mul(a, b), target);
   const Shape& s = a.shape();
   if (s == target) return bcast_mul(a, b);
-  // Reduction over leading rows only: target without its leading 1s is a suffix of s.
-  size_t t0 = 0;
-  while (t0 < target.size() && target[t0] == 1) ++t0;
-  const size_t tail = target.size() - t0;
-  bool leading = tail <= s.size();
-  for (size_t i = 0; leading && i < tail; ++i) leading = target[t0 + i] == s[s.size() - tail + i];
-  if (!leading || target.size() > s.size()) return sum_to(bcast_mul(a, b), target);
+  if (!kernels::sums_leading_rows(s, target)) return sum_to(bcast_mul(a, b), target);
   Tensor out = empty(target, a.dtype());
   const int64_t B = numel(target), K = B == 0 ? 0 : a.numel() / B;
   dispatch_float(a.dtype(), "mul_sum_to", [&]<typename T>() {
@@ -419,12 +389,9 @@ Tensor mul_sum_to(const Tensor& a, const Tensor& b, const Shape& target) {
 }
 
 kernels::MaxResult max(const Tensor& x, int64_t axis, bool keepdim) {
-  const int64_t ax = kernels::norm_axes({axis}, x.shape(), "max")[0];
-  int64_t A, K, B;
-  split_at(x.shape(), ax, A, K, B);
-  SEQLAB_CHECK(K > 0, "max: axis ", axis, " has size 0 in shape ", to_string(x.shape()));
-  Shape os = kernels::reduced_shape(x.shape(), {ax}, keepdim);
-  kernels::MaxResult r{empty(os, x.dtype()), empty(os, DType::i32)};
+  const kernels::AxisPlan p = kernels::plan_max(x.shape(), axis, keepdim);
+  const int64_t A = p.A, K = p.K, B = p.B;
+  kernels::MaxResult r{empty(p.out, x.dtype()), empty(p.out, DType::i32)};
   dispatch_float(x.dtype(), "max", [&]<typename T>() {
     if (A * B == 0) return;
     if (B == 1) {
@@ -441,12 +408,9 @@ kernels::MaxResult max(const Tensor& x, int64_t axis, bool keepdim) {
 }
 
 Tensor max_backward(const Tensor& dy, const Tensor& indices, const Shape& x_shape, int64_t axis) {
-  const int64_t ax = kernels::norm_axes({axis}, x_shape, "max_backward")[0];
-  int64_t A, K, B;
-  split_at(x_shape, ax, A, K, B);
-  SEQLAB_CHECK(dy.numel() == A * B && indices.numel() == A * B, "max_backward: gradient of shape ",
-               to_string(dy.shape()), " does not match ", to_string(x_shape), " reduced over axis ", axis);
-  Tensor dx = empty(x_shape, dy.dtype());
+  const kernels::AxisPlan p = kernels::plan_max_backward(dy, indices, x_shape, axis);
+  const int64_t K = p.K, B = p.B;
+  Tensor dx = empty(p.out, dy.dtype());
   dispatch_float(dy.dtype(), "max_backward", [&]<typename T>() {
     const int64_t n = dx.numel();
     if (n == 0) return;

@@ -12,13 +12,13 @@
 //             (one GEMM each over the chunk's B*L rows) and the bias sums in double by fixed-order
 //             column sums (no atomics: a run is bit-identical to itself).
 #include <algorithm>
-#include <climits>
 #include <map>
 #include <mutex>
 #include <type_traits>
 
 #include "core/cuda/common.cuh"
 #include "core/cuda/rnn.h"
+#include "core/kernels/rnn_check.h"
 
 namespace seqlab::cuda {
 namespace {
@@ -561,34 +561,7 @@ __global__ void __launch_bounds__(KC > 0 ? 256 : 1024, 1)
 }
 
 // ---------------------------------------------------------------------------------------------------
-struct Dims {
-  int64_t B, T, I, H, G;
-};
-
-// core/kernels/rnn.cpp's check_shapes, the same checks and messages.
-Dims check_shapes(RnnCell cell, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih,
-                  const Tensor& b_hh) {
-  const char* name = kernels::rnn_cell_name(cell);
-  SEQLAB_CHECK(x.dim() == 3, name, ": input of shape ", to_string(x.shape()), ", expected (B, T, I)");
-  Dims d{x.size(0), x.size(1), x.size(2), 0, kernels::rnn_gate_count(cell)};
-  SEQLAB_CHECK(d.B >= 1 && d.T >= 1 && d.I >= 1, name, ": input of shape ", to_string(x.shape()),
-               " must have B, T, I >= 1");
-  SEQLAB_CHECK(w_hh.dim() == 2 && w_hh.size(0) % d.G == 0 && w_hh.size(0) == d.G * w_hh.size(1) &&
-                   w_hh.size(1) >= 1,
-               name, ": weight_hh of shape ", to_string(w_hh.shape()), ", expected (", d.G, "*H, H)");
-  d.H = w_hh.size(1);
-  SEQLAB_CHECK(w_ih.dim() == 2 && w_ih.size(0) == d.G * d.H && w_ih.size(1) == d.I, name, ": weight_ih of shape ",
-               to_string(w_ih.shape()), ", expected (", d.G * d.H, ", ", d.I, ")");
-  for (const Tensor* b : {&b_ih, &b_hh})
-    SEQLAB_CHECK(!b->defined() || (b->dim() == 1 && b->size(0) == d.G * d.H), name, ": bias of shape ",
-                 to_string(b->shape()), ", expected (", d.G * d.H, ")");
-  for (const Tensor* t : {&w_ih, &w_hh, &b_ih, &b_hh})
-    SEQLAB_CHECK(!t->defined() || t->dtype() == x.dtype(), name, ": parameter dtype ", dtype_name(t->dtype()),
-                 " differs from the input's ", dtype_name(x.dtype()));
-  SEQLAB_CHECK(d.B * d.T < INT_MAX && d.G * d.H < INT_MAX && d.T * d.G * d.H < INT_MAX, name,
-               ": sizes exceed what BLAS indexes with 32-bit ints");
-  return d;
-}
+using Dims = kernels::RnnDims;
 
 template <typename T>
 const T* opt_ptr(const Tensor& t) {
@@ -837,13 +810,8 @@ Tensor to_dtype(const Tensor& acc, DType dt) {
 
 RnnForward rnn_forward(RnnCell cell, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih,
                        const Tensor& b_hh, const Tensor& h0, const Tensor& c0) {
-  Dims d = check_shapes(cell, x, w_ih, w_hh, b_ih, b_hh);
+  Dims d = kernels::check_rnn_forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0);
   const char* name = kernels::rnn_cell_name(cell);
-  for (const Tensor* s : {&h0, &c0})
-    SEQLAB_CHECK(!s->defined() || (s->shape() == Shape{d.B, d.H} && s->dtype() == x.dtype()), name,
-                 ": initial state of shape ", to_string(s->shape()), ", expected (", d.B, ", ", d.H, ") ",
-                 dtype_name(x.dtype()));
-  SEQLAB_CHECK(!c0.defined() || cell == RnnCell::lstm, name, ": only the lstm has a cell state");
   RnnForward f;
   const DType dt = x.dtype();
   dispatch_float(dt, name, [&]<typename T>() {
@@ -858,10 +826,8 @@ RnnForward rnn_forward(RnnCell cell, const Tensor& x, const Tensor& w_ih, const 
 RnnGrads rnn_backward(RnnCell cell, const Tensor& dy, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
                       const RnnForward& f, bool need_dx, bool need_dw_ih, bool need_dw_hh, bool need_db_ih,
                       bool need_db_hh, int64_t time_chunk) {
-  Dims d = check_shapes(cell, x, w_ih, w_hh, Tensor(), Tensor());
+  Dims d = kernels::check_rnn_backward(cell, dy, x, w_ih, w_hh, f);
   const char* name = kernels::rnn_cell_name(cell);
-  SEQLAB_CHECK(dy.shape() == f.y.shape() && dy.dtype() == x.dtype(), name, ": gradient of shape ",
-               to_string(dy.shape()), ", expected ", to_string(f.y.shape()));
   const int64_t GH = d.G * d.H;
   const DType dt = x.dtype();
   RnnGrads g;

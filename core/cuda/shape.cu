@@ -1,15 +1,16 @@
 // Shape copies on the device (core/cuda/shape.h). Elements are moved as 4- or 8-byte words, so any
-// dtype works. permute plans like the CPU (size-1 axes dropped, axes that stay contiguous merged):
-// a plain gather (one thread per output element, writes coalesced) unless the last axis moves, where
-// 32 x 32 tiles go through shared memory so that both reads and writes are coalesced. flip, slice,
-// slice_backward and concat are (A, K, B) copies, one thread per output element; concat copies up to
-// 16 inputs per launch.
+// dtype works. Checks and plans are the CPU's (core/kernels/shape_plan.h). permute (size-1 axes
+// dropped, axes that stay contiguous merged): a plain gather (one thread per output element, writes
+// coalesced) unless the last axis moves, where 32 x 32 tiles go through shared memory so that both
+// reads and writes are coalesced. flip, slice, slice_backward and concat are (A, K, B) copies, one
+// thread per output element; concat copies up to 16 inputs per launch.
 #include "core/cuda/shape.h"
 
 #include <algorithm>
 
 #include "core/cuda/common.cuh"
 #include "core/kernels/shape.h"
+#include "core/kernels/shape_plan.h"
 
 namespace seqlab::cuda {
 namespace {
@@ -18,20 +19,9 @@ constexpr int kMaxDims = 16;
 constexpr int kTile = 32;
 constexpr int kCatGroup = 16;
 
-// (A, K, B) view of s around `axis`.
-void split_at(const Shape& s, int64_t axis, int64_t& A, int64_t& K, int64_t& B) {
-  A = 1;
-  B = 1;
-  for (int64_t i = 0; i < axis; ++i) A *= s[static_cast<size_t>(i)];
-  K = s[static_cast<size_t>(axis)];
-  for (size_t i = static_cast<size_t>(axis) + 1; i < s.size(); ++i) B *= s[i];
-}
-
-template <typename F>
-void by_size(DType t, F&& f) {
-  if (dtype_size(t) == 8) f.template operator()<uint64_t>();
-  else f.template operator()<uint32_t>();
-}
+using kernels::AxisPlan;
+using kernels::by_size;
+using kernels::split_at;
 
 // Iteration sizes (row-major) and the input's element strides for each.
 struct Strided {
@@ -129,24 +119,11 @@ __global__ void concat_kernel(E* __restrict__ out, int64_t Ktot, int64_t B, int6
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   const Shape& xs = x.shape();
-  std::vector<int64_t> p = kernels::norm_permutation(dims, xs, "permute");
-  std::vector<int64_t> xst = strides_of(xs);
-  Shape os(p.size());
-  for (size_t i = 0; i < p.size(); ++i) os[i] = xs[static_cast<size_t>(p[i])];
-  Tensor out = empty(os, x.dtype());
+  const kernels::PermutePlan plan = kernels::plan_permute(xs, dims);
+  const std::vector<int64_t>& size = plan.size;
+  const std::vector<int64_t>& st = plan.st;
+  Tensor out = empty(plan.out, x.dtype());
   if (out.numel() == 0) return out;
-  std::vector<int64_t> size, st;
-  for (size_t i = 0; i < p.size(); ++i) {
-    const int64_t n = os[i], s = xst[static_cast<size_t>(p[i])];
-    if (n == 1) continue;
-    if (!size.empty() && st.back() == s * n) {
-      size.back() *= n;
-      st.back() = s;
-    } else {
-      size.push_back(n);
-      st.push_back(s);
-    }
-  }
   if (size.size() <= 1) {  // the order of elements does not change
     copy_d2d(out.device_ptr(), x.device_ptr(), x.nbytes());
     return out;
@@ -178,23 +155,13 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
 }
 
 Tensor transpose(const Tensor& x, int64_t axis0, int64_t axis1) {
-  const int64_t rank = x.dim();
-  const int64_t a0 = axis0 < 0 ? axis0 + rank : axis0, a1 = axis1 < 0 ? axis1 + rank : axis1;
-  SEQLAB_CHECK(a0 >= 0 && a0 < rank && a1 >= 0 && a1 < rank, "transpose: axes (", axis0, ", ", axis1,
-               ") out of range for a tensor of shape ", to_string(x.shape()));
-  std::vector<int64_t> p(static_cast<size_t>(rank));
-  for (int64_t i = 0; i < rank; ++i) p[static_cast<size_t>(i)] = i;
-  std::swap(p[static_cast<size_t>(a0)], p[static_cast<size_t>(a1)]);
-  return permute(x, p);
+  return permute(x, kernels::transpose_permutation(x.shape(), axis0, axis1));
 }
 
 Tensor flip(const Tensor& x, int64_t axis) {
-  const int64_t rank = x.dim();
-  const int64_t ax = axis < 0 ? axis + rank : axis;
-  SEQLAB_CHECK(ax >= 0 && ax < rank, "flip: axis ", axis, " out of range for a tensor of shape ", to_string(x.shape()));
-  int64_t A, K, B;
-  split_at(x.shape(), ax, A, K, B);
-  Tensor out = empty(x.shape(), x.dtype());
+  const AxisPlan p = kernels::plan_flip(x.shape(), axis);
+  const int64_t K = p.K, B = p.B;
+  Tensor out = empty(p.out, x.dtype());
   const int64_t n = out.numel();
   if (n == 0) return out;
   by_size(x.dtype(), [&]<typename E>() {
@@ -206,19 +173,9 @@ Tensor flip(const Tensor& x, int64_t axis) {
 }
 
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
-  const Shape& xs = x.shape();
-  const int64_t rank = x.dim();
-  const int64_t ax = axis < 0 ? axis + rank : axis;
-  SEQLAB_CHECK(ax >= 0 && ax < rank, "slice: axis ", axis, " out of range for a tensor of shape ", to_string(xs));
-  const int64_t n = xs[static_cast<size_t>(ax)];
-  const int64_t s = start < 0 ? start + n : start, e = end < 0 ? end + n : end;
-  SEQLAB_CHECK(0 <= s && s <= e && e <= n, "slice: range [", start, ", ", end, ") out of bounds for axis ", axis,
-               " of a tensor of shape ", to_string(xs));
-  int64_t A, K, B;
-  split_at(xs, ax, A, K, B);
-  Shape os = xs;
-  os[static_cast<size_t>(ax)] = e - s;
-  Tensor out = empty(os, x.dtype());
+  const AxisPlan p = kernels::plan_slice(x.shape(), axis, start, end);
+  const int64_t K = p.K, B = p.B, s = p.start, e = p.start + p.len;
+  Tensor out = empty(p.out, x.dtype());
   const int64_t cnt = out.numel();
   if (cnt == 0) return out;
   by_size(x.dtype(), [&]<typename E>() {
@@ -230,17 +187,9 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
 }
 
 Tensor slice_backward(const Tensor& dy, const Shape& x_shape, int64_t axis, int64_t start) {
-  const int64_t rank = static_cast<int64_t>(x_shape.size());
-  const int64_t ax = axis < 0 ? axis + rank : axis;
-  SEQLAB_CHECK(ax >= 0 && ax < rank && dy.dim() == rank, "slice_backward: gradient ", to_string(dy.shape()),
-               " does not fit ", to_string(x_shape), " along axis ", axis);
-  int64_t A, K, B;
-  split_at(x_shape, ax, A, K, B);
-  const int64_t len = dy.shape()[static_cast<size_t>(ax)];
-  const int64_t s = start < 0 ? start + K : start;
-  SEQLAB_CHECK(0 <= s && s + len <= K && dy.numel() == A * len * B, "slice_backward: gradient ",
-               to_string(dy.shape()), " does not fit ", to_string(x_shape), " at ", start, " along axis ", axis);
-  Tensor dx = empty(x_shape, dy.dtype());
+  const AxisPlan p = kernels::plan_slice_backward(dy.shape(), x_shape, axis, start);
+  const int64_t K = p.K, B = p.B, s = p.start, len = p.len;
+  Tensor dx = empty(p.out, dy.dtype());
   const int64_t n = dx.numel();
   if (n == 0) return dx;
   by_size(dy.dtype(), [&]<typename E>() {

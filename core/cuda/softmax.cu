@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "core/cuda/common.cuh"
+#include "core/kernels/softmax_plan.h"
 
 namespace seqlab::cuda {
 namespace {
@@ -16,18 +17,7 @@ constexpr int kColLines = 32;  // lines per block, strided case
 constexpr int kColSplit = 8;   // threads per line, strided case
 constexpr int kPad = 33;
 
-struct Lines {
-  int64_t outer = 1, n = 1, inner = 1;
-};
-
-Lines lines_of(const Shape& s, int64_t axis, const char* op) {
-  int64_t a = norm_axis(axis, static_cast<int64_t>(s.size()), op);
-  Lines l;
-  for (int64_t i = 0; i < a; ++i) l.outer *= s[i];
-  l.n = s[a];
-  for (size_t i = a + 1; i < s.size(); ++i) l.inner *= s[i];
-  return l;
-}
+using Lines = kernels::SoftmaxLines;
 
 int threads_for(int64_t n) {
   int t = 32;
@@ -175,7 +165,7 @@ __global__ void backward_col_kernel(const T* __restrict__ g, const T* __restrict
 
 template <bool kLog>
 Tensor forward(const Tensor& x, int64_t axis, const char* op) {
-  Lines l = lines_of(x.shape(), axis, op);
+  const Lines l = kernels::softmax_lines(x.shape(), axis, op);
   Tensor y = empty(x.shape(), x.dtype());
   dispatch_float(x.dtype(), op, [&]<typename T>() {
     if (y.numel() == 0) return;
@@ -195,9 +185,7 @@ Tensor forward(const Tensor& x, int64_t axis, const char* op) {
 
 template <bool kLog>
 Tensor backward(const Tensor& dy, const Tensor& y, int64_t axis, const char* op) {
-  SEQLAB_CHECK(dy.shape() == y.shape(), op, " backward: gradient of shape ", to_string(dy.shape()),
-               " for an output of shape ", to_string(y.shape()));
-  Lines l = lines_of(y.shape(), axis, op);
+  const Lines l = kernels::softmax_backward_lines(dy, y, axis, op);
   Tensor dx = empty(y.shape(), y.dtype());
   dispatch_float(y.dtype(), op, [&]<typename T>() {
     const T* pg = ptr<T>(dy);

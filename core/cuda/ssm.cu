@@ -24,11 +24,14 @@
 #include <vector>
 
 #include "core/cuda/common.cuh"
+#include "core/kernels/s4_check.h"
+#include "core/kernels/s4d_check.h"
 
 namespace seqlab::cuda {
 
 using kernels::Discretised;
 using kernels::HippoLegs;
+using kernels::S4DKernelDims;
 
 namespace {
 
@@ -113,28 +116,6 @@ void check_shared(size_t bytes, const char* op, int64_t N) {
 
 // =============================================================================================
 // S4D
-
-struct KernelDims {
-  int64_t D, M, S;
-};
-
-KernelDims check_kernel_params(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag,
-                               const Tensor& C, const char* op) {
-  SEQLAB_CHECK(log_dt.dim() == 1, op, ": log_dt must be (D), got ", to_string(log_dt.shape()));
-  int64_t D = log_dt.size(0);
-  SEQLAB_CHECK(log_A_real.dim() == 2 && log_A_real.size(0) == D, op, ": log_A_real must be (D, M) with D = ", D,
-               ", got ", to_string(log_A_real.shape()));
-  int64_t M = log_A_real.size(1);
-  SEQLAB_CHECK(A_imag.shape() == log_A_real.shape(), op, ": A_imag must be ", to_string(log_A_real.shape()),
-               ", got ", to_string(A_imag.shape()));
-  bool c_ok = (C.dim() == 3 || (C.dim() == 4 && (C.size(0) == 1 || C.size(0) == 2))) && C.size(-3) == D &&
-              C.size(-2) == M && C.size(-1) == 2;
-  SEQLAB_CHECK(c_ok, op, ": C must be (D, M, 2) or (S, D, M, 2) with S in {1, 2}, D = ", D, ", M = ", M, ", got ",
-               to_string(C.shape()));
-  for (const Tensor* t : {&log_A_real, &A_imag, &C})
-    SEQLAB_CHECK(t->dtype() == log_dt.dtype(), op, ": parameters must share one dtype");
-  return {D, M, C.dim() == 4 ? C.size(0) : 1};
-}
 
 struct Mode {
   cx A, z, q;
@@ -328,13 +309,6 @@ __global__ void s4d_step_out_kernel(const T* u, const T* state, const T* C, cons
 
 // =============================================================================================
 // LSSL
-
-void check_lssl(const Tensor& log_dt, const Tensor& C, const HippoLegs& hp, const char* op) {
-  SEQLAB_CHECK(log_dt.dim() == 1, op, ": log_dt must be (D), got ", to_string(log_dt.shape()));
-  SEQLAB_CHECK(C.dim() == 2 && C.size(0) == log_dt.size(0) && C.size(1) == hp.N, op, ": C must be (D, N) = (",
-               log_dt.size(0), ", ", hp.N, "), got ", to_string(C.shape()));
-  SEQLAB_CHECK(C.dtype() == log_dt.dtype(), op, ": log_dt and C must share one dtype");
-}
 
 // The HiPPO matrices on the device (float64).
 struct HippoDev {
@@ -607,23 +581,6 @@ __global__ void s4_step_kernel(const T* u, T* state, const T* dA, const T* dB, c
 
 // =============================================================================================
 // S4
-
-void check_s4(const Tensor& log_dt, const Tensor& lar, const Tensor& ai, const std::vector<const Tensor*>& cplx,
-              const char* op) {
-  SEQLAB_CHECK(log_dt.dim() == 1, op, ": log_dt must be (D), got ", to_string(log_dt.shape()));
-  const int64_t D = log_dt.size(0);
-  SEQLAB_CHECK(lar.dim() == 2 && lar.size(0) == D, op, ": log_A_real must be (D, M) with D = ", D, ", got ",
-               to_string(lar.shape()));
-  const int64_t M = lar.size(1);
-  SEQLAB_CHECK(ai.shape() == lar.shape(), op, ": A_imag must be ", to_string(lar.shape()), ", got ",
-               to_string(ai.shape()));
-  for (const Tensor* t : cplx)
-    SEQLAB_CHECK(t->shape() == Shape({D, M, 2}), op, ": P, B and C must be (D, M, 2) = ", to_string(Shape{D, M, 2}),
-                 ", got ", to_string(t->shape()));
-  for (const Tensor* t : cplx) SEQLAB_CHECK(t->dtype() == log_dt.dtype(), op, ": parameters must share one dtype");
-  SEQLAB_CHECK(lar.dtype() == log_dt.dtype() && ai.dtype() == log_dt.dtype(), op,
-               ": parameters must share one dtype");
-}
 
 // Per-channel arrays of a chunk of nc channels, in one float64 tensor: scalars (nc, 4) = dt, h, kappa, c;
 // then complex (nc, M) arrays; then per-bin arrays (nc, nf); then the states (nc, T + 1, M).
@@ -965,7 +922,7 @@ __global__ void s4_reverse_kernel(S4Work w, int64_t d0, int64_t M, int64_t Tn, i
 
 Tensor s4d_kernel_forward(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag, const Tensor& C,
                           int64_t T) {
-  const KernelDims kd = check_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_kernel");
+  const S4DKernelDims kd = kernels::check_s4d_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_kernel");
   const int64_t D = kd.D, M = kd.M, S = kd.S;
   SEQLAB_CHECK(T >= 1, "s4d_kernel: expected a length T >= 1, got ", T);
   Shape kshape(C.shape().begin(), C.shape().end() - 2);
@@ -987,7 +944,7 @@ Tensor s4d_kernel_forward(const Tensor& log_dt, const Tensor& log_A_real, const 
 
 kernels::S4DKernelGrads s4d_kernel_backward(const Tensor& dK, const Tensor& log_dt, const Tensor& log_A_real,
                                             const Tensor& A_imag, const Tensor& C) {
-  const KernelDims kd = check_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_kernel_backward");
+  const S4DKernelDims kd = kernels::check_s4d_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_kernel_backward");
   const int64_t D = kd.D, M = kd.M, S = kd.S;
   int64_t T = dK.size(-1);
   SEQLAB_CHECK(dK.numel() == S * D * T && dK.dtype() == C.dtype(), "s4d_kernel_backward: bad dK ",
@@ -1087,15 +1044,8 @@ Tensor glu_backward(const Tensor& dout, const Tensor& z) {
 
 Tensor s4d_step_forward(const Tensor& u_t, const Tensor& state, const Tensor& log_dt, const Tensor& log_A_real,
                         const Tensor& A_imag, const Tensor& C, const Tensor& D_skip) {
-  const KernelDims kd = check_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_step");
-  const int64_t D = kd.D, M = kd.M;
-  SEQLAB_CHECK(C.dim() == 3, "s4d_step: only the unidirectional kernel (C of shape (D, M, 2)) has a step mode");
-  SEQLAB_CHECK(u_t.dim() == 2 && u_t.size(1) == D, "s4d_step: x_t must be (B, ", D, "), got ",
-               to_string(u_t.shape()));
-  int64_t B = u_t.size(0);
-  SEQLAB_CHECK(state.shape() == Shape({B, D, M, 2}) && state.dtype() == u_t.dtype(),
-               "s4d_step: state must be (B, D, M, 2) = ", to_string(Shape{B, D, M, 2}), ", got ",
-               to_string(state.shape()));
+  const S4DKernelDims kd = kernels::check_s4d_step(u_t, state, log_dt, log_A_real, A_imag, C);
+  const int64_t D = kd.D, M = kd.M, B = u_t.size(0);
   SEQLAB_CHECK(u_t.dtype() == C.dtype() && D_skip.dtype() == C.dtype() && D_skip.numel() == D,
                "s4d_step: x_t, the parameters and D_skip (D) must share one dtype");
   Tensor y = cuda::empty(u_t.shape(), u_t.dtype());
@@ -1117,7 +1067,7 @@ Tensor s4d_step_forward(const Tensor& u_t, const Tensor& state, const Tensor& lo
 // LSSL
 
 Tensor lssl_kernel_forward(const Tensor& log_dt, const Tensor& C, const HippoLegs& hp, int64_t T) {
-  check_lssl(log_dt, C, hp, "lssl_kernel");
+  kernels::check_lssl_params(log_dt, C, hp, "lssl_kernel");
   SEQLAB_CHECK(T >= 1, "lssl_kernel: expected a length T >= 1, got ", T);
   const int64_t D = log_dt.size(0), N = hp.N;
   Tensor K = cuda::empty({D, T}, C.dtype());
@@ -1142,7 +1092,7 @@ Tensor lssl_kernel_forward(const Tensor& log_dt, const Tensor& C, const HippoLeg
 
 kernels::LsslKernelGrads lssl_kernel_backward(const Tensor& dK, const Tensor& log_dt, const Tensor& C,
                                               const HippoLegs& hp) {
-  check_lssl(log_dt, C, hp, "lssl_kernel_backward");
+  kernels::check_lssl_params(log_dt, C, hp, "lssl_kernel_backward");
   const int64_t D = log_dt.size(0), N = hp.N, T = dK.size(-1);
   SEQLAB_CHECK(dK.shape() == Shape({D, T}) && dK.dtype() == C.dtype(), "lssl_kernel_backward: bad dK ",
                to_string(dK.shape()));
@@ -1190,12 +1140,8 @@ Discretised lssl_discretise(const Tensor& log_dt, const HippoLegs& hp) {
 
 Tensor lssl_step_forward(const Tensor& u_t, const Tensor& state, const Discretised& disc, const Tensor& C,
                          const Tensor& D_skip) {
-  const int64_t D = C.size(0), N = C.size(1);
-  SEQLAB_CHECK(u_t.dim() == 2 && u_t.size(1) == D, "lssl_step: x_t must be (B, ", D, "), got ",
-               to_string(u_t.shape()));
-  const int64_t B = u_t.size(0);
-  SEQLAB_CHECK(state.shape() == Shape({B, D, N}) && state.dtype() == u_t.dtype(), "lssl_step: state must be ",
-               to_string(Shape{B, D, N}), ", got ", to_string(state.shape()));
+  kernels::check_lssl_step(u_t, state, C);
+  const int64_t D = C.size(0), N = C.size(1), B = u_t.size(0);
   SEQLAB_CHECK(disc.dA.shape() == Shape({D, N, N}) && disc.dB.shape() == Shape({D, N}) && D_skip.numel() == D,
                "lssl_step: expected dA (D, N, N), dB (D, N) and D_skip (D) with D = ", D, ", N = ", N);
   Tensor y = cuda::empty(u_t.shape(), u_t.dtype());
@@ -1215,7 +1161,7 @@ Tensor lssl_step_forward(const Tensor& u_t, const Tensor& state, const Discretis
 
 Tensor s4_kernel_forward(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag, const Tensor& P,
                          const Tensor& B, const Tensor& C, int64_t T) {
-  check_s4(log_dt, log_A_real, A_imag, {&P, &B, &C}, "s4_kernel");
+  kernels::check_s4_params(log_dt, log_A_real, A_imag, {&P, &B, &C}, "s4_kernel");
   SEQLAB_CHECK(T >= 1, "s4_kernel: expected a length T >= 1, got ", T);
   const int64_t D = log_dt.size(0), M = log_A_real.size(1), nf = T / 2 + 1;
   Tensor K = cuda::empty({D, T}, C.dtype());
@@ -1248,7 +1194,7 @@ Tensor s4_kernel_forward(const Tensor& log_dt, const Tensor& log_A_real, const T
 
 kernels::S4KernelGrads s4_kernel_backward(const Tensor& dK, const Tensor& log_dt, const Tensor& log_A_real,
                                           const Tensor& A_imag, const Tensor& P, const Tensor& B, const Tensor& C) {
-  check_s4(log_dt, log_A_real, A_imag, {&P, &B, &C}, "s4_kernel_backward");
+  kernels::check_s4_params(log_dt, log_A_real, A_imag, {&P, &B, &C}, "s4_kernel_backward");
   const int64_t D = log_dt.size(0), M = log_A_real.size(1), T = dK.size(-1);
   SEQLAB_CHECK(dK.shape() == Shape({D, T}) && dK.dtype() == C.dtype(), "s4_kernel_backward: bad dK ",
                to_string(dK.shape()));
@@ -1293,7 +1239,7 @@ kernels::S4KernelGrads s4_kernel_backward(const Tensor& dK, const Tensor& log_dt
 // Host path: one dense N x N complex inverse per channel (sizes D N^2, independent of the batch).
 Discretised s4_discretise(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag, const Tensor& P,
                           const Tensor& B) {
-  check_s4(log_dt, log_A_real, A_imag, {&P, &B}, "s4_discretise");
+  kernels::check_s4_params(log_dt, log_A_real, A_imag, {&P, &B}, "s4_discretise");
   Discretised h = kernels::s4_discretise(log_dt.to(Device::cpu), log_A_real.to(Device::cpu),
                                          A_imag.to(Device::cpu), P.to(Device::cpu), B.to(Device::cpu));
   return {h.dA.to(Device::cuda), h.dB.to(Device::cuda)};
@@ -1307,12 +1253,8 @@ Tensor s4_kernel_dense(const Discretised& disc, const Tensor& C, int64_t T) {
 
 Tensor s4_step_forward(const Tensor& u_t, const Tensor& state, const Discretised& disc, const Tensor& C,
                        const Tensor& D_skip) {
-  const int64_t D = C.size(0), M = C.size(1), N = 2 * M;
-  SEQLAB_CHECK(u_t.dim() == 2 && u_t.size(1) == D, "s4_step: x_t must be (B, ", D, "), got ",
-               to_string(u_t.shape()));
-  const int64_t B = u_t.size(0);
-  SEQLAB_CHECK(state.shape() == Shape({B, D, N, 2}) && state.dtype() == u_t.dtype(), "s4_step: state must be ",
-               to_string(Shape{B, D, N, 2}), ", got ", to_string(state.shape()));
+  kernels::check_s4_step(u_t, state, C);
+  const int64_t D = C.size(0), M = C.size(1), N = 2 * M, B = u_t.size(0);
   SEQLAB_CHECK(disc.dA.shape() == Shape({D, N, N, 2}) && disc.dB.shape() == Shape({D, N, 2}) && D_skip.numel() == D,
                "s4_step: expected dA (D, N, N, 2), dB (D, N, 2) and D_skip (D) with D = ", D, ", N = ", N);
   Tensor y = cuda::empty(u_t.shape(), u_t.dtype());

@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/kernels/attention_check.h"
 #include "core/kernels/matmul.h"
 #include "core/kernels/vmath.h"
 #include "core/parallel.h"
@@ -539,14 +540,9 @@ void with_nv(int nv, F&& f) {
   }
 }
 
+// The checks (attention_check.h), then the sizes.
 Dims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, bool causal) {
-  SEQLAB_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op, ": expected q, k, v of shape (B, H, T, Dh), got ",
-               to_string(q.shape()), ", ", to_string(k.shape()), ", ", to_string(v.shape()));
-  SEQLAB_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype(), op, ": q, k, v must share one dtype");
-  SEQLAB_CHECK(k.shape() == v.shape(), op, ": k ", to_string(k.shape()), " and v ", to_string(v.shape()),
-               " must have the same shape");
-  SEQLAB_CHECK(q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3), op, ": q ",
-               to_string(q.shape()), " and k ", to_string(k.shape()), " must agree in B, H and Dh");
+  check_attention_qkv(op, q, k, v, causal);
   Dims d;
   d.BH = q.size(0) * q.size(1);
   d.Tq = q.size(2);
@@ -554,9 +550,6 @@ Dims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v
   d.Dh = q.size(3);
   d.kv_head_stride = d.Tk * d.Dh;
   d.causal = causal;
-  SEQLAB_CHECK(d.Dh > 0, op, ": head width Dh must be positive");
-  SEQLAB_CHECK(d.Tk > 0 || d.Tq == 0, op, ": no keys for ", d.Tq, " queries");
-  SEQLAB_CHECK(!causal || d.Tk >= d.Tq, op, ": causal attention needs Tk >= Tq, got Tq = ", d.Tq, ", Tk = ", d.Tk);
   return d;
 }
 
@@ -582,8 +575,7 @@ AttentionForward attention_forward(const Tensor& q, const Tensor& k, const Tenso
 std::array<Tensor, 3> attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                                          const Tensor& out, const Tensor& lse, bool causal) {
   Dims d = check_qkv("attention backward", q, k, v, causal);
-  SEQLAB_CHECK(dout.shape() == q.shape() && dout.dtype() == q.dtype(), "attention backward: dout ",
-               to_string(dout.shape()), " must match the output ", to_string(q.shape()));
+  check_attention_dout(dout, q);
   Tensor dq = Tensor::empty(q.shape(), q.dtype());
   Tensor dk = Tensor::empty(k.shape(), k.dtype());
   Tensor dv = Tensor::empty(v.shape(), v.dtype());
@@ -611,8 +603,7 @@ std::array<Tensor, 3> attention_backward(const Tensor& dout, const Tensor& q, co
 }
 
 Tensor attention_forward_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, int64_t len) {
-  SEQLAB_CHECK(k_cache.dim() == 4 && len >= 1 && len <= k_cache.size(2), "attention_forward_cached: len ", len,
-               " outside the cache of shape ", to_string(k_cache.shape()));
+  check_attention_cache(k_cache, len);
   Dims d = check_qkv("attention_forward_cached", q, k_cache, v_cache, false);
   d.Tk = len;
   d.causal = true;
@@ -635,8 +626,7 @@ Tensor attention_forward_cached(const Tensor& q, const Tensor& k_cache, const Te
 
 namespace {
 Dims check_packed(const char* op, const Tensor& qkv, int64_t H, bool causal) {
-  SEQLAB_CHECK(qkv.dim() == 3 && H > 0 && qkv.size(2) % (3 * H) == 0 && qkv.size(2) > 0, op, ": cannot read ",
-               to_string(qkv.shape()), " as (B, T, 3, ", H, ", Dh)");
+  check_attention_packed(op, qkv, H);
   Dims d;
   d.BH = qkv.size(0) * H;
   d.Tq = d.Tk = qkv.size(1);
@@ -667,10 +657,8 @@ AttentionForward attention_packed_forward(const Tensor& qkv, int64_t H, bool cau
 Tensor attention_packed_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse, int64_t H,
                                  bool causal) {
   Dims d = check_packed("attention_packed backward", qkv, H, causal);
-  const int64_t B = qkv.size(0), T = qkv.size(1), D = H * d.Dh;
-  SEQLAB_CHECK(dout.shape() == Shape({B, T, D}) && out.shape() == dout.shape() && dout.dtype() == qkv.dtype(),
-               "attention_packed backward: dout ", to_string(dout.shape()), " and out ", to_string(out.shape()),
-               " must be (", B, ", ", T, ", ", D, ")");
+  const int64_t T = qkv.size(1), D = H * d.Dh;
+  check_attention_packed_dout(dout, out, qkv, H);
   if (const int nv = vec_width(qkv.dtype(), d.Dh)) {
     Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype());
     const float* p = qkv.data<float>();

@@ -7,6 +7,7 @@
 #include "core/cuda/attention.h"
 #include "core/device.h"
 #include "core/kernels/attention.h"
+#include "core/kernels/attention_check.h"
 #include "core/kernels/isa_dispatch.h"
 #include "core/parallel.h"
 
@@ -21,6 +22,48 @@ SEQLAB_ISA_DECLARE(Tensor attention_forward_cached(const Tensor& q, const Tensor
 SEQLAB_ISA_DECLARE(AttentionForward attention_packed_forward(const Tensor& qkv, int64_t H, bool causal))
 SEQLAB_ISA_DECLARE(Tensor attention_packed_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
                                                     const Tensor& lse, int64_t H, bool causal))
+
+// ---------------------------------------------------------------------------------------------
+// Checks (attention_check.h), shared by every ISA path and the CUDA twins
+
+void check_attention_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, bool causal) {
+  SEQLAB_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op, ": expected q, k, v of shape (B, H, T, Dh), got ",
+               to_string(q.shape()), ", ", to_string(k.shape()), ", ", to_string(v.shape()));
+  SEQLAB_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype(), op, ": q, k, v must share one dtype");
+  SEQLAB_CHECK(k.shape() == v.shape(), op, ": k ", to_string(k.shape()), " and v ", to_string(v.shape()),
+               " must have the same shape");
+  SEQLAB_CHECK(q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3), op, ": q ",
+               to_string(q.shape()), " and k ", to_string(k.shape()), " must agree in B, H and Dh");
+  const int64_t Tq = q.size(2), Tk = k.size(2), Dh = q.size(3);
+  SEQLAB_CHECK(Dh > 0, op, ": head width Dh must be positive");
+  SEQLAB_CHECK(Tk > 0 || Tq == 0, op, ": no keys for ", Tq, " queries");
+  SEQLAB_CHECK(!causal || Tk >= Tq, op, ": causal attention needs Tk >= Tq, got Tq = ", Tq, ", Tk = ", Tk);
+}
+
+void check_attention_dout(const Tensor& dout, const Tensor& q) {
+  SEQLAB_CHECK(dout.shape() == q.shape() && dout.dtype() == q.dtype(), "attention backward: dout ",
+               to_string(dout.shape()), " must match the output ", to_string(q.shape()));
+}
+
+void check_attention_cache(const Tensor& k_cache, int64_t len) {
+  SEQLAB_CHECK(k_cache.dim() == 4 && len >= 1 && len <= k_cache.size(2), "attention_forward_cached: len ", len,
+               " outside the cache of shape ", to_string(k_cache.shape()));
+}
+
+void check_attention_packed(const char* op, const Tensor& qkv, int64_t H) {
+  SEQLAB_CHECK(qkv.dim() == 3 && H > 0 && qkv.size(2) % (3 * H) == 0 && qkv.size(2) > 0, op, ": cannot read ",
+               to_string(qkv.shape()), " as (B, T, 3, ", H, ", Dh)");
+}
+
+void check_attention_packed_dout(const Tensor& dout, const Tensor& out, const Tensor& qkv, int64_t H) {
+  const int64_t B = qkv.size(0), T = qkv.size(1), D = H * (qkv.size(2) / (3 * H));
+  SEQLAB_CHECK(dout.shape() == Shape({B, T, D}) && out.shape() == dout.shape() && dout.dtype() == qkv.dtype(),
+               "attention_packed backward: dout ", to_string(dout.shape()), " and out ", to_string(out.shape()),
+               " must be (", B, ", ", T, ", ", D, ")");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points
 
 AttentionForward attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, bool causal) {
   if constexpr (kCuda) if (on_cuda("attention", q, k, v)) return cuda::attention_forward(q, k, v, causal);

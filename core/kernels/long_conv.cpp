@@ -10,14 +10,15 @@
 #include "core/cuda/long_conv.h"
 #include "core/device.h"
 #include "core/kernels/fft.h"
+#include "core/kernels/long_conv_check.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
 
-namespace {
+// ---------------------------------------------------------------------------------------------
+// Checks (long_conv_check.h), shared with the CUDA twins
 
-// Kernel shapes for the convolution: K (D, T) or (S, D, T).
-int64_t conv_directions(const Tensor& u, const Tensor& K, const char* op) {
+int64_t check_causal_conv(const Tensor& u, const Tensor& K, const char* op) {
   SEQLAB_CHECK(u.dim() == 3, op, ": u must be (B, T, D), got ", to_string(u.shape()));
   int64_t T = u.size(1), D = u.size(2);
   bool ok = (K.dim() == 2 || (K.dim() == 3 && (K.size(0) == 1 || K.size(0) == 2))) && K.size(-2) == D &&
@@ -29,14 +30,17 @@ int64_t conv_directions(const Tensor& u, const Tensor& K, const char* op) {
   return K.dim() == 3 ? K.size(0) : 1;
 }
 
-}  // namespace
+void check_causal_conv_fft(const Tensor& u) {
+  SEQLAB_CHECK(u.dtype() == DType::f32, "causal_conv_fft: the FFT path is float32 only, got ",
+               dtype_name(u.dtype()));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Direct convolution (double path and reference)
 
 Tensor causal_conv_direct_forward(const Tensor& u, const Tensor& K) {
   if constexpr (kCuda) if (on_cuda("causal_conv", u, K)) return cuda::causal_conv_direct_forward(u, K);
-  int64_t S = conv_directions(u, K, "causal_conv");
+  int64_t S = check_causal_conv(u, K, "causal_conv");
   int64_t B = u.size(0), T = u.size(1), D = u.size(2);
   Tensor y = Tensor::empty(u.shape(), u.dtype());
   dispatch_float(u.dtype(), "causal_conv", [&]<typename T_>() {
@@ -68,7 +72,7 @@ ConvGrads causal_conv_direct_backward(const Tensor& dy, const Tensor& u, const T
                                       bool need_K) {
   if constexpr (kCuda)
     if (on_cuda("causal_conv_backward", dy, u, K)) return cuda::causal_conv_direct_backward(dy, u, K, need_u, need_K);
-  int64_t S = conv_directions(u, K, "causal_conv_backward");
+  int64_t S = check_causal_conv(u, K, "causal_conv_backward");
   int64_t B = u.size(0), T = u.size(1), D = u.size(2);
   ConvGrads g;
   if (need_u) g.du = Tensor::empty(u.shape(), u.dtype());
@@ -230,9 +234,8 @@ LanePoint* lane_scratch(int slot, int64_t points) {
 
 Tensor causal_conv_fft_forward(const Tensor& u, const Tensor& K) {
   if constexpr (kCuda) if (on_cuda("causal_conv_fft", u, K)) return cuda::causal_conv_fft_forward(u, K);
-  int64_t S = conv_directions(u, K, "causal_conv_fft");
-  SEQLAB_CHECK(u.dtype() == DType::f32, "causal_conv_fft: the FFT path is float32 only, got ",
-               dtype_name(u.dtype()));
+  int64_t S = check_causal_conv(u, K, "causal_conv_fft");
+  check_causal_conv_fft(u);
   const int64_t B = u.size(0), T = u.size(1), D = u.size(2);
   const int64_t n = fft_fast_size(2 * T - 1), n_groups = (D + kGroup - 1) / kGroup;
   const LaneFFT& fft = lane_fft_plan(n);
@@ -266,9 +269,8 @@ Tensor causal_conv_fft_forward(const Tensor& u, const Tensor& K) {
 ConvGrads causal_conv_fft_backward(const Tensor& dy, const Tensor& u, const Tensor& K, bool need_u, bool need_K) {
   if constexpr (kCuda)
     if (on_cuda("causal_conv_fft_backward", dy, u, K)) return cuda::causal_conv_fft_backward(dy, u, K, need_u, need_K);
-  int64_t S = conv_directions(u, K, "causal_conv_fft_backward");
-  SEQLAB_CHECK(u.dtype() == DType::f32, "causal_conv_fft: the FFT path is float32 only, got ",
-               dtype_name(u.dtype()));
+  int64_t S = check_causal_conv(u, K, "causal_conv_fft_backward");
+  check_causal_conv_fft(u);
   const int64_t B = u.size(0), T = u.size(1), D = u.size(2);
   const int64_t n = fft_fast_size(2 * T - 1), nh = n / 2 + 1, n_groups = (D + kGroup - 1) / kGroup;
   const int64_t n_chunks = (B + kBatchChunk - 1) / kBatchChunk;

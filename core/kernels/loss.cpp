@@ -9,6 +9,7 @@
 
 #include "core/cuda/nn.h"
 #include "core/device.h"
+#include "core/kernels/loss_check.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
@@ -41,14 +42,33 @@ T point_grad(PointLoss kind, T d, T delta) {
 
 }  // namespace
 
-Tensor point_loss_forward(PointLoss kind, const Tensor& pred, const Tensor& target, double delta, const char* op) {
-  if constexpr (kCuda)
-    if (on_cuda(op, pred, target)) return cuda::point_loss_forward(kind, pred, target, delta, op);
+// ---------------------------------------------------------------------------------------------
+// Checks (loss_check.h), shared with the CUDA twins
+
+void check_point_loss(PointLoss kind, const Tensor& pred, const Tensor& target, double delta, const char* op) {
   SEQLAB_CHECK(pred.shape() == target.shape(), op, ": pred of shape ", to_string(pred.shape()),
                " and target of shape ", to_string(target.shape()), " differ");
   SEQLAB_CHECK(pred.dtype() == target.dtype(), op, ": pred is ", dtype_name(pred.dtype()), " but target is ",
                dtype_name(target.dtype()));
   SEQLAB_CHECK(kind != PointLoss::huber || delta > 0, op, ": delta must be > 0, got ", delta);
+}
+
+void check_cross_entropy(const Tensor& logits, const Tensor& targets) {
+  SEQLAB_CHECK(logits.dim() == 2, "cross_entropy: logits must be (N, V), got shape ", to_string(logits.shape()));
+  SEQLAB_CHECK(targets.dtype() == DType::i32, "cross_entropy: targets must be int32, got ",
+               dtype_name(targets.dtype()));
+  SEQLAB_CHECK(targets.shape() == Shape{logits.size(0)}, "cross_entropy: logits of shape ",
+               to_string(logits.shape()), " need targets of shape (", logits.size(0), ",), got ",
+               to_string(targets.shape()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+
+Tensor point_loss_forward(PointLoss kind, const Tensor& pred, const Tensor& target, double delta, const char* op) {
+  if constexpr (kCuda)
+    if (on_cuda(op, pred, target)) return cuda::point_loss_forward(kind, pred, target, delta, op);
+  check_point_loss(kind, pred, target, delta, op);
   Tensor out = Tensor::empty({}, pred.dtype());
   dispatch_float(pred.dtype(), op, [&]<typename T>() {
     const T* p = pred.data<T>();
@@ -97,12 +117,7 @@ std::array<Tensor, 2> point_loss_backward(PointLoss kind, const Tensor& dy, cons
 CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& targets, int ignore_index) {
   if constexpr (kCuda)
     if (on_cuda("cross_entropy", logits, targets)) return cuda::cross_entropy_forward(logits, targets, ignore_index);
-  SEQLAB_CHECK(logits.dim() == 2, "cross_entropy: logits must be (N, V), got shape ", to_string(logits.shape()));
-  SEQLAB_CHECK(targets.dtype() == DType::i32, "cross_entropy: targets must be int32, got ",
-               dtype_name(targets.dtype()));
-  SEQLAB_CHECK(targets.shape() == Shape{logits.size(0)}, "cross_entropy: logits of shape ",
-               to_string(logits.shape()), " need targets of shape (", logits.size(0), ",), got ",
-               to_string(targets.shape()));
+  check_cross_entropy(logits, targets);
   const int64_t N = logits.size(0), V = logits.size(1);
   const int32_t* pt = targets.data<int32_t>();
   CrossEntropyForward r;

@@ -12,6 +12,7 @@
 
 #include "core/cuda/matmul.h"
 #include "core/device.h"
+#include "core/kernels/matmul_plan.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
@@ -139,14 +140,47 @@ MatmulDims matmul_dims(const Shape& sa, const Shape& sb, bool ta, bool tb) {
 
 int64_t gemm_k_blocks(int64_t M, int64_t N, int64_t K) { return k_blocks(M, N, K); }
 
-template <typename T>
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* a, const T* b, T beta, T* c) {
-  batched_gemm(trans_a, trans_b, 1, M, N, K, a, 0, b, 0, beta, c, 0);
+// ---------------------------------------------------------------------------------------------
+// Checks and plans (matmul_plan.h), shared with the CUDA twins
+
+MatmulDims check_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  SEQLAB_CHECK(a.dtype() == b.dtype(), "matmul: dtypes differ: ", dtype_name(a.dtype()), " ", to_string(a.shape()),
+               " and ", dtype_name(b.dtype()), " ", to_string(b.shape()));
+  return matmul_dims(a.shape(), b.shape(), ta, tb);
 }
 
-template <typename T>
-void batched_gemm(bool ta, bool tb, int64_t L, int64_t M, int64_t N, int64_t K, const T* a, int64_t stride_a,
-                  const T* b, int64_t stride_b, T beta, T* c, int64_t stride_c) {
+MatmulDims check_matmul_backward(const Tensor& dy, const Shape& a_shape, const Shape& b_shape, bool ta, bool tb) {
+  MatmulDims d = matmul_dims(a_shape, b_shape, ta, tb);
+  SEQLAB_CHECK(dy.shape() == d.out, "matmul backward: gradient of shape ", to_string(dy.shape()), ", expected ",
+               to_string(d.out));
+  return d;
+}
+
+LinearDims check_linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  SEQLAB_CHECK(w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input of shape ",
+               to_string(x.shape()), " does not fit weight of shape ", to_string(w.shape()),
+               " (expected x (..., in) and w (out, in))");
+  SEQLAB_CHECK(x.dtype() == w.dtype(), "linear: dtypes differ: input ", dtype_name(x.dtype()), ", weight ",
+               dtype_name(w.dtype()));
+  if (b.defined()) {
+    SEQLAB_CHECK(b.shape() == Shape{w.size(0)}, "linear: bias of shape ", to_string(b.shape()),
+                 " does not fit weight of shape ", to_string(w.shape()), " (expected (", w.size(0), ",))");
+    SEQLAB_CHECK(b.dtype() == w.dtype(), "linear: dtypes differ: bias ", dtype_name(b.dtype()), ", weight ",
+                 dtype_name(w.dtype()));
+  }
+  const int64_t in = w.size(1), out = w.size(0), R = numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  check_blas_size(R, out, in);
+  return {R, in, out};
+}
+
+LinearDims linear_backward_dims(const Tensor& dy, const Tensor& x, const Tensor& w) {
+  const int64_t out = dy.size(-1), R = numel(Shape(dy.shape().begin(), dy.shape().end() - 1));
+  const int64_t in = w.defined() ? w.size(1) : x.defined() ? x.size(-1) : 0;
+  return {R, in, out};
+}
+
+void fold_batched_gemm(bool ta, bool tb, int64_t& L, int64_t& M, int64_t N, int64_t& K, int64_t stride_a,
+                       int64_t stride_b, int64_t stride_c) {
   if (L == 0 && stride_c == 0) {  // an empty sum still sets c to beta * c
     L = 1;
     K = 0;
@@ -162,6 +196,18 @@ void batched_gemm(bool ta, bool tb, int64_t L, int64_t M, int64_t N, int64_t K, 
     K *= L;
     L = 1;
   }
+}
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* a, const T* b, T beta, T* c) {
+  batched_gemm(trans_a, trans_b, 1, M, N, K, a, 0, b, 0, beta, c, 0);
+}
+
+template <typename T>
+void batched_gemm(bool ta, bool tb, int64_t L, int64_t M, int64_t N, int64_t K, const T* a, int64_t stride_a,
+                  const T* b, int64_t stride_b, T beta, T* c, int64_t stride_c) {
+  fold_batched_gemm(ta, tb, L, M, N, K, stride_a, stride_b, stride_c);
+  if (L <= 0 || M <= 0 || N <= 0) return;
   if (L == 1 && K > 0) {
     const int64_t nk = k_blocks(M, N, K);
     if (nk > 1) return gemm_split_k(ta, tb, M, N, K, a, b, beta, c, nk);
@@ -200,9 +246,7 @@ template void batched_gemm<double>(bool, bool, int64_t, int64_t, int64_t, int64_
 
 Tensor matmul_forward(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   if constexpr (kCuda) if (on_cuda("matmul", a, b)) return cuda::matmul_forward(a, b, ta, tb);
-  SEQLAB_CHECK(a.dtype() == b.dtype(), "matmul: dtypes differ: ", dtype_name(a.dtype()), " ", to_string(a.shape()),
-               " and ", dtype_name(b.dtype()), " ", to_string(b.shape()));
-  MatmulDims d = matmul_dims(a.shape(), b.shape(), ta, tb);
+  const MatmulDims d = check_matmul(a, b, ta, tb);
   Tensor y = Tensor::empty(d.out, a.dtype());
   dispatch_float(a.dtype(), "matmul", [&]<typename T>() {
     int64_t sb = d.L > 1 && !d.shared_b ? d.K * d.N : 0;
@@ -217,9 +261,7 @@ std::array<Tensor, 2> matmul_backward(const Tensor& dy, const Tensor& a, const T
   if constexpr (kCuda)
     if (on_cuda("matmul backward", dy, a, b))
       return cuda::matmul_backward(dy, a, b, a_shape, b_shape, ta, tb, need_da, need_db);
-  MatmulDims d = matmul_dims(a_shape, b_shape, ta, tb);
-  SEQLAB_CHECK(dy.shape() == d.out, "matmul backward: gradient of shape ", to_string(dy.shape()), ", expected ",
-               to_string(d.out));
+  const MatmulDims d = check_matmul_backward(dy, a_shape, b_shape, ta, tb);
   std::array<Tensor, 2> g;
   dispatch_float(dy.dtype(), "matmul", [&]<typename T>() {
     int64_t L = d.L, M = d.M, N = d.N, K = d.K;
@@ -273,27 +315,10 @@ Tensor column_sum(const Tensor& x, int64_t C) {
   return out;
 }
 
-namespace {
-void check_linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  SEQLAB_CHECK(w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input of shape ",
-               to_string(x.shape()), " does not fit weight of shape ", to_string(w.shape()),
-               " (expected x (..., in) and w (out, in))");
-  SEQLAB_CHECK(x.dtype() == w.dtype(), "linear: dtypes differ: input ", dtype_name(x.dtype()), ", weight ",
-               dtype_name(w.dtype()));
-  if (b.defined()) {
-    SEQLAB_CHECK(b.shape() == Shape{w.size(0)}, "linear: bias of shape ", to_string(b.shape()),
-                 " does not fit weight of shape ", to_string(w.shape()), " (expected (", w.size(0), ",))");
-    SEQLAB_CHECK(b.dtype() == w.dtype(), "linear: dtypes differ: bias ", dtype_name(b.dtype()), ", weight ",
-                 dtype_name(w.dtype()));
-  }
-}
-}  // namespace
-
 Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
   if constexpr (kCuda) if (on_cuda("linear", x, w, b)) return cuda::linear_forward(x, w, b);
-  check_linear(x, w, b);
-  int64_t in = w.size(1), out = w.size(0), R = numel(Shape(x.shape().begin(), x.shape().end() - 1));
-  check_blas_size(R, out, in);
+  const LinearDims d = check_linear(x, w, b);
+  const int64_t R = d.R, in = d.in, out = d.out;
   Shape ys = x.shape();
   ys.back() = out;
   Tensor y = Tensor::empty(ys, x.dtype());
@@ -315,8 +340,8 @@ std::array<Tensor, 3> linear_backward(const Tensor& dy, const Tensor& x, const T
                                       bool need_dw, bool need_db) {
   if constexpr (kCuda)
     if (on_cuda("linear backward", dy, x, w)) return cuda::linear_backward(dy, x, w, need_dx, need_dw, need_db);
-  int64_t out = dy.size(-1), R = numel(Shape(dy.shape().begin(), dy.shape().end() - 1));
-  int64_t in = w.defined() ? w.size(1) : x.defined() ? x.size(-1) : 0;
+  const LinearDims d = linear_backward_dims(dy, x, w);
+  const int64_t R = d.R, in = d.in, out = d.out;
   std::array<Tensor, 3> g;
   dispatch_float(dy.dtype(), "linear", [&]<typename T>() {
     const T* py = dy.data<T>();

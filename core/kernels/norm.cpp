@@ -10,12 +10,39 @@
 
 #include "core/cuda/nn.h"
 #include "core/device.h"
+#include "core/kernels/norm_check.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
-namespace {
 
-int64_t rows_per_chunk(int64_t D) { return std::max<int64_t>(16, 16384 / std::max<int64_t>(D, 1)); }
+// ---------------------------------------------------------------------------------------------
+// Checks and the row plan (norm_check.h), shared with the CUDA twins
+
+NormRows check_norm(const char* op, const Tensor& x, const Tensor& w, const Tensor& b) {
+  SEQLAB_CHECK(x.dim() >= 1, op, ": input must have rank >= 1, got shape ", to_string(x.shape()));
+  Shape d{x.size(-1)};
+  for (const Tensor* p : {&w, &b}) {
+    if (!p->defined()) continue;
+    const char* what = p == &w ? "weight" : "bias";
+    SEQLAB_CHECK(p->shape() == d, op, ": ", what, " of shape ", to_string(p->shape()), " does not fit input of shape ",
+                 to_string(x.shape()), " (expected ", to_string(d), ")");
+    SEQLAB_CHECK(p->dtype() == x.dtype(), op, ": ", what, " is ", dtype_name(p->dtype()), " but input is ",
+                 dtype_name(x.dtype()));
+  }
+  const int64_t D = x.size(-1), R = D > 0 ? x.numel() / D : 0;
+  return {D, R};
+}
+
+NormRows check_norm_backward(const char* op, const Tensor& dy, const Tensor& x) {
+  SEQLAB_CHECK(dy.shape() == x.shape(), op, " backward: gradient of shape ", to_string(dy.shape()),
+               " for an input of shape ", to_string(x.shape()));
+  const int64_t D = x.size(-1), R = D > 0 ? x.numel() / D : 0;
+  return {D, R};
+}
+
+int64_t norm_rows_per_chunk(int64_t D) { return std::max<int64_t>(16, 16384 / std::max<int64_t>(D, 1)); }
+
+namespace {
 
 // Row sums in double over 8 interleaved accumulators, added pairwise at the end: a fixed order
 // (per row, so any thread count gives the same bits) that GCC vectorises, where one running double
@@ -31,23 +58,10 @@ template <typename F>
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-void check_norm(const char* op, const Tensor& x, const Tensor& w, const Tensor& b) {
-  SEQLAB_CHECK(x.dim() >= 1, op, ": input must have rank >= 1, got shape ", to_string(x.shape()));
-  Shape d{x.size(-1)};
-  for (const Tensor* p : {&w, &b}) {
-    if (!p->defined()) continue;
-    const char* what = p == &w ? "weight" : "bias";
-    SEQLAB_CHECK(p->shape() == d, op, ": ", what, " of shape ", to_string(p->shape()), " does not fit input of shape ",
-                 to_string(x.shape()), " (expected ", to_string(d), ")");
-    SEQLAB_CHECK(p->dtype() == x.dtype(), op, ": ", what, " is ", dtype_name(p->dtype()), " but input is ",
-                 dtype_name(x.dtype()));
-  }
-}
-
 template <bool kCenter>
 NormForward norm_forward(const char* op, const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
-  check_norm(op, x, w, b);
-  const int64_t D = x.size(-1), R = D > 0 ? x.numel() / D : 0;
+  const NormRows rows = check_norm(op, x, w, b);
+  const int64_t D = rows.D, R = rows.R;
   NormForward f;
   f.y = Tensor::empty(x.shape(), x.dtype());
   if (kCenter) f.mean = Tensor::empty({R}, DType::f64);
@@ -59,7 +73,7 @@ NormForward norm_forward(const char* op, const Tensor& x, const Tensor& w, const
     T* py = f.y.data<T>();
     double* pm = kCenter ? f.mean.data<double>() : nullptr;
     double* pr = f.rstd.data<double>();
-    parallel_for(0, R, rows_per_chunk(D), [&](int64_t lo, int64_t hi) {
+    parallel_for(0, R, norm_rows_per_chunk(D), [&](int64_t lo, int64_t hi) {
       for (int64_t r = lo; r < hi; ++r) {
         const T* xr = px + r * D;
         T* yr = py + r * D;
@@ -91,12 +105,11 @@ template <bool kCenter>
 std::array<Tensor, 3> norm_backward(const char* op, const Tensor& dy, const Tensor& x, const Tensor& w,
                                     const Tensor& mean, const Tensor& rstd, bool need_dx, bool need_dw,
                                     bool need_db) {
-  SEQLAB_CHECK(dy.shape() == x.shape(), op, " backward: gradient of shape ", to_string(dy.shape()),
-               " for an input of shape ", to_string(x.shape()));
-  const int64_t D = x.size(-1), R = D > 0 ? x.numel() / D : 0;
+  const NormRows rows = check_norm_backward(op, dy, x);
+  const int64_t D = rows.D, R = rows.R;
   std::array<Tensor, 3> g;
   if (need_dx) g[0] = Tensor::empty(x.shape(), x.dtype());
-  const int64_t chunk = rows_per_chunk(D), n_chunks = (R + chunk - 1) / chunk;
+  const int64_t chunk = norm_rows_per_chunk(D), n_chunks = (R + chunk - 1) / chunk;
   // Per-chunk partials of dw and db, added in chunk order below.
   std::vector<double> pdw(need_dw ? static_cast<size_t>(n_chunks * D) : 0, 0.0);
   std::vector<double> pdb(need_db ? static_cast<size_t>(n_chunks * D) : 0, 0.0);

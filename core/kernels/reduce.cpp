@@ -18,6 +18,7 @@
 #include "core/device.h"
 #include "core/kernels/elementwise.h"
 #include "core/kernels/loops.h"
+#include "core/kernels/reduce_plan.h"
 
 namespace seqlab::kernels {
 namespace {
@@ -130,6 +131,37 @@ void sum_impl(const T* x, const Shape& xs, const std::vector<int64_t>& axes, T* 
     std::fill_n(out, on, T(0));
     return;
   }
+  const std::vector<SumStep> steps = plan_sum(xs, axes);
+  if (steps.empty()) {
+    std::memcpy(out, x, static_cast<size_t>(n) * sizeof(T));
+    return;
+  }
+  std::vector<T> buf[2];
+  const T* src = x;
+  for (size_t step = 0; step < steps.size(); ++step) {
+    const SumStep& st = steps[step];
+    T* dst = out;
+    if (step + 1 < steps.size()) {
+      buf[step % 2].resize(static_cast<size_t>(st.A * st.B));
+      dst = buf[step % 2].data();
+    }
+    reduce_mid<T>(src, dst, st.A, st.K, st.B);
+    src = dst;
+  }
+}
+
+Tensor sum_into(const Tensor& x, const std::vector<int64_t>& axes, const Shape& out_shape, const char* op) {
+  Tensor out = Tensor::empty(out_shape, x.dtype());
+  dispatch_float(x.dtype(), op, [&]<typename T>() { sum_impl<T>(x.data<T>(), x.shape(), axes, out.data<T>()); });
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Plans (reduce_plan.h), shared with the CUDA twins
+
+std::vector<SumStep> plan_sum(const Shape& xs, const std::vector<int64_t>& axes) {
   std::vector<int64_t> size;
   std::vector<char> red;
   for (size_t i = 0; i < xs.size(); ++i) {
@@ -141,46 +173,49 @@ void sum_impl(const T* x, const Shape& xs, const std::vector<int64_t>& axes, T* 
       red.push_back(r);
     }
   }
-  auto n_reduced = [&] { return std::count(red.begin(), red.end(), char(1)); };
-  if (n_reduced() == 0) {
-    std::memcpy(out, x, static_cast<size_t>(n) * sizeof(T));
-    return;
-  }
-  std::vector<T> buf[2];
-  const T* src = x;
-  for (int step = 0; n_reduced() > 0; ++step) {
+  std::vector<SumStep> steps;
+  while (std::count(red.begin(), red.end(), char(1)) > 0) {
     const size_t g = static_cast<size_t>(std::find(red.rbegin(), red.rend(), char(1)).base() - red.begin()) - 1;
     int64_t A = 1, B = 1;
     for (size_t i = 0; i < g; ++i) A *= size[i];
     for (size_t i = g + 1; i < size.size(); ++i) B *= size[i];
-    T* dst = out;
-    if (n_reduced() > 1) {
-      buf[step % 2].resize(static_cast<size_t>(A * B));
-      dst = buf[step % 2].data();
-    }
-    reduce_mid<T>(src, dst, A, size[g], B);
+    steps.push_back({A, size[g], B});
     size.erase(size.begin() + static_cast<std::ptrdiff_t>(g));
     red.erase(red.begin() + static_cast<std::ptrdiff_t>(g));
-    src = dst;
   }
+  return steps;
 }
 
-Tensor sum_into(const Tensor& x, const std::vector<int64_t>& axes, const Shape& out_shape, const char* op) {
-  Tensor out = Tensor::empty(out_shape, x.dtype());
-  dispatch_float(x.dtype(), op, [&]<typename T>() { sum_impl<T>(x.data<T>(), x.shape(), axes, out.data<T>()); });
-  return out;
+bool sums_leading_rows(const Shape& s, const Shape& target) {
+  size_t t0 = 0;
+  while (t0 < target.size() && target[t0] == 1) ++t0;
+  const size_t tail = target.size() - t0;
+  bool leading = tail <= s.size();
+  for (size_t i = 0; leading && i < tail; ++i) leading = target[t0 + i] == s[s.size() - tail + i];
+  return leading && target.size() <= s.size();
 }
 
-// Size of the reduced part and of the parts around `axis`: x viewed as (A, K, B).
-void split_at(const Shape& s, int64_t axis, int64_t& A, int64_t& K, int64_t& B) {
-  A = 1;
-  B = 1;
-  for (int64_t i = 0; i < axis; ++i) A *= s[static_cast<size_t>(i)];
-  K = s[static_cast<size_t>(axis)];
-  for (size_t i = static_cast<size_t>(axis) + 1; i < s.size(); ++i) B *= s[i];
+AxisPlan plan_max(const Shape& xs, int64_t axis, bool keepdim) {
+  AxisPlan p;
+  p.axis = norm_axes({axis}, xs, "max")[0];
+  split_at(xs, p.axis, p.A, p.K, p.B);
+  SEQLAB_CHECK(p.K > 0, "max: axis ", axis, " has size 0 in shape ", to_string(xs));
+  p.out = reduced_shape(xs, {p.axis}, keepdim);
+  return p;
 }
 
-}  // namespace
+AxisPlan plan_max_backward(const Tensor& dy, const Tensor& indices, const Shape& x_shape, int64_t axis) {
+  AxisPlan p;
+  p.axis = norm_axes({axis}, x_shape, "max_backward")[0];
+  split_at(x_shape, p.axis, p.A, p.K, p.B);
+  SEQLAB_CHECK(dy.numel() == p.A * p.B && indices.numel() == p.A * p.B, "max_backward: gradient of shape ",
+               to_string(dy.shape()), " does not match ", to_string(x_shape), " reduced over axis ", axis);
+  p.out = x_shape;
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
 
 std::vector<int64_t> norm_axes(const std::vector<int64_t>& axes, const Shape& shape, const char* op) {
   const int64_t rank = static_cast<int64_t>(shape.size());
@@ -279,13 +314,7 @@ Tensor mul_sum_to(const Tensor& a, const Tensor& b, const Shape& target) {
   if (!(a.shape() == b.shape() && a.dtype() == b.dtype())) return sum_to(mul(a, b), target);
   const Shape& s = a.shape();
   if (s == target) return mul(a, b);
-  // Reduction over leading rows only: target without its leading 1s is a suffix of s.
-  size_t t0 = 0;
-  while (t0 < target.size() && target[t0] == 1) ++t0;
-  const size_t tail = target.size() - t0;
-  bool leading = tail <= s.size();
-  for (size_t i = 0; leading && i < tail; ++i) leading = target[t0 + i] == s[s.size() - tail + i];
-  if (!leading || target.size() > s.size()) return sum_to(mul(a, b), target);
+  if (!sums_leading_rows(s, target)) return sum_to(mul(a, b), target);
   Tensor out = Tensor::empty(target, a.dtype());
   const int64_t B = numel(target), K = B == 0 ? 0 : a.numel() / B;
   dispatch_float(a.dtype(), "mul_sum_to", [&]<typename T>() {
@@ -300,12 +329,9 @@ Tensor mul_sum_to(const Tensor& a, const Tensor& b, const Shape& target) {
 
 MaxResult max(const Tensor& x, int64_t axis, bool keepdim) {
   if constexpr (kCuda) if (on_cuda("max", x)) return cuda::max(x, axis, keepdim);
-  const int64_t ax = norm_axes({axis}, x.shape(), "max")[0];
-  int64_t A, K, B;
-  split_at(x.shape(), ax, A, K, B);
-  SEQLAB_CHECK(K > 0, "max: axis ", axis, " has size 0 in shape ", to_string(x.shape()));
-  Shape os = reduced_shape(x.shape(), {ax}, keepdim);
-  MaxResult r{Tensor::empty(os, x.dtype()), Tensor::empty(os, DType::i32)};
+  const AxisPlan p = plan_max(x.shape(), axis, keepdim);
+  const int64_t A = p.A, K = p.K, B = p.B;
+  MaxResult r{Tensor::empty(p.out, x.dtype()), Tensor::empty(p.out, DType::i32)};
   dispatch_float(x.dtype(), "max", [&]<typename T>() {
     const T* px = x.data<T>();
     T* pv = r.values.data<T>();
@@ -337,12 +363,9 @@ MaxResult max(const Tensor& x, int64_t axis, bool keepdim) {
 
 Tensor max_backward(const Tensor& dy, const Tensor& indices, const Shape& x_shape, int64_t axis) {
   if constexpr (kCuda) if (on_cuda("max_backward", dy, indices)) return cuda::max_backward(dy, indices, x_shape, axis);
-  const int64_t ax = norm_axes({axis}, x_shape, "max_backward")[0];
-  int64_t A, K, B;
-  split_at(x_shape, ax, A, K, B);
-  SEQLAB_CHECK(dy.numel() == A * B && indices.numel() == A * B, "max_backward: gradient of shape ",
-               to_string(dy.shape()), " does not match ", to_string(x_shape), " reduced over axis ", axis);
-  Tensor dx = Tensor::zeros(x_shape, dy.dtype());
+  const AxisPlan p = plan_max_backward(dy, indices, x_shape, axis);
+  const int64_t A = p.A, K = p.K, B = p.B;
+  Tensor dx = Tensor::zeros(p.out, dy.dtype());
   dispatch_float(dy.dtype(), "max_backward", [&]<typename T>() {
     const T* pg = dy.data<T>();
     const int32_t* pi = indices.data<int32_t>();

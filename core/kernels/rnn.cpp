@@ -14,7 +14,6 @@
 
 
 #include <algorithm>
-#include <climits>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -22,6 +21,7 @@
 #include <type_traits>
 
 #include "core/kernels/matmul.h"
+#include "core/kernels/rnn_check.h"
 #include "core/parallel.h"
 #include "core/kernels/isa_target.h"  // last: the ISA of everything below (compiled once per path)
 
@@ -73,33 +73,7 @@ void for_batch_chunks(int64_t B, F&& f) {
   });
 }
 
-struct Dims {
-  int64_t B, T, I, H, G;
-};
-
-Dims check_shapes(RnnCell cell, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih,
-                  const Tensor& b_hh) {
-  const char* name = rnn_cell_name(cell);
-  SEQLAB_CHECK(x.dim() == 3, name, ": input of shape ", to_string(x.shape()), ", expected (B, T, I)");
-  Dims d{x.size(0), x.size(1), x.size(2), 0, rnn_gate_count(cell)};
-  SEQLAB_CHECK(d.B >= 1 && d.T >= 1 && d.I >= 1, name, ": input of shape ", to_string(x.shape()),
-               " must have B, T, I >= 1");
-  SEQLAB_CHECK(w_hh.dim() == 2 && w_hh.size(0) % d.G == 0 && w_hh.size(0) == d.G * w_hh.size(1) &&
-                   w_hh.size(1) >= 1,
-               name, ": weight_hh of shape ", to_string(w_hh.shape()), ", expected (", d.G, "*H, H)");
-  d.H = w_hh.size(1);
-  SEQLAB_CHECK(w_ih.dim() == 2 && w_ih.size(0) == d.G * d.H && w_ih.size(1) == d.I, name, ": weight_ih of shape ",
-               to_string(w_ih.shape()), ", expected (", d.G * d.H, ", ", d.I, ")");
-  for (const Tensor* b : {&b_ih, &b_hh})
-    SEQLAB_CHECK(!b->defined() || (b->dim() == 1 && b->size(0) == d.G * d.H), name, ": bias of shape ",
-                 to_string(b->shape()), ", expected (", d.G * d.H, ")");
-  for (const Tensor* t : {&w_ih, &w_hh, &b_ih, &b_hh})
-    SEQLAB_CHECK(!t->defined() || t->dtype() == x.dtype(), name, ": parameter dtype ", dtype_name(t->dtype()),
-                 " differs from the input's ", dtype_name(x.dtype()));
-  SEQLAB_CHECK(d.B * d.T < INT_MAX && d.G * d.H < INT_MAX && d.T * d.G * d.H < INT_MAX, name,
-               ": sizes exceed what BLAS indexes with 32-bit ints");
-  return d;
-}
+using Dims = RnnDims;
 
 template <typename T>
 void forward_impl(RnnCell cell, const Dims& d, const T* x, const T* w_ih, const T* w_hh, const T* b_ih,
@@ -286,13 +260,8 @@ void backward_impl(RnnCell cell, const Dims& d, const T* dy, const T* x, const T
 
 RnnForward rnn_forward(RnnCell cell, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih,
                        const Tensor& b_hh, const Tensor& h0, const Tensor& c0) {
-  Dims d = check_shapes(cell, x, w_ih, w_hh, b_ih, b_hh);
+  Dims d = check_rnn_forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0);
   const char* name = rnn_cell_name(cell);
-  for (const Tensor* s : {&h0, &c0})
-    SEQLAB_CHECK(!s->defined() || (s->shape() == Shape{d.B, d.H} && s->dtype() == x.dtype()), name,
-                 ": initial state of shape ", to_string(s->shape()), ", expected (", d.B, ", ", d.H, ") ",
-                 dtype_name(x.dtype()));
-  SEQLAB_CHECK(!c0.defined() || cell == RnnCell::lstm, name, ": only the lstm has a cell state");
   RnnForward f;
   DType dt = x.dtype();
   f.y = Tensor::empty({d.B, d.T, d.H}, dt);
@@ -317,10 +286,8 @@ RnnForward rnn_forward(RnnCell cell, const Tensor& x, const Tensor& w_ih, const 
 RnnGrads rnn_backward(RnnCell cell, const Tensor& dy, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
                       const RnnForward& f, bool need_dx, bool need_dw_ih, bool need_dw_hh, bool need_db_ih,
                       bool need_db_hh, int64_t time_chunk) {
-  Dims d = check_shapes(cell, x, w_ih, w_hh, Tensor(), Tensor());
+  Dims d = check_rnn_backward(cell, dy, x, w_ih, w_hh, f);
   const char* name = rnn_cell_name(cell);
-  SEQLAB_CHECK(dy.shape() == f.y.shape() && dy.dtype() == x.dtype(), name, ": gradient of shape ",
-               to_string(dy.shape()), ", expected ", to_string(f.y.shape()));
   const int64_t GH = d.G * d.H;
   DType dt = x.dtype();
   RnnGrads g;

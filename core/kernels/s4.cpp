@@ -12,6 +12,7 @@
 
 #include "core/cuda/ssm.h"
 #include "core/device.h"
+#include "core/kernels/s4_check.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
@@ -89,21 +90,59 @@ struct LsslWork {
   }
 };
 
-void check_lssl(const Tensor& log_dt, const Tensor& C, const HippoLegs& hp, const char* op) {
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Argument checks (s4_check.h), shared with the CUDA twins
+
+void check_lssl_params(const Tensor& log_dt, const Tensor& C, const HippoLegs& hp, const char* op) {
   SEQLAB_CHECK(log_dt.dim() == 1, op, ": log_dt must be (D), got ", to_string(log_dt.shape()));
   SEQLAB_CHECK(C.dim() == 2 && C.size(0) == log_dt.size(0) && C.size(1) == hp.N, op, ": C must be (D, N) = (",
                log_dt.size(0), ", ", hp.N, "), got ", to_string(C.shape()));
   SEQLAB_CHECK(C.dtype() == log_dt.dtype(), op, ": log_dt and C must share one dtype");
 }
 
-}  // namespace
+void check_lssl_step(const Tensor& u_t, const Tensor& state, const Tensor& C) {
+  const int64_t D = C.size(0), N = C.size(1);
+  SEQLAB_CHECK(u_t.dim() == 2 && u_t.size(1) == D, "lssl_step: x_t must be (B, ", D, "), got ",
+               to_string(u_t.shape()));
+  const int64_t B = u_t.size(0);
+  SEQLAB_CHECK(state.shape() == Shape({B, D, N}) && state.dtype() == u_t.dtype(), "lssl_step: state must be ",
+               to_string(Shape{B, D, N}), ", got ", to_string(state.shape()));
+}
+
+void check_s4_params(const Tensor& log_dt, const Tensor& lar, const Tensor& ai, const std::vector<const Tensor*>& cplx,
+                     const char* op) {
+  SEQLAB_CHECK(log_dt.dim() == 1, op, ": log_dt must be (D), got ", to_string(log_dt.shape()));
+  const int64_t D = log_dt.size(0);
+  SEQLAB_CHECK(lar.dim() == 2 && lar.size(0) == D, op, ": log_A_real must be (D, M) with D = ", D, ", got ",
+               to_string(lar.shape()));
+  const int64_t M = lar.size(1);
+  SEQLAB_CHECK(ai.shape() == lar.shape(), op, ": A_imag must be ", to_string(lar.shape()), ", got ",
+               to_string(ai.shape()));
+  for (const Tensor* t : cplx)
+    SEQLAB_CHECK(t->shape() == Shape({D, M, 2}), op, ": P, B and C must be (D, M, 2) = ", to_string(Shape{D, M, 2}),
+                 ", got ", to_string(t->shape()));
+  for (const Tensor* t : cplx) SEQLAB_CHECK(t->dtype() == log_dt.dtype(), op, ": parameters must share one dtype");
+  SEQLAB_CHECK(lar.dtype() == log_dt.dtype() && ai.dtype() == log_dt.dtype(), op,
+               ": parameters must share one dtype");
+}
+
+void check_s4_step(const Tensor& u_t, const Tensor& state, const Tensor& C) {
+  const int64_t D = C.size(0), M = C.size(1), N = 2 * M;
+  SEQLAB_CHECK(u_t.dim() == 2 && u_t.size(1) == D, "s4_step: x_t must be (B, ", D, "), got ",
+               to_string(u_t.shape()));
+  const int64_t B = u_t.size(0);
+  SEQLAB_CHECK(state.shape() == Shape({B, D, N, 2}) && state.dtype() == u_t.dtype(), "s4_step: state must be ",
+               to_string(Shape{B, D, N, 2}), ", got ", to_string(state.shape()));
+}
 
 // ---------------------------------------------------------------------------------------------
 // LSSL
 
 Tensor lssl_kernel_forward(const Tensor& log_dt, const Tensor& C, const HippoLegs& hp, int64_t T) {
   if constexpr (kCuda) if (on_cuda("lssl_kernel", log_dt, C)) return cuda::lssl_kernel_forward(log_dt, C, hp, T);
-  check_lssl(log_dt, C, hp, "lssl_kernel");
+  check_lssl_params(log_dt, C, hp, "lssl_kernel");
   SEQLAB_CHECK(T >= 1, "lssl_kernel: expected a length T >= 1, got ", T);
   const int64_t D = log_dt.size(0), N = hp.N;
   Tensor K = Tensor::empty({D, T}, C.dtype());
@@ -137,7 +176,7 @@ Tensor lssl_kernel_forward(const Tensor& log_dt, const Tensor& C, const HippoLeg
 LsslKernelGrads lssl_kernel_backward(const Tensor& dK, const Tensor& log_dt, const Tensor& C, const HippoLegs& hp) {
   if constexpr (kCuda)
     if (on_cuda("lssl_kernel_backward", dK, log_dt, C)) return cuda::lssl_kernel_backward(dK, log_dt, C, hp);
-  check_lssl(log_dt, C, hp, "lssl_kernel_backward");
+  check_lssl_params(log_dt, C, hp, "lssl_kernel_backward");
   const int64_t D = log_dt.size(0), N = hp.N, T = dK.size(-1);
   SEQLAB_CHECK(dK.shape() == Shape({D, T}) && dK.dtype() == C.dtype(), "lssl_kernel_backward: bad dK ",
                to_string(dK.shape()));
@@ -216,12 +255,8 @@ Tensor lssl_step_forward(const Tensor& u_t, const Tensor& state, const Discretis
   if constexpr (kCuda)
     if (on_cuda("lssl_step", u_t, state, disc.dA, disc.dB, C, D_skip))
       return cuda::lssl_step_forward(u_t, state, disc, C, D_skip);
-  const int64_t D = C.size(0), N = C.size(1);
-  SEQLAB_CHECK(u_t.dim() == 2 && u_t.size(1) == D, "lssl_step: x_t must be (B, ", D, "), got ",
-               to_string(u_t.shape()));
-  const int64_t B = u_t.size(0);
-  SEQLAB_CHECK(state.shape() == Shape({B, D, N}) && state.dtype() == u_t.dtype(), "lssl_step: state must be ",
-               to_string(Shape{B, D, N}), ", got ", to_string(state.shape()));
+  check_lssl_step(u_t, state, C);
+  const int64_t D = C.size(0), N = C.size(1), B = u_t.size(0);
   Tensor y = Tensor::empty(u_t.shape(), u_t.dtype());
   dispatch_float(u_t.dtype(), "lssl_step", [&]<typename T_>() {
     const T_ *pa = disc.dA.data<T_>(), *pb = disc.dB.data<T_>(), *pc = C.data<T_>(), *pD = D_skip.data<T_>(),
@@ -254,23 +289,6 @@ Tensor lssl_step_forward(const Tensor& u_t, const Tensor& state, const Discretis
 // S4
 
 namespace {
-
-void check_s4(const Tensor& log_dt, const Tensor& lar, const Tensor& ai, const std::vector<const Tensor*>& cplx,
-              const char* op) {
-  SEQLAB_CHECK(log_dt.dim() == 1, op, ": log_dt must be (D), got ", to_string(log_dt.shape()));
-  const int64_t D = log_dt.size(0);
-  SEQLAB_CHECK(lar.dim() == 2 && lar.size(0) == D, op, ": log_A_real must be (D, M) with D = ", D, ", got ",
-               to_string(lar.shape()));
-  const int64_t M = lar.size(1);
-  SEQLAB_CHECK(ai.shape() == lar.shape(), op, ": A_imag must be ", to_string(lar.shape()), ", got ",
-               to_string(ai.shape()));
-  for (const Tensor* t : cplx)
-    SEQLAB_CHECK(t->shape() == Shape({D, M, 2}), op, ": P, B and C must be (D, M, 2) = ", to_string(Shape{D, M, 2}),
-                 ", got ", to_string(t->shape()));
-  for (const Tensor* t : cplx) SEQLAB_CHECK(t->dtype() == log_dt.dtype(), op, ": parameters must share one dtype");
-  SEQLAB_CHECK(lar.dtype() == log_dt.dtype() && ai.dtype() == log_dt.dtype(), op,
-               ": parameters must share one dtype");
-}
 
 // One channel of S4: parameters in complex double and the constants of the transposed bilinear step
 // x' = R1^-T R2^T x (R1 = I - hA, R2 = I + hA, both DPLR; R1^-T by Sherman-Morrison), on half vectors:
@@ -358,7 +376,7 @@ Tensor s4_kernel_forward(const Tensor& log_dt, const Tensor& log_A_real, const T
   if constexpr (kCuda)
     if (on_cuda("s4_kernel", log_dt, log_A_real, A_imag, P, B, C))
       return cuda::s4_kernel_forward(log_dt, log_A_real, A_imag, P, B, C, T);
-  check_s4(log_dt, log_A_real, A_imag, {&P, &B, &C}, "s4_kernel");
+  check_s4_params(log_dt, log_A_real, A_imag, {&P, &B, &C}, "s4_kernel");
   SEQLAB_CHECK(T >= 1, "s4_kernel: expected a length T >= 1, got ", T);
   const int64_t D = log_dt.size(0), M = log_A_real.size(1);
   Tensor K = Tensor::empty({D, T}, C.dtype());
@@ -399,7 +417,7 @@ S4KernelGrads s4_kernel_backward(const Tensor& dK, const Tensor& log_dt, const T
   if constexpr (kCuda)
     if (on_cuda("s4_kernel_backward", dK, log_dt, log_A_real, A_imag, P, B, C))
       return cuda::s4_kernel_backward(dK, log_dt, log_A_real, A_imag, P, B, C);
-  check_s4(log_dt, log_A_real, A_imag, {&P, &B, &C}, "s4_kernel_backward");
+  check_s4_params(log_dt, log_A_real, A_imag, {&P, &B, &C}, "s4_kernel_backward");
   const int64_t D = log_dt.size(0), M = log_A_real.size(1), T = dK.size(-1);
   SEQLAB_CHECK(dK.shape() == Shape({D, T}) && dK.dtype() == C.dtype(), "s4_kernel_backward: bad dK ",
                to_string(dK.shape()));
@@ -528,7 +546,7 @@ Discretised s4_discretise(const Tensor& log_dt, const Tensor& log_A_real, const 
   if constexpr (kCuda)
     if (on_cuda("s4_discretise", log_dt, log_A_real, A_imag, P, B))
       return cuda::s4_discretise(log_dt, log_A_real, A_imag, P, B);
-  check_s4(log_dt, log_A_real, A_imag, {&P, &B}, "s4_discretise");
+  check_s4_params(log_dt, log_A_real, A_imag, {&P, &B}, "s4_discretise");
   const int64_t D = log_dt.size(0), M = log_A_real.size(1), N = 2 * M;
   Discretised r{Tensor::empty({D, N, N, 2}, log_dt.dtype()), Tensor::empty({D, N, 2}, log_dt.dtype())};
   dispatch_float(log_dt.dtype(), "s4_discretise", [&]<typename T_>() {
@@ -620,12 +638,8 @@ Tensor s4_step_forward(const Tensor& u_t, const Tensor& state, const Discretised
   if constexpr (kCuda)
     if (on_cuda("s4_step", u_t, state, disc.dA, disc.dB, C, D_skip))
       return cuda::s4_step_forward(u_t, state, disc, C, D_skip);
-  const int64_t D = C.size(0), M = C.size(1), N = 2 * M;
-  SEQLAB_CHECK(u_t.dim() == 2 && u_t.size(1) == D, "s4_step: x_t must be (B, ", D, "), got ",
-               to_string(u_t.shape()));
-  const int64_t B = u_t.size(0);
-  SEQLAB_CHECK(state.shape() == Shape({B, D, N, 2}) && state.dtype() == u_t.dtype(), "s4_step: state must be ",
-               to_string(Shape{B, D, N, 2}), ", got ", to_string(state.shape()));
+  check_s4_step(u_t, state, C);
+  const int64_t D = C.size(0), M = C.size(1), N = 2 * M, B = u_t.size(0);
   Tensor y = Tensor::empty(u_t.shape(), u_t.dtype());
   dispatch_float(u_t.dtype(), "s4_step", [&]<typename T_>() {
     const T_ *pa = disc.dA.data<T_>(), *pb = disc.dB.data<T_>(), *pc = C.data<T_>(), *pD = D_skip.data<T_>(),

@@ -15,6 +15,7 @@
 #include "core/cuda/ssm.h"
 #include "core/device.h"
 #include "core/kernels/activation_vec.h"
+#include "core/kernels/s4d_check.h"
 #include "core/kernels/vmath.h"
 #include "core/parallel.h"
 
@@ -34,29 +35,6 @@ inline cd cdiv(cd a, cd b) {
 inline cd cexp(cd x) {
   double r = std::exp(x.real());
   return {r * std::cos(x.imag()), r * std::sin(x.imag())};
-}
-
-// Shapes of the kernel parameters: D channels, M pairs, S directions.
-struct KernelDims {
-  int64_t D, M, S;
-};
-
-KernelDims check_kernel_params(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag,
-                               const Tensor& C, const char* op) {
-  SEQLAB_CHECK(log_dt.dim() == 1, op, ": log_dt must be (D), got ", to_string(log_dt.shape()));
-  int64_t D = log_dt.size(0);
-  SEQLAB_CHECK(log_A_real.dim() == 2 && log_A_real.size(0) == D, op, ": log_A_real must be (D, M) with D = ", D,
-               ", got ", to_string(log_A_real.shape()));
-  int64_t M = log_A_real.size(1);
-  SEQLAB_CHECK(A_imag.shape() == log_A_real.shape(), op, ": A_imag must be ", to_string(log_A_real.shape()),
-               ", got ", to_string(A_imag.shape()));
-  bool c_ok = (C.dim() == 3 || (C.dim() == 4 && (C.size(0) == 1 || C.size(0) == 2))) && C.size(-3) == D &&
-              C.size(-2) == M && C.size(-1) == 2;
-  SEQLAB_CHECK(c_ok, op, ": C must be (D, M, 2) or (S, D, M, 2) with S in {1, 2}, D = ", D, ", M = ", M, ", got ",
-               to_string(C.shape()));
-  for (const Tensor* t : {&log_A_real, &A_imag, &C})
-    SEQLAB_CHECK(t->dtype() == log_dt.dtype(), op, ": parameters must share one dtype");
-  return {D, M, C.dim() == 4 ? C.size(0) : 1};
 }
 
 // Per (d, m): A, dt, z = exp(dtA), q = (z - 1) / A.
@@ -82,6 +60,41 @@ inline double hsum(VD a) { return (a[0] + a[1]) + (a[2] + a[3]); }
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
+// Argument checks (s4d_check.h), shared with the CUDA twins
+
+S4DKernelDims check_s4d_kernel_params(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag,
+                                      const Tensor& C, const char* op) {
+  SEQLAB_CHECK(log_dt.dim() == 1, op, ": log_dt must be (D), got ", to_string(log_dt.shape()));
+  int64_t D = log_dt.size(0);
+  SEQLAB_CHECK(log_A_real.dim() == 2 && log_A_real.size(0) == D, op, ": log_A_real must be (D, M) with D = ", D,
+               ", got ", to_string(log_A_real.shape()));
+  int64_t M = log_A_real.size(1);
+  SEQLAB_CHECK(A_imag.shape() == log_A_real.shape(), op, ": A_imag must be ", to_string(log_A_real.shape()),
+               ", got ", to_string(A_imag.shape()));
+  bool c_ok = (C.dim() == 3 || (C.dim() == 4 && (C.size(0) == 1 || C.size(0) == 2))) && C.size(-3) == D &&
+              C.size(-2) == M && C.size(-1) == 2;
+  SEQLAB_CHECK(c_ok, op, ": C must be (D, M, 2) or (S, D, M, 2) with S in {1, 2}, D = ", D, ", M = ", M, ", got ",
+               to_string(C.shape()));
+  for (const Tensor* t : {&log_A_real, &A_imag, &C})
+    SEQLAB_CHECK(t->dtype() == log_dt.dtype(), op, ": parameters must share one dtype");
+  return {D, M, C.dim() == 4 ? C.size(0) : 1};
+}
+
+S4DKernelDims check_s4d_step(const Tensor& u_t, const Tensor& state, const Tensor& log_dt, const Tensor& log_A_real,
+                             const Tensor& A_imag, const Tensor& C) {
+  const S4DKernelDims kd = check_s4d_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_step");
+  const int64_t D = kd.D, M = kd.M;
+  SEQLAB_CHECK(C.dim() == 3, "s4d_step: only the unidirectional kernel (C of shape (D, M, 2)) has a step mode");
+  SEQLAB_CHECK(u_t.dim() == 2 && u_t.size(1) == D, "s4d_step: x_t must be (B, ", D, "), got ",
+               to_string(u_t.shape()));
+  int64_t B = u_t.size(0);
+  SEQLAB_CHECK(state.shape() == Shape({B, D, M, 2}) && state.dtype() == u_t.dtype(),
+               "s4d_step: state must be (B, D, M, 2) = ", to_string(Shape{B, D, M, 2}), ", got ",
+               to_string(state.shape()));
+  return kd;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Vandermonde kernel
 
 Tensor s4d_kernel_forward(const Tensor& log_dt, const Tensor& log_A_real, const Tensor& A_imag, const Tensor& C,
@@ -89,7 +102,7 @@ Tensor s4d_kernel_forward(const Tensor& log_dt, const Tensor& log_A_real, const 
   if constexpr (kCuda)
     if (on_cuda("s4d_kernel", log_dt, log_A_real, A_imag, C))
       return cuda::s4d_kernel_forward(log_dt, log_A_real, A_imag, C, T);
-  const KernelDims kd = check_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_kernel");
+  const S4DKernelDims kd = check_s4d_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_kernel");
   const int64_t D = kd.D, M = kd.M, S = kd.S;
   SEQLAB_CHECK(T >= 1, "s4d_kernel: expected a length T >= 1, got ", T);
   Shape kshape(C.shape().begin(), C.shape().end() - 2);
@@ -145,7 +158,7 @@ S4DKernelGrads s4d_kernel_backward(const Tensor& dK, const Tensor& log_dt, const
   if constexpr (kCuda)
     if (on_cuda("s4d_kernel_backward", dK, log_dt, log_A_real, A_imag, C))
       return cuda::s4d_kernel_backward(dK, log_dt, log_A_real, A_imag, C);
-  const KernelDims kd = check_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_kernel_backward");
+  const S4DKernelDims kd = check_s4d_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_kernel_backward");
   const int64_t D = kd.D, M = kd.M, S = kd.S;
   int64_t T = dK.size(-1);
   SEQLAB_CHECK(dK.numel() == S * D * T && dK.dtype() == C.dtype(), "s4d_kernel_backward: bad dK ",
@@ -350,15 +363,8 @@ Tensor s4d_step_forward(const Tensor& u_t, const Tensor& state, const Tensor& lo
   if constexpr (kCuda)
     if (on_cuda("s4d_step", u_t, state, log_dt, log_A_real, A_imag, C, D_skip))
       return cuda::s4d_step_forward(u_t, state, log_dt, log_A_real, A_imag, C, D_skip);
-  const KernelDims kd = check_kernel_params(log_dt, log_A_real, A_imag, C, "s4d_step");
-  const int64_t D = kd.D, M = kd.M;
-  SEQLAB_CHECK(C.dim() == 3, "s4d_step: only the unidirectional kernel (C of shape (D, M, 2)) has a step mode");
-  SEQLAB_CHECK(u_t.dim() == 2 && u_t.size(1) == D, "s4d_step: x_t must be (B, ", D, "), got ",
-               to_string(u_t.shape()));
-  int64_t B = u_t.size(0);
-  SEQLAB_CHECK(state.shape() == Shape({B, D, M, 2}) && state.dtype() == u_t.dtype(),
-               "s4d_step: state must be (B, D, M, 2) = ", to_string(Shape{B, D, M, 2}), ", got ",
-               to_string(state.shape()));
+  const S4DKernelDims kd = check_s4d_step(u_t, state, log_dt, log_A_real, A_imag, C);
+  const int64_t D = kd.D, M = kd.M, B = u_t.size(0);
   Tensor y = Tensor::empty(u_t.shape(), u_t.dtype());
   dispatch_float(u_t.dtype(), "s4d_step", [&]<typename T_>() {
     const T_ *pdt = log_dt.data<T_>(), *plar = log_A_real.data<T_>(), *pai = A_imag.data<T_>(), *pc = C.data<T_>(),

@@ -5,24 +5,17 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "core/cuda/shape.h"
 #include "core/device.h"
 #include "core/kernels/loops.h"
+#include "core/kernels/shape_plan.h"
 
 namespace seqlab::kernels {
 namespace {
 
 constexpr int64_t kTile = 32;
-
-// (A, K, B) view of s around `axis`.
-void split_at(const Shape& s, int64_t axis, int64_t& A, int64_t& K, int64_t& B) {
-  A = 1;
-  B = 1;
-  for (int64_t i = 0; i < axis; ++i) A *= s[static_cast<size_t>(i)];
-  K = s[static_cast<size_t>(axis)];
-  for (size_t i = static_cast<size_t>(axis) + 1; i < s.size(); ++i) B *= s[i];
-}
 
 // Offset into the input of outer row `r` (row-major over size[0..d)).
 int64_t offset_of(int64_t r, const std::vector<int64_t>& size, const std::vector<int64_t>& st, size_t d) {
@@ -71,13 +64,99 @@ void strided_copy(const E* in, E* out, const std::vector<int64_t>& size, const s
   });
 }
 
-template <typename F>
-void by_size(DType t, F&& f) {
-  if (dtype_size(t) == 8) f.template operator()<uint64_t>();
-  else f.template operator()<uint32_t>();
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Plans (shape_plan.h), shared with the CUDA twins
+
+void split_at(const Shape& s, int64_t axis, int64_t& A, int64_t& K, int64_t& B) {
+  A = 1;
+  B = 1;
+  for (int64_t i = 0; i < axis; ++i) A *= s[static_cast<size_t>(i)];
+  K = s[static_cast<size_t>(axis)];
+  for (size_t i = static_cast<size_t>(axis) + 1; i < s.size(); ++i) B *= s[i];
 }
 
-}  // namespace
+PermutePlan plan_permute(const Shape& xs, const std::vector<int64_t>& dims) {
+  std::vector<int64_t> p = norm_permutation(dims, xs, "permute");
+  std::vector<int64_t> xst = strides_of(xs);
+  Shape os(p.size());
+  for (size_t i = 0; i < p.size(); ++i) os[i] = xs[static_cast<size_t>(p[i])];
+  std::vector<int64_t> size, st;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const int64_t n = os[i], s = xst[static_cast<size_t>(p[i])];
+    if (n == 1) continue;
+    if (!size.empty() && st.back() == s * n) {
+      size.back() *= n;
+      st.back() = s;
+    } else {
+      size.push_back(n);
+      st.push_back(s);
+    }
+  }
+  return {std::move(os), std::move(size), std::move(st)};
+}
+
+std::vector<int64_t> transpose_permutation(const Shape& s, int64_t axis0, int64_t axis1) {
+  const int64_t rank = static_cast<int64_t>(s.size());
+  const int64_t a0 = axis0 < 0 ? axis0 + rank : axis0, a1 = axis1 < 0 ? axis1 + rank : axis1;
+  SEQLAB_CHECK(a0 >= 0 && a0 < rank && a1 >= 0 && a1 < rank, "transpose: axes (", axis0, ", ", axis1,
+               ") out of range for a tensor of shape ", to_string(s));
+  std::vector<int64_t> p(static_cast<size_t>(rank));
+  for (int64_t i = 0; i < rank; ++i) p[static_cast<size_t>(i)] = i;
+  std::swap(p[static_cast<size_t>(a0)], p[static_cast<size_t>(a1)]);
+  return p;
+}
+
+AxisPlan plan_flip(const Shape& xs, int64_t axis) {
+  const int64_t rank = static_cast<int64_t>(xs.size());
+  const int64_t ax = axis < 0 ? axis + rank : axis;
+  SEQLAB_CHECK(ax >= 0 && ax < rank, "flip: axis ", axis, " out of range for a tensor of shape ", to_string(xs));
+  AxisPlan p;
+  p.axis = ax;
+  split_at(xs, ax, p.A, p.K, p.B);
+  p.out = xs;
+  return p;
+}
+
+AxisPlan plan_slice(const Shape& xs, int64_t axis, int64_t start, int64_t end) {
+  const int64_t rank = static_cast<int64_t>(xs.size());
+  const int64_t ax = axis < 0 ? axis + rank : axis;
+  SEQLAB_CHECK(ax >= 0 && ax < rank, "slice: axis ", axis, " out of range for a tensor of shape ", to_string(xs));
+  const int64_t n = xs[static_cast<size_t>(ax)];
+  const int64_t s = start < 0 ? start + n : start, e = end < 0 ? end + n : end;
+  SEQLAB_CHECK(0 <= s && s <= e && e <= n, "slice: range [", start, ", ", end, ") out of bounds for axis ", axis,
+               " of a tensor of shape ", to_string(xs));
+  AxisPlan p;
+  p.axis = ax;
+  split_at(xs, ax, p.A, p.K, p.B);
+  p.start = s;
+  p.len = e - s;
+  p.out = xs;
+  p.out[static_cast<size_t>(ax)] = e - s;
+  return p;
+}
+
+AxisPlan plan_slice_backward(const Shape& dys, const Shape& x_shape, int64_t axis, int64_t start) {
+  const int64_t rank = static_cast<int64_t>(x_shape.size());
+  const int64_t ax = axis < 0 ? axis + rank : axis;
+  SEQLAB_CHECK(ax >= 0 && ax < rank && static_cast<int64_t>(dys.size()) == rank, "slice_backward: gradient ",
+               to_string(dys), " does not fit ", to_string(x_shape), " along axis ", axis);
+  AxisPlan p;
+  p.axis = ax;
+  split_at(x_shape, ax, p.A, p.K, p.B);
+  const int64_t len = dys[static_cast<size_t>(ax)];
+  const int64_t s = start < 0 ? start + p.K : start;
+  SEQLAB_CHECK(0 <= s && s + len <= p.K && numel(dys) == p.A * len * p.B, "slice_backward: gradient ",
+               to_string(dys), " does not fit ", to_string(x_shape), " at ", start, " along axis ", axis);
+  p.start = s;
+  p.len = len;
+  p.out = x_shape;
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
 
 Shape resolve_reshape(const Shape& from, const Shape& to, const char* op) {
   Shape r = to;
@@ -125,55 +204,29 @@ std::vector<int64_t> inverse_permutation(const std::vector<int64_t>& p) {
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   if constexpr (kCuda) if (on_cuda("permute", x)) return cuda::permute(x, dims);
-  const Shape& xs = x.shape();
-  std::vector<int64_t> p = norm_permutation(dims, xs, "permute");
-  std::vector<int64_t> xst = strides_of(xs);
-  Shape os(p.size());
-  for (size_t i = 0; i < p.size(); ++i) os[i] = xs[static_cast<size_t>(p[i])];
-  Tensor out = Tensor::empty(os, x.dtype());
+  const PermutePlan plan = plan_permute(x.shape(), dims);
+  Tensor out = Tensor::empty(plan.out, x.dtype());
   if (out.numel() == 0) return out;
-  std::vector<int64_t> size, st;
-  for (size_t i = 0; i < p.size(); ++i) {
-    const int64_t n = os[i], s = xst[static_cast<size_t>(p[i])];
-    if (n == 1) continue;
-    if (!size.empty() && st.back() == s * n) {
-      size.back() *= n;
-      st.back() = s;
-    } else {
-      size.push_back(n);
-      st.push_back(s);
-    }
-  }
-  if (size.size() <= 1) {  // the order of elements does not change
+  if (plan.size.size() <= 1) {  // the order of elements does not change
     std::memcpy(out.raw_data(), x.raw_data(), x.nbytes());
     return out;
   }
   by_size(x.dtype(), [&]<typename E>() {
-    strided_copy<E>(static_cast<const E*>(x.raw_data()), static_cast<E*>(out.raw_data()), size, st);
+    strided_copy<E>(static_cast<const E*>(x.raw_data()), static_cast<E*>(out.raw_data()), plan.size, plan.st);
   });
   return out;
 }
 
 Tensor transpose(const Tensor& x, int64_t axis0, int64_t axis1) {
   if constexpr (kCuda) if (on_cuda("transpose", x)) return cuda::transpose(x, axis0, axis1);
-  const int64_t rank = x.dim();
-  const int64_t a0 = axis0 < 0 ? axis0 + rank : axis0, a1 = axis1 < 0 ? axis1 + rank : axis1;
-  SEQLAB_CHECK(a0 >= 0 && a0 < rank && a1 >= 0 && a1 < rank, "transpose: axes (", axis0, ", ", axis1,
-               ") out of range for a tensor of shape ", to_string(x.shape()));
-  std::vector<int64_t> p(static_cast<size_t>(rank));
-  for (int64_t i = 0; i < rank; ++i) p[static_cast<size_t>(i)] = i;
-  std::swap(p[static_cast<size_t>(a0)], p[static_cast<size_t>(a1)]);
-  return permute(x, p);
+  return permute(x, transpose_permutation(x.shape(), axis0, axis1));
 }
 
 Tensor flip(const Tensor& x, int64_t axis) {
   if constexpr (kCuda) if (on_cuda("flip", x)) return cuda::flip(x, axis);
-  const int64_t rank = x.dim();
-  const int64_t ax = axis < 0 ? axis + rank : axis;
-  SEQLAB_CHECK(ax >= 0 && ax < rank, "flip: axis ", axis, " out of range for a tensor of shape ", to_string(x.shape()));
-  int64_t A, K, B;
-  split_at(x.shape(), ax, A, K, B);
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  const AxisPlan p = plan_flip(x.shape(), axis);
+  const int64_t A = p.A, K = p.K, B = p.B;
+  Tensor out = Tensor::empty(p.out, x.dtype());
   const size_t row = static_cast<size_t>(B) * dtype_size(x.dtype());  // one position along axis: B elements
   const char* src = static_cast<const char*>(x.raw_data());
   char* dst = static_cast<char*>(out.raw_data());
@@ -189,19 +242,9 @@ Tensor flip(const Tensor& x, int64_t axis) {
 
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
   if constexpr (kCuda) if (on_cuda("slice", x)) return cuda::slice(x, axis, start, end);
-  const Shape& xs = x.shape();
-  const int64_t rank = x.dim();
-  const int64_t ax = axis < 0 ? axis + rank : axis;
-  SEQLAB_CHECK(ax >= 0 && ax < rank, "slice: axis ", axis, " out of range for a tensor of shape ", to_string(xs));
-  const int64_t n = xs[static_cast<size_t>(ax)];
-  const int64_t s = start < 0 ? start + n : start, e = end < 0 ? end + n : end;
-  SEQLAB_CHECK(0 <= s && s <= e && e <= n, "slice: range [", start, ", ", end, ") out of bounds for axis ", axis,
-               " of a tensor of shape ", to_string(xs));
-  int64_t A, K, B;
-  split_at(xs, ax, A, K, B);
-  Shape os = xs;
-  os[static_cast<size_t>(ax)] = e - s;
-  Tensor out = Tensor::empty(os, x.dtype());
+  const AxisPlan p = plan_slice(x.shape(), axis, start, end);
+  const int64_t A = p.A, K = p.K, B = p.B, s = p.start, e = p.start + p.len;
+  Tensor out = Tensor::empty(p.out, x.dtype());
   const size_t esz = dtype_size(x.dtype());
   const size_t chunk = static_cast<size_t>((e - s) * B) * esz;
   const char* src = static_cast<const char*>(x.raw_data());
@@ -216,17 +259,9 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
 
 Tensor slice_backward(const Tensor& dy, const Shape& x_shape, int64_t axis, int64_t start) {
   if constexpr (kCuda) if (on_cuda("slice_backward", dy)) return cuda::slice_backward(dy, x_shape, axis, start);
-  const int64_t rank = static_cast<int64_t>(x_shape.size());
-  const int64_t ax = axis < 0 ? axis + rank : axis;
-  SEQLAB_CHECK(ax >= 0 && ax < rank && dy.dim() == rank, "slice_backward: gradient ", to_string(dy.shape()),
-               " does not fit ", to_string(x_shape), " along axis ", axis);
-  int64_t A, K, B;
-  split_at(x_shape, ax, A, K, B);
-  const int64_t len = dy.shape()[static_cast<size_t>(ax)];
-  const int64_t s = start < 0 ? start + K : start;
-  SEQLAB_CHECK(0 <= s && s + len <= K && dy.numel() == A * len * B, "slice_backward: gradient ",
-               to_string(dy.shape()), " does not fit ", to_string(x_shape), " at ", start, " along axis ", axis);
-  Tensor dx = Tensor::zeros(x_shape, dy.dtype());
+  const AxisPlan p = plan_slice_backward(dy.shape(), x_shape, axis, start);
+  const int64_t A = p.A, K = p.K, B = p.B, s = p.start, len = p.len;
+  Tensor dx = Tensor::zeros(p.out, dy.dtype());
   const size_t esz = dtype_size(dy.dtype());
   const size_t chunk = static_cast<size_t>(len * B) * esz;
   if (chunk == 0) return dx;

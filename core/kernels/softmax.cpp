@@ -9,23 +9,32 @@
 
 #include "core/cuda/softmax.h"
 #include "core/device.h"
+#include "core/kernels/softmax_plan.h"
 #include "core/parallel.h"
 
 namespace seqlab::kernels {
-namespace {
 
-struct Lines {
-  int64_t outer = 1, n = 1, inner = 1;
-};
+// ---------------------------------------------------------------------------------------------
+// Plans (softmax_plan.h), shared with the CUDA twins
 
-Lines lines_of(const Shape& s, int64_t axis, const char* op) {
+SoftmaxLines softmax_lines(const Shape& s, int64_t axis, const char* op) {
   int64_t a = norm_axis(axis, static_cast<int64_t>(s.size()), op);
-  Lines l;
+  SoftmaxLines l;
   for (int64_t i = 0; i < a; ++i) l.outer *= s[i];
   l.n = s[a];
   for (size_t i = a + 1; i < s.size(); ++i) l.inner *= s[i];
   return l;
 }
+
+SoftmaxLines softmax_backward_lines(const Tensor& dy, const Tensor& y, int64_t axis, const char* op) {
+  SEQLAB_CHECK(dy.shape() == y.shape(), op, " backward: gradient of shape ", to_string(dy.shape()),
+               " for an output of shape ", to_string(y.shape()));
+  return softmax_lines(y.shape(), axis, op);
+}
+
+namespace {
+
+using Lines = SoftmaxLines;
 
 // Calls f(offset) for the first element of every line, lines spread over tasks.
 template <typename F>
@@ -39,7 +48,7 @@ void for_lines(const Lines& l, F&& f) {
 // Forward for both: y = x - max - log(sum) (log) or exp(x - max) / sum.
 template <bool kLog>
 Tensor forward(const Tensor& x, int64_t axis, const char* op) {
-  Lines l = lines_of(x.shape(), axis, op);
+  const Lines l = softmax_lines(x.shape(), axis, op);
   Tensor y = Tensor::empty(x.shape(), x.dtype());
   dispatch_float(x.dtype(), op, [&]<typename T>() {
     const T* px = x.data<T>();
@@ -72,9 +81,7 @@ Tensor forward(const Tensor& x, int64_t axis, const char* op) {
 
 template <bool kLog>
 Tensor backward(const Tensor& dy, const Tensor& y, int64_t axis, const char* op) {
-  SEQLAB_CHECK(dy.shape() == y.shape(), op, " backward: gradient of shape ", to_string(dy.shape()),
-               " for an output of shape ", to_string(y.shape()));
-  Lines l = lines_of(y.shape(), axis, op);
+  const Lines l = softmax_backward_lines(dy, y, axis, op);
   Tensor dx = Tensor::empty(y.shape(), y.dtype());
   dispatch_float(y.dtype(), op, [&]<typename T>() {
     const T* pg = dy.data<T>();
