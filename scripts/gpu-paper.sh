@@ -5,9 +5,9 @@
 #   scripts/gpu-run.sh scripts/gpu-paper.sh DEADLINE_S PART...
 # Parts: ih (induction heads, mamba and transformer at once), etth1 (the four horizons at once, seeds
 # 0..2 in turn), sc4096 (selective copying at 4096: mamba, s4d, transformer at once), ih-eval (the
-# final induction-heads models at 2^8 ... 2^20 on the GPU), ih-paper-mamba (the CPU-started run of
-# configs/paper/induction_heads_paper_mamba.toml continued on the GPU: carry runs/paper/ih_paper_mamba),
-# ih-paper-eval (its checkpoint-last at 2^8 ... 2^20 on the GPU).
+# final induction-heads models at 2^8 ... 2^20 on the GPU), ih-paper-mamba (the protocol of
+# configs/paper/induction_heads_paper_mamba.toml, run to the end on the CPU in session 11, on the GPU
+# into runs/paper/gpu/ih_paper_mamba), ih-paper-eval (its checkpoint-last at 2^8 ... 2^20 on the GPU).
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -41,10 +41,10 @@ for part in "$@"; do
       pids+=($!) ;;
     ih-paper-mamba)
       $bin --threads 2 compare configs/paper/induction_heads_paper_mamba.toml --resume --set train.device='"cuda"' \
-        >"$out/ih_paper_mamba.log" 2>&1 &
+        --set output.dir='"runs/paper/gpu/ih_paper_mamba"' >"$out/ih_paper_mamba.log" 2>&1 &
       pids+=($!) ;;
     ih-paper-eval)
-      ($bin eval runs/paper/ih_paper_mamba --checkpoint last --device cuda --max-seconds 150 \
+      ($bin eval runs/paper/gpu/ih_paper_mamba --checkpoint last --device cuda --max-seconds 150 \
          --seq-lens 2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20) >"$out/ih_paper_eval.log" 2>&1 &
       pids+=($!) ;;
     ih-eval)
@@ -67,8 +67,7 @@ wait
 nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv
 # The run directories without the forecasts' bulk (checkpoints, metrics, configs, tables: what
 # --resume and eval need), one archive per run family (a file that comes back is at most 16 MiB).
-for d in runs/paper/gpu/*/ runs/paper/ih_paper_mamba/; do
-  [ -d "$d" ] || continue
+for d in runs/paper/gpu/*/; do
   n=$(basename "$d")
   find "$d" \( -name '*.h5' -o -name '*.toml' -o -name 'results.*' -o -name '*.csv' \) -print0 |
     tar cf "$out/run_$n.tar" --null -T - 2>/dev/null
