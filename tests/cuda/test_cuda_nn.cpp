@@ -147,7 +147,7 @@ TEST_CASE("cuda nn: matmul 2-D - batched and shared - every transpose - forward 
   check_matmul({2}, 130, 257, 300, true, false, true, DType::f32, {1e-4, 1e-4}, 8);
 }
 
-TEST_CASE("cuda nn: TF32 GEMMs (set_tf32): close to float32, not identical, and strict again when switched off") {
+TEST_CASE("cuda nn: TF32 GEMMs (set_tf32) - close to float32 but not identical - strict again when switched off") {
   SEQLAB_REQUIRE_GPU();
   Tensor a = rand_cpu({256, 512}, 11), b = rand_cpu({512, 192}, 12);
   Tensor ref = kernels::matmul_forward(a.to(DType::f64), b.to(DType::f64), false, false);  // exact enough

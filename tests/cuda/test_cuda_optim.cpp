@@ -84,7 +84,7 @@ TEST_CASE("cuda optim: clip_grad_norm returns the CPU's norm and scales the same
   }
 }
 
-TEST_CASE("cuda optim: multi-tensor launches give the bits of one launch per tensor (norm, scale, Adam, AdamW)") {
+TEST_CASE("cuda optim: multi-tensor launches give the bits of one launch per tensor - norm - scale - Adam - AdamW") {
   SEQLAB_REQUIRE_GPU();
   const bool was = cuda::multi_tensor();
   // 70 tensors (three groups of at most 32), float32 and float64 runs, empty ones, sizes across the
