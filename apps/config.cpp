@@ -149,6 +149,7 @@ ModelConfig read_model(const std::string& file, Reader& r, const std::string& wh
   m.channel_independent = r.get_bool("channel_independent", m.channel_independent);
   m.bidir = r.get_bool("bidir", m.bidir);
   m.embed_init_std = r.get_double("embed_init_std", m.embed_init_std, 0.0, HUGE_VAL, true);
+  m.tie_embeddings = r.get_bool("tie_embeddings", m.tie_embeddings);
   m.mixer_dropout = r.get_double("mixer_dropout", m.mixer_dropout, 0.0, 0.999);
   if (m.head == "auto") m.head = data.is_token_task() || m.embed == "variate" ? "token" : "last";
   // Combinations that do not make sense: nn::ModelOptions::validate is their one home. The data's
@@ -373,6 +374,7 @@ nn::ModelOptions ModelConfig::options(const DataConfig& data, int64_t in_channel
   o.channel_independent = channel_independent;
   o.bidir = bidir;
   o.embed_init_std = embed_init_std;
+  o.tie_embeddings = tie_embeddings;
   return o;
 }
 

@@ -56,6 +56,7 @@ struct ModelConfig {
   bool channel_independent = false;
   bool bidir = false;             // a second mixer per block over the reversed tokens
   double embed_init_std = 1.0;    // token tasks: std of the embedding table's normal init
+  bool tie_embeddings = false;    // token tasks: the head is the embedding table (transposed), no bias
   double mixer_dropout = -1.0;    // the layer's own `dropout` option; < 0: unset (the layer's default)
   nn::LayerArgs args;             // every other key; where() = "<file> [model]" or "... [[models]] #i"
   std::vector<nn::OptionValue> layer_options;  // every option of the layer with the value used (resolved TOML)

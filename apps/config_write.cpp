@@ -37,6 +37,7 @@ void emit_model(std::ostringstream& os, const ModelConfig& m) {
   os << "channel_independent = " << (m.channel_independent ? "true" : "false") << "\n";
   os << "bidir = " << (m.bidir ? "true" : "false") << "\n";
   os << "embed_init_std = " << format_double(m.embed_init_std) << "\n";
+  os << "tie_embeddings = " << (m.tie_embeddings ? "true" : "false") << "\n";
   // The layer's options with the values used (its own dropout is the key mixer_dropout here: dropout
   // is the block's); a type without declared options writes the keys as given.
   if (m.layer_options.empty()) {

@@ -35,6 +35,8 @@ void ModelOptions::validate() const {
     check(!bidir, "bidir", "expected false for a token task (a reversed mixer would see the tokens to predict)");
     return;
   }
+  check(!tie_embeddings, "tie_embeddings",
+        "expected false on a series (it ties a token task's output head to its embedding table)");
   check(embed_init_std == 1.0, "embed_init_std",
         "expected the default 1 on a series (it sets a token task's embedding table; a series is embedded by a Linear)");
   check(in_channels > 0, "in_channels", "expected a positive channel count, got ", in_channels);
@@ -126,7 +128,8 @@ SequenceModel::SequenceModel(ModelOptions options) : options_(std::move(options)
                         : options_.out_channels      ? options_.out_channels
                                                      : options_.in_channels;
   if (token) {
-    head_ = register_module("head", std::make_shared<Linear>(LinearOptions{D, options_.vocab_size, true}));
+    if (!options_.tie_embeddings)
+      head_ = register_module("head", std::make_shared<Linear>(LinearOptions{D, options_.vocab_size, true}));
   } else if (options_.head == "token") {  // variate tokens: each variate's forecast from its token
     head_ = register_module("head", std::make_shared<Linear>(LinearOptions{D, options_.pred_len, true}));
   } else {
@@ -168,7 +171,7 @@ Tensor SequenceModel::forward(const Tensor& x) {
   if (options_.vocab_size > 0) {
     SEQLAB_CHECK(x.dim() == 2 && x.dtype() == DType::i32, "model: token input must be int32 (B, T), got ",
                  dtype_name(x.dtype()), " ", to_string(x.shape()));
-    return head_->forward(trunk(embedding(embedding_, x)));  // (B, T, V)
+    return token_logits(trunk(embedding(embedding_, x)));  // (B, T, V)
   }
   SEQLAB_CHECK(x.dim() == 3 && x.size(2) == options_.in_channels, "model: expected input (B, T, ",
                options_.in_channels, "), got ", to_string(x.shape()));
@@ -218,7 +221,11 @@ Tensor SequenceModel::step(const Tensor& ids_t, std::vector<StepState>& state) {
   NoGradGuard ng;
   Tensor h = embedding(embedding_, ids_t);  // (B, D)
   for (size_t i = 0; i < blocks_.size(); ++i) h = blocks_[i]->step(h, state[i]);
-  return head_->forward(norm_f_->forward(h));
+  return token_logits(norm_f_->forward(h));
+}
+
+Tensor SequenceModel::token_logits(const Tensor& h) {
+  return options_.tie_embeddings ? linear(h, embedding_) : head_->forward(h);  // (..., D) -> (..., V)
 }
 
 }  // namespace seqlab::nn

@@ -8,12 +8,13 @@
 //   head:   "last"    Linear(D -> P*C') on the last token          -> (B, P, C')
 //           "flatten" Linear(L*D -> P*C') over every token         -> (B, P, C')
 //           "token"   Linear(D -> V) at every position            -> (B, T, V) logits
+//                     (tie_embeddings: h @ embedding^T, no bias, as GPT-2 and mamba_ssm's LM)
 //                     series with variate tokens: Linear(D -> P) per variate -> (B, P, C)
 // channel_independent (PatchTST): (B, T, C) -> (B*C, T, 1) through all of the above with shared
 // weights, the forecast reshaped back to (B, P, C). RevIN (optional) normalises the input window
 // and denormalises the forecast, outside the channel split.
 // Parameter names: input.weight, blocks.<i>.norm.weight, blocks.<i>.mixer.<...>,
-// blocks.<i>.mixer_rev.<...> (bidir), norm_f.weight, head.weight, revin.weight.
+// blocks.<i>.mixer_rev.<...> (bidir), norm_f.weight, head.weight (none when tied), revin.weight.
 #pragma once
 #include <memory>
 #include <string>
@@ -43,6 +44,7 @@ struct ModelOptions {
   bool channel_independent = false;  // each channel its own univariate series, shared weights
   bool bidir = false;           // each block adds a second mixer over the reversed tokens
   double embed_init_std = 1.0;  // token tasks: the embedding table ~ N(0, std^2) (1: nn.Embedding; 0.02: mamba_ssm)
+  bool tie_embeddings = false;  // token tasks: logits = h @ embedding^T (no head of its own, no bias)
   std::string norm = "layernorm";  // layernorm | rmsnorm
   double dropout = 0.0;         // on each block's residual branch
   bool revin = false;
@@ -87,6 +89,7 @@ class SequenceModel : public Module {
 
  private:
   Tensor trunk(Tensor h);  // blocks + final norm
+  Tensor token_logits(const Tensor& h);  // the token head: its own Linear, or the tied embedding
   Tensor tokens(const Tensor& x) const;  // (B, T, C) -> (B, L, patch_len*C) or (B, C, T), before input_
   int64_t patch_stride() const { return options_.patch_stride ? options_.patch_stride : options_.patch_len; }
   ModelOptions options_;

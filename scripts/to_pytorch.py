@@ -173,7 +173,8 @@ class SequenceModel(nn.Module):
         self.blocks = nn.ModuleList(
             Block(make_norm(), m, r) for m, r in zip(mixers, mixers_rev or [None] * len(mixers)))
         self.norm_f = make_norm()
-        self.head = nn.Linear(o["head_in"], o["head_out"])
+        if not o.get("tie_embeddings"):
+            self.head = nn.Linear(o["head_in"], o["head_out"])
         if o["revin"]:
             self.revin = RevIN(o["in_channels"], o["revin_affine"])
 
@@ -204,7 +205,8 @@ class SequenceModel(nn.Module):
     def forward(self, x):
         o = self.o
         if o["vocab_size"] > 0:  # token ids (B, T) -> logits (B, T, V)
-            return self.head(self.trunk(self.embedding[x.long()]))
+            h = self.trunk(self.embedding[x.long()])
+            return h @ self.embedding.t() if o.get("tie_embeddings") else self.head(h)
         B, T, C = x.shape
         P = o["pred_len"]
         xin = self.revin.normalize(x) if o["revin"] else x
@@ -512,7 +514,9 @@ def _model_options(cfg, params):
     # Widths from the checkpoint's shapes: what the data implied (channels, features) need not be read.
     if o["vocab_size"] == 0:
         o["token_in"] = params["input.weight"].shape[1]
-    o["head_in"], o["head_out"] = params["head.weight"].shape[1], params["head.weight"].shape[0]
+    o["tie_embeddings"] = o["vocab_size"] > 0 and "head.weight" not in params  # logits = h @ embedding^T
+    if not o["tie_embeddings"]:
+        o["head_in"], o["head_out"] = params["head.weight"].shape[1], params["head.weight"].shape[0]
     if o["revin"]:
         o["in_channels"] = params["revin.weight"].shape[0] if "revin.weight" in params else (
             o["token_in"] // o["patch_len"])

@@ -305,7 +305,7 @@ TEST_CASE("apps/config: docs/CONFIG.md's layer option tables are the registry's 
   for (const auto& t : nn::layer_types()) CHECK(contains(tables, "`" + t.name + "`: "));
 }
 
-TEST_CASE("apps/config: embed_init_std (token tasks) and matmul_precision (cuda) are read, written and checked") {
+TEST_CASE("apps/config: embed_init_std and tie_embeddings (token tasks) and matmul_precision (cuda) are read, written and checked") {
   const std::string ih = "[data]\ntask = \"induction-heads\"\nseq_len = 16\n[model]\ntype = \"mamba\"\nd_model = 8\n";
   Config c = parse_config(ih + "embed_init_std = 0.02\n[train]\ndevice = \"cuda\"\nmatmul_precision = \"high\"\n",
                           "configs/x.toml");
@@ -320,6 +320,13 @@ TEST_CASE("apps/config: embed_init_std (token tasks) and matmul_precision (cuda)
   Config d = parse_config(ih, "configs/x.toml");
   CHECK(d.models[0].embed_init_std == 1.0);
   CHECK(d.train.matmul_precision == "highest");
+  CHECK(!d.models[0].tie_embeddings);
+  Config t = parse_config(ih + "tie_embeddings = true\n", "configs/x.toml");
+  CHECK(t.models[0].options(t.data, 1, 1, 16).tie_embeddings);
+  CHECK(contains(to_toml(t), "\ntie_embeddings = true\n"));
+  CHECK(to_toml(parse_config(to_toml(t), "configs/x.toml")) == to_toml(t));
+  CHECK_ERROR(error_of_text(std::string(kSine) + "tie_embeddings = true\n"),
+              "[model] tie_embeddings: expected false on a series");
   CHECK_ERROR(error_of_text(ih + "embed_init_std = 0.0\n"), "[model] embed_init_std: expected a number > 0");
   CHECK_ERROR(error_of_text(std::string(kSine) + "embed_init_std = 0.02\n"),
               "[model] embed_init_std: expected the default 1 on a series");

@@ -107,6 +107,57 @@ TEST_CASE("model: gradcheck of every head, input and every parameter") {
   CHECK_GRADCHECK([&](const std::vector<Tensor>& in) { return m.forward(in[0]); }, with_params(ids, m));
 }
 
+TEST_CASE("model: tie_embeddings makes the token head the embedding table (one parameter, both gradients)") {
+  ensure_registered();
+  manual_seed(3);
+  ModelOptions o;
+  o.layer = "test_pointwise";
+  o.vocab_size = 5;
+  o.d_model = 3;
+  o.n_layers = 1;
+  o.head = "token";
+  o.tie_embeddings = true;
+  SequenceModel m(o);
+  m.to(DType::f64);
+  std::vector<std::string> names;
+  for (auto& np : m.named_parameters()) names.push_back(np.name);
+  CHECK(std::find(names.begin(), names.end(), "head.weight") == names.end());
+  CHECK(std::find(names.begin(), names.end(), "head.bias") == names.end());
+  Tensor ids = Tensor::from_vector({0, 4, 2, 1, 1, 3}, {2, 3}, DType::i32);
+  // The gradient of the table sums the lookup's and the head's: gradcheck covers both uses.
+  CHECK_GRADCHECK([&](const std::vector<Tensor>& in) { return m.forward(in[0]); }, with_params(ids, m));
+  // The logits are those of an untied model whose head is the table with a zero bias (the same seed
+  // gives the same embedding and blocks: the head is initialised last).
+  manual_seed(3);
+  ModelOptions ou = o;
+  ou.tie_embeddings = false;
+  SequenceModel untied(ou);
+  untied.to(DType::f64);
+  {
+    NoGradGuard ng;
+    std::map<std::string, Tensor> p;
+    for (auto& np : untied.named_parameters()) p[np.name] = np.tensor;
+    for (auto& np : m.named_parameters()) CHECK_CLOSE(np.tensor, p.at(np.name), 0, 0);
+    p.at("head.weight").copy_from(p.at("embedding"));
+    p.at("head.bias").copy_from(Tensor::zeros({5}, DType::f64));
+  }
+  CHECK_CLOSE(m.forward(ids), untied.forward(ids), 1e-14, 1e-14);
+  // A series refuses the option, naming it.
+  ModelOptions s;
+  s.layer = "test_pointwise";
+  s.in_channels = 2;
+  s.tie_embeddings = true;
+  CHECK_THROWS_WITH_AS(s.validate(), doctest::Contains("tie_embeddings"), OptionError);
+  // Step mode goes through the same tied head.
+  m.eval();
+  Tensor full = m.forward(ids);
+  auto state = m.init_state(2, DType::f64);
+  for (int64_t t = 0; t < 3; ++t) {
+    Tensor ids_t = Tensor::from_vector({ids.to_vector()[t], ids.to_vector()[3 + t]}, {2}, DType::i32);
+    CHECK_CLOSE(m.step(ids_t, state), reshape(slice(full, 1, t, t + 1), {2, 5}), 1e-12, 1e-12);
+  }
+}
+
 TEST_CASE("model: token step mode equals the forward") {
   ensure_registered();
   ModelOptions o;

@@ -149,6 +149,11 @@ TEST_CASE("pytorch/mamba: to_pytorch.py gives seqlab's outputs (a token task: em
              "task = \"selective-copying\"\nseq_len = 32\nn_train_batches = 4\nn_eval_batches = 1\n");
 }
 
+TEST_CASE("pytorch/mamba: to_pytorch.py gives seqlab's outputs (a token task with the head tied to the embedding)") {
+  round_trip("mamba_tied", "mamba", "n_layers = 1\nd_state = 4\ntie_embeddings = true\nembed_init_std = 0.02\n",
+             "task = \"induction-heads\"\nseq_len = 32\nn_train_batches = 4\nn_eval_batches = 1\n");
+}
+
 TEST_CASE("pytorch: every registry family has a round-trip case above") {
   // A family added to layers/registry without a case here (and in to_pytorch.py) fails this test.
   const std::vector<std::string> covered = {"rnn", "lstm", "gru", "mlp", "transformer", "s4d", "s4", "lssl", "mamba"};
