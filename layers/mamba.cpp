@@ -3,6 +3,7 @@
 // and the SSM recurrence one token at a time in constant memory. Init follows mamba_simple.py.
 #include "layers/mamba.h"
 
+#include <algorithm>
 #include <cmath>
 #include <variant>
 
@@ -23,6 +24,7 @@ void MambaOptions::validate() const {
   SEQLAB_CHECK(dt_min > 0 && dt_max >= dt_min, "MambaOptions.dt_min/dt_max: expected 0 < dt_min <= dt_max, got ",
                dt_min, " and ", dt_max);
   SEQLAB_CHECK(dt_init_floor > 0, "MambaOptions.dt_init_floor: expected a positive value, got ", dt_init_floor);
+  SEQLAB_CHECK(a_init_scale > 0, "MambaOptions.a_init_scale: expected a positive scale, got ", a_init_scale);
   SEQLAB_CHECK(scan_chunk >= 1, "MambaOptions.scan_chunk: expected a positive chunk length, got ", scan_chunk);
 }
 
@@ -57,9 +59,17 @@ Mamba::Mamba(const MambaOptions& options, Generator& gen) : options_(options) {
     }
     b.copy_from(Tensor::from_vector(inv_dt, {E}, DType::f64));
   }
+  if (options_.tie_bc_init) {  // mimetic init (Trockman et al. 2024): W_C = W_B, so C_t.B_s starts as x_t.W_B^T W_B.x_s
+    NoGradGuard ng;
+    Tensor w = x_proj_->weight();  // (R + 2N, E): rows [R, R + N) give B, [R + N, R + 2N) give C
+    std::vector<double> v = w.to_vector();
+    std::copy_n(v.begin() + R * E, N * E, v.begin() + (R + N) * E);
+    w.copy_from(Tensor::from_vector(v, w.shape(), DType::f64));
+  }
   std::vector<double> a_log(static_cast<size_t>(E * N));
+  const double log_scale = std::log(options_.a_init_scale);
   for (int64_t c = 0; c < E; ++c)
-    for (int64_t n = 0; n < N; ++n) a_log[c * N + n] = std::log(static_cast<double>(n + 1));  // S4D-Real
+    for (int64_t n = 0; n < N; ++n) a_log[c * N + n] = std::log(static_cast<double>(n + 1)) + log_scale;  // S4D-Real
   A_log_ = register_parameter("A_log", Tensor::from_vector(a_log, {E, N}), ParamOptions{false, 1.0});
   D_ = register_parameter("D", Tensor::ones({E}), ParamOptions{false, 1.0});
   out_proj_ = register_module("out_proj", std::make_shared<Linear>(LinearOptions{E, D, false}, gen));
@@ -122,6 +132,8 @@ const OptionTable<MambaOptions>& mamba_option_table() {
       {"dt_min", &MambaOptions::dt_min, "initial delta ~ log-uniform in [dt_min, dt_max] (0 < dt_min <= dt_max)"},
       {"dt_max", &MambaOptions::dt_max, "see dt_min"},
       {"dt_init_floor", &MambaOptions::dt_init_floor, "initial delta clamped below at this (> 0)"},
+      {"a_init_scale", &MambaOptions::a_init_scale, "A starts as -(n + 1) * a_init_scale (1: S4D-Real; small: slow decay, as mimetic init)"},
+      {"tie_bc_init", &MambaOptions::tie_bc_init, "x_proj's C rows start equal to its B rows (mimetic init: C_t.B_s starts as a similarity of x_t and x_s)"},
       {"scan_chunk", &MambaOptions::scan_chunk, "time steps between state checkpoints of the fused scan (>= 1)"},
   };
   return t;

@@ -26,6 +26,8 @@ struct MambaOptions {
   double dt_min = 1e-3;        // initial delta ~ log-uniform in [dt_min, dt_max]
   double dt_max = 1e-1;
   double dt_init_floor = 1e-4; // initial delta clamped below at this
+  double a_init_scale = 1.0;   // A starts as -(n + 1) * a_init_scale (S4D-Real at 1; small: slow decay)
+  bool tie_bc_init = false;    // x_proj's C rows start equal to its B rows (mimetic: C_t.B_s ~ x_t.x_s)
   int64_t scan_chunk = 64;     // time steps between state checkpoints of the fused scan
   /// E = expand * d_model.
   int64_t d_inner() const { return expand * d_model; }

@@ -230,6 +230,34 @@ TEST_CASE("layers/mamba: parameters, names and options") {
   CHECK_THROWS_AS(o.validate(), Error);
 }
 
+TEST_CASE("layers/mamba: mimetic init options (a_init_scale, tie_bc_init)") {
+  nn::MambaOptions o;
+  o.d_model = 20;
+  o.a_init_scale = 0.01;
+  o.tie_bc_init = true;
+  nn::Mamba m(o);
+  auto sd = m.state_dict();
+  auto alog = sd["A_log"].to_vector();  // (40, 16): A = -exp(A_log) = -(n + 1) * 0.01
+  for (int64_t c = 0; c < 40; c += 13)
+    for (int64_t n = 0; n < 16; ++n) CHECK(-std::exp(alog[c * 16 + n]) == doctest::Approx(-(n + 1) * 0.01));
+  auto w = sd["x_proj.weight"].to_vector();  // (2 + 32, 40): rows [2, 18) B, [18, 34) C
+  int64_t equal = 0;
+  for (int64_t r = 0; r < 16; ++r)
+    for (int64_t e = 0; e < 40; ++e) equal += w[(2 + r) * 40 + e] == w[(18 + r) * 40 + e];
+  CHECK(equal == 16 * 40);
+  CHECK(w[2 * 40] != w[3 * 40]);  // the B rows themselves stay random
+  nn::MambaOptions d;
+  d.d_model = 20;
+  nn::Mamba plain(d);  // defaults: C's rows are drawn on their own
+  auto wp = plain.state_dict()["x_proj.weight"].to_vector();
+  CHECK(wp[2 * 40] != wp[18 * 40]);
+  o.a_init_scale = 0;
+  CHECK_THROWS_WITH_AS(o.validate(), doctest::Contains("a_init_scale"), Error);
+  nn::LayerArgs args("test");
+  args.set("a_init_scale", 0.05).set("tie_bc_init", true);
+  CHECK(nn::mamba_options(16, args).tie_bc_init);
+}
+
 TEST_CASE("layers/mamba: gradcheck of the input and every parameter") {
   nn::MambaOptions o;
   o.d_model = 4;
