@@ -151,6 +151,37 @@ TEST_CASE("ops/selective_scan: fused vs composite reference and plain loop (floa
   });
 }
 
+TEST_CASE("ops/selective_scan: a loss at the last step reaches inputs four chunks back (T = 300, slow decay)") {
+  // The induction-heads gradient: one scored position, the inputs that matter ~250 steps before it,
+  // across the fused scan's state checkpoints (chunk 64); against the composite reference.
+  testing::for_each_isa([&] {
+    for (DType dt : {DType::f64, DType::f32}) {
+      const int64_t B = 2, T = 300, E = 24, N = 16;
+      ScanInputs s = make_scan_inputs(B, T, E, N, dt, 9);
+      {
+        NoGradGuard ng;
+        s.A.copy_from(rand_uniform({E, N}, -0.05, -0.01, DType::f64, default_generator()));
+      }
+      std::vector<double> wv(static_cast<size_t>(B * T * E), 0.0);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t e = 0; e < E; ++e) wv[static_cast<size_t>((b * T + T - 1) * E + e)] = 1.0;
+      Tensor w = Tensor::from_vector(wv, {B, T, E}, dt);
+      auto ref = scan_outputs(selective_scan_reference, s, true, 64, w);
+      auto fused = scan_outputs(selective_scan, s, true, 64, w);
+      const double tol = dt == DType::f64 ? 1e-10 : 2e-4;
+      for (size_t i = 0; i < fused.size(); ++i) {
+        CAPTURE(i);
+        CHECK_CLOSE(fused[i], ref[i], tol, tol);
+      }
+      // du at t = 5 (the key's distance) is not vanishing: the signal is there to learn from.
+      auto du = fused[1].to_vector();
+      double early = 0;
+      for (int64_t e = 0; e < E; ++e) early = std::max(early, std::abs(du[static_cast<size_t>(5 * E + e)]));
+      CHECK(early > 1e-3);
+    }
+  });
+}
+
 TEST_CASE("ops/selective_scan: bit-identical at 1 and 2 threads") {
   testing::for_each_isa([&] {
     // (B, E) = (2, 24): one task per batch row, a full and a partial 16-channel block; (1, 64): four
