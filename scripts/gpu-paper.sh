@@ -7,7 +7,9 @@
 # 0..2 in turn), sc4096 (selective copying at 4096: mamba, s4d, transformer at once), ih-eval (the
 # final induction-heads models at 2^8 ... 2^20 on the GPU), ih-paper-mamba (the protocol of
 # configs/paper/induction_heads_paper_mamba.toml, run to the end on the CPU in session 11, on the GPU
-# into runs/paper/gpu/ih_paper_mamba), ih-paper-eval (its checkpoint-last at 2^8 ... 2^20 on the GPU).
+# into runs/paper/gpu/ih_paper_mamba), ih-paper-eval (its checkpoint-last at 2^8 ... 2^20 on the GPU);
+# ih-paper-mimetic and ih-paper-mimetic-eval: the same for induction_heads_paper_mamba_mimetic.toml
+# (session 12: learned from scratch on the CPU) into runs/paper/gpu/ih_paper_mamba_mimetic.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -46,6 +48,15 @@ for part in "$@"; do
     ih-paper-eval)
       ($bin eval runs/paper/gpu/ih_paper_mamba --checkpoint last --device cuda --max-seconds 150 \
          --seq-lens 2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20) >"$out/ih_paper_eval.log" 2>&1 &
+      pids+=($!) ;;
+    ih-paper-mimetic)
+      $bin --threads 2 compare configs/paper/induction_heads_paper_mamba_mimetic.toml --resume \
+        --set train.device='"cuda"' --set output.dir='"runs/paper/gpu/ih_paper_mamba_mimetic"' \
+        >"$out/ih_paper_mimetic.log" 2>&1 &
+      pids+=($!) ;;
+    ih-paper-mimetic-eval)
+      ($bin eval runs/paper/gpu/ih_paper_mamba_mimetic --checkpoint last --device cuda --max-seconds 150 \
+         --seq-lens 2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20) >"$out/ih_paper_mimetic_eval.log" 2>&1 &
       pids+=($!) ;;
     ih-eval)
       ($bin eval runs/paper/gpu/ih --checkpoint last --device cuda --max-seconds 150 \
