@@ -70,6 +70,19 @@ TEST_CASE("model: parameter names follow the documented layout") {
   CHECK(y.shape() == Shape{2, 5, 3});
 }
 
+namespace {
+// A token model small enough for float64 gradchecks: vocabulary 5, d_model 3, one pointwise block.
+ModelOptions tiny_token_model() {
+  ModelOptions o;
+  o.layer = "test_pointwise";
+  o.vocab_size = 5;
+  o.d_model = 3;
+  o.n_layers = 1;
+  o.head = "token";
+  return o;
+}
+}  // namespace
+
 TEST_CASE("model: gradcheck of every head, input and every parameter") {
   ensure_registered();
   for (std::string head : {"last", "flatten"}) {
@@ -94,12 +107,7 @@ TEST_CASE("model: gradcheck of every head, input and every parameter") {
     }
   }
   manual_seed(2);
-  ModelOptions o;
-  o.layer = "test_pointwise";
-  o.vocab_size = 5;
-  o.d_model = 3;
-  o.n_layers = 1;
-  o.head = "token";
+  ModelOptions o = tiny_token_model();
   o.norm = "rmsnorm";
   SequenceModel m(o);
   m.to(DType::f64);
@@ -110,12 +118,7 @@ TEST_CASE("model: gradcheck of every head, input and every parameter") {
 TEST_CASE("model: tie_embeddings makes the token head the embedding table (one parameter, both gradients)") {
   ensure_registered();
   manual_seed(3);
-  ModelOptions o;
-  o.layer = "test_pointwise";
-  o.vocab_size = 5;
-  o.d_model = 3;
-  o.n_layers = 1;
-  o.head = "token";
+  ModelOptions o = tiny_token_model();
   o.tie_embeddings = true;
   SequenceModel m(o);
   m.to(DType::f64);
