@@ -1,6 +1,7 @@
 // Mamba-1 block: projections through Linear, the causal conv (+ SiLU) and the selective scan
 // (+ delta bias, softplus and the silu(z) gate) through fused ops; step mode runs the conv buffer
-// and the SSM recurrence one token at a time in constant memory. Init follows mamba_simple.py.
+// and the SSM recurrence one token at a time in constant memory. Init follows mamba_simple.py;
+// a_init_scale and tie_bc_init (opt-in) give the mimetic initialisation of Trockman et al. 2024.
 #include "layers/mamba.h"
 
 #include <algorithm>
@@ -69,7 +70,7 @@ Mamba::Mamba(const MambaOptions& options, Generator& gen) : options_(options) {
   std::vector<double> a_log(static_cast<size_t>(E * N));
   const double log_scale = std::log(options_.a_init_scale);
   for (int64_t c = 0; c < E; ++c)
-    for (int64_t n = 0; n < N; ++n) a_log[c * N + n] = std::log(static_cast<double>(n + 1)) + log_scale;  // S4D-Real
+    for (int64_t n = 0; n < N; ++n) a_log[c * N + n] = std::log(static_cast<double>(n + 1)) + log_scale;  // S4D-Real, scaled
   A_log_ = register_parameter("A_log", Tensor::from_vector(a_log, {E, N}), ParamOptions{false, 1.0});
   D_ = register_parameter("D", Tensor::ones({E}), ParamOptions{false, 1.0});
   out_proj_ = register_module("out_proj", std::make_shared<Linear>(LinearOptions{E, D, false}, gen));
