@@ -9,7 +9,9 @@
 # configs/paper/induction_heads_paper_mamba.toml, run to the end on the CPU in session 11, on the GPU
 # into runs/paper/gpu/ih_paper_mamba), ih-paper-eval (its checkpoint-last at 2^8 ... 2^20 on the GPU);
 # ih-paper-mimetic and ih-paper-mimetic-eval: the same for induction_heads_paper_mamba_mimetic.toml
-# (session 12: learned from scratch on the CPU) into runs/paper/gpu/ih_paper_mamba_mimetic.
+# (session 12: learned from scratch on the CPU) into runs/paper/gpu/ih_paper_mamba_mimetic;
+# ih-transformer and ih-transformer-eval: the transformer baseline of the same protocol alone
+# (configs/paper/gpu/induction_heads_transformer.toml) into runs/paper/gpu/ih_transformer.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -57,6 +59,14 @@ for part in "$@"; do
     ih-paper-mimetic-eval)
       ($bin eval runs/paper/gpu/ih_paper_mamba_mimetic --checkpoint last --device cuda --max-seconds 150 \
          --seq-lens 2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20) >"$out/ih_paper_mimetic_eval.log" 2>&1 &
+      pids+=($!) ;;
+    ih-transformer)
+      $bin --threads 2 compare configs/paper/gpu/induction_heads_transformer.toml --resume \
+        >"$out/ih_transformer.log" 2>&1 &
+      pids+=($!) ;;
+    ih-transformer-eval)
+      ($bin eval runs/paper/gpu/ih_transformer --checkpoint last --device cuda --max-seconds 150 \
+         --seq-lens 2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20) >"$out/ih_transformer_eval.log" 2>&1 &
       pids+=($!) ;;
     ih-eval)
       ($bin eval runs/paper/gpu/ih --checkpoint last --device cuda --max-seconds 150 \

@@ -4,7 +4,9 @@
 # scan (the scan alone against the official kernel), ncu (profiles of the scan kernels), etth1-alone,
 # scan-chunked (the opt-in chunk-parallel forward: its cuda tests, timing and the official kernel's
 # cross-check), tf32 (TF32 GEMM rows of both benches, and ETTh1 horizon 96 in TF32 against fp32),
-# multi-tensor (SEQLAB_CUDA_MULTI_TENSOR=1: its test and the short-sequence steps with and without).
+# multi-tensor (SEQLAB_CUDA_MULTI_TENSOR=1: its test and the short-sequence steps with and without);
+# scan-chunked-tests and scan-chunked-time: the two halves of scan-chunked; step-profile (the kernels
+# of one Mamba step at T = 96 under Nsight Compute: how many, and their GPU time).
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -86,13 +88,15 @@ for part in $parts; do
         --seq-lens 2^6,2^7,2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20 >"$out/ih64_eval.log" 2>&1
       echo "ih64 eval: rc=$?"; cat "$out/ih64_eval.log" | tail -18
       cp runs/gpu_ih64/extrapolation.csv "$out/ih64_extrapolation.csv" 2>/dev/null ;;
-    scan-chunked)
-      # SEQLAB_SCAN_FWD=chunked: the scan's cuda tests with it, its timing beside the default forward's,
-      # and the official kernel's cross-check on the chunked forward's outputs.
-      SEQLAB_SCAN_FWD=chunked timeout ${TESTS_TIMEOUT:-200} build/portable/tests/seqlab_cuda_tests -d \
+    scan-chunked | scan-chunked-tests | scan-chunked-time)
+      # SEQLAB_SCAN_FWD=chunked: the scan's cuda tests with it (scan-chunked-tests), its timing beside
+      # the default forward's and the official kernel's cross-check on the chunked forward's outputs
+      # (scan-chunked-time); scan-chunked is both. The tests need not have the GPU alone, the timing does.
+      [ "$part" = scan-chunked-time ] || { SEQLAB_SCAN_FWD=chunked timeout ${TESTS_TIMEOUT:-200} build/portable/tests/seqlab_cuda_tests -d \
         -tc='*scan*,*mamba*' >"$out/cuda_tests_chunked.log" 2>&1
       echo "cuda tests (scan, mamba) with SEQLAB_SCAN_FWD=chunked: rc=$?"
-      grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED" "$out/cuda_tests_chunked.log" | head -30
+      grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED" "$out/cuda_tests_chunked.log" | head -30; }
+      [ "$part" = scan-chunked-tests ] && continue
       timeout 120 build/portable/bench_scan_cuda --csv "$out/seqlab_scan_tiled.csv" >"$out/scan_tiled.log" 2>&1
       echo "scan (tiled forward): rc=$?"; tail -5 "$out/scan_tiled.log"
       SEQLAB_SCAN_FWD=chunked timeout 120 build/portable/bench_scan_cuda --dump /tmp/scan_dump_chunked \
@@ -128,6 +132,21 @@ for part in $parts; do
           >"$out/etth1_h96_$prec.log" 2>&1
         echo "etth1 h96 $prec: rc=$?"; cp runs/gpu_etth1_h96_$prec/results.csv "$out/etth1_h96_$prec.csv" 2>/dev/null
         tail -7 "$out/etth1_h96_$prec.log"
+      done ;;
+    step-profile)
+      # Where a short Mamba step's time goes (B 32, T 96): every kernel of `bench` under Nsight Compute
+      # with 1 and with 2 timed steps; the difference is one step's kernels and their summed
+      # GPU time (against the step's wall time from the multi-tensor part: the rest is launch gaps).
+      ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
+      if [ -z "$ncu" ]; then echo "ncu: not installed"; continue; fi
+      for mt in 0 1; do
+        for n in 1 2; do
+          SEQLAB_CUDA_MULTI_TENSOR=$mt timeout 150 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv \
+            --print-units base $bin bench --device cuda --models mamba --seq-lens 96 --steps $n --warmup 1 \
+            >"$out/ncu_step96_mt${mt}_n$n.csv" 2>"$out/ncu_step96_mt${mt}_n$n.err"
+          echo "ncu step T=96 mt=$mt steps=$n: rc=$? kernels $(grep -c gpu__time_duration "$out/ncu_step96_mt${mt}_n$n.csv")" \
+            "GPU us $(awk -F'","' '/gpu__time_duration/ {gsub(/[",]/, "", $NF); s += $NF} END {printf "%.0f", s / 1000}' "$out/ncu_step96_mt${mt}_n$n.csv")"
+        done
       done ;;
     etth1-alone)
       # One horizon's five models alone on the GPU: wall times without other runs sharing it.
