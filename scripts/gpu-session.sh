@@ -6,7 +6,7 @@
 # cross-check), tf32 (TF32 GEMM rows of both benches, and ETTh1 horizon 96 in TF32 against fp32),
 # multi-tensor (SEQLAB_CUDA_MULTI_TENSOR=1: its test and the short-sequence steps with and without);
 # scan-chunked-tests and scan-chunked-time: the two halves of scan-chunked; step-profile (the kernels
-# of one Mamba step at T = 96 under Nsight Compute: how many, and their GPU time).
+# of one training step under Nsight Compute: how many, and their GPU time; STEP_PROFILE picks the cases).
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -134,18 +134,22 @@ for part in $parts; do
         tail -7 "$out/etth1_h96_$prec.log"
       done ;;
     step-profile)
-      # Where a short Mamba step's time goes (B 32, T 96): every kernel of `bench` under Nsight Compute
-      # with 1 and with 2 timed steps; the difference is one step's kernels and their summed
-      # GPU time (against the step's wall time from the multi-tensor part: the rest is launch gaps).
+      # Where a training step's time goes: every kernel of `bench` under Nsight Compute with 1 and with
+      # 2 timed steps; the difference is one step's kernels and their summed GPU time (against the
+      # step's wall time from bench: the rest is launch gaps). STEP_PROFILE lists model:T cases
+      # (default mamba:96, with SEQLAB_CUDA_MULTI_TENSOR off and on; e.g. "lstm:2880 s4d:2880").
       ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
       if [ -z "$ncu" ]; then echo "ncu: not installed"; continue; fi
-      for mt in 0 1; do
-        for n in 1 2; do
-          SEQLAB_CUDA_MULTI_TENSOR=$mt timeout 150 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv \
-            --print-units base $bin bench --device cuda --models mamba --seq-lens 96 --steps $n --warmup 1 \
-            >"$out/ncu_step96_mt${mt}_n$n.csv" 2>"$out/ncu_step96_mt${mt}_n$n.err"
-          echo "ncu step T=96 mt=$mt steps=$n: rc=$? kernels $(grep -c gpu__time_duration "$out/ncu_step96_mt${mt}_n$n.csv")" \
-            "GPU us $(awk -F'","' '/gpu__time_duration/ {gsub(/[",]/, "", $NF); s += $NF} END {printf "%.0f", s / 1000}' "$out/ncu_step96_mt${mt}_n$n.csv")"
+      for case in ${STEP_PROFILE:-mamba:96}; do
+        m=${case%%:*} T=${case##*:}
+        for mt in ${STEP_PROFILE_MT:-0 1}; do
+          for n in 1 2; do
+            f="$out/ncu_step_${m}_T${T}_mt${mt}_n$n"
+            SEQLAB_CUDA_MULTI_TENSOR=$mt timeout 150 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv \
+              --print-units base $bin bench --device cuda --models $m --seq-lens $T --steps $n --warmup 1 >"$f.csv" 2>"$f.err"
+            echo "ncu step $m T=$T mt=$mt steps=$n: rc=$? kernels $(grep -c gpu__time_duration "$f.csv")" \
+              "GPU us $(awk -F'","' '/gpu__time_duration/ {gsub(/[",]/, "", $NF); s += $NF} END {printf "%.0f", s / 1000}' "$f.csv")"
+          done
         done
       done ;;
     etth1-alone)
