@@ -80,7 +80,7 @@ while :; do
   [ $alive = 0 ] && break
   if [ $(($(date +%s) - start)) -ge "$deadline" ]; then
     echo "deadline ${deadline}s: SIGINT to every run"
-    pkill -INT -f "$bin" ; sleep 20; break
+    pkill -INT -x seqlab; sleep 20; break  # by name: a -f pattern naming $bin also matches a shell whose command line holds it
   fi
   sleep 5
 done
