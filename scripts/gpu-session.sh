@@ -147,9 +147,9 @@ for part in $parts; do
             f="$out/ncu_step_${m}_T${T}_mt${mt}_n$n"
             SEQLAB_CUDA_MULTI_TENSOR=$mt timeout 150 "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv \
               --print-units base $bin bench --device cuda --models $m --seq-lens $T --steps $n --warmup 1 >"$f.csv" 2>"$f.err"
-            echo "ncu step $m T=$T mt=$mt steps=$n: rc=$? kernels $(grep -c gpu__time_duration "$f.csv")" \
-              "GPU us $(awk -F'","' '/gpu__time_duration/ {gsub(/[",]/, "", $NF); s += $NF} END {printf "%.0f", s / 1000}' "$f.csv")"
+            echo "ncu step $m T=$T mt=$mt steps=$n: rc=$?"
           done
+          env -u LD_LIBRARY_PATH python3 scripts/ncu-step-summary.py --top 8 "${f%_n2}_n1.csv" "$f.csv"
         done
       done ;;
     etth1-alone)
