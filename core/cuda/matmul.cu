@@ -3,10 +3,12 @@
 // call passes b before a and swaps M and N. Batches are strided batched GEMMs; products that sum into
 // one output (the gradient of a shared weight) are either one GEMM over the concatenated inner axis or
 // GEMMs accumulated in batch order. cuBLAS GEMMs are deterministic on one stream; column_sum is a
-// fixed-order two-pass reduction (chunk partials in double, then chunks added in order).
+// fixed-order two-pass reduction (row-tile partials in double, then the tiles added in order;
+// core/cuda/column_reduce.cuh).
 #include <algorithm>
 #include <climits>
 
+#include "core/cuda/column_reduce.cuh"
 #include "core/cuda/common.cuh"
 #include "core/cuda/matmul.h"
 #include "core/kernels/matmul_plan.h"
@@ -15,7 +17,6 @@ namespace seqlab::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kSumChunk = 256;  // rows per column_sum partial: core/kernels/matmul.cpp's value
 
 cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
@@ -80,29 +81,6 @@ __global__ void broadcast_rows(const T* __restrict__ b, T* __restrict__ y, int64
   SEQLAB_CUDA_LOOP(i, R * C) y[i] = b[i % C];
 }
 
-// partial (n_chunks, C): partial[k, j] = sum over rows r of chunk k (in order) of x[r, j], in double.
-template <typename T>
-__global__ void column_partials(const T* __restrict__ x, int64_t R, int64_t C, int64_t n_chunks,
-                                double* __restrict__ partial) {
-  SEQLAB_CUDA_LOOP(t, n_chunks * C) {
-    const int64_t k = t / C, j = t % C;
-    const int64_t r1 = min(R, (k + 1) * kSumChunk);
-    double acc = 0;
-    for (int64_t r = k * kSumChunk; r < r1; ++r) acc += static_cast<double>(x[r * C + j]);
-    partial[t] = acc;
-  }
-}
-
-// out[j] = sum over chunks k in order of partial[k, j].
-template <typename T>
-__global__ void sum_partials(const double* __restrict__ partial, int64_t n_chunks, int64_t C, T* __restrict__ out) {
-  SEQLAB_CUDA_LOOP(j, C) {
-    double s = 0;
-    for (int64_t k = 0; k < n_chunks; ++k) s += partial[k * C + j];
-    out[j] = static_cast<T>(s);
-  }
-}
-
 }  // namespace
 
 Tensor matmul_forward(const Tensor& a, const Tensor& b, bool ta, bool tb) {
@@ -150,14 +128,7 @@ Tensor column_sum(const Tensor& x, int64_t C) {
   if (C == 0) return out;
   const int64_t R = x.numel() / C;
   dispatch_float(x.dtype(), "column_sum", [&]<typename T>() {
-    const int64_t n_chunks = std::max<int64_t>(1, (R + kSumChunk - 1) / kSumChunk);
-    Tensor partial = empty({n_chunks, C}, DType::f64);
-    column_partials<T><<<blocks_for(n_chunks * C, kThreads), kThreads, 0, stream()>>>(ptr<T>(x), R, C, n_chunks,
-                                                                                      ptr<double>(partial));
-    check_launch("column_sum (partials)");
-    sum_partials<T><<<blocks_for(C, kThreads), kThreads, 0, stream()>>>(ptr<double>(partial), n_chunks, C,
-                                                                        ptr<T>(out));
-    check_launch("column_sum (sum)");
+    column_sum_into<T, T>(ptr<T>(x), R, C, ptr<T>(out), "column_sum");
   });
   return out;
 }

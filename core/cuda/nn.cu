@@ -1,13 +1,13 @@
 // Norms, dropout, losses and the embedding lookup on the device (core/cuda/nn.h). Row statistics run
 // one warp per row with butterfly (xor-shuffle) sums in double: every lane ends with the same bits, and
-// the order is fixed by the lane layout. Column sums (norm weight / bias gradients) use the CPU's row
-// chunks: one thread per (chunk, column) sums its rows in order, a second kernel adds the chunks in
-// order. Loss means: per-block tree partials, then the partials in order. Nothing uses atomics.
+// the order is fixed by the lane layout. Column sums (norm weight / bias gradients): row tiles summed
+// by 32 x 8 blocks in a fixed order, then the tiles in order (core/cuda/column_reduce.cuh). Loss means: per-block tree partials, then the partials in order. Nothing uses atomics.
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <limits>
 
+#include "core/cuda/column_reduce.cuh"
 #include "core/cuda/common.cuh"
 #include "core/cuda/nn.h"
 #include "core/kernels/loss_check.h"
@@ -107,35 +107,20 @@ __global__ void norm_dx_kernel(const T* __restrict__ dy, const T* __restrict__ x
   }
 }
 
-// Per (chunk, column) partials of dw = sum dy * xh and db = sum dy, rows of the chunk in order, in double.
+// Row r's terms of the norm's weight and bias gradients at column j: dy * xh and dy, in double.
 template <typename T>
-__global__ void norm_partials_kernel(const T* __restrict__ dy, const T* __restrict__ x,
-                                     const double* __restrict__ mean, const double* __restrict__ rstd, int64_t R,
-                                     int64_t D, int64_t chunk, int64_t n_chunks, double* __restrict__ pdw,
-                                     double* __restrict__ pdb) {
-  SEQLAB_CUDA_LOOP(t, n_chunks * D) {
-    const int64_t c = t / D, j = t % D;
-    const int64_t r1 = min(R, (c + 1) * chunk);
-    double aw = 0, ab = 0;
-    for (int64_t r = c * chunk; r < r1; ++r) {
-      const double g = static_cast<double>(dy[r * D + j]);
-      if (pdw) aw += g * (static_cast<double>(x[r * D + j]) - (mean ? mean[r] : 0.0)) * rstd[r];
-      if (pdb) ab += g;
-    }
-    if (pdw) pdw[t] = aw;
-    if (pdb) pdb[t] = ab;
+struct NormGradTerms {
+  const T* __restrict__ dy;
+  const T* __restrict__ x;  // null when dw is not wanted
+  const double* __restrict__ mean;  // null for RMSNorm
+  const double* __restrict__ rstd;
+  int64_t D;
+  __device__ void operator()(int64_t r, int64_t j, double* acc) const {
+    const double g = static_cast<double>(dy[r * D + j]);
+    if (x) acc[0] += g * (static_cast<double>(x[r * D + j]) - (mean ? mean[r] : 0.0)) * rstd[r];
+    acc[1] += g;
   }
-}
-
-// out[j] = sum over chunks k in order of part[k, j].
-template <typename T>
-__global__ void sum_chunks_kernel(const double* __restrict__ part, int64_t n_chunks, int64_t C, T* __restrict__ out) {
-  SEQLAB_CUDA_LOOP(j, C) {
-    double s = 0;
-    for (int64_t k = 0; k < n_chunks; ++k) s += part[k * C + j];
-    out[j] = static_cast<T>(s);
-  }
-}
+};
 
 template <bool kCenter>
 kernels::NormForward norm_forward(const char* op, const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
@@ -175,19 +160,20 @@ std::array<Tensor, 3> norm_backward(const char* op, const Tensor& dy, const Tens
       }
     }
     if (!need_dw && !need_db) return;
-    const int64_t chunk = kernels::norm_rows_per_chunk(D), n_chunks = (R + chunk - 1) / chunk;
-    Tensor pdw = need_dw ? empty({n_chunks, D}, DType::f64) : Tensor();
-    Tensor pdb = need_db ? empty({n_chunks, D}, DType::f64) : Tensor();
-    if (n_chunks * D > 0) {
-      norm_partials_kernel<T><<<blocks_for(n_chunks * D, kThreads), kThreads, 0, stream()>>>(
-          ptr<T>(dy), need_dw ? ptr<T>(x) : nullptr, pm, pr, R, D, chunk, n_chunks,
+    // Partials per row tile (core/cuda/column_reduce.cuh), then the tiles added in order.
+    const int64_t n_tiles = column_tiles(R);
+    Tensor pdw = need_dw ? empty({n_tiles, D}, DType::f64) : Tensor();
+    Tensor pdb = need_db ? empty({n_tiles, D}, DType::f64) : Tensor();
+    if (D > 0) {
+      column_tile_partials<2><<<column_tile_grid(R, D), dim3(kColX, kColY), 0, stream()>>>(
+          R, D, column_tile_rows(R), NormGradTerms<T>{ptr<T>(dy), need_dw ? ptr<T>(x) : nullptr, pm, pr, D},
           need_dw ? ptr<double>(pdw) : nullptr, need_db ? ptr<double>(pdb) : nullptr);
       check_launch(op);
     }
     auto reduce = [&](const Tensor& part) {
       Tensor out = empty({D}, x.dtype());
       if (D > 0) {
-        sum_chunks_kernel<T><<<blocks_for(D, kThreads), kThreads, 0, stream()>>>(ptr<double>(part), n_chunks, D,
+        sum_tile_partials<T><<<blocks_for(D, kThreads), kThreads, 0, stream()>>>(ptr<double>(part), n_tiles, D,
                                                                                  ptr<T>(out));
         check_launch(op);
       }

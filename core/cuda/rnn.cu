@@ -16,6 +16,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include "core/cuda/column_reduce.cuh"
 #include "core/cuda/common.cuh"
 #include "core/cuda/rnn.h"
 #include "core/kernels/rnn_check.h"
@@ -197,26 +198,6 @@ __global__ void gather_rows_kernel(const T* src, T* dst, int64_t B, int64_t T_, 
     const int64_t l = bl % L, b = bl / L;
     const int64_t t = t0 + l + shift;
     dst[i] = t >= 0 ? src[(b * T_ + t) * n + k] : T(0);
-  }
-}
-
-// acc[j] += sum over r < R of src[r * n + j], in double, in a fixed order: thread (x, y) of a 32 x 16
-// block sums the rows r = y, y + 16, ... of column j = 32 * blockIdx.x + x in turn, then thread y = 0
-// adds the 16 partial sums in order.
-constexpr int kSumX = 32, kSumY = 16;
-template <typename T>
-__global__ void column_sum_kernel(const T* src, double* acc, int64_t R, int64_t n) {
-  __shared__ double part[kSumY][kSumX + 1];
-  const int64_t j = static_cast<int64_t>(blockIdx.x) * kSumX + threadIdx.x;
-  double s = 0.0;
-  if (j < n)
-    for (int64_t r = threadIdx.y; r < R; r += kSumY) s += static_cast<double>(src[r * n + j]);
-  part[threadIdx.y][threadIdx.x] = s;
-  __syncthreads();
-  if (threadIdx.y == 0 && j < n) {
-    double tot = 0.0;
-    for (int k = 0; k < kSumY; ++k) tot += part[k][threadIdx.x];
-    acc[j] += tot;
   }
 }
 
@@ -784,16 +765,9 @@ void backward_impl(RnnCell cell, const Dims& d, const Tensor& dy_t, const Tensor
       check_launch("rnn_backward: gather_rows_kernel");
       gemm<T>(true, false, GH, H, R, T(1), dgh, GH, hs, H, beta, dw_hh, H, "rnn_backward: dW_hh GEMM");
     }
-    const dim3 sum_block(kSumX, kSumY);
-    const unsigned sum_grid = static_cast<unsigned>((GH + kSumX - 1) / kSumX);
-    if (db_x) {
-      column_sum_kernel<T><<<sum_grid, sum_block, 0, stream()>>>(dgx, db_x, R, GH);
-      check_launch("rnn_backward: column_sum_kernel");
-    }
-    if (db_h) {
-      column_sum_kernel<T><<<sum_grid, sum_block, 0, stream()>>>(dgh, db_h, R, GH);
-      check_launch("rnn_backward: column_sum_kernel");
-    }
+    // bias gradients: += column sums of this chunk's gate gradients (core/cuda/column_reduce.cuh)
+    if (db_x) column_sum_into<T, double, true>(dgx, R, GH, db_x, "rnn_backward: bias gradient (input)");
+    if (db_h) column_sum_into<T, double, true>(dgh, R, GH, db_h, "rnn_backward: bias gradient (hidden)");
   }
 }
 
