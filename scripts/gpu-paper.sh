@@ -12,6 +12,9 @@
 # (session 12: learned from scratch on the CPU) into runs/paper/gpu/ih_paper_mamba_mimetic;
 # ih-transformer and ih-transformer-eval: the transformer baseline of the same protocol alone
 # (configs/paper/gpu/induction_heads_transformer.toml) into runs/paper/gpu/ih_transformer.
+# ih-transformer-128: the same at length 128 for 30 epochs of 1000 steps into
+# runs/paper/gpu/ih_transformer_128 (~2 min): on the CPU seqlab learned it after ~15,000 steps and
+# a PyTorch replica after ~20,000 (session 14, RESULTS.md section 6), so the GPU should too.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -63,6 +66,11 @@ for part in "$@"; do
     ih-transformer)
       $bin --threads 2 compare configs/paper/gpu/induction_heads_transformer.toml --resume \
         >"$out/ih_transformer.log" 2>&1 &
+      pids+=($!) ;;
+    ih-transformer-128)
+      $bin --threads 2 compare configs/paper/gpu/induction_heads_transformer.toml --resume \
+        --set data.seq_len=128 --set data.n_train_batches=1000 --set train.epochs=30 \
+        --set output.dir='"runs/paper/gpu/ih_transformer_128"' >"$out/ih_transformer_128.log" 2>&1 &
       pids+=($!) ;;
     ih-transformer-eval)
       ($bin eval runs/paper/gpu/ih_transformer --checkpoint last --device cuda --max-seconds 150 \
