@@ -6,7 +6,8 @@
 # cross-check), tf32 (TF32 GEMM rows of both benches, and ETTh1 horizon 96 in TF32 against fp32),
 # multi-tensor (SEQLAB_CUDA_MULTI_TENSOR=1: its test and the short-sequence steps with and without);
 # scan-chunked-tests and scan-chunked-time: the two halves of scan-chunked; step-profile (the kernels
-# of one training step under Nsight Compute: how many, and their GPU time; STEP_PROFILE picks the cases).
+# of one training step under Nsight Compute: how many, and their GPU time; STEP_PROFILE picks the cases);
+# tests-chunked (the whole cuda suite with SEQLAB_SCAN_FWD=chunked).
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -20,6 +21,13 @@ for part in $parts; do
       timeout ${TESTS_TIMEOUT:-300} build/portable/tests/seqlab_cuda_tests -d >"$out/cuda_tests.log" 2>&1
       echo "cuda tests: rc=$?"
       grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED|Status" "$out/cuda_tests.log" | head -60 ;;
+    tests-chunked)
+      # The whole cuda suite with the chunk-parallel scan forward as if it were the default: what has
+      # to pass before it becomes the default (GPU.md, issue 21's targets table).
+      SEQLAB_SCAN_FWD=chunked timeout ${TESTS_TIMEOUT:-300} build/portable/tests/seqlab_cuda_tests -d \
+        >"$out/cuda_tests_all_chunked.log" 2>&1
+      echo "cuda tests (all) with SEQLAB_SCAN_FWD=chunked: rc=$?"
+      grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED|Status" "$out/cuda_tests_all_chunked.log" | head -60 ;;
     compare)
       # cuda twice (a GPU run is bit-identical to itself), then the CPU at the same seed.
       for run in cuda cuda_again cpu; do
