@@ -83,14 +83,13 @@ Tensor Mamba::forward(const Tensor& u) {
   // in_proj as two GEMMs on the halves of its weight (rows [0, E) give x, [E, 2E) give z): the
   // products of one GEMM and a split, without copying (B, T, 2E) activations into x and z, and in
   // backward without padding each half's gradient back to (B, T, 2E) with zeros and adding them.
-  const Tensor& w_in = in_proj_->weight();                                      // (2E, D)
-  Tensor x = linear(u, slice(w_in, 0, 0, E));                                   // (B, T, E)
-  Tensor z = linear(u, slice(w_in, 0, E, 2 * E));                               // (B, T, E)
+  // The splits are one graph node each: their backward is one concat of the parts' gradients.
+  const std::vector<Tensor> w_xz = split(in_proj_->weight(), 0, {E, E});      // 2 x (E, D)
+  Tensor x = linear(u, w_xz[0]);                                                // (B, T, E)
+  Tensor z = linear(u, w_xz[1]);                                                // (B, T, E)
   x = causal_conv1d(x, conv1d_->weight(), conv1d_->bias(), /*silu=*/true);      // (B, T, E)
-  Tensor x_dbl = (*x_proj_)(x);                                                 // (B, T, R + 2N)
-  Tensor dt = slice(x_dbl, -1, 0, R);                                           // (B, T, R)
-  Tensor Bm = slice(x_dbl, -1, R, R + N);                                       // (B, T, N)
-  Tensor Cm = slice(x_dbl, -1, R + N, R + 2 * N);                               // (B, T, N)
+  const std::vector<Tensor> dbc = split((*x_proj_)(x), -1, {R, N, N});          // x_dbl (B, T, R + 2N)
+  const Tensor &dt = dbc[0], &Bm = dbc[1], &Cm = dbc[2];                        // (B, T, R), (B, T, N) x 2
   Tensor delta = linear(dt, dt_proj_->weight());                                // (B, T, E), bias in the scan
   Tensor A = -exp(A_log_);                                                      // (E, N)
   SelectiveScanOptions so{z, dt_proj_->bias(), /*delta_softplus=*/true, options_.scan_chunk};

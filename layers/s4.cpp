@@ -10,6 +10,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/s4.h"
+#include "autograd/ops/s4d.h"  // glu
 #include "layers/s4d.h"  // ssm_conv_glu_flops
 #include "core/kernels/s4.h"
 
@@ -26,11 +27,10 @@ void check_common(const char* who, int64_t d_model, double dt_min, double dt_max
 }
 
 // GELU -> dropout -> Linear(D -> 2D) -> GLU
-Tensor glu_head(const Tensor& y, Dropout* drop, Linear& out_proj, int64_t D) {
+Tensor glu_head(const Tensor& y, Dropout* drop, Linear& out_proj) {
   Tensor h = gelu(y);
   if (drop) h = drop->forward(h);
-  Tensor z = out_proj.forward(h);
-  return slice(z, -1, 0, D) * sigmoid(slice(z, -1, D, 2 * D));
+  return glu(out_proj.forward(h));  // (..., 2D) -> a * sigmoid(b): S4D's fused op
 }
 
 void check_input(const char* who, const Tensor& x, int64_t D) {
@@ -95,7 +95,7 @@ LSSL::LSSL(const LSSLOptions& options, Generator& gen) : options_(options) {
 
 Tensor LSSL::kernel(int64_t T) const { return lssl_kernel(log_dt_, C_, hippo_, T); }
 
-Tensor LSSL::head(const Tensor& y) { return glu_head(y, drop_.get(), *out_proj_, options_.d_model); }
+Tensor LSSL::head(const Tensor& y) { return glu_head(y, drop_.get(), *out_proj_); }
 
 Tensor LSSL::forward(const Tensor& x) {
   check_input("LSSL", x, options_.d_model);
@@ -155,7 +155,7 @@ S4::S4(const S4Options& options, Generator& gen) : options_(options) {
 
 Tensor S4::kernel(int64_t T) const { return s4_kernel(log_dt_, log_A_real_, A_imag_, P_, B_, C_, T); }
 
-Tensor S4::head(const Tensor& y) { return glu_head(y, drop_.get(), *out_proj_, options_.d_model); }
+Tensor S4::head(const Tensor& y) { return glu_head(y, drop_.get(), *out_proj_); }
 
 Tensor S4::forward(const Tensor& x) {
   check_input("S4", x, options_.d_model);

@@ -72,6 +72,54 @@ TEST_CASE("ops/slice: gradcheck") {
   }
 }
 
+TEST_CASE("ops/split: gradcheck, with every part used and with one unused") {
+  for (int64_t axis : {0, 1, 2, -1}) {
+    CAPTURE(axis);
+    const size_t a = static_cast<size_t>(axis < 0 ? axis + 3 : axis);
+    Shape s{2, 3, 4};
+    s[a] = 6;
+    const std::vector<int64_t> sizes{1, 3, 0, 2};  // a zero-size part among them
+    CHECK_OP_GRADCHECK("split", ([axis, sizes](const std::vector<Tensor>& in) {
+                         std::vector<Tensor> p = split(in[0], axis, sizes);
+                         return concat({p[1], p[0] * 2.0, p[3] * -1.5, p[2]}, axis);
+                       }),
+                       std::vector<Tensor>{gc_input(s, 8)});
+    CHECK_OP_GRADCHECK("split", ([axis, sizes](const std::vector<Tensor>& in) {
+                         std::vector<Tensor> p = split(in[0], axis, sizes);
+                         return p[3] * 3.0;  // parts 0 and 1 unused: zeros in the joined gradient
+                       }),
+                       std::vector<Tensor>{gc_input(s, 9)});
+  }
+}
+
+TEST_CASE("ops/split: the slices' values, one graph node, the gradient of slices and sums exactly") {
+  Tensor x = gc_input({3, 7}, 10);
+  const std::vector<Tensor> p = split(x, -1, {2, 4, 1});
+  REQUIRE(p.size() == 3);
+  for (auto [i, s, e] : std::vector<std::tuple<size_t, int64_t, int64_t>>{{0, 0, 2}, {1, 2, 6}, {2, 6, 7}}) {
+    CAPTURE(i);
+    CHECK(p[i].shape() == slice(x, 1, s, e).shape());
+    CHECK(p[i].to_vector() == slice(x, 1, s, e).to_vector());
+    CHECK(p[i].output_nr() == static_cast<int>(i));
+  }
+  CHECK(p[0].grad_fn() == p[2].grad_fn());
+  // The same loss through split and through three slices: the same gradient bits (zeros add exactly).
+  auto loss = [](const std::vector<Tensor>& q) { return sum(q[0] * 2.0) + sum(q[1] * q[1]) + sum(q[2] * -3.0); };
+  backward(loss(p));
+  const std::vector<double> g_split = x.grad().to_vector();
+  Tensor x2 = gc_input({3, 7}, 10);
+  backward(loss({slice(x2, 1, 0, 2), slice(x2, 1, 2, 6), slice(x2, 1, 6, 7)}));
+  CHECK(g_split == x2.grad().to_vector());
+}
+
+TEST_CASE("ops/split: bad sizes or axis name what was expected") {
+  Tensor x = Tensor::zeros({2, 5});
+  CHECK_THROWS_WITH_AS(split(x, 1, {2, 2}), doctest::Contains("split: part sizes summing to 4 (2 parts) along axis 1 of shape (2, 5), expected them to sum to 5"), Error);
+  CHECK_THROWS_WITH_AS(split(x, 1, {6, -1}), doctest::Contains("split: part sizes must be >= 0, got -1"), Error);
+  CHECK_THROWS_WITH_AS(split(x, 2, {5}), doctest::Contains("split: axis 2 out of range for shape (2, 5)"), Error);
+  CHECK_THROWS_WITH_AS(split(x, 0, {}), doctest::Contains("expected them to sum to 2"), Error);
+}
+
 TEST_CASE("ops/transpose: gradcheck") {
   for (const auto& [a0, a1] : std::vector<std::pair<int64_t, int64_t>>{{0, 1}, {0, 2}, {1, 2}, {-1, -2}, {1, 1}})
     CHECK_OP_GRADCHECK("transpose",

@@ -46,6 +46,29 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
   });
 }
 
+// y_i = x[o_i : o_i + sizes[i]] along axis;  dx = [dy_0, dy_1, ...] along axis (one concat)
+std::vector<Tensor> split(const Tensor& x, int64_t axis, const std::vector<int64_t>& sizes) {
+  SEQLAB_CHECK(x.dim() > 0 && axis >= -x.dim() && axis < x.dim(), "split: axis ", axis, " out of range for shape ",
+               to_string(x.shape()));
+  const int64_t ax = axis < 0 ? axis + x.dim() : axis;
+  int64_t total = 0;
+  for (int64_t n : sizes) {
+    SEQLAB_CHECK(n >= 0, "split: part sizes must be >= 0, got ", n);
+    total += n;
+  }
+  SEQLAB_CHECK(!sizes.empty() && total == x.size(ax), "split: part sizes summing to ", total, " (", sizes.size(),
+               " parts) along axis ", ax, " of shape ", to_string(x.shape()), ", expected them to sum to ", x.size(ax));
+  std::vector<Tensor> ys;
+  ys.reserve(sizes.size());
+  int64_t off = 0;
+  for (int64_t n : sizes) {
+    ys.push_back(kernels::slice(x, ax, off, off + n));
+    off += n;
+  }
+  return record_multi("split", std::move(ys), {x},
+                      [ax](const std::vector<Tensor>& dys) { return grads{kernels::concat(dys, ax)}; });
+}
+
 // y = x with axis0 and axis1 swapped;  dx = dy with them swapped back
 // y = x reversed along axis;  dx = dy reversed along the same axis
 Tensor flip(const Tensor& x, int64_t axis) {
