@@ -5,7 +5,8 @@
 // Pass 1 (column_tile_partials): rows in tiles of column_tile_rows(R); a 32 x 8 block per (32
 // columns, tile); thread (x, y) adds the terms of rows y, y + 8, ... of its tile for column x in
 // order, then thread y = 0 adds the 8 lane sums in y order -> partial[tile, j].
-// Pass 2 (sum_tile_partials): out[j] = sum over tiles in order of partial[tile, j].
+// Pass 2 (sum_tile_partials): out[j] = sum over tiles in order of partial[tile, j]; more than 64
+// tiles are first tiled again by pass 1 (sum_partials_into).
 // The order depends on R and C only. The session-13 profile of a T = 96 Mamba step found the old
 // one-thread-per-(chunk of 256 rows, column) layout latency-bound: 768 threads, each a dependent
 // chain of 256 loads and adds (docs/GPU.md, "Session 13").
@@ -85,17 +86,41 @@ struct ColumnTerm {
   __device__ void operator()(int64_t r, int64_t j, double* acc) const { acc[0] += static_cast<double>(x[r * C + j]); }
 };
 
+/// Pass 1 alone: the (column_tiles(R), C) partials of x's column sums into part (a caller that
+/// gathers the tiles of several calls and adds them once, as the recurrent layers' time chunks do).
+template <typename T>
+void column_partials_into(const T* x, int64_t R, int64_t C, double* part, const char* what) {
+  if (C == 0) return;
+  column_tile_partials<1><<<column_tile_grid(R, C), dim3(kColX, kColY), 0, stream()>>>(
+      R, C, column_tile_rows(R), ColumnTerm<T>{x, C}, part, nullptr);
+  check_launch(what);
+}
+
+/// out[j] (or out[j] += with kAdd) = sum over the n rows of the (n, C) partials part. While more
+/// than 64 rows are left they are tiled again (pass 1 on the partials), so the last pass adds at
+/// most 64 numbers per column in order: a column's sum never waits on a long serial chain.
+template <typename Out, bool kAdd = false>
+void sum_partials_into(Tensor part, int64_t n, int64_t C, Out* out, const char* what) {
+  if (C == 0) return;
+  while (n > 64) {
+    const int64_t n2 = column_tiles(n);
+    Tensor next = empty({n2, C}, DType::f64);
+    column_partials_into<double>(ptr<double>(part), n, C, ptr<double>(next), what);
+    part = next;
+    n = n2;
+  }
+  sum_tile_partials<Out, kAdd><<<blocks_for(C), 256, 0, stream()>>>(ptr<double>(part), n, C, out);
+  check_launch(what);
+}
+
 /// out[j] (or out[j] += with kAdd) = sum over rows of x[r, j] for a row-major (R, C) x, in double;
-/// two launches.
+/// two launches when R <= 4096 (at most 64 tiles), three beyond.
 template <typename T, typename Out, bool kAdd = false>
 void column_sum_into(const T* x, int64_t R, int64_t C, Out* out, const char* what) {
   if (C == 0) return;
-  const Tensor part = empty({column_tiles(R), C}, DType::f64);
-  column_tile_partials<1><<<column_tile_grid(R, C), dim3(kColX, kColY), 0, stream()>>>(
-      R, C, column_tile_rows(R), ColumnTerm<T>{x, C}, ptr<double>(part), nullptr);
-  check_launch(what);
-  sum_tile_partials<Out, kAdd><<<blocks_for(C), 256, 0, stream()>>>(ptr<double>(part), column_tiles(R), C, out);
-  check_launch(what);
+  Tensor part = empty({column_tiles(R), C}, DType::f64);
+  column_partials_into<T>(x, R, C, ptr<double>(part), what);
+  sum_partials_into<Out, kAdd>(part, column_tiles(R), C, out, what);
 }
 
 }  // namespace seqlab::cuda

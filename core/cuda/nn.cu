@@ -172,11 +172,7 @@ std::array<Tensor, 3> norm_backward(const char* op, const Tensor& dy, const Tens
     }
     auto reduce = [&](const Tensor& part) {
       Tensor out = empty({D}, x.dtype());
-      if (D > 0) {
-        sum_tile_partials<T><<<blocks_for(D, kThreads), kThreads, 0, stream()>>>(ptr<double>(part), n_tiles, D,
-                                                                                 ptr<T>(out));
-        check_launch(op);
-      }
+      sum_partials_into<T>(part, n_tiles, D, ptr<T>(out), op);
       return out;
     };
     if (need_dw) g[1] = reduce(pdw);

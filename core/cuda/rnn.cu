@@ -716,6 +716,10 @@ void backward_impl(RnnCell cell, const Dims& d, const Tensor& dy_t, const Tensor
   double* db_h = db_h_t.defined() ? ptr<double>(db_h_t) : nullptr;
   const PersistentPlan plan = plan_persistent<T>(cell, d, true);
   const int64_t n_tchunks = (T_ + Tc - 1) / Tc;
+  // Row-tile partials of the bias gradients, max_tiles rows per time chunk (core/cuda/column_reduce.cuh)
+  const int64_t max_tiles = column_tiles(B * std::min(T_, Tc));
+  const Tensor pb_x = db_x ? zeros({n_tchunks * max_tiles, GH}, DType::f64) : Tensor();
+  const Tensor pb_h = db_h ? zeros({n_tchunks * max_tiles, GH}, DType::f64) : Tensor();
   for (int64_t tc = n_tchunks - 1; tc >= 0; --tc) {
     const int64_t t0 = tc * Tc, t1 = std::min(T_, t0 + Tc), L = t1 - t0;
     if (plan.kc >= 0) {
@@ -765,10 +769,13 @@ void backward_impl(RnnCell cell, const Dims& d, const Tensor& dy_t, const Tensor
       check_launch("rnn_backward: gather_rows_kernel");
       gemm<T>(true, false, GH, H, R, T(1), dgh, GH, hs, H, beta, dw_hh, H, "rnn_backward: dW_hh GEMM");
     }
-    // bias gradients: += column sums of this chunk's gate gradients (core/cuda/column_reduce.cuh)
-    if (db_x) column_sum_into<T, double, true>(dgx, R, GH, db_x, "rnn_backward: bias gradient (input)");
-    if (db_h) column_sum_into<T, double, true>(dgh, R, GH, db_h, "rnn_backward: bias gradient (hidden)");
+    // bias gradients: this chunk's row tiles of the gate gradients' column sums, added once below
+    if (db_x) column_partials_into<T>(dgx, R, GH, ptr<double>(pb_x) + tc * max_tiles * GH, "rnn_backward: db_ih");
+    if (db_h) column_partials_into<T>(dgh, R, GH, ptr<double>(pb_h) + tc * max_tiles * GH, "rnn_backward: db_hh");
   }
+  // += the tiles of every chunk in order (a short last chunk leaves zero rows: exact)
+  if (db_x) sum_partials_into<double, true>(pb_x, n_tchunks * max_tiles, GH, db_x, "rnn_backward: db_ih");
+  if (db_h) sum_partials_into<double, true>(pb_h, n_tchunks * max_tiles, GH, db_h, "rnn_backward: db_hh");
 }
 
 template <typename T>
