@@ -15,6 +15,7 @@ Models (--arch):
   gpt     the usual GPT-2 layout: embedding + sinusoidal positions once, 2 pre-LN layers, final LN,
           linear head.
 Usage: /usr/bin/python3 scripts/ih_pytorch.py --arch seqlab --steps 30000 [--seq-len 256]
+       [--targets all --triggers 4]   (safari's training data: loss on every next token, repeated pairs)
 Prints validation accuracy (512 fixed sequences) every --eval-every steps, one line each.
 """
 import argparse
@@ -26,14 +27,32 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def sample(batch, T, gen):
+def sample(batch, T, gen, triggers=1):
+    """x (batch, T), the key (batch,) and the next-token targets (batch, T): x[t + 1], the key at T - 1.
+    triggers > 1: as safari's generator (HazyResearch/safari, src/dataloaders/synthetics.py), half
+    the sequences get up to `triggers` trigger-key pairs (positions closer than 2 dropped), all with
+    the same key."""
     x = torch.randint(1, 16, (batch, T), generator=gen)
     p = torch.randint(0, T - 2, (batch,), generator=gen)
     rows = torch.arange(batch)
-    x[rows, p] = 0
-    x[:, T - 1] = 0
     y = x[rows, p + 1].clone()
-    return x, y
+    x[rows, p] = 0
+    if triggers > 1:
+        many = torch.rand(batch, generator=gen) >= 0.5
+        extra = torch.randint(0, T - 2, (batch, triggers - 1), generator=gen)
+        for b in range(batch):
+            if not many[b]:
+                continue
+            kept = [int(p[b])]
+            for q in sorted(set(int(v) for v in extra[b]) | {int(p[b])}):
+                if q != kept[0] and all(abs(q - k) >= 2 for k in kept):
+                    kept.append(q)
+            for q in kept:
+                x[b, q] = 0
+                x[b, q + 1] = y[b]
+    x[:, T - 1] = 0
+    nxt = torch.cat([x[:, 1:], y[:, None]], 1)
+    return x, y, nxt
 
 
 def sinusoid(T, D):
@@ -84,7 +103,7 @@ class Model(nn.Module):
         else:
             for norm, layer in zip(self.block_norms, self.layers):
                 h = h + layer(norm(h))
-        return self.head(self.lnf(h[:, -1]))
+        return self.head(self.lnf(h))  # (B, T, V)
 
 
 def main():
@@ -96,23 +115,30 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--eval-every", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--targets", choices=["last", "all"], default="last",
+                    help="train on the last token only (seqlab) or on every next token (safari)")
+    ap.add_argument("--triggers", type=int, default=1, help="safari's induction_num_triggers")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     model = Model(a.arch)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     gen = torch.Generator().manual_seed(1000 + a.seed)
-    vx, vy = sample(512, a.seq_len, torch.Generator().manual_seed(1))
+    vx, vy, _ = sample(512, a.seq_len, torch.Generator().manual_seed(1))  # validation: one trigger pair
     t0, run_loss = time.time(), 0.0
     for step in range(1, a.steps + 1):
-        x, y = sample(a.batch, a.seq_len, gen)
-        loss = F.cross_entropy(model(x), y)
+        x, y, nxt = sample(a.batch, a.seq_len, gen, a.triggers)
+        logits = model(x)
+        if a.targets == "all":
+            loss = F.cross_entropy(logits.reshape(-1, 16), nxt.reshape(-1))
+        else:
+            loss = F.cross_entropy(logits[:, -1], y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         run_loss += loss.item()
         if step % a.eval_every == 0:
             with torch.no_grad():
-                acc = (model(vx).argmax(-1) == vy).float().mean().item()
+                acc = (model(vx)[:, -1].argmax(-1) == vy).float().mean().item()
             print(f"step {step} train_loss {run_loss / a.eval_every:.4f} val_acc {acc:.3f} "
                   f"({(time.time() - t0) / step * 1e3:.1f} ms/step)", flush=True)
             run_loss = 0.0
