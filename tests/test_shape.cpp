@@ -114,7 +114,10 @@ TEST_CASE("ops/split: the slices' values, one graph node, the gradient of slices
 
 TEST_CASE("ops/split: bad sizes or axis name what was expected") {
   Tensor x = Tensor::zeros({2, 5});
-  CHECK_THROWS_WITH_AS(split(x, 1, {2, 2}), doctest::Contains("split: part sizes summing to 4 (2 parts) along axis 1 of shape (2, 5), expected them to sum to 5"), Error);
+  CHECK_THROWS_WITH_AS(split(x, 1, {2, 2}),
+                       doctest::Contains("split: part sizes summing to 4 (2 parts) along axis 1 of shape (2, 5), "
+                                         "expected them to sum to 5"),
+                       Error);
   CHECK_THROWS_WITH_AS(split(x, 1, {6, -1}), doctest::Contains("split: part sizes must be >= 0, got -1"), Error);
   CHECK_THROWS_WITH_AS(split(x, 2, {5}), doctest::Contains("split: axis 2 out of range for shape (2, 5)"), Error);
   CHECK_THROWS_WITH_AS(split(x, 0, {}), doctest::Contains("expected them to sum to 2"), Error);

@@ -1,7 +1,8 @@
 // Norms, dropout, losses and the embedding lookup on the device (core/cuda/nn.h). Row statistics run
 // one warp per row with butterfly (xor-shuffle) sums in double: every lane ends with the same bits, and
 // the order is fixed by the lane layout. Column sums (norm weight / bias gradients): row tiles summed
-// by 32 x 8 blocks in a fixed order, then the tiles in order (core/cuda/column_reduce.cuh). Loss means: per-block tree partials, then the partials in order. Nothing uses atomics.
+// by 32 x 8 blocks in a fixed order, then the tiles in order (core/cuda/column_reduce.cuh). Loss
+// means: per-block tree partials, then the partials in order. Nothing uses atomics.
 #include <algorithm>
 #include <climits>
 #include <cmath>
