@@ -23,11 +23,21 @@ shift
 bin=build/portable/seqlab
 start=$(date +%s)
 pids=()
+# bg LOG CMD...: CMD in the background, its output in $out/LOG.log
+bg() {
+  local log=$1
+  shift
+  "$@" >"$out/$log.log" 2>&1 &
+  pids+=($!)
+}
+# eval_last LOG RUN_DIR: the run's checkpoint-last on the GPU at 2^8 ... 2^20 (150 s at most)
+eval_last() {
+  bg "$1" $bin eval "$2" --checkpoint last --device cuda --max-seconds 150 \
+    --seq-lens 2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20
+}
 for part in "$@"; do
   case $part in
-    ih)
-      $bin --threads 2 compare configs/paper/gpu/induction_heads.toml --resume --jobs 2 >"$out/ih.log" 2>&1 &
-      pids+=($!) ;;
+    ih) bg ih $bin --threads 2 compare configs/paper/gpu/induction_heads.toml --resume --jobs 2 ;;
     ih-train | ih-mamba)  # the runs of `ih` (ih-mamba: mamba alone), for a build without compare --jobs
       models="mamba transformer"
       [ "$part" = ih-mamba ] && models=mamba
@@ -43,43 +53,23 @@ for part in "$@"; do
          done) >"$out/etth1_h$h.log" 2>&1 &
         pids+=($!)
       done ;;
-    sc4096)
-      $bin --threads 2 compare configs/paper/gpu/selective_copying_4096.toml --resume --jobs 3 >"$out/sc4096.log" 2>&1 &
-      pids+=($!) ;;
+    sc4096) bg sc4096 $bin --threads 2 compare configs/paper/gpu/selective_copying_4096.toml --resume --jobs 3 ;;
     ih-paper-mamba)
-      $bin --threads 2 compare configs/paper/induction_heads_paper_mamba.toml --resume --set train.device='"cuda"' \
-        --set output.dir='"runs/paper/gpu/ih_paper_mamba"' >"$out/ih_paper_mamba.log" 2>&1 &
-      pids+=($!) ;;
-    ih-paper-eval)
-      ($bin eval runs/paper/gpu/ih_paper_mamba --checkpoint last --device cuda --max-seconds 150 \
-         --seq-lens 2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20) >"$out/ih_paper_eval.log" 2>&1 &
-      pids+=($!) ;;
+      bg ih_paper_mamba $bin --threads 2 compare configs/paper/induction_heads_paper_mamba.toml --resume \
+        --set train.device='"cuda"' --set output.dir='"runs/paper/gpu/ih_paper_mamba"' ;;
+    ih-paper-eval) eval_last ih_paper_eval runs/paper/gpu/ih_paper_mamba ;;
     ih-paper-mimetic)
-      $bin --threads 2 compare configs/paper/induction_heads_paper_mamba_mimetic.toml --resume \
-        --set train.device='"cuda"' --set output.dir='"runs/paper/gpu/ih_paper_mamba_mimetic"' \
-        >"$out/ih_paper_mimetic.log" 2>&1 &
-      pids+=($!) ;;
-    ih-paper-mimetic-eval)
-      ($bin eval runs/paper/gpu/ih_paper_mamba_mimetic --checkpoint last --device cuda --max-seconds 150 \
-         --seq-lens 2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20) >"$out/ih_paper_mimetic_eval.log" 2>&1 &
-      pids+=($!) ;;
+      bg ih_paper_mimetic $bin --threads 2 compare configs/paper/induction_heads_paper_mamba_mimetic.toml --resume \
+        --set train.device='"cuda"' --set output.dir='"runs/paper/gpu/ih_paper_mamba_mimetic"' ;;
+    ih-paper-mimetic-eval) eval_last ih_paper_mimetic_eval runs/paper/gpu/ih_paper_mamba_mimetic ;;
     ih-transformer)
-      $bin --threads 2 compare configs/paper/gpu/induction_heads_transformer.toml --resume \
-        >"$out/ih_transformer.log" 2>&1 &
-      pids+=($!) ;;
+      bg ih_transformer $bin --threads 2 compare configs/paper/gpu/induction_heads_transformer.toml --resume ;;
     ih-transformer-128)
-      $bin --threads 2 compare configs/paper/gpu/induction_heads_transformer.toml --resume \
+      bg ih_transformer_128 $bin --threads 2 compare configs/paper/gpu/induction_heads_transformer.toml --resume \
         --set data.seq_len=128 --set data.n_train_batches=1000 --set train.epochs=30 \
-        --set output.dir='"runs/paper/gpu/ih_transformer_128"' >"$out/ih_transformer_128.log" 2>&1 &
-      pids+=($!) ;;
-    ih-transformer-eval)
-      ($bin eval runs/paper/gpu/ih_transformer --checkpoint last --device cuda --max-seconds 150 \
-         --seq-lens 2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20) >"$out/ih_transformer_eval.log" 2>&1 &
-      pids+=($!) ;;
-    ih-eval)
-      ($bin eval runs/paper/gpu/ih --checkpoint last --device cuda --max-seconds 150 \
-         --seq-lens 2^8,2^9,2^10,2^11,2^12,2^13,2^14,2^15,2^16,2^17,2^18,2^19,2^20) >"$out/ih_eval.log" 2>&1 &
-      pids+=($!) ;;
+        --set output.dir='"runs/paper/gpu/ih_transformer_128"' ;;
+    ih-transformer-eval) eval_last ih_transformer_eval runs/paper/gpu/ih_transformer ;;
+    ih-eval) eval_last ih_eval runs/paper/gpu/ih ;;
   esac
 done
 while :; do
