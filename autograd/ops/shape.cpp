@@ -58,14 +58,7 @@ std::vector<Tensor> split(const Tensor& x, int64_t axis, const std::vector<int64
   }
   SEQLAB_CHECK(!sizes.empty() && total == x.size(ax), "split: part sizes summing to ", total, " (", sizes.size(),
                " parts) along axis ", ax, " of shape ", to_string(x.shape()), ", expected them to sum to ", x.size(ax));
-  std::vector<Tensor> ys;
-  ys.reserve(sizes.size());
-  int64_t off = 0;
-  for (int64_t n : sizes) {
-    ys.push_back(kernels::slice(x, ax, off, off + n));
-    off += n;
-  }
-  return record_multi("split", std::move(ys), {x},
+  return record_multi("split", kernels::split(x, ax, sizes), {x},
                       [ax](const std::vector<Tensor>& dys) { return grads{kernels::concat(dys, ax)}; });
 }
 

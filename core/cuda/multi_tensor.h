@@ -77,8 +77,9 @@ struct TensorPointers {
   void* p[K][kMaxTensors] = {};
 };
 
-/// Whether the optimizer, the gradient norm and the clip use multi-tensor launches (default: the
-/// environment variable SEQLAB_CUDA_MULTI_TENSOR = 1, read once; otherwise one launch per tensor).
+/// Whether the optimizer, the gradient norm and the clip use multi-tensor launches (the default since
+/// session 15; the environment variable SEQLAB_CUDA_MULTI_TENSOR = 0, read once, gives one launch per
+/// tensor).
 /// The two paths give bit-identical results (the same per-element maths and the same partial sums).
 bool multi_tensor();
 void set_multi_tensor(bool on);

@@ -164,7 +164,7 @@ bool multi_tensor() {
     const std::string s = env ? env : "";
     SEQLAB_CHECK(s.empty() || s == "0" || s == "1", "environment variable SEQLAB_CUDA_MULTI_TENSOR = '", s,
                  "': expected 0 (one launch per tensor) or 1 (multi-tensor launches)");
-    v = s == "1" ? 1 : 0;
+    v = s == "0" ? 0 : 1;
     g_multi_tensor.store(v);
   }
   return v == 1;

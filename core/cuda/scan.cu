@@ -4,8 +4,8 @@
 // Forward: float32 / float64 with N <= 64 (and no every-state output) takes the tiled kernel
 // (scan_fwd_tiled_kernel: a block per (b, 32 channels), T walked in tiles staged through shared
 // memory with coalesced cp.async copies, double-buffered); the step, the every-state reference and
-// N > 64 take scan_fwd_kernel below. With the environment variable SEQLAB_SCAN_FWD=chunked (read once;
-// "tiled" or unset: the default), the tiled cases run chunk-parallel over T instead (forward_fast):
+// N > 64 take scan_fwd_kernel below. By default (the environment variable SEQLAB_SCAN_FWD unset or
+// "chunked", read once; "tiled" turns it off) the tiled cases run chunk-parallel over T (forward_fast):
 // each chunk's end state from zero, the chunk start states chained by a thread per (b, e, n), then
 // every (b, chunk, channel tile) rescanned from its start state by the same kernel.
 //
@@ -36,7 +36,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <initializer_list>
 #include <string_view>
+#include <vector>
 
 #include "core/cuda/common.cuh"
 #include "core/cuda/scan.h"
@@ -650,51 +652,86 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanPtrs<T> s, BwdAr
   }
 }
 
-// out[i] = sum over r < R, in order, of in[r M + i].
-template <typename T>
-__global__ void sum_rows_kernel(const T* in, int64_t R, int64_t M, T* out) {
-  SEQLAB_CUDA_LOOP(i, M) {
-    T acc = T(0);
-    for (int64_t r = 0; r < R; ++r) acc += in[r * M + i];
-    out[i] = acc;
-  }
-}
+// The backward's sums of partials (dB, dC over channel groups; dA, dD, d(delta_bias) over rows), all
+// in one launch (two when some have more than kTallRows rows): out[i] = sum over r < R, in order, of
+// in[r M + i]. A job with R > kTallRows is first summed in blocks of kTallRows rows (in order, many
+// threads), then the block sums in order. The tree depends on R and M only: the same bits on every
+// device. Session 15: the T = 96 Mamba step spent 10 launches a step here (5 per layer), now 2.
+constexpr int64_t kTallRows = 64;
+constexpr int kMaxRowSumJobs = 5;
 
 template <typename T>
-void sum_rows(const Tensor& in, int64_t R, int64_t M, const Tensor& out) {
-  if (M == 0) return;
-  sum_rows_kernel<T><<<blocks_for(M), 256, 0, stream()>>>(ptr<T>(in), R, M, ptr<T>(out));
-  check_launch("selective_scan_backward: sum of partials");
-}
+struct RowSumJobs {
+  const T* in[kMaxRowSumJobs];
+  T* out[kMaxRowSumJobs];
+  int64_t R[kMaxRowSumJobs], M[kMaxRowSumJobs], RB[kMaxRowSumJobs], n_out[kMaxRowSumJobs];
+  int n = 0;
+};
 
-// out[r1 M + i] = sum over the rows r1 RB .. r1 RB + RB - 1 (clipped to R), in order, of in[r M + i].
+// job j: out_j[r1 M_j + i] = sum over rows r1 RB_j .. min(R_j, r1 RB_j + RB_j) - 1, in order, of in_j[r M_j + i]
 template <typename T>
-__global__ void sum_row_blocks_kernel(const T* in, int64_t R, int64_t M, int64_t RB, T* out) {
-  const int64_t R1 = (R + RB - 1) / RB;
-  SEQLAB_CUDA_LOOP(q, R1 * M) {
-    const int64_t r1 = q / M, i = q % M, r_end = min(R, (r1 + 1) * RB);
+__global__ void sum_row_blocks_kernel(RowSumJobs<T> jobs, int64_t total) {
+  SEQLAB_CUDA_LOOP(q0, total) {
+    int64_t q = q0;
+    int j = 0;
+    while (q >= jobs.n_out[j]) q -= jobs.n_out[j++];
+    const int64_t M = jobs.M[j], RB = jobs.RB[j], r1 = q / M, i = q - r1 * M;
+    const int64_t r_end = min(jobs.R[j], (r1 + 1) * RB);
+    const T* in = jobs.in[j];
     T acc = T(0);
     for (int64_t r = r1 * RB; r < r_end; ++r) acc += in[r * M + i];
-    out[q] = acc;
+    jobs.out[j][q] = acc;
   }
 }
 
-// sum_rows for many rows and few columns (the chunk-parallel backward's (B nc, E, N) partials): rows
-// in blocks of 64 summed in order by many threads, then the block sums in order. The tree depends on
-// R and M only: the same bits on every device.
 template <typename T>
-void sum_rows_tall(const Tensor& in, int64_t R, int64_t M, const Tensor& out) {
-  constexpr int64_t RB = 64;
-  if (R <= RB || M == 0) {
-    sum_rows<T>(in, R, M, out);
-    return;
+struct RowSum {
+  Tensor in;
+  int64_t R, M;
+  Tensor out;
+};
+
+template <typename T>
+void launch_row_sums(const RowSumJobs<T>& jobs) {
+  int64_t total = 0;
+  for (int j = 0; j < jobs.n; ++j) total += jobs.n_out[j];
+  if (total == 0) return;
+  sum_row_blocks_kernel<T><<<blocks_for(total), 256, 0, stream()>>>(jobs, total);
+  check_launch("selective_scan_backward: sums of partials");
+}
+
+template <typename T>
+void sum_rows_batch(std::initializer_list<RowSum<T>> list) {
+  SEQLAB_CHECK(list.size() <= kMaxRowSumJobs, "selective_scan_backward: too many sums in one launch");
+  RowSumJobs<T> first, last;
+  std::vector<Tensor> parts;  // keeps the block sums alive until the last launch is queued
+  for (const RowSum<T>& rs : list) {
+    if (rs.M == 0) continue;
+    const T* in = ptr<T>(rs.in);
+    int64_t R = rs.R;
+    if (R > kTallRows) {
+      const int64_t R1 = (R + kTallRows - 1) / kTallRows;
+      parts.push_back(empty({R1, rs.M}, dtype_of<T>()));
+      const int k = first.n++;
+      first.in[k] = in;
+      first.out[k] = ptr<T>(parts.back());
+      first.R[k] = R;
+      first.M[k] = rs.M;
+      first.RB[k] = kTallRows;
+      first.n_out[k] = R1 * rs.M;
+      in = ptr<T>(parts.back());
+      R = R1;
+    }
+    const int k = last.n++;
+    last.in[k] = in;
+    last.out[k] = ptr<T>(rs.out);
+    last.R[k] = R;
+    last.M[k] = rs.M;
+    last.RB[k] = std::max<int64_t>(R, 1);
+    last.n_out[k] = rs.M;
   }
-  const int64_t R1 = (R + RB - 1) / RB;
-  const Tensor part = empty({R1, M}, dtype_of<T>());
-  auto* kernel = sum_row_blocks_kernel<T>;
-  kernel<<<blocks_for(R1 * M), 256, 0, stream()>>>(ptr<T>(in), R, M, RB, ptr<T>(part));
-  check_launch("selective_scan_backward: sum of row blocks");
-  sum_rows<T>(part, R1, M, out);
+  launch_row_sums(first);
+  launch_row_sums(last);
 }
 
 // ---- backward, chunk-parallel ------------------------------------------------------------------
@@ -1361,15 +1398,14 @@ void backward_chunked(const ScanPtrs<T>& s, const T* dy, const CkView<T>& ck, in
     SEQLAB_CHECK(blocks <= 0x7fffffff, "selective_scan_backward: too many blocks");
     kernel<<<static_cast<unsigned>(blocks), Y::NT, smem, stream()>>>(s, o, nt);
     check_launch("selective_scan_backward (chunks)");
-    if (ng > 1) {
-      sum_rows<T>(dB_part, ng, B * T_ * N, g.dB);
-      sum_rows<T>(dC_part, ng, B * T_ * N, g.dC);
-    }
     g.dA = empty({E, N}, dt);
     g.dD = empty({E}, dt);
-    sum_rows_tall<T>(dA_part, B * nc, E * N, g.dA);
-    sum_rows_tall<T>(dD_part, B * nc, E, g.dD);
-    if (g.ddelta_bias.defined()) sum_rows_tall<T>(dbias_part, B * nc, E, g.ddelta_bias);
+    const int64_t ngs = ng > 1 ? ng : 0, nb = g.ddelta_bias.defined() ? B * nc : 0;  // M = 0: skipped
+    sum_rows_batch<T>({{dB_part, ngs, ngs ? B * T_ * N : 0, g.dB},
+                       {dC_part, ngs, ngs ? B * T_ * N : 0, g.dC},
+                       {dA_part, B * nc, E * N, g.dA},
+                       {dD_part, B * nc, E, g.dD},
+                       {dbias_part, nb, nb ? E : 0, g.ddelta_bias}});
   });
 }
 
@@ -1389,7 +1425,7 @@ int64_t forward_chunk_len(int64_t T_, int64_t rows) {
 }
 
 // The tiled forward (N <= 64, no every-state output). Lf >= T: one block per (b, channel tile) walks
-// all of T (scan_fwd_tiled_kernel, the default). Lf < T (SEQLAB_SCAN_FWD=chunked), chunk-parallel over
+// all of T (scan_fwd_tiled_kernel, the default). Lf < T (the default unless SEQLAB_SCAN_FWD=tiled), chunk-parallel over
 // ncf chunks of Lf steps (h_t = dA_t h_{t-1} + x_t is linear: the state after a chunk is its local end
 // state from zero plus the product of its decays times the state before it):
 //   phase 1 (block: b, chunk k <= ncf - 2, channel tile): the chunk's end state from a zero state and its
@@ -1438,15 +1474,17 @@ void forward_fast(const ScanPtrs<T>& s, int64_t L, T* y, T* ck, bool vec, int64_
   check_launch("selective_scan_forward (chunks)");
 }
 
-// SEQLAB_SCAN_FWD (read once): unset, empty or "tiled": the tiled forward (one block per (b, channel
-// tile) over all of T); "chunked": the chunk-parallel forward (opt-in) where the tiled one applies.
+// SEQLAB_SCAN_FWD (read once): unset, empty or "chunked": the chunk-parallel forward where the tiled
+// one applies and T is long enough to split (the default since session 15: the whole cuda suite passes
+// with it, and it took 0.76-0.89 of the single-pass time at L = 720 ... 32768 in session 13);
+// "tiled": one block per (b, channel tile) over all of T always.
 bool chunked_forward_requested() {
   static const bool v = [] {
     const char* env = std::getenv("SEQLAB_SCAN_FWD");
     const std::string_view s = env ? env : "";
     SEQLAB_CHECK(s.empty() || s == "tiled" || s == "chunked", "environment variable SEQLAB_SCAN_FWD = '", s,
                  "': expected 'tiled' or 'chunked'");
-    return s == "chunked";
+    return s != "tiled";
   }();
   return v;
 }
@@ -1479,7 +1517,7 @@ ScanForwardResult forward_impl(const Tensor& u, const Tensor& delta, const Tenso
   T* y = ptr<T>(r.y);
   T* ck = r.checkpoints.defined() ? ptr<T>(r.checkpoints) : nullptr;
   T* H = states ? ptr<T>(*states) : nullptr;
-  if (!H && N <= kFastMaxN) {  // the tiled path (chunk-parallel with SEQLAB_SCAN_FWD=chunked)
+  if (!H && N <= kFastMaxN) {  // the tiled path (chunk-parallel over T unless SEQLAB_SCAN_FWD=tiled)
     const int64_t nblk_e = (E + kCT - 1) / kCT;
     constexpr int V = 16 / sizeof(T);
     auto al = [](const T* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
@@ -1554,13 +1592,14 @@ ScanGrads backward_impl(const Tensor& dy, const Tensor& u, const Tensor& delta, 
     kernel<<<grid, plan.Cb * G, plan.smem, stream()>>>(s, o);
     check_launch("selective_scan_backward");
   });
-  if (plan.ng > 1) {
-    sum_rows<T>(dB_part, plan.ng, B * T_ * N, g.dB);
-    sum_rows<T>(dC_part, plan.ng, B * T_ * N, g.dC);
-  }
-  sum_rows<T>(dA_part, B, E * N, g.dA);
-  sum_rows<T>(dD_part, B, E, g.dD);
-  if (ex.delta_bias.defined()) sum_rows<T>(dbias_part, B, E, g.ddelta_bias);
+  // R = B <= kTallRows: one launch; larger B: the tall path (block sums first), a different order than
+  // the serial sum this was before session 15 (same bits as the chunk-parallel backward's sums).
+  const int64_t ngs = plan.ng > 1 ? plan.ng : 0, nb = ex.delta_bias.defined() ? B : 0;
+  sum_rows_batch<T>({{dB_part, ngs, ngs ? B * T_ * N : 0, g.dB},
+                     {dC_part, ngs, ngs ? B * T_ * N : 0, g.dC},
+                     {dA_part, B, E * N, g.dA},
+                     {dD_part, B, E, g.dD},
+                     {dbias_part, nb, nb ? E : 0, g.ddelta_bias}});
   return g;
 }
 

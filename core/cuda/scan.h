@@ -4,7 +4,7 @@
 // Forward: one thread per (b, e, n) state element, the N states of a channel in one group of lanes
 // of a warp (registers), walking T once; y_t = C_t . h_t by a fixed shuffle tree. Checkpoints of the
 // state every `chunk` steps, as on the CPU. N <= 64: a block per (b, 32 channels), T in tiles staged
-// through shared memory; with SEQLAB_SCAN_FWD=chunked (opt-in), chunk-parallel over T: each chunk's
+// through shared memory, chunk-parallel over T (unless SEQLAB_SCAN_FWD=tiled): each chunk's
 // end state from zero, the start states chained over the chunks (the recurrence is linear), every
 // chunk rescanned from its start state. Backward (N <= 64, min(chunk, T) <= 128: the default),
 // chunk-parallel: each chunk's share of dL/dh at the step before it (dL/dh's reverse recurrence needs

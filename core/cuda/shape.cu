@@ -115,6 +115,25 @@ __global__ void concat_kernel(E* __restrict__ out, int64_t Ktot, int64_t B, int6
   }
 }
 
+// split: the inverse of concat_kernel, one thread per element of the parts g.k0[0] .. g.k0[n] of x
+struct SplitGroup {
+  int n = 0;
+  void* dst[kCatGroup];
+  int64_t k0[kCatGroup + 1];
+};
+
+template <typename E>
+__global__ void split_kernel(const E* __restrict__ in, int64_t Ktot, int64_t B, int64_t count, SplitGroup g) {
+  const int64_t first = g.k0[0], Kg = g.k0[g.n] - first;
+  SEQLAB_CUDA_LOOP(i, count) {
+    const int64_t b = i % B, q = i / B, k = first + q % Kg, a = q / Kg;
+    int j = 0;
+    while (j + 1 < g.n && g.k0[j + 1] <= k) ++j;
+    const int64_t kj = g.k0[j + 1] - g.k0[j];
+    static_cast<E*>(g.dst[j])[(a * kj + (k - g.k0[j])) * B + b] = in[(a * Ktot + k) * B + b];
+  }
+}
+
 }  // namespace
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
@@ -232,6 +251,44 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
     flush();
   });
   return out;
+}
+
+std::vector<Tensor> split(const Tensor& x, int64_t ax, const std::vector<int64_t>& sizes) {
+  const Shape& xs = x.shape();
+  int64_t A, Ktot, B;
+  split_at(xs, ax, A, Ktot, B);
+  std::vector<Tensor> ys;
+  ys.reserve(sizes.size());
+  for (int64_t k : sizes) {
+    Shape s = xs;
+    s[static_cast<size_t>(ax)] = k;
+    ys.push_back(empty(s, x.dtype()));
+  }
+  if (x.numel() == 0) return ys;
+  by_size(x.dtype(), [&]<typename E>() {
+    const E* src = static_cast<const E*>(x.device_ptr());
+    SplitGroup g;
+    int64_t off = 0;
+    auto flush = [&] {
+      if (g.n == 0) return;
+      const int64_t count = A * (g.k0[g.n] - g.k0[0]) * B;
+      split_kernel<E><<<blocks_for(count), 256, 0, stream()>>>(src, Ktot, B, count, g);
+      check_launch("split_kernel");
+      g.n = 0;
+    };
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const int64_t k = sizes[i];
+      if (k > 0) {
+        if (g.n == 0) g.k0[0] = off;
+        g.dst[g.n] = ys[i].device_ptr();
+        g.k0[g.n + 1] = off + k;
+        if (++g.n == kCatGroup) flush();
+      }
+      off += k;
+    }
+    flush();
+  });
+  return ys;
 }
 
 }  // namespace seqlab::cuda

@@ -14,5 +14,6 @@ Tensor flip(const Tensor& x, int64_t axis);
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);
 Tensor slice_backward(const Tensor& dy, const Shape& x_shape, int64_t axis, int64_t start);
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
+std::vector<Tensor> split(const Tensor& x, int64_t ax, const std::vector<int64_t>& sizes);
 
 }  // namespace seqlab::cuda

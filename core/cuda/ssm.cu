@@ -4,10 +4,11 @@
 //
 // S4D kernel: a small pass per (d, m) for dtA and 2 C'; then one thread per (s, d, l) adds the modes
 //   in order with z^l = exp(l dtA) (the CPU builds z^l by repeated products: both drift ~l eps).
-// S4D backward: one thread per (d, m) runs the CPU's recurrence over l (Sg, P by repeated products),
-//   then one thread per d adds the modes' dt terms in order.
-// Skip + GELU, GLU, steps: one thread per element / (b, d, m); dD sums fixed chunks of 1024 rows in
-//   order, then the chunks in order (the CPU's order).
+// S4D backward: one block per (d, m) sums over l (Sg, P: thread k takes l = k mod 128 with
+//   z^l = exp(k dtA) times powers of exp(128 dtA); a fixed tree adds the threads), then one thread per d
+//   adds the modes' dt terms in order.
+// Skip + GELU, GLU, steps: one thread per element / (b, d, m); dD by column_reduce.cuh's tiled column
+//   sums (a fixed order of its own, not the CPU's chunks).
 // LSSL: one block per channel: the bilinear discretisation by Gauss-Jordan with partial pivoting (the
 //   CPU's algorithm, rows parallel over threads), then the T powers (a thread per state row of dA x;
 //   the output dot by thread 0 in the CPU's order); backward adds the tangent recurrence.
@@ -23,6 +24,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/cuda/column_reduce.cuh"
 #include "core/cuda/common.cuh"
 #include "core/kernels/s4_check.h"
 #include "core/kernels/s4d_check.h"
@@ -165,48 +167,74 @@ __global__ void s4d_vandermonde_kernel(const cx* dtA, const cx* cp, T* K, int64_
   }
 }
 
-// One thread per (d, m): Sg = sum_l G[l] z^l, P = sum_l G[l+1] (l+1) z^l (repeated products, as the CPU),
-// then dC, dlog_A_real, dA_imag and the mode's share of dL/d(dt).
+// One block of kGradThreads threads per (d, m): Sg = sum_l G[l] z^l and P = sum_l G[l+1] (l+1) z^l.
+// Thread k takes l = k, k + kGradThreads, ... with z^k = exp(k dtA) and a step of
+// z^kGradThreads = exp(kGradThreads dtA) (about T / kGradThreads repeated products each, where the
+// CPU runs one chain of T); the threads' sums are added by a fixed tree in shared memory. Thread 0 then
+// forms dC, dlog_A_real, dA_imag and the mode's share of dL/d(dt). Session 15's profile of an S4D step
+// at T = 2880 found the old one-thread-per-(d, m) chain (2,048 threads, 2880 serial steps each) at
+// 0.4 ms a launch.
+constexpr int kGradThreads = 128;
 template <typename T>
-__global__ void s4d_kernel_grad_kernel(const T* G, const T* log_dt, const T* lar, const T* ai, const T* C, T* gc,
-                                       T* glar, T* gai, double* ddt_part, int64_t S, int64_t D, int64_t M,
-                                       int64_t Tn) {
-  SEQLAB_CUDA_LOOP(i, D * M) {
+__global__ void __launch_bounds__(kGradThreads)
+    s4d_kernel_grad_kernel(const T* G, const T* log_dt, const T* lar, const T* ai, const T* C, T* gc, T* glar,
+                           T* gai, double* ddt_part, int64_t S, int64_t D, int64_t M, int64_t Tn) {
+  __shared__ double red[8][kGradThreads];  // Sg[s].re, Sg[s].im, P[s].re, P[s].im for s < 2
+  const int k = threadIdx.x;
+  for (int64_t i = blockIdx.x; i < D * M; i += gridDim.x) {
     const int64_t d = i / M, m = i % M;
     const Mode md = mode_of(log_dt, lar, ai, d, M, m);
+    const cx dtA = md.A * md.dt;
+    cx w = cexp_(dtA * static_cast<double>(k));
+    const cx step = cexp_(dtA * static_cast<double>(kGradThreads));
     cx Sg[2] = {{0, 0}, {0, 0}}, P[2] = {{0, 0}, {0, 0}};
-    double wr = 1, wi = 0;
-    const double zr = md.z.re, zi = md.z.im;
-    for (int64_t l = 0; l < Tn; ++l) {
+    for (int64_t l = k; l < Tn; l += kGradThreads) {
       for (int64_t s = 0; s < S; ++s) {
         const T* g = G + (s * D + d) * Tn;
         const double gl = static_cast<double>(g[l]);
         const double gp = (l + 1 < Tn ? static_cast<double>(g[l + 1]) : 0.0) * static_cast<double>(l + 1);
-        Sg[s].re += gl * wr;
-        Sg[s].im += gl * wi;
-        P[s].re += gp * wr;
-        P[s].im += gp * wi;
+        Sg[s].re += gl * w.re;
+        Sg[s].im += gl * w.im;
+        P[s].re += gp * w.re;
+        P[s].im += gp * w.im;
       }
-      const double nr = wr * zr - wi * zi;
-      wi = wr * zi + wi * zr;
-      wr = nr;
+      w = w * step;
     }
-    const cx dqdA = cdiv(md.dt * md.z - md.q, md.A);
-    cx dFdA{0, 0}, dFdt{0, 0};
-    for (int64_t s = 0; s < S; ++s) {
-      const T* c = C + ((s * D + d) * M + m) * 2;
-      const cx cs{static_cast<double>(c[0]), static_cast<double>(c[1])};
-      const cx dFdc = 2.0 * (md.q * Sg[s]);
-      T* gcs = gc + ((s * D + d) * M + m) * 2;
-      gcs[0] = static_cast<T>(dFdc.re);
-      gcs[1] = static_cast<T>(-dFdc.im);
-      const cx qPz = (md.q * P[s]) * md.z;
-      dFdA += 2.0 * (cs * (dqdA * Sg[s] + md.dt * qPz));
-      dFdt += 2.0 * (cs * (md.z * Sg[s] + qPz * md.A));
+    for (int s = 0; s < 2; ++s) {
+      red[4 * s][k] = Sg[s].re;
+      red[4 * s + 1][k] = Sg[s].im;
+      red[4 * s + 2][k] = P[s].re;
+      red[4 * s + 3][k] = P[s].im;
     }
-    glar[i] = static_cast<T>(dFdA.re * md.A.re);
-    gai[i] = static_cast<T>(-dFdA.im);
-    ddt_part[i] = dFdt.re;
+    __syncthreads();
+    for (int half = kGradThreads / 2; half > 0; half /= 2) {
+      if (k < half)
+        for (int q = 0; q < 8; ++q) red[q][k] += red[q][k + half];
+      __syncthreads();
+    }
+    if (k == 0) {
+      for (int s = 0; s < 2; ++s) {
+        Sg[s] = {red[4 * s][0], red[4 * s + 1][0]};
+        P[s] = {red[4 * s + 2][0], red[4 * s + 3][0]};
+      }
+      const cx dqdA = cdiv(md.dt * md.z - md.q, md.A);
+      cx dFdA{0, 0}, dFdt{0, 0};
+      for (int64_t s = 0; s < S; ++s) {
+        const T* c = C + ((s * D + d) * M + m) * 2;
+        const cx cs{static_cast<double>(c[0]), static_cast<double>(c[1])};
+        const cx dFdc = 2.0 * (md.q * Sg[s]);
+        T* gcs = gc + ((s * D + d) * M + m) * 2;
+        gcs[0] = static_cast<T>(dFdc.re);
+        gcs[1] = static_cast<T>(-dFdc.im);
+        const cx qPz = (md.q * P[s]) * md.z;
+        dFdA += 2.0 * (cs * (dqdA * Sg[s] + md.dt * qPz));
+        dFdt += 2.0 * (cs * (md.z * Sg[s] + qPz * md.A));
+      }
+      glar[i] = static_cast<T>(dFdA.re * md.A.re);
+      gai[i] = static_cast<T>(-dFdA.im);
+      ddt_part[i] = dFdt.re;
+    }
+    __syncthreads();  // red is reused by the block's next (d, m)
   }
 }
 
@@ -233,27 +261,16 @@ __global__ void skip_du_kernel(T* du, const T* g, const T* Dk, int64_t n, int64_
   SEQLAB_CUDA_LOOP(i, n) du[i] += g[i] * Dk[i % D];
 }
 
-// partial[c, d] = sum over rows r of chunk c (in order) of double(g x)
+// dD's column terms: double(g x) of row r, channel j (summed by column_reduce.cuh's tiles)
 template <typename T>
-__global__ void skip_dd_partial_kernel(const T* g, const T* x, double* partial, int64_t R, int64_t D, int64_t rows) {
-  const int64_t n_chunks = (R + rows - 1) / rows;
-  SEQLAB_CUDA_LOOP(i, n_chunks * D) {
-    const int64_t c = i / D, d = i % D;
-    double acc = 0;
-    const int64_t r1 = min(R, (c + 1) * rows);
-    for (int64_t r = c * rows; r < r1; ++r) acc += static_cast<double>(g[r * D + d] * x[r * D + d]);
-    partial[i] = acc;
+struct SkipDDTerm {
+  const T* __restrict__ g;
+  const T* __restrict__ x;
+  int64_t D;
+  __device__ void operator()(int64_t r, int64_t j, double* acc) const {
+    acc[0] += static_cast<double>(g[r * D + j] * x[r * D + j]);
   }
-}
-
-template <typename T>
-__global__ void skip_dd_final_kernel(const double* partial, T* dD, int64_t n_chunks, int64_t D) {
-  SEQLAB_CUDA_LOOP(d, D) {
-    double s = 0;
-    for (int64_t c = 0; c < n_chunks; ++c) s += partial[c * D + d];
-    dD[d] = static_cast<T>(s);
-  }
-}
+};
 
 template <typename T>
 __global__ void glu_forward_kernel(const T* z, T* out, int64_t R, int64_t D) {
@@ -955,7 +972,9 @@ kernels::S4DKernelGrads s4d_kernel_backward(const Tensor& dK, const Tensor& log_
   Tensor part = cuda::zeros({D, M}, DType::f64);
   dispatch_float(C.dtype(), "s4d_kernel_backward", [&]<typename T_>() {
     if (M > 0) {
-      s4d_kernel_grad_kernel<T_><<<blocks_for(D * M, 64), 64, 0, stream()>>>(
+      SEQLAB_CHECK(S <= 2, "s4d_kernel_backward: at most 2 kernel copies, got ", S);
+      const unsigned grid = static_cast<unsigned>(std::min<int64_t>(D * M, 65535));
+      s4d_kernel_grad_kernel<T_><<<grid, kGradThreads, 0, stream()>>>(
           ptr<T_>(dK), ptr<T_>(log_dt), ptr<T_>(log_A_real), ptr<T_>(A_imag), ptr<T_>(C), ptr<T_>(g.dC),
           ptr<T_>(g.dlog_A_real), ptr<T_>(g.dA_imag), ptr<double>(part), S, D, M, T);
       check_launch("s4d_kernel_backward");
@@ -996,20 +1015,18 @@ Tensor s4d_skip_backward(Tensor& du, const Tensor& dpre, const Tensor& u, const 
                  "s4d_skip_backward: du must be ", to_string(u.shape()), " on cuda, got ", to_string(du.shape()));
   Tensor dD = need_D ? cuda::zeros({D}, u.dtype()) : Tensor();
   if (n == 0) return dD;
-  constexpr int64_t kRows = 1024;  // rows per partial sum of dD (the CPU's chunks)
-  const int64_t n_chunks = (R + kRows - 1) / kRows;
   dispatch_float(u.dtype(), "s4d_skip_backward", [&]<typename T>() {
     if (need_u) {
       skip_du_kernel<T><<<blocks_for(n), 256, 0, stream()>>>(ptr<T>(du), ptr<T>(dpre), ptr<T>(D_skip), n, D);
       check_launch("s4d_skip_backward: du");
     }
-    if (need_D) {
-      Tensor partial = cuda::empty({n_chunks, D}, DType::f64);
-      skip_dd_partial_kernel<T><<<blocks_for(n_chunks * D), 256, 0, stream()>>>(ptr<T>(dpre), ptr<T>(u),
-                                                                                 ptr<double>(partial), R, D, kRows);
+    if (need_D) {  // tiled column sums (was one thread per (1024-row chunk, channel): 0.4 ms at T = 2880)
+      const int64_t tiles = column_tiles(R);
+      Tensor partial = cuda::empty({tiles, D}, DType::f64);
+      column_tile_partials<1><<<column_tile_grid(R, D), dim3(kColX, kColY), 0, stream()>>>(
+          R, D, column_tile_rows(R), SkipDDTerm<T>{ptr<T>(dpre), ptr<T>(u), D}, ptr<double>(partial), nullptr);
       check_launch("s4d_skip_backward: dD");
-      skip_dd_final_kernel<T><<<blocks_for(D), 256, 0, stream()>>>(ptr<double>(partial), ptr<T>(dD), n_chunks, D);
-      check_launch("s4d_skip_backward: dD sum");
+      sum_partials_into<T>(partial, tiles, D, ptr<T>(dD), "s4d_skip_backward: dD sum");
     }
   });
   return dD;

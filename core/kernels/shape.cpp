@@ -294,10 +294,21 @@ ConcatShape concat_shape(const std::vector<Tensor>& xs, int64_t axis) {
   return {os, ax};
 }
 
+std::vector<Tensor> split(const Tensor& x, int64_t ax, const std::vector<int64_t>& sizes) {
+  if constexpr (kCuda) if (on_cuda("split", x)) return cuda::split(x, ax, sizes);
+  std::vector<Tensor> ys;
+  ys.reserve(sizes.size());
+  int64_t off = 0;
+  for (int64_t n : sizes) {
+    ys.push_back(slice(x, ax, off, off + n));
+    off += n;
+  }
+  return ys;
+}
+
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
   if constexpr (kCuda) if (on_cuda("concat", xs)) return cuda::concat(xs, axis);
   const auto [os, ax] = concat_shape(xs, axis);
-  const Shape& s0 = xs[0].shape();
   Tensor out = Tensor::empty(os, xs[0].dtype());
   int64_t A, Ktot, B;
   split_at(os, ax, A, Ktot, B);

@@ -23,6 +23,10 @@ Tensor flip(const Tensor& x, int64_t axis);
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);
 /// Zeros of x_shape with dy written at [start, start + dy.size(axis)) along `axis` (slice's gradient).
 Tensor slice_backward(const Tensor& dy, const Shape& x_shape, int64_t axis, int64_t start);
+/// Copies of x[..., o_i : o_i + sizes[i], ...] along axis ax (non-negative; the sizes sum to
+/// x.size(ax), checked by the caller): on the device one launch for up to 16 parts instead of one
+/// slice each; on the CPU the slices.
+std::vector<Tensor> split(const Tensor& x, int64_t ax, const std::vector<int64_t>& sizes);
 /// Joins tensors along `axis`; every other size and the dtype must match.
 /// concat's output shape and its axis (made non-negative), with every check and message concat
 /// makes (non-empty, axis in range, equal shapes outside it, one dtype); shared with the CUDA twin.

@@ -1,5 +1,5 @@
 // The device reductions (sum, mean, sum_to, mul_sum_to, max), shape copies (permute, transpose, flip,
-// slice, concat) and softmax against the CPU kernels on the same inputs; float64 comparisons of the
+// slice, concat, split) and softmax against the CPU kernels on the same inputs; float64 comparisons of the
 // backward kernels are the device gradient checks. Shapes cover several blocks, sizes that are not
 // multiples of 32, multi-pass sums and empty tensors.
 #include <algorithm>
@@ -258,6 +258,33 @@ TEST_CASE("cuda shape: concat of many tensors along every axis") {
   }
   std::vector<Tensor> bad = {gpu(rand_cpu({2, 3}, 1)), gpu(rand_cpu({3, 3}, 2))};
   CHECK_THROWS_WITH_AS(kernels::concat(bad, 1), doctest::Contains("differ outside axis"), Error);
+}
+
+TEST_CASE("cuda shape: split into many parts along every axis (one launch per 16 parts)") {
+  SEQLAB_REQUIRE_GPU();
+  uint64_t seed = 800;
+  for (DType d : {DType::f32, DType::f64, DType::i32}) {
+    for (int64_t ax : {0, 1, 2}) {
+      std::vector<int64_t> sizes;  // 37 parts, some empty: three launches
+      int64_t total = 0;
+      for (int i = 0; i < 37; ++i) {
+        sizes.push_back((i % 7 == 3) ? 0 : 1 + (i * 5) % 4);
+        total += sizes.back();
+      }
+      Shape s = {3, 4, 5};
+      s[static_cast<size_t>(ax)] = total;
+      const Tensor x = rand_any(s, ++seed, d);
+      const std::vector<Tensor> cpu = kernels::split(x, ax, sizes), dev = kernels::split(gpu(x), ax, sizes);
+      REQUIRE(dev.size() == sizes.size());
+      for (size_t i = 0; i < sizes.size(); ++i)
+        check_same(dev[i], cpu[i], str("split part ", i, " ", dname(d), " axis ", ax));
+      check_same(kernels::concat(dev, ax), x, str("concat of split ", dname(d), " axis ", ax));
+      const std::vector<int64_t> two = {1, total - 1};
+      const std::vector<Tensor> c2 = kernels::split(x, ax, two), g2 = kernels::split(gpu(x), ax, two);
+      check_same(g2[0], c2[0], str("split 2 first ", dname(d), " axis ", ax));
+      check_same(g2[1], c2[1], str("split 2 second ", dname(d), " axis ", ax));
+    }
+  }
 }
 
 TEST_CASE("cuda softmax: softmax and log_softmax forward and backward over every axis") {
