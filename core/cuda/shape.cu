@@ -7,6 +7,7 @@
 #include "core/cuda/shape.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "core/cuda/common.cuh"
 #include "core/kernels/shape.h"
@@ -96,41 +97,59 @@ __global__ void slice_backward_kernel(const E* __restrict__ dy, E* __restrict__ 
   }
 }
 
-// Up to kCatGroup inputs placed at [k0[j], k0[j + 1]) along the output's axis (of size Ktot).
-struct CatGroup {
+// Up to kCatGroup non-empty parts of a concat or split: ptr[j] is part j's storage, k0[j] .. k0[j + 1]
+// its range along the axis.
+struct PartGroup {
   int n = 0;
-  const void* src[kCatGroup];
+  void* ptr[kCatGroup];
   int64_t k0[kCatGroup + 1];
 };
 
+// Calls launch(g) for consecutive groups of the parts of sizes ks (empty parts skipped); ptr_of(i) is
+// part i's storage.
+template <typename PtrOf, typename Launch>
+void for_part_groups(const std::vector<int64_t>& ks, PtrOf ptr_of, Launch launch) {
+  PartGroup g;
+  int64_t off = 0;
+  for (size_t i = 0; i < ks.size(); ++i) {
+    const int64_t k = ks[i];
+    if (k > 0) {
+      if (g.n == 0) g.k0[0] = off;
+      g.ptr[g.n] = ptr_of(i);
+      g.k0[g.n + 1] = off + k;
+      if (++g.n == kCatGroup) {
+        launch(g);
+        g.n = 0;
+      }
+    }
+    off += k;
+  }
+  if (g.n > 0) launch(g);
+}
+
+// concat: the group's inputs placed at [k0[j], k0[j + 1]) along the output's axis (of size Ktot)
 template <typename E>
-__global__ void concat_kernel(E* __restrict__ out, int64_t Ktot, int64_t B, int64_t count, CatGroup g) {
+__global__ void concat_kernel(E* __restrict__ out, int64_t Ktot, int64_t B, int64_t count, PartGroup g) {
   const int64_t first = g.k0[0], Kg = g.k0[g.n] - first;
   SEQLAB_CUDA_LOOP(i, count) {
     const int64_t b = i % B, q = i / B, k = first + q % Kg, a = q / Kg;
     int j = 0;
     while (j + 1 < g.n && g.k0[j + 1] <= k) ++j;
     const int64_t kj = g.k0[j + 1] - g.k0[j];
-    out[(a * Ktot + k) * B + b] = static_cast<const E*>(g.src[j])[(a * kj + (k - g.k0[j])) * B + b];
+    out[(a * Ktot + k) * B + b] = static_cast<const E*>(g.ptr[j])[(a * kj + (k - g.k0[j])) * B + b];
   }
 }
 
 // split: the inverse of concat_kernel, one thread per element of the parts g.k0[0] .. g.k0[n] of x
-struct SplitGroup {
-  int n = 0;
-  void* dst[kCatGroup];
-  int64_t k0[kCatGroup + 1];
-};
-
 template <typename E>
-__global__ void split_kernel(const E* __restrict__ in, int64_t Ktot, int64_t B, int64_t count, SplitGroup g) {
+__global__ void split_kernel(const E* __restrict__ in, int64_t Ktot, int64_t B, int64_t count, PartGroup g) {
   const int64_t first = g.k0[0], Kg = g.k0[g.n] - first;
   SEQLAB_CUDA_LOOP(i, count) {
     const int64_t b = i % B, q = i / B, k = first + q % Kg, a = q / Kg;
     int j = 0;
     while (j + 1 < g.n && g.k0[j + 1] <= k) ++j;
     const int64_t kj = g.k0[j + 1] - g.k0[j];
-    static_cast<E*>(g.dst[j])[(a * kj + (k - g.k0[j])) * B + b] = in[(a * Ktot + k) * B + b];
+    static_cast<E*>(g.ptr[j])[(a * kj + (k - g.k0[j])) * B + b] = in[(a * Ktot + k) * B + b];
   }
 }
 
@@ -222,33 +241,19 @@ Tensor slice_backward(const Tensor& dy, const Shape& x_shape, int64_t axis, int6
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
   using kernels::concat_shape;
   const auto [os, ax] = concat_shape(xs, axis);
-  const Shape& s0 = xs[0].shape();
   Tensor out = empty(os, xs[0].dtype());
   int64_t A, Ktot, B;
   split_at(os, ax, A, Ktot, B);
   if (out.numel() == 0) return out;
+  std::vector<int64_t> ks;
+  for (const Tensor& x : xs) ks.push_back(x.shape()[static_cast<size_t>(ax)]);
   by_size(out.dtype(), [&]<typename E>() {
     E* dst = static_cast<E*>(out.device_ptr());
-    CatGroup g;
-    int64_t off = 0;
-    auto flush = [&] {
-      if (g.n == 0) return;
+    for_part_groups(ks, [&](size_t i) { return xs[i].device_ptr(); }, [&](const PartGroup& g) {
       const int64_t count = A * (g.k0[g.n] - g.k0[0]) * B;
       concat_kernel<E><<<blocks_for(count), 256, 0, stream()>>>(dst, Ktot, B, count, g);
       check_launch("concat_kernel");
-      g.n = 0;
-    };
-    for (const Tensor& x : xs) {
-      const int64_t k = x.shape()[static_cast<size_t>(ax)];
-      if (k > 0) {
-        if (g.n == 0) g.k0[0] = off;
-        g.src[g.n] = x.device_ptr();
-        g.k0[g.n + 1] = off + k;
-        if (++g.n == kCatGroup) flush();
-      }
-      off += k;
-    }
-    flush();
+    });
   });
   return out;
 }
@@ -267,26 +272,11 @@ std::vector<Tensor> split(const Tensor& x, int64_t ax, const std::vector<int64_t
   if (x.numel() == 0) return ys;
   by_size(x.dtype(), [&]<typename E>() {
     const E* src = static_cast<const E*>(x.device_ptr());
-    SplitGroup g;
-    int64_t off = 0;
-    auto flush = [&] {
-      if (g.n == 0) return;
+    for_part_groups(sizes, [&](size_t i) { return ys[i].device_ptr(); }, [&](const PartGroup& g) {
       const int64_t count = A * (g.k0[g.n] - g.k0[0]) * B;
       split_kernel<E><<<blocks_for(count), 256, 0, stream()>>>(src, Ktot, B, count, g);
       check_launch("split_kernel");
-      g.n = 0;
-    };
-    for (size_t i = 0; i < sizes.size(); ++i) {
-      const int64_t k = sizes[i];
-      if (k > 0) {
-        if (g.n == 0) g.k0[0] = off;
-        g.dst[g.n] = ys[i].device_ptr();
-        g.k0[g.n + 1] = off + k;
-        if (++g.n == kCatGroup) flush();
-      }
-      off += k;
-    }
-    flush();
+    });
   });
   return ys;
 }
