@@ -127,29 +127,36 @@ void for_part_groups(const std::vector<int64_t>& ks, PtrOf ptr_of, Launch launch
   if (g.n > 0) launch(g);
 }
 
-// concat: the group's inputs placed at [k0[j], k0[j + 1]) along the output's axis (of size Ktot)
+// Element i of a group's copy: its offset in the whole tensor (Ktot along the axis) and, in part j,
+// its offset there.
+struct PartElement {
+  int j;
+  int64_t whole, part;
+};
+__device__ inline PartElement part_element(int64_t i, int64_t Ktot, int64_t B, const PartGroup& g) {
+  const int64_t first = g.k0[0], Kg = g.k0[g.n] - first;
+  const int64_t b = i % B, q = i / B, k = first + q % Kg, a = q / Kg;
+  int j = 0;
+  while (j + 1 < g.n && g.k0[j + 1] <= k) ++j;
+  const int64_t kj = g.k0[j + 1] - g.k0[j];
+  return {j, (a * Ktot + k) * B + b, (a * kj + (k - g.k0[j])) * B + b};
+}
+
+// concat: the group's inputs placed at [k0[j], k0[j + 1]) along the output's axis
 template <typename E>
 __global__ void concat_kernel(E* __restrict__ out, int64_t Ktot, int64_t B, int64_t count, PartGroup g) {
-  const int64_t first = g.k0[0], Kg = g.k0[g.n] - first;
   SEQLAB_CUDA_LOOP(i, count) {
-    const int64_t b = i % B, q = i / B, k = first + q % Kg, a = q / Kg;
-    int j = 0;
-    while (j + 1 < g.n && g.k0[j + 1] <= k) ++j;
-    const int64_t kj = g.k0[j + 1] - g.k0[j];
-    out[(a * Ktot + k) * B + b] = static_cast<const E*>(g.ptr[j])[(a * kj + (k - g.k0[j])) * B + b];
+    const PartElement e = part_element(i, Ktot, B, g);
+    out[e.whole] = static_cast<const E*>(g.ptr[e.j])[e.part];
   }
 }
 
-// split: the inverse of concat_kernel, one thread per element of the parts g.k0[0] .. g.k0[n] of x
+// split: the inverse of concat_kernel
 template <typename E>
 __global__ void split_kernel(const E* __restrict__ in, int64_t Ktot, int64_t B, int64_t count, PartGroup g) {
-  const int64_t first = g.k0[0], Kg = g.k0[g.n] - first;
   SEQLAB_CUDA_LOOP(i, count) {
-    const int64_t b = i % B, q = i / B, k = first + q % Kg, a = q / Kg;
-    int j = 0;
-    while (j + 1 < g.n && g.k0[j + 1] <= k) ++j;
-    const int64_t kj = g.k0[j + 1] - g.k0[j];
-    static_cast<E*>(g.ptr[j])[(a * kj + (k - g.k0[j])) * B + b] = in[(a * Ktot + k) * B + b];
+    const PartElement e = part_element(i, Ktot, B, g);
+    static_cast<E*>(g.ptr[e.j])[e.part] = in[e.whole];
   }
 }
 
