@@ -202,9 +202,10 @@ void read_train(Reader& r, TrainConfig& t) {
   t.patience = r.get_int("patience", t.patience, 0);
   t.threads = r.get_int("threads", t.threads, 0, 1024);
   t.device = r.get_string("device", t.device, {"cpu", "cuda"});
-  t.matmul_precision = r.get_string("matmul_precision", t.matmul_precision, {"highest", "high"});
+  t.matmul_precision = r.get_string("matmul_precision", t.matmul_precision, {"highest", "high", "medium"});
   if (t.device != "cuda" && t.matmul_precision != "highest")
-    r.fail("matmul_precision", "\"highest\" with device = \"" + t.device + "\" (\"high\", TF32, is a GPU tensor-core mode)",
+    r.fail("matmul_precision", "\"highest\" with device = \"" + t.device +
+               "\" (\"high\", TF32, and \"medium\", bfloat16, are GPU tensor-core modes)",
            r.find("matmul_precision"));
   t.max_steps = r.get_int("max_steps", t.max_steps, 0);
   t.checkpoint_every = r.get_int("checkpoint_every", t.checkpoint_every, 0);

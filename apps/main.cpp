@@ -201,8 +201,9 @@ struct Cli {
     bench->add_option("--device", o.device, "cpu or cuda (peak memory is then the device pool's peak)")
         ->check(CLI::IsMember({"cpu", "cuda"}));
     bench->add_option("--matmul-precision", o.matmul_precision,
-                      "cuda: highest (strict fp32, the default) or high (cuBLAS GEMMs on TF32 tensor cores)")
-        ->check(CLI::IsMember({"highest", "high"}));
+                      "cuda: highest (strict fp32, the default), high (cuBLAS GEMMs on TF32 tensor cores) or "
+                      "medium (on bfloat16 tensor cores)")
+        ->check(CLI::IsMember({"highest", "high", "medium"}));
     bench->add_option("--csv", o.csv, "write the results as CSV to FILE");
     bench->add_option("--single", o.single, "internal: run one case in this process")->expected(2)->group("");
   }

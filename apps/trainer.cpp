@@ -101,7 +101,7 @@ class Training {
     model_ = make_model(c_, mc_, td_);  // initialised on the host: the same weights on either device
     if (gpu) {
       model_->to(Device::cuda);
-      cuda::set_tf32(c_.train.matmul_precision == "high");
+      cuda::set_matmul_precision(cuda::matmul_precision_of(c_.train.matmul_precision));
     }
     n_params_ = model_->num_parameters();
     spdlog::info("[{}] {} parameters, {}", mc_.name, n_params_,

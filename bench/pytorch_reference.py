@@ -414,10 +414,15 @@ def run_single_cuda(model, T, args):
             fwd = torch.compile(net, mode=None if args.compile_mode == "default" else args.compile_mode,
                                 dynamic=True if args.compile_dynamic else None)
 
+        def autocast():
+            import contextlib
+            return torch.autocast("cuda", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
+
         def step():
             opt.zero_grad(set_to_none=True)
             with sdpa_context(args.sdpa_backend):
-                loss = torch.nn.functional.mse_loss(fwd(x), y)
+                with autocast():
+                    loss = torch.nn.functional.mse_loss(fwd(x).float(), y)
                 loss.backward()
             opt.step()
 
@@ -559,6 +564,7 @@ def run_child(model, T, args, scan):
     if cuda:
         cmd += ["--device", "cuda", "--anchor-dir", args.anchor_dir, "--sdpa-backend", args.sdpa_backend]
         cmd += ["--tf32"] if args.tf32 else []
+        cmd += ["--bf16"] if args.bf16 else []
         if args.compile:
             cmd += ["--compile", "--compile-mode", args.compile_mode]
             cmd += ["--compile-dynamic"] if args.compile_dynamic else []
@@ -615,14 +621,20 @@ def main():
                     help="cuda: force the transformer's SDPA backend (auto: PyTorch's choice, reported)")
     ap.add_argument("--tf32", action="store_true",
                     help="cuda: float32 GEMMs and cuDNN on TF32 tensor cores (seqlab bench --matmul-precision high)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="cuda: the forward and loss under torch.autocast to bfloat16 (GEMMs, cuDNN, SDPA; the "
+                         "counterpart of seqlab bench --matmul-precision medium, which casts only its GEMMs)")
     ap.add_argument("--check-fused", action="store_true",
                     help="build the fused scan and compare it with the sequential scan (loss, gradients); exit")
     ap.add_argument("--single", nargs=2, metavar=("MODEL", "T"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.anchor_dir = os.path.abspath(args.anchor_dir)
     cuda = args.device == "cuda"
-    if not cuda and (args.mamba_scan == "fused" or args.compile or args.sdpa_backend != "auto" or args.tf32):
-        ap.error("--mamba-scan fused, --compile, --sdpa-backend and --tf32 need --device cuda")
+    if not cuda and (args.mamba_scan == "fused" or args.compile or args.sdpa_backend != "auto" or args.tf32
+                     or args.bf16):
+        ap.error("--mamba-scan fused, --compile, --sdpa-backend, --tf32 and --bf16 need --device cuda")
+    if args.tf32 and args.bf16:
+        ap.error("--tf32 and --bf16 are two different rows: pick one")
     if args.compile_dynamic and not args.compile:
         ap.error("--compile-dynamic goes with --compile")
     if args.check_fused:
@@ -641,7 +653,7 @@ def main():
         if args.compile:
             mode = f"torch.compile(mode={args.compile_mode}{', dynamic=True' if args.compile_dynamic else ''})"
         print(f"pytorch bench: torch {torch.__version__} (CUDA {torch.version.cuda}), device cuda "
-              f"({torch.cuda.get_device_name(0)}), {'TF32 GEMMs (--tf32)' if args.tf32 else 'strict fp32 (TF32 off)'}, B={args.batch}, median of {args.steps} "
+              f"({torch.cuda.get_device_name(0)}), {'TF32 GEMMs (--tf32)' if args.tf32 else 'bfloat16 autocast (--bf16)' if args.bf16 else 'strict fp32 (TF32 off)'}, B={args.batch}, median of {args.steps} "
               f"steps after {args.warmup} warm-up, timed with CUDA events; "
               f"{mode}; "
               f"peak_MiB (CSV peak_rss_mib) is torch.cuda.max_memory_allocated() of the case, base_rss_mib "

@@ -91,7 +91,7 @@ void run_single(const std::string& model, int64_t T, const BenchOptions& o) {
   const bool gpu = o.device == "cuda";
   if (gpu) {
     cuda::require("seqlab bench --device cuda");
-    cuda::set_tf32(o.matmul_precision == "high");
+    cuda::set_matmul_precision(cuda::matmul_precision_of(o.matmul_precision));
     net.to(Device::cuda);  // initialised on the host, as in training
   }
   int64_t params = 0;
@@ -168,7 +168,9 @@ void run_all(const BenchOptions& o) {
   if (o.device == "cuda")
     std::printf("seqlab bench: device cuda (%s); GEMMs %s; peak_MiB and net_MiB are the device pool's\n",
                 cuda::describe_devices().c_str(),
-                o.matmul_precision == "high" ? "TF32 tensor cores (--matmul-precision high)" : "strict fp32");
+                o.matmul_precision == "high"     ? "TF32 tensor cores (--matmul-precision high)"
+                : o.matmul_precision == "medium" ? "bfloat16 tensor cores in cuBLAS (--matmul-precision medium)"
+                                                 : "strict fp32");
   std::printf("%-12s %6s %9s %11s %11s %10s %9s %9s %9s %11s\n", "model", "T", "params", "step_ms", "samples/s",
               "peak_MiB", "net_MiB", "GFLOP", "GFLOP/s", "cpu_ms");
   std::fflush(stdout);
@@ -222,7 +224,7 @@ double step_gflop(const std::string& model, int64_t T_, int64_t B_) {
 
 void run_bench(const BenchOptions& o) {
   SEQLAB_CHECK(o.device == "cuda" || o.matmul_precision == "highest", "seqlab bench --matmul-precision ",
-               o.matmul_precision, ": expected --device cuda (TF32 is a GPU tensor-core mode), got --device ", o.device);
+               o.matmul_precision, ": expected --device cuda (TF32 and bfloat16 GEMMs are GPU tensor-core modes), got --device ", o.device);
   if (!o.single.empty()) {
     SEQLAB_CHECK(o.single.size() == 2, "bench --single: expected MODEL T");
     const int64_t T = std::stoll(o.single.at(1));

@@ -2,12 +2,13 @@
 # One batch of GPU work on the device machine (run through scripts/gpu-run.sh): what docs/GPU.md's
 # figures come from. Writes logs to $OUT (or /tmp/gpu-out). Parts: tests, compare, bench (default all),
 # scan (the scan alone against the official kernel), ncu (profiles of the scan kernels), etth1-alone,
-# scan-chunked (the opt-in chunk-parallel forward: its cuda tests, timing and the official kernel's
-# cross-check), tf32 (TF32 GEMM rows of both benches, and ETTh1 horizon 96 in TF32 against fp32),
-# multi-tensor (SEQLAB_CUDA_MULTI_TENSOR=1: its test and the short-sequence steps with and without);
+# scan-chunked (the chunk-parallel forward, the default since session 15: its cuda tests, timing beside
+# the one-pass tiled forward and the official kernel's cross-check), tf32 (TF32 GEMM rows of both benches, and ETTh1 horizon 96 in TF32 against fp32),
+# multi-tensor (the default since session 15: its test and the short-sequence steps with and without);
 # scan-chunked-tests and scan-chunked-time: the two halves of scan-chunked; step-profile (the kernels
 # of one training step under Nsight Compute: how many, and their GPU time; STEP_PROFILE picks the cases);
-# tests-chunked (the whole cuda suite with SEQLAB_SCAN_FWD=chunked).
+# tests-tiled (the whole cuda suite with SEQLAB_SCAN_FWD=tiled: the chunked forward is the default since
+# session 15); bf16 (--matmul-precision medium and PyTorch's bfloat16 autocast, ETTh1 h96 against fp32).
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -21,13 +22,13 @@ for part in $parts; do
       timeout ${TESTS_TIMEOUT:-300} build/portable/tests/seqlab_cuda_tests -d >"$out/cuda_tests.log" 2>&1
       echo "cuda tests: rc=$?"
       grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED|Status" "$out/cuda_tests.log" | head -60 ;;
-    tests-chunked)
-      # The whole cuda suite with the chunk-parallel scan forward as if it were the default: what has
-      # to pass before it becomes the default (GPU.md, issue 21's targets table).
-      SEQLAB_SCAN_FWD=chunked timeout ${TESTS_TIMEOUT:-300} build/portable/tests/seqlab_cuda_tests -d \
-        >"$out/cuda_tests_all_chunked.log" 2>&1
-      echo "cuda tests (all) with SEQLAB_SCAN_FWD=chunked: rc=$?"
-      grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED|Status" "$out/cuda_tests_all_chunked.log" | head -60 ;;
+    tests-tiled)
+      # The whole cuda suite with the one-pass tiled scan forward (SEQLAB_SCAN_FWD=tiled), the path the
+      # default chunk-parallel forward replaced in session 15.
+      SEQLAB_SCAN_FWD=tiled timeout ${TESTS_TIMEOUT:-300} build/portable/tests/seqlab_cuda_tests -d \
+        >"$out/cuda_tests_all_tiled.log" 2>&1
+      echo "cuda tests (all) with SEQLAB_SCAN_FWD=tiled: rc=$?"
+      grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED|Status" "$out/cuda_tests_all_tiled.log" | head -60 ;;
     compare)
       # cuda twice (a GPU run is bit-identical to itself), then the CPU at the same seed.
       for run in cuda cuda_again cpu; do
@@ -105,7 +106,8 @@ for part in $parts; do
       echo "cuda tests (scan, mamba) with SEQLAB_SCAN_FWD=chunked: rc=$?"
       grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED" "$out/cuda_tests_chunked.log" | head -30; }
       [ "$part" = scan-chunked-tests ] && continue
-      timeout 120 build/portable/bench_scan_cuda --csv "$out/seqlab_scan_tiled.csv" >"$out/scan_tiled.log" 2>&1
+      SEQLAB_SCAN_FWD=tiled timeout 120 build/portable/bench_scan_cuda --csv "$out/seqlab_scan_tiled.csv" \
+        >"$out/scan_tiled.log" 2>&1
       echo "scan (tiled forward): rc=$?"; tail -5 "$out/scan_tiled.log"
       SEQLAB_SCAN_FWD=chunked timeout 120 build/portable/bench_scan_cuda --dump /tmp/scan_dump_chunked \
         --csv "$out/seqlab_scan_chunked.csv" >"$out/scan_chunked.log" 2>&1
@@ -135,6 +137,24 @@ for part in $parts; do
         --csv "$out/torch_tf32.csv" >"$out/torch_tf32.log" 2>&1
       echo "torch tf32: rc=$?"; tail -18 "$out/torch_tf32.log"
       for prec in highest high; do
+        timeout 200 $bin --log-level warn compare configs/paper/etth1_h96.toml --set train.device='"cuda"' \
+          --set train.matmul_precision="\"$prec\"" --set output.dir="\"runs/gpu_etth1_h96_$prec\"" \
+          >"$out/etth1_h96_$prec.log" 2>&1
+        echo "etth1 h96 $prec: rc=$?"; cp runs/gpu_etth1_h96_$prec/results.csv "$out/etth1_h96_$prec.csv" 2>/dev/null
+        tail -7 "$out/etth1_h96_$prec.log"
+      done ;;
+    bf16)
+      # bfloat16 rows: seqlab's cuBLAS GEMMs on bf16 tensor cores (--matmul-precision medium) and
+      # PyTorch under torch.autocast(bfloat16); then ETTh1 horizon 96 (seed 0) with medium beside fp32
+      # (the test MSE should stay within 1%).
+      timeout 200 $bin bench --device cuda --matmul-precision medium --models lstm,transformer,s4d,mamba \
+        --seq-lens 96,720,2880,8192 --steps 10 --warmup 3 --csv "$out/bench_cuda_bf16.csv" >"$out/bench_bf16.log" 2>&1
+      echo "bench bf16: rc=$?"; grep -E '^model|^(lstm|transformer|s4d|mamba) ' "$out/bench_bf16.log"
+      env -u LD_LIBRARY_PATH timeout 200 python3 bench/pytorch_reference.py --device cuda --bf16 \
+        --models lstm,transformer,s4d,mamba --seq-lens 96,720,2880,8192 --steps 10 --warmup 3 --max-seconds 40 \
+        --csv "$out/torch_bf16.csv" >"$out/torch_bf16.log" 2>&1
+      echo "torch bf16: rc=$?"; tail -18 "$out/torch_bf16.log"
+      for prec in highest medium; do
         timeout 200 $bin --log-level warn compare configs/paper/etth1_h96.toml --set train.device='"cuda"' \
           --set train.matmul_precision="\"$prec\"" --set output.dir="\"runs/gpu_etth1_h96_$prec\"" \
           >"$out/etth1_h96_$prec.log" 2>&1

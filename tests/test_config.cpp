@@ -332,6 +332,10 @@ TEST_CASE("apps/config: embed_init_std and tie_embeddings (token tasks) and matm
               "[model] embed_init_std: expected the default 1 on a series");
   CHECK_ERROR(error_of_text(ih + "[train]\nmatmul_precision = \"high\"\n"),
               "[train] matmul_precision: expected \"highest\" with device = \"cpu\"");
+  CHECK(parse_config(ih + "[train]\ndevice = \"cuda\"\nmatmul_precision = \"medium\"\n", "t.toml")
+            .train.matmul_precision == "medium");
+  CHECK_ERROR(error_of_text(ih + "[train]\nmatmul_precision = \"medium\"\n"),
+              "[train] matmul_precision: expected \"highest\" with device = \"cpu\"");
   CHECK_ERROR(error_of_text(ih + "[train]\ndevice = \"cuda\"\nmatmul_precision = \"tf32\"\n"),
               "[train] matmul_precision: expected one of");
 }

@@ -26,6 +26,13 @@ cublasHandle_t cublas();
 /// Throws seqlab::Error naming the call and CUDA's message.
 void check(cudaError_t e, const char* what);
 void check_cublas(cublasStatus_t s, const char* what);
+/// cublasSgemm / cublasSgemmStridedBatched (column-major), or with matmul_precision() == medium
+/// cublasGemmEx / cublasGemmStridedBatchedEx with CUBLAS_COMPUTE_32F_FAST_16BF (core/cuda/matmul.cu).
+cublasStatus_t sgemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
+                     const float* a, int lda, const float* b, int ldb, const float* beta, float* c, int ldc);
+cublasStatus_t sgemm_strided(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
+                             const float* a, int lda, long long sa, const float* b, int ldb, long long sb,
+                             const float* beta, float* c, int ldc, long long sc, int batch);
 /// After a launch: a bad configuration (too many threads, too much shared memory) as an Error.
 inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
 

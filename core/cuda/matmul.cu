@@ -1,4 +1,5 @@
-// Matrix products on the device: cuBLAS (bound to stream(), strict fp32, no TF32) with the row-major
+// Matrix products on the device: cuBLAS (bound to stream(); strict fp32 unless set_matmul_precision
+// asks for TF32 or bfloat16 tensor cores) with the row-major
 // <-> column-major swap: a row-major C (M, N) is a column-major C^T (N, M) = op(B)^T op(A)^T, so every
 // call passes b before a and swaps M and N. Batches are strided batched GEMMs; products that sum into
 // one output (the gradient of a shared weight) are either one GEMM over the concatenated inner axis or
@@ -22,7 +23,7 @@ cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
 cublasStatus_t gemm_raw(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
                         const float* a, int lda, const float* b, int ldb, const float* beta, float* c, int ldc) {
-  return cublasSgemm(cublas(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  return sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 cublasStatus_t gemm_raw(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const double* alpha,
                         const double* a, int lda, const double* b, int ldb, const double* beta, double* c, int ldc) {
@@ -31,7 +32,7 @@ cublasStatus_t gemm_raw(cublasOperation_t ta, cublasOperation_t tb, int m, int n
 cublasStatus_t gemm_strided_raw(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
                                 const float* a, int lda, long long sa, const float* b, int ldb, long long sb,
                                 const float* beta, float* c, int ldc, long long sc, int batch) {
-  return cublasSgemmStridedBatched(cublas(), ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch);
+  return sgemm_strided(ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch);
 }
 cublasStatus_t gemm_strided_raw(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const double* alpha,
                                 const double* a, int lda, long long sa, const double* b, int ldb, long long sb,
@@ -82,6 +83,24 @@ __global__ void broadcast_rows(const T* __restrict__ b, T* __restrict__ y, int64
 }
 
 }  // namespace
+
+cublasStatus_t sgemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
+                     const float* a, int lda, const float* b, int ldb, const float* beta, float* c, int ldc) {
+  if (matmul_precision() == MatmulPrecision::medium)
+    return cublasGemmEx(cublas(), ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb, beta, c,
+                        CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT);
+  return cublasSgemm(cublas(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+cublasStatus_t sgemm_strided(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
+                             const float* a, int lda, long long sa, const float* b, int ldb, long long sb,
+                             const float* beta, float* c, int ldc, long long sc, int batch) {
+  if (matmul_precision() == MatmulPrecision::medium)
+    return cublasGemmStridedBatchedEx(cublas(), ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, sa, b, CUDA_R_32F, ldb,
+                                      sb, beta, c, CUDA_R_32F, ldc, sc, batch, CUBLAS_COMPUTE_32F_FAST_16BF,
+                                      CUBLAS_GEMM_DEFAULT);
+  return cublasSgemmStridedBatched(cublas(), ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch);
+}
 
 Tensor matmul_forward(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   const kernels::MatmulDims d = kernels::check_matmul(a, b, ta, tb);

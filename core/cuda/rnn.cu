@@ -32,8 +32,8 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
           int64_t ldb, T beta, T* C, int64_t ldc, const char* what) {
   const cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   if constexpr (std::is_same_v<T, float>)
-    check_cublas(cublasSgemm(cublas(), ob, oa, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha,
-                             B, static_cast<int>(ldb), A, static_cast<int>(lda), &beta, C, static_cast<int>(ldc)),
+    check_cublas(sgemm(ob, oa, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha, B,
+                       static_cast<int>(ldb), A, static_cast<int>(lda), &beta, C, static_cast<int>(ldc)),
                  what);
   else
     check_cublas(cublasDgemm(cublas(), ob, oa, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha,
@@ -48,10 +48,9 @@ void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, co
                   const char* what) {
   const cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   if constexpr (std::is_same_v<T, float>)
-    check_cublas(cublasSgemmStridedBatched(cublas(), ob, oa, static_cast<int>(N), static_cast<int>(M),
-                                           static_cast<int>(K), &alpha, B, static_cast<int>(ldb), sb, A,
-                                           static_cast<int>(lda), sa, &beta, C, static_cast<int>(ldc), sc,
-                                           static_cast<int>(batch)),
+    check_cublas(sgemm_strided(ob, oa, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha, B,
+                               static_cast<int>(ldb), sb, A, static_cast<int>(lda), sa, &beta, C,
+                               static_cast<int>(ldc), sc, static_cast<int>(batch)),
                  what);
   else
     check_cublas(cublasDgemmStridedBatched(cublas(), ob, oa, static_cast<int>(N), static_cast<int>(M),

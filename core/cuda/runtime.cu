@@ -74,8 +74,16 @@ cudaStream_t stream() {
 }
 
 namespace {
-std::atomic<bool> g_tf32{false};
-cublasMath_t math_mode() { return g_tf32.load() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH; }
+std::atomic<MatmulPrecision> g_precision{MatmulPrecision::highest};
+// medium: the float32 GEMMs go through cublasGemmEx with CUBLAS_COMPUTE_32F_FAST_16BF (matmul.cu),
+// which the default math mode lets run as asked.
+cublasMath_t math_mode() {
+  switch (g_precision.load()) {
+    case MatmulPrecision::high: return CUBLAS_TF32_TENSOR_OP_MATH;
+    case MatmulPrecision::medium: return CUBLAS_DEFAULT_MATH;
+    default: return CUBLAS_PEDANTIC_MATH;
+  }
+}
 }  // namespace
 
 cublasHandle_t cublas() {
@@ -83,19 +91,20 @@ cublasHandle_t cublas() {
     cublasHandle_t hh{};
     check_cublas(cublasCreate(&hh), "cublasCreate");
     check_cublas(cublasSetStream(hh, stream()), "cublasSetStream");
-    // Strict IEEE float32 unless set_tf32(true): the CPU comparison and the anchors are fp32.
+    // Strict IEEE float32 unless set_matmul_precision says otherwise: the CPU comparison and the
+    // anchors are fp32.
     check_cublas(cublasSetMathMode(hh, math_mode()), "cublasSetMathMode");
     return hh;
   }();
   return h;
 }
 
-void set_tf32(bool on) {
-  if (g_tf32.exchange(on) == on) return;
+void set_matmul_precision(MatmulPrecision p) {
+  if (g_precision.exchange(p) == p) return;
   check_cublas(cublasSetMathMode(cublas(), math_mode()), "cublasSetMathMode");
 }
 
-bool tf32() { return g_tf32.load(); }
+MatmulPrecision matmul_precision() { return g_precision.load(); }
 
 // ---------------------------------------------------------------------------------------------
 // Caching allocator. Bins: 512 B granularity up to 4 KiB, then four bins per power of two (a block

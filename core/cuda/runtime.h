@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "core/allocator.h"
 #include "core/dtype.h"
@@ -59,12 +60,20 @@ void memset_zero(void* dst, size_t bytes);
 void fill(void* dst, DType dtype, int64_t n, double value);
 /// dst[i] = (D) src[i] between dtypes, n elements.
 void convert(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n);
-/// cuBLAS's float32 GEMMs on TF32 tensor cores (true: inputs rounded to 10 mantissa bits, float32
-/// accumulation; PyTorch's set_float32_matmul_precision("high")) or strict IEEE float32 (false, the
-/// default: CUBLAS_PEDANTIC_MATH). Affects every later cuBLAS call of the process; the hand-written
-/// kernels (attention, scan, convolutions) and cuFFT stay in float32 either way.
-void set_tf32(bool on);
-bool tf32();
+/// How cuBLAS runs float32 GEMMs, named as PyTorch's torch.set_float32_matmul_precision:
+/// highest: strict IEEE float32 (the default; CUBLAS_PEDANTIC_MATH); high: TF32 tensor cores (inputs
+/// rounded to 10 mantissa bits, float32 accumulation); medium: bfloat16 tensor cores (inputs rounded
+/// to bfloat16's 7 mantissa bits inside cuBLAS, CUBLAS_COMPUTE_32F_FAST_16BF; float32 accumulation,
+/// inputs and outputs stay float32 tensors: an autocast of the GEMMs). Affects every later cuBLAS
+/// call of the process; the hand-written kernels (attention, scan, convolutions), cuFFT and float64
+/// GEMMs stay as they are.
+enum class MatmulPrecision { highest, high, medium };
+void set_matmul_precision(MatmulPrecision p);
+MatmulPrecision matmul_precision();
+/// "high" and "medium" -> their modes, anything else -> highest (configs and flags check the names).
+inline MatmulPrecision matmul_precision_of(std::string_view name) {
+  return name == "high" ? MatmulPrecision::high : name == "medium" ? MatmulPrecision::medium : MatmulPrecision::highest;
+}
 /// Waits until every queued operation has finished; a kernel's error surfaces here at the latest.
 void synchronize();
 

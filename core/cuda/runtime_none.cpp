@@ -33,8 +33,10 @@ void memset_zero(void*, size_t) { unavailable(); }
 void fill(void*, DType, int64_t, double) { unavailable(); }
 void convert(void*, DType, const void*, DType, int64_t) { unavailable(); }
 void synchronize() {}
-void set_tf32(bool on) { SEQLAB_CHECK(!on, "TF32 needs seqlab's CUDA part (built without it)"); }
-bool tf32() { return false; }
+void set_matmul_precision(MatmulPrecision p) {
+  SEQLAB_CHECK(p == MatmulPrecision::highest, "TF32 and bfloat16 GEMMs need seqlab's CUDA part (built without it)");
+}
+MatmulPrecision matmul_precision() { return MatmulPrecision::highest; }
 bool multi_tensor() { return false; }
 void set_multi_tensor(bool) {}
 

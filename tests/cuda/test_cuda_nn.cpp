@@ -147,29 +147,47 @@ TEST_CASE("cuda nn: matmul 2-D - batched and shared - every transpose - forward 
   check_matmul({2}, 130, 257, 300, true, false, true, DType::f32, {1e-4, 1e-4}, 8);
 }
 
-TEST_CASE("cuda nn: TF32 GEMMs (set_tf32) - close to float32 but not identical - strict again when switched off") {
+TEST_CASE("cuda nn: TF32 and bfloat16 GEMMs (set_matmul_precision) - close to float32 but not identical - strict again when switched back") {
   SEQLAB_REQUIRE_GPU();
+  using cuda::MatmulPrecision;
   Tensor a = rand_cpu({256, 512}, 11), b = rand_cpu({512, 192}, 12);
   Tensor ref = kernels::matmul_forward(a.to(DType::f64), b.to(DType::f64), false, false);  // exact enough
-  REQUIRE_FALSE(cuda::tf32());
-  Tensor strict = kernels::matmul_forward(dev(a), dev(b), false, false).to(Device::cpu);
-  cuda::set_tf32(true);
-  CHECK(cuda::tf32());
-  Tensor t32 = kernels::matmul_forward(dev(a), dev(b), false, false).to(Device::cpu);
-  cuda::set_tf32(false);
-  Tensor again = kernels::matmul_forward(dev(a), dev(b), false, false).to(Device::cpu);
+  REQUIRE(cuda::matmul_precision() == MatmulPrecision::highest);
+  auto product = [&] { return kernels::matmul_forward(dev(a), dev(b), false, false).to(Device::cpu); };
+  // the strided batched path too: two products, no shared operand
+  Tensor a2 = rand_cpu({2, 256, 512}, 13), b2 = rand_cpu({2, 512, 192}, 14);
+  Tensor ref2 = kernels::matmul_forward(a2.to(DType::f64), b2.to(DType::f64), false, false);
+  auto batched = [&] { return kernels::matmul_forward(dev(a2), dev(b2), false, false).to(Device::cpu); };
+  const Tensor strict = product(), strict_b = batched();
+  cuda::set_matmul_precision(MatmulPrecision::high);
+  CHECK(cuda::matmul_precision() == MatmulPrecision::high);
+  const Tensor t32 = product();
+  cuda::set_matmul_precision(MatmulPrecision::medium);
+  CHECK(cuda::matmul_precision() == MatmulPrecision::medium);
+  const Tensor bf = product(), bf_b = batched();
+  cuda::set_matmul_precision(MatmulPrecision::highest);
+  const Tensor again = product();
   auto worst = [&](const Tensor& x) {
-    std::vector<double> u = x.to_vector(), r = ref.to_vector();
+    std::vector<double> u = x.to_vector(), r = (x.dim() == 3 ? ref2 : ref).to_vector();
+    REQUIRE(u.size() == r.size());
     double w = 0;
     for (size_t i = 0; i < u.size(); ++i) w = std::max(w, std::abs(u[i] - r[i]));
     return w;
   };
   // Entries are sums of 512 products of U(-1, 1) values (|entry| ~ 7): float32 rounds at ~1e-6 of
-  // that, TF32's 10-bit inputs at ~1e-3 relative per product.
+  // that, TF32's 10-bit inputs at ~1e-3 relative per product, bfloat16's 7-bit inputs at ~8e-3.
   CHECK(worst(strict) < 1e-4);
+  CHECK(worst(strict_b) < 1e-4);
   CHECK(worst(t32) > 1e-4);
   CHECK(worst(t32) < 5e-2);
+  CHECK(worst(bf) > worst(t32));
+  CHECK(worst(bf) < 0.3);
+  CHECK(worst(bf_b) > 1e-3);
+  CHECK(worst(bf_b) < 0.3);
   CHECK(again.to_vector() == strict.to_vector());
+  CHECK(cuda::matmul_precision_of("medium") == MatmulPrecision::medium);
+  CHECK(cuda::matmul_precision_of("high") == MatmulPrecision::high);
+  CHECK(cuda::matmul_precision_of("highest") == MatmulPrecision::highest);
 }
 
 TEST_CASE("cuda nn: matmul shape errors match the CPU's") {
