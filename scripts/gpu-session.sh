@@ -126,40 +126,26 @@ for part in $parts; do
           --seq-lens 96,720 --steps 20 --warmup 5 >"$out/bench_mt$mt.log" 2>&1
         echo "bench SEQLAB_CUDA_MULTI_TENSOR=$mt: rc=$?"; grep -E '^(lstm|transformer|s4d|mamba) ' "$out/bench_mt$mt.log"
       done ;;
-    tf32)
-      # TF32 rows: seqlab's cuBLAS GEMMs and PyTorch's GEMMs + cuDNN on tensor cores, same sizes as
-      # bench; then ETTh1 horizon 96 (seed 0) in TF32 beside fp32: the test MSE should stay within 1%.
-      timeout 200 $bin bench --device cuda --matmul-precision high --models lstm,transformer,s4d,mamba \
-        --seq-lens 96,720,2880,8192 --steps 10 --warmup 3 --csv "$out/bench_cuda_tf32.csv" >"$out/bench_tf32.log" 2>&1
-      echo "bench tf32: rc=$?"; grep -E '^model|^(lstm|transformer|s4d|mamba) ' "$out/bench_tf32.log"
-      env -u LD_LIBRARY_PATH timeout 200 python3 bench/pytorch_reference.py --device cuda --tf32 \
+    tf32 | bf16)
+      # Reduced-precision rows, same sizes as bench. tf32: seqlab's cuBLAS GEMMs and PyTorch's GEMMs +
+      # cuDNN on TF32 tensor cores (--matmul-precision high, --tf32); bf16: seqlab's cuBLAS GEMMs on
+      # bfloat16 tensor cores (--matmul-precision medium) and PyTorch under torch.autocast(bfloat16)
+      # (--bf16). Then ETTh1 horizon 96 (seed 0) in that precision beside fp32: the test MSE should
+      # stay within 1%.
+      prec=high; [ "$part" = bf16 ] && prec=medium
+      timeout 200 $bin bench --device cuda --matmul-precision $prec --models lstm,transformer,s4d,mamba \
+        --seq-lens 96,720,2880,8192 --steps 10 --warmup 3 --csv "$out/bench_cuda_$part.csv" >"$out/bench_$part.log" 2>&1
+      echo "bench $part: rc=$?"; grep -E '^model|^(lstm|transformer|s4d|mamba) ' "$out/bench_$part.log"
+      env -u LD_LIBRARY_PATH timeout 200 python3 bench/pytorch_reference.py --device cuda --$part \
         --models lstm,transformer,s4d,mamba --seq-lens 96,720,2880,8192 --steps 10 --warmup 3 --max-seconds 40 \
-        --csv "$out/torch_tf32.csv" >"$out/torch_tf32.log" 2>&1
-      echo "torch tf32: rc=$?"; tail -18 "$out/torch_tf32.log"
-      for prec in highest high; do
+        --csv "$out/torch_$part.csv" >"$out/torch_$part.log" 2>&1
+      echo "torch $part: rc=$?"; tail -18 "$out/torch_$part.log"
+      for p in highest $prec; do
         timeout 200 $bin --log-level warn compare configs/paper/etth1_h96.toml --set train.device='"cuda"' \
-          --set train.matmul_precision="\"$prec\"" --set output.dir="\"runs/gpu_etth1_h96_$prec\"" \
-          >"$out/etth1_h96_$prec.log" 2>&1
-        echo "etth1 h96 $prec: rc=$?"; cp runs/gpu_etth1_h96_$prec/results.csv "$out/etth1_h96_$prec.csv" 2>/dev/null
-        tail -7 "$out/etth1_h96_$prec.log"
-      done ;;
-    bf16)
-      # bfloat16 rows: seqlab's cuBLAS GEMMs on bf16 tensor cores (--matmul-precision medium) and
-      # PyTorch under torch.autocast(bfloat16); then ETTh1 horizon 96 (seed 0) with medium beside fp32
-      # (the test MSE should stay within 1%).
-      timeout 200 $bin bench --device cuda --matmul-precision medium --models lstm,transformer,s4d,mamba \
-        --seq-lens 96,720,2880,8192 --steps 10 --warmup 3 --csv "$out/bench_cuda_bf16.csv" >"$out/bench_bf16.log" 2>&1
-      echo "bench bf16: rc=$?"; grep -E '^model|^(lstm|transformer|s4d|mamba) ' "$out/bench_bf16.log"
-      env -u LD_LIBRARY_PATH timeout 200 python3 bench/pytorch_reference.py --device cuda --bf16 \
-        --models lstm,transformer,s4d,mamba --seq-lens 96,720,2880,8192 --steps 10 --warmup 3 --max-seconds 40 \
-        --csv "$out/torch_bf16.csv" >"$out/torch_bf16.log" 2>&1
-      echo "torch bf16: rc=$?"; tail -18 "$out/torch_bf16.log"
-      for prec in highest medium; do
-        timeout 200 $bin --log-level warn compare configs/paper/etth1_h96.toml --set train.device='"cuda"' \
-          --set train.matmul_precision="\"$prec\"" --set output.dir="\"runs/gpu_etth1_h96_$prec\"" \
-          >"$out/etth1_h96_$prec.log" 2>&1
-        echo "etth1 h96 $prec: rc=$?"; cp runs/gpu_etth1_h96_$prec/results.csv "$out/etth1_h96_$prec.csv" 2>/dev/null
-        tail -7 "$out/etth1_h96_$prec.log"
+          --set train.matmul_precision="\"$p\"" --set output.dir="\"runs/gpu_etth1_h96_$p\"" \
+          >"$out/etth1_h96_$p.log" 2>&1
+        echo "etth1 h96 $p: rc=$?"; cp runs/gpu_etth1_h96_$p/results.csv "$out/etth1_h96_$p.csv" 2>/dev/null
+        tail -7 "$out/etth1_h96_$p.log"
       done ;;
     step-profile)
       # Where a training step's time goes: every kernel of `bench` under Nsight Compute with 1 and with
