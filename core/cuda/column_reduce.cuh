@@ -86,14 +86,21 @@ struct ColumnTerm {
   __device__ void operator()(int64_t r, int64_t j, double* acc) const { acc[0] += static_cast<double>(x[r * C + j]); }
 };
 
+/// Pass 1 alone for any one-term quantity f (f(r, j, acc) adds row r's term of column j to acc[0]):
+/// its (column_tiles(R), C) partials into part.
+template <typename F>
+void term_partials_into(F f, int64_t R, int64_t C, double* part, const char* what) {
+  if (C == 0) return;
+  column_tile_partials<1><<<column_tile_grid(R, C), dim3(kColX, kColY), 0, stream()>>>(R, C, column_tile_rows(R), f,
+                                                                                      part, nullptr);
+  check_launch(what);
+}
+
 /// Pass 1 alone: the (column_tiles(R), C) partials of x's column sums into part (a caller that
 /// gathers the tiles of several calls and adds them once, as the recurrent layers' time chunks do).
 template <typename T>
 void column_partials_into(const T* x, int64_t R, int64_t C, double* part, const char* what) {
-  if (C == 0) return;
-  column_tile_partials<1><<<column_tile_grid(R, C), dim3(kColX, kColY), 0, stream()>>>(
-      R, C, column_tile_rows(R), ColumnTerm<T>{x, C}, part, nullptr);
-  check_launch(what);
+  term_partials_into(ColumnTerm<T>{x, C}, R, C, part, what);
 }
 
 /// out[j] (or out[j] += with kAdd) = sum over the n rows of the (n, C) partials part. While more
@@ -113,14 +120,20 @@ void sum_partials_into(Tensor part, int64_t n, int64_t C, Out* out, const char* 
   check_launch(what);
 }
 
-/// out[j] (or out[j] += with kAdd) = sum over rows of x[r, j] for a row-major (R, C) x, in double;
-/// two launches when R <= 4096 (at most 64 tiles), three beyond.
-template <typename T, typename Out, bool kAdd = false>
-void column_sum_into(const T* x, int64_t R, int64_t C, Out* out, const char* what) {
+/// out[j] (or out[j] += with kAdd) = sum over rows r < R of f's term (r, j), in double; two launches
+/// when R <= 4096 (at most 64 tiles), three beyond.
+template <typename Out, bool kAdd = false, typename F>
+void term_sum_into(F f, int64_t R, int64_t C, Out* out, const char* what) {
   if (C == 0) return;
   Tensor part = empty({column_tiles(R), C}, DType::f64);
-  column_partials_into<T>(x, R, C, ptr<double>(part), what);
+  term_partials_into(f, R, C, ptr<double>(part), what);
   sum_partials_into<Out, kAdd>(part, column_tiles(R), C, out, what);
+}
+
+/// out[j] (or out[j] += with kAdd) = sum over rows of x[r, j] for a row-major (R, C) x, in double.
+template <typename T, typename Out, bool kAdd = false>
+void column_sum_into(const T* x, int64_t R, int64_t C, Out* out, const char* what) {
+  term_sum_into<Out, kAdd>(ColumnTerm<T>{x, C}, R, C, out, what);
 }
 
 }  // namespace seqlab::cuda

@@ -1020,14 +1020,8 @@ Tensor s4d_skip_backward(Tensor& du, const Tensor& dpre, const Tensor& u, const 
       skip_du_kernel<T><<<blocks_for(n), 256, 0, stream()>>>(ptr<T>(du), ptr<T>(dpre), ptr<T>(D_skip), n, D);
       check_launch("s4d_skip_backward: du");
     }
-    if (need_D) {  // tiled column sums (was one thread per (1024-row chunk, channel): 0.4 ms at T = 2880)
-      const int64_t tiles = column_tiles(R);
-      Tensor partial = cuda::empty({tiles, D}, DType::f64);
-      column_tile_partials<1><<<column_tile_grid(R, D), dim3(kColX, kColY), 0, stream()>>>(
-          R, D, column_tile_rows(R), SkipDDTerm<T>{ptr<T>(dpre), ptr<T>(u), D}, ptr<double>(partial), nullptr);
-      check_launch("s4d_skip_backward: dD");
-      sum_partials_into<T>(partial, tiles, D, ptr<T>(dD), "s4d_skip_backward: dD sum");
-    }
+    if (need_D)  // tiled column sums (was one thread per (1024-row chunk, channel): 0.4 ms at T = 2880)
+      term_sum_into<T>(SkipDDTerm<T>{ptr<T>(dpre), ptr<T>(u), D}, R, D, ptr<T>(dD), "s4d_skip_backward: dD");
   });
   return dD;
 }
