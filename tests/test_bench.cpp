@@ -85,15 +85,16 @@ TEST_CASE("bench: bad input exits 1 with one line and writes no CSV") {
   const fs::path csv = dir / "bad.csv", out = dir / "out.txt";
   for (const std::string& args : {std::string("--models gru2 --seq-lens 8"), std::string("--seq-lens 0 --models lstm"),
                                   std::string("--batch 0"), std::string("--steps 0"),
-                                  std::string("--models lstm --seq-lens 8 --matmul-precision high")}) {
+                                  std::string("--models lstm --seq-lens 8 --matmul-precision high"),
+                                  std::string("--models lstm --seq-lens 8 --matmul-precision medium")}) {
     CAPTURE(args);
     CHECK(run_bench(args + " --csv " + csv.string(), out) != 0);
     CHECK(!fs::exists(csv));
     const std::string text = seqlab::testing::read_file(out);
     CHECK(!text.empty());
     CHECK(text.find("internal error") == std::string::npos);
-    if (args.find("matmul") != std::string::npos)  // TF32 on the CPU: refused, naming what is expected
-      CHECK(text.find("--matmul-precision high: expected --device cuda") != std::string::npos);
+    if (args.find("matmul") != std::string::npos)  // TF32 / bf16 on the CPU: refused, naming what is expected
+      CHECK(text.find(args.substr(args.find("--matmul")) + ": expected --device cuda") != std::string::npos);
   }
 }
 #endif
