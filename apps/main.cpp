@@ -204,6 +204,8 @@ struct Cli {
                       "cuda: highest (strict fp32, the default), high (cuBLAS GEMMs on TF32 tensor cores) or "
                       "medium (on bfloat16 tensor cores)")
         ->check(CLI::IsMember({"highest", "high", "medium"}));
+    bench->add_flag("--cuda-graph", o.cuda_graph,
+                    "cuda: the training step captured once as a CUDA graph and replayed (one launch a step)");
     bench->add_option("--csv", o.csv, "write the results as CSV to FILE");
     bench->add_option("--single", o.single, "internal: run one case in this process")->expected(2)->group("");
   }

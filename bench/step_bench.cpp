@@ -24,6 +24,7 @@
 
 #include "apps/checkpoint.h"
 #include "apps/child.h"
+#include "apps/graph_step.h"
 #include "apps/run.h"
 #include "autograd/ops.h"
 #include "core/isa.h"
@@ -103,8 +104,10 @@ void run_single(const std::string& model, int64_t T, const BenchOptions& o) {
   // default gradient clipping, so the figure is what training pays per step.
   const data::Batch batch{x.to(net.device()), y.to(net.device()), o.batch};
   const double grad_clip = app::OptimConfig{}.grad_clip;
+  app::GraphedStep graphed(net, opt, app::mse_objective(), {.grad_clip = grad_clip});
   auto step = [&] {
-    const app::StepOutcome so = app::train_step(net, opt, batch, app::mse_objective(), {.grad_clip = grad_clip});
+    const app::StepOutcome so = o.cuda_graph ? graphed(batch)
+                                             : app::train_step(net, opt, batch, app::mse_objective(), {.grad_clip = grad_clip});
     SEQLAB_CHECK(so.applied && so.bad_parameter.empty(), "bench: ", model, " T=", T, ": non-finite step (loss ",
                  so.loss, ")");
   };
@@ -119,6 +122,9 @@ void run_single(const std::string& model, int64_t T, const BenchOptions& o) {
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     cpu.push_back((cpu_seconds() - c0) * 1e3);
   }
+  if (o.cuda_graph && !graphed.captured())
+    std::fprintf(stderr, "bench: %s T=%lld: eager steps, not a CUDA graph: %s\n", model.c_str(),
+                 static_cast<long long>(T), graphed.why_eager().c_str());
   std::printf("%s %s %lld %lld %lld %.4f %.2f %.4f %.2f\n", kResultTag, model.c_str(), static_cast<long long>(T),
               static_cast<long long>(o.batch), static_cast<long long>(params), median(ms),
               gpu ? cuda::device_allocator_stats().peak / 1048576.0 : vm_hwm_mib(),
@@ -134,6 +140,7 @@ bool run_child(const std::string& model, int64_t T, const BenchOptions& o, StepR
                  std::to_string(o.threads), std::string("--device"), o.device, std::string("--matmul-precision"),
                  o.matmul_precision})
     args.push_back(s);
+  if (o.cuda_graph) args.push_back("--cuda-graph");
   const app::ChildOutcome child = app::run_child(args, nullptr, true);  // the result line comes on stdout
   const std::string& out = child.out;
   const int status = child.status;
@@ -166,11 +173,12 @@ void run_all(const BenchOptions& o) {
               "GFLOP/s per core\n",
               isa_name(active_isa()), isa_name(detected_isa()), openblas_get_corename(), kernels::fma_peak_gflops());
   if (o.device == "cuda")
-    std::printf("seqlab bench: device cuda (%s); GEMMs %s; peak_MiB and net_MiB are the device pool's\n",
+    std::printf("seqlab bench: device cuda (%s); GEMMs %s%s; peak_MiB and net_MiB are the device pool's\n",
                 cuda::describe_devices().c_str(),
                 o.matmul_precision == "high"     ? "TF32 tensor cores (--matmul-precision high)"
                 : o.matmul_precision == "medium" ? "bfloat16 tensor cores in cuBLAS (--matmul-precision medium)"
-                                                 : "strict fp32");
+                                                 : "strict fp32",
+                o.cuda_graph ? "; each step one CUDA graph replay (--cuda-graph)" : "");
   std::printf("%-12s %6s %9s %11s %11s %10s %9s %9s %9s %11s\n", "model", "T", "params", "step_ms", "samples/s",
               "peak_MiB", "net_MiB", "GFLOP", "GFLOP/s", "cpu_ms");
   std::fflush(stdout);
@@ -223,6 +231,8 @@ double step_gflop(const std::string& model, int64_t T_, int64_t B_) {
 }
 
 void run_bench(const BenchOptions& o) {
+  SEQLAB_CHECK(o.device == "cuda" || !o.cuda_graph, "seqlab bench --cuda-graph: expected --device cuda, got --device ",
+               o.device);
   SEQLAB_CHECK(o.device == "cuda" || o.matmul_precision == "highest", "seqlab bench --matmul-precision ",
                o.matmul_precision, ": expected --device cuda (TF32 and bfloat16 GEMMs are GPU tensor-core modes), got --device ", o.device);
   if (!o.single.empty()) {

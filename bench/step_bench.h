@@ -36,6 +36,7 @@ struct BenchOptions {
   int threads = 2;
   std::string device = "cpu";       // cpu | cuda: where the model trains (peak memory: the device pool's then)
   std::string matmul_precision = "highest";  // cuda: highest (strict fp32) | high (TF32) | medium (bf16 cuBLAS GEMMs)
+  bool cuda_graph = false;          // cuda: each step replayed as one CUDA graph (apps/graph_step.h)
   std::string csv;                  // write the results as CSV here ("": no file)
   std::vector<std::string> single;  // internal: MODEL T, one case in this process (the child)
 };

@@ -26,6 +26,7 @@ struct AllocatorStats {
 struct Block {
   void* ptr = nullptr;
   size_t bytes = 0;  // rounded size actually reserved
+  uint32_t pool = 0;  // cuda: the private pool of a CUDA graph capture it came from, 0 for the shared one
 };
 
 /// A block of at least `bytes`, 64-byte aligned, reused from the cache when one fits. Device::cuda

@@ -52,9 +52,10 @@ void adam_chunk(int64_t lo, int64_t hi, T* __restrict p, const T* __restrict g, 
 
 }  // namespace
 
-// The step's scalars for one group (step_count() already incremented): what every path uses.
-Adam::StepScalars Adam::scalars(const ParamGroup& group) const {
-  const double t = static_cast<double>(step_count());
+// The scalars of step t for one group (step() passes step_count(), already incremented): what every
+// path uses.
+Adam::StepScalars Adam::scalars(const ParamGroup& group, int64_t step) const {
+  const double t = static_cast<double>(step);
   StepScalars s;
   s.b1c = 1 - options_.beta1;
   s.b2 = options_.beta2;
@@ -77,7 +78,7 @@ bool Adam::update_many(const ParamGroup& group, std::vector<Item>& items) {
       if (!on_cuda("Adam", *it.p, *it.g, st[0], st[1])) return false;  // CPU parameters: one at a time
       ts.push_back({it.p, it.g, &st[0], &st[1]});
     }
-    const StepScalars s = scalars(group);
+    const StepScalars s = scalars(group, step_count());
     cuda::adam_update_many(ts, s.b1c, s.b2, s.b2c, s.eps, s.step_size, s.bc2s, s.l2, s.shrink, s.decay);
     return true;
   }
@@ -86,8 +87,37 @@ bool Adam::update_many(const ParamGroup& group, std::vector<Item>& items) {
   return false;
 }
 
+int64_t Adam::device_scalars_per_group() const { return kCuda ? 9 : 0; }
+
+void Adam::device_scalars(double* out) const {
+  for (const ParamGroup& g : param_groups()) {
+    const StepScalars s = scalars(g, step_count() + 1);
+    for (double v : {s.b1c, s.b2, s.b2c, s.eps, s.step_size, s.bc2s, s.l2, s.shrink, s.decay ? 1.0 : 0.0}) *out++ = v;
+  }
+}
+
+bool Adam::update_many_gated(const ParamGroup& group, std::vector<Item>& items, const double* scalars,
+                             const double* gate) {
+  if constexpr (kCuda) {
+    if (!cuda::multi_tensor()) return false;
+    std::vector<cuda::AdamTensors> ts;
+    for (Item& it : items) {
+      std::vector<Tensor>& st = *it.state;
+      if (!on_cuda("Adam", *it.p, *it.g, st[0], st[1])) return false;
+      ts.push_back({it.p, it.g, &st[0], &st[1]});
+    }
+    cuda::adam_update_many_gated(ts, scalars, gate);
+    return true;
+  }
+  (void)group;
+  (void)items;
+  (void)scalars;
+  (void)gate;
+  return false;
+}
+
 void Adam::update(const ParamGroup& group, Tensor& p, const Tensor& g, std::vector<Tensor>& state) {
-  const StepScalars s = scalars(group);
+  const StepScalars s = scalars(group, step_count());
   if constexpr (kCuda) {
     if (on_cuda("Adam", p, g, state[0], state[1])) {
       cuda::adam_update(p, g, state[0], state[1], s.b1c, s.b2, s.b2c, s.eps, s.step_size, s.bc2s, s.l2, s.shrink,

@@ -26,18 +26,23 @@ class Adam : public Optimizer {
   /// Explicit groups; each group's lr and weight_decay are used, betas and eps from options.
   Adam(std::vector<ParamGroup> groups, const AdamOptions& options);
   const AdamOptions& options() const { return options_; }
+  int64_t device_scalars_per_group() const override;
+  void device_scalars(double* out) const override;
 
  protected:
   Adam(std::vector<ParamGroup> groups, const AdamOptions& options, bool decoupled);
   void update(const ParamGroup& group, Tensor& p, const Tensor& g, std::vector<Tensor>& state) override;
   bool update_many(const ParamGroup& group, std::vector<Item>& items) override;
+  bool update_many_gated(const ParamGroup& group, std::vector<Item>& items, const double* scalars,
+                         const double* gate) override;
 
  private:
   struct StepScalars {
     double b1c, b2, b2c, eps, step_size, bc2s, l2, shrink;
     bool decay;
   };
-  StepScalars scalars(const ParamGroup& group) const;
+  /// At step count t.
+  StepScalars scalars(const ParamGroup& group, int64_t t) const;
   AdamOptions options_;
   bool decoupled_;
 };

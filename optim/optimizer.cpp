@@ -57,31 +57,51 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups, std::vector<std::string> st
   }
 }
 
+// The items of group gi: every parameter with a gradient (its state following the parameter's dtype).
+void Optimizer::collect_items(size_t gi, std::vector<Tensor>& grads, std::vector<Item>& items) {
+  ParamGroup& g = groups_[gi];
+  grads.assign(g.params.size(), Tensor());
+  items.clear();
+  for (size_t i = 0; i < g.params.size(); ++i) {
+    Tensor& p = g.params[i];
+    Tensor& grad = grads[i];
+    grad = p.grad();
+    if (!grad.defined()) continue;
+    SEQLAB_CHECK(grad.shape() == p.shape() && grad.dtype() == p.dtype(), "optimizer: gradient of '", g.names[i],
+                 "' is ", dtype_name(grad.dtype()), " ", to_string(grad.shape()), ", the parameter is ",
+                 dtype_name(p.dtype()), " ", to_string(p.shape()));
+    std::vector<Tensor>& st = state_[gi][i];
+    // The module was moved to another dtype after the optimizer was built: follow it once.
+    for (Tensor& s : st)
+      if (s.dtype() != p.dtype()) s = s.to(p.dtype());
+    items.push_back({&p, &grad, &st});
+  }
+}
+
 void Optimizer::step() {
   NoGradGuard no_grad;
   ++step_;
   std::vector<Tensor> grads;
   std::vector<Item> items;
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
-    ParamGroup& g = groups_[gi];
-    grads.assign(g.params.size(), Tensor());
-    items.clear();
-    for (size_t i = 0; i < g.params.size(); ++i) {
-      Tensor& p = g.params[i];
-      Tensor& grad = grads[i];
-      grad = p.grad();
-      if (!grad.defined()) continue;
-      SEQLAB_CHECK(grad.shape() == p.shape() && grad.dtype() == p.dtype(), "optimizer: gradient of '",
-                   g.names[i], "' is ", dtype_name(grad.dtype()), " ", to_string(grad.shape()),
-                   ", the parameter is ", dtype_name(p.dtype()), " ", to_string(p.shape()));
-      std::vector<Tensor>& st = state_[gi][i];
-      // The module was moved to another dtype after the optimizer was built: follow it once.
-      for (Tensor& s : st)
-        if (s.dtype() != p.dtype()) s = s.to(p.dtype());
-      items.push_back({&p, &grad, &st});
-    }
-    if (!update_many(g, items))
-      for (Item& it : items) update(g, *it.p, *it.g, *it.state);
+    collect_items(gi, grads, items);
+    if (!update_many(groups_[gi], items))
+      for (Item& it : items) update(groups_[gi], *it.p, *it.g, *it.state);
+  }
+}
+
+void Optimizer::step_gated(const double* scalars, const double* gate) {
+  NoGradGuard no_grad;
+  const int64_t k = device_scalars_per_group();
+  SEQLAB_CHECK(k > 0, "optimizer: this optimizer has no device-side step (a captured training step needs Adam or AdamW)");
+  std::vector<Tensor> grads;
+  std::vector<Item> items;
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    collect_items(gi, grads, items);
+    if (items.empty()) continue;
+    SEQLAB_CHECK(update_many_gated(groups_[gi], items, scalars + static_cast<int64_t>(gi) * k, gate),
+                 "optimizer: group ", gi, " cannot take a device-side step (CPU parameters, or multi-tensor "
+                 "launches off: SEQLAB_CUDA_MULTI_TENSOR=0)");
   }
 }
 

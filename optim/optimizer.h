@@ -39,6 +39,21 @@ class Optimizer {
   void step();
   /// Drops every parameter's gradient.
   void zero_grad();
+
+  // A step captured in a CUDA graph (apps/graph_step.h), where the host's per-step numbers must be
+  // read from device memory when the graph runs.
+  /// Doubles per group of device_scalars() (0: this optimizer has no device step).
+  virtual int64_t device_scalars_per_group() const { return 0; }
+  /// The per-group scalars of the next step (step count step_count() + 1, the current lr) into out,
+  /// device_scalars_per_group() per group: copied to the device before each replay.
+  virtual void device_scalars(double* out) const { (void)out; }
+  /// Queues the update of every parameter that has a gradient, as step() would, with the scalars
+  /// read from `scalars` (device, device_scalars() layout) and skipped on the device unless gate[0]
+  /// (the loss) and gate[1] (the gradients' sum of squares) are finite. Does not count the step:
+  /// count_step() does, once the host knows it was applied. Throws where a group cannot.
+  void step_gated(const double* scalars, const double* gate);
+  /// Counts one step (bias corrections use the count), as step() does.
+  void count_step() { ++step_; }
   /// Sets each group's lr to base_lr * its lr_scale (schedules call this every step).
   void set_lr(double base_lr);
   /// The base learning rate last set (the constructor's, until set_lr).
@@ -70,8 +85,18 @@ class Optimizer {
     (void)items;
     return false;
   }
+  /// step_gated's update of one group (`scalars`: this group's device_scalars); false where it cannot.
+  virtual bool update_many_gated(const ParamGroup& group, std::vector<Item>& items, const double* scalars,
+                                 const double* gate) {
+    (void)group;
+    (void)items;
+    (void)scalars;
+    (void)gate;
+    return false;
+  }
 
  private:
+  void collect_items(size_t gi, std::vector<Tensor>& grads, std::vector<Item>& items);
   std::vector<ParamGroup> groups_;
   std::vector<std::string> kinds_;
   std::vector<std::vector<std::vector<Tensor>>> state_;  // [group][param][kind]

@@ -473,6 +473,8 @@ double philox_uniform(uint64_t seed, uint64_t index) { return uniform_of(seed, i
 
 Tensor dropout_mask(const Shape& shape, DType dtype, double p, Generator& gen) {
   SEQLAB_CHECK(p >= 0 && p <= 1, "dropout: p must be in [0, 1], got ", p);
+  SEQLAB_CHECK(!capturing(), "dropout inside a CUDA graph capture: its mask's seed is drawn on the host, so every "
+               "replay would reuse one mask");
   Tensor mask = empty(shape, dtype);
   const uint64_t seed = gen.next_u64();  // one draw per call, whatever the size
   dispatch_float(dtype, "dropout", [&]<typename T>() {

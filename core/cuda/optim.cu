@@ -62,6 +62,22 @@ __global__ void adam_many_kernel(TensorBlocks tb, TensorPointers<4> ptrs, AdamSc
   for (int64_t i = r.lo + threadIdx.x; i < r.hi; i += blockDim.x) adam_element(p, g, m, v, i, s);
 }
 
+// adam_many_kernel with the step's scalars read from the device (b1c, b2, b2c, eps, step_size, bc2s,
+// l2, shrink, decay: the host's doubles, converted as the host converts them) and nothing done
+// unless the loss and the gradients' sum of squares (gate[0], gate[1]) are finite.
+template <typename T>
+__global__ void adam_many_gated_kernel(TensorBlocks tb, TensorPointers<4> ptrs, const double* __restrict__ sc,
+                                       const double* __restrict__ gate) {
+  if (!isfinite(gate[0]) || !isfinite(gate[1])) return;
+  const AdamScalars<T> s{T(sc[0]), T(sc[1]), T(sc[2]), T(sc[3]), T(sc[4]), T(sc[5]), T(sc[6]), T(sc[7]), sc[8] != 0};
+  const BlockRange r = block_range(tb, kElemsPerBlock);
+  T* p = static_cast<T*>(ptrs.p[0][r.t]);
+  const T* g = static_cast<const T*>(ptrs.p[1][r.t]);
+  T* m = static_cast<T*>(ptrs.p[2][r.t]);
+  T* v = static_cast<T*>(ptrs.p[3][r.t]);
+  for (int64_t i = r.lo + threadIdx.x; i < r.hi; i += blockDim.x) adam_element(p, g, m, v, i, s);
+}
+
 template <typename T>
 __global__ void sgd_kernel(int64_t n, T* __restrict__ p, const T* __restrict__ g, T* __restrict__ buf, T lr, T wd,
                            T mu, T damp, bool nesterov, bool first) {
@@ -113,6 +129,21 @@ __global__ void sq_partials_many(TensorBlocks tb, TensorPointers<1> ptrs, double
 
 template <typename T>
 __global__ void scale_many_kernel(TensorBlocks tb, TensorPointers<1> ptrs, T c) {
+  const BlockRange r = block_range(tb, kElemsPerBlock);
+  T* p = static_cast<T*>(ptrs.p[0][r.t]);
+  for (int64_t i = r.lo + threadIdx.x; i < r.hi; i += blockDim.x) p[i] *= c;
+}
+
+// clip_grad_norm's scale with the norm on the device: gate = (loss, sum of squares); the host's maths
+// (coef = max_norm / (sqrt(sum) + 1e-6), applied when < 1 and finite) in the same double operations.
+template <typename T>
+__global__ void scale_many_clipped_kernel(TensorBlocks tb, TensorPointers<1> ptrs, double max_norm,
+                                          const double* __restrict__ gate) {
+  if (!isfinite(gate[0])) return;
+  const double norm = sqrt(gate[1]);
+  const double coef = max_norm / (norm + 1e-6);
+  if (!(coef < 1) || !isfinite(norm)) return;
+  const T c = T(coef);
   const BlockRange r = block_range(tb, kElemsPerBlock);
   T* p = static_cast<T*>(ptrs.p[0][r.t]);
   for (int64_t i = r.lo + threadIdx.x; i < r.hi; i += blockDim.x) p[i] *= c;
@@ -182,8 +213,10 @@ void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double b1c, d
   check_launch("adam_update");
 }
 
-void adam_update_many(const std::vector<AdamTensors>& ts, double b1c, double b2, double b2c, double eps,
-                      double step_size, double bc2s, double l2, double shrink, bool decay) {
+namespace {
+// f(group, pointers) for each multi-tensor group of an Adam update (p, g, m, v).
+template <typename F>
+void for_each_adam_group(const std::vector<AdamTensors>& ts, F&& f) {
   std::vector<const Tensor*> ps;
   for (const AdamTensors& a : ts) ps.push_back(a.p);
   for (const TensorGroup& grp : plan(ps, kElemsPerBlock)) {
@@ -197,12 +230,26 @@ void adam_update_many(const std::vector<AdamTensors>& ts, double b1c, double b2,
       ptrs.p[2][k] = a.m->device_ptr();
       ptrs.p[3][k] = a.v->device_ptr();
     }
-    dispatch_float(ts[grp.begin].p->dtype(), "Adam", [&]<typename T>() {
-      const AdamScalars<T> s{T(b1c), T(b2), T(b2c), T(eps), T(step_size), T(bc2s), T(l2), T(shrink), decay};
-      adam_many_kernel<T><<<static_cast<unsigned>(grp.tb.blocks()), kThreads, 0, stream()>>>(grp.tb, ptrs, s);
-    });
+    dispatch_float(ts[grp.begin].p->dtype(), "Adam", [&]<typename T>() { f(grp, ptrs, T{}); });
     check_launch("adam_update_many");
   }
+}
+}  // namespace
+
+void adam_update_many(const std::vector<AdamTensors>& ts, double b1c, double b2, double b2c, double eps,
+                      double step_size, double bc2s, double l2, double shrink, bool decay) {
+  for_each_adam_group(ts, [&]<typename T>(const TensorGroup& grp, const TensorPointers<4>& ptrs, T) {
+    const AdamScalars<T> s{T(b1c), T(b2), T(b2c), T(eps), T(step_size), T(bc2s), T(l2), T(shrink), decay};
+    adam_many_kernel<T><<<static_cast<unsigned>(grp.tb.blocks()), kThreads, 0, stream()>>>(grp.tb, ptrs, s);
+  });
+}
+
+void adam_update_many_gated(const std::vector<AdamTensors>& ts, const double* scalars, const double* gate) {
+  SEQLAB_CHECK(multi_tensor(), "the device-gated Adam step needs multi-tensor launches (SEQLAB_CUDA_MULTI_TENSOR=1)");
+  for_each_adam_group(ts, [&]<typename T>(const TensorGroup& grp, const TensorPointers<4>& ptrs, T) {
+    adam_many_gated_kernel<T><<<static_cast<unsigned>(grp.tb.blocks()), kThreads, 0, stream()>>>(grp.tb, ptrs,
+                                                                                                  scalars, gate);
+  });
 }
 
 void sgd_update(Tensor& p, const Tensor& g, Tensor* buf, double lr, double wd, double mu, double damp, bool nesterov,
@@ -215,10 +262,10 @@ void sgd_update(Tensor& p, const Tensor& g, Tensor* buf, double lr, double wd, d
   check_launch("sgd_update");
 }
 
-double sum_of_squares(const std::vector<Tensor>& gs) {
+void sum_of_squares_into(const std::vector<Tensor>& gs, double* out) {
   int64_t total = 0;
   for (const Tensor& g : gs) total += (g.numel() + kChunk - 1) / kChunk;
-  if (total == 0) return 0;
+  if (total == 0) return memset_zero(out, sizeof(double));
   Tensor partial = empty({total}, DType::f64);
   if (multi_tensor()) {
     for_each_group(gs, kChunk, "clip_grad_norm (partials, multi-tensor)",
@@ -226,25 +273,29 @@ double sum_of_squares(const std::vector<Tensor>& gs) {
                      sq_partials_many<T><<<static_cast<unsigned>(grp.tb.blocks()), kThreads, 0, stream()>>>(
                          grp.tb, ptrs, ptr<double>(partial) + grp.block_offset);
                    });
-    Tensor out = empty({}, DType::f64);
-    sum_in_order<<<1, 1, 0, stream()>>>(ptr<double>(partial), total, ptr<double>(out));
-    check_launch("clip_grad_norm (sum)");
-    return out.item();
+  } else {
+    int64_t at = 0;
+    for (const Tensor& g : gs) {
+      const int64_t chunks = (g.numel() + kChunk - 1) / kChunk;
+      if (!chunks) continue;
+      dispatch_float(g.dtype(), "clip_grad_norm", [&]<typename T>() {
+        sq_partials<T><<<static_cast<unsigned>(chunks), kThreads, 0, stream()>>>(ptr<T>(g), g.numel(),
+                                                                                 ptr<double>(partial) + at);
+      });
+      check_launch("clip_grad_norm (partials)");
+      at += chunks;
+    }
   }
-  int64_t at = 0;
-  for (const Tensor& g : gs) {
-    const int64_t chunks = (g.numel() + kChunk - 1) / kChunk;
-    if (!chunks) continue;
-    dispatch_float(g.dtype(), "clip_grad_norm", [&]<typename T>() {
-      sq_partials<T><<<static_cast<unsigned>(chunks), kThreads, 0, stream()>>>(ptr<T>(g), g.numel(),
-                                                                               ptr<double>(partial) + at);
-    });
-    check_launch("clip_grad_norm (partials)");
-    at += chunks;
-  }
-  Tensor out = empty({}, DType::f64);
-  sum_in_order<<<1, 1, 0, stream()>>>(ptr<double>(partial), total, ptr<double>(out));
+  sum_in_order<<<1, 1, 0, stream()>>>(ptr<double>(partial), total, out);
   check_launch("clip_grad_norm (sum)");
+}
+
+double sum_of_squares(const std::vector<Tensor>& gs) {
+  int64_t total = 0;
+  for (const Tensor& g : gs) total += (g.numel() + kChunk - 1) / kChunk;
+  if (total == 0) return 0;
+  Tensor out = empty({}, DType::f64);
+  sum_of_squares_into(gs, ptr<double>(out));
   return out.item();
 }
 
@@ -264,6 +315,15 @@ void scale_all(const std::vector<Tensor>& gs, double c) {
     });
     check_launch("clip_grad_norm (scale)");
   }
+}
+
+void scale_all_clipped(const std::vector<Tensor>& gs, double max_norm, const double* gate) {
+  SEQLAB_CHECK(multi_tensor(), "the device-gated clip needs multi-tensor launches (SEQLAB_CUDA_MULTI_TENSOR=1)");
+  for_each_group(gs, kElemsPerBlock, "clip_grad_norm (scale on the device)",
+                 [&]<typename T>(const TensorGroup& grp, const TensorPointers<1>& ptrs, T) {
+                   scale_many_clipped_kernel<T><<<static_cast<unsigned>(grp.tb.blocks()), kThreads, 0, stream()>>>(
+                       grp.tb, ptrs, max_norm, gate);
+                 });
 }
 
 }  // namespace seqlab::cuda

@@ -32,4 +32,16 @@ double sum_of_squares(const std::vector<Tensor>& gs);
 /// g *= c for every tensor.
 void scale_all(const std::vector<Tensor>& gs, double c);
 
+// The same steps with their decisions on the device, for a training step captured as a CUDA graph
+// (apps/graph_step.h): nothing is read back; `gate` points at the device doubles (loss, the
+// gradients' sum of squares). Multi-tensor launches only (multi_tensor()).
+/// *out (device) = sum_of_squares(gs), the same value; no copy back.
+void sum_of_squares_into(const std::vector<Tensor>& gs, double* out);
+/// clip_grad_norm's scale of every gradient by max_norm / (sqrt(gate[1]) + 1e-6) where that is < 1,
+/// computed on the device as the host computes it; nothing when gate[0] or gate[1] is not finite.
+void scale_all_clipped(const std::vector<Tensor>& gs, double max_norm, const double* gate);
+/// adam_update_many with its nine scalars (b1c, b2, b2c, eps, step_size, bc2s, l2, shrink, decay as
+/// 0/1) read from device memory when the kernel runs; nothing when gate[0] or gate[1] is not finite.
+void adam_update_many_gated(const std::vector<AdamTensors>& ts, const double* scalars, const double* gate);
+
 }  // namespace seqlab::cuda

@@ -91,6 +91,15 @@ cublasHandle_t cublas() {
     cublasHandle_t hh{};
     check_cublas(cublasCreate(&hh), "cublasCreate");
     check_cublas(cublasSetStream(hh, stream()), "cublasSetStream");
+    // An explicit workspace (NVIDIA's recommended size: 32 MiB from Hopper on, else 4 MiB), so that a
+    // CUDA graph capture finds the same one as eager calls and picks the same algorithms.
+    int dev = 0, major = 0;
+    check(cudaGetDevice(&dev), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
+    const size_t ws_bytes = static_cast<size_t>(major >= 9 ? 32 : 4) << 20;
+    void* ws = nullptr;
+    check(cudaMalloc(&ws, ws_bytes), "cudaMalloc (cuBLAS workspace)");
+    check_cublas(cublasSetWorkspace(hh, ws, ws_bytes), "cublasSetWorkspace");
     // Strict IEEE float32 unless set_matmul_precision says otherwise: the CPU comparison and the
     // anchors are fp32.
     check_cublas(cublasSetMathMode(hh, math_mode()), "cublasSetMathMode");
@@ -111,10 +120,15 @@ MatmulPrecision matmul_precision() { return g_precision.load(); }
 // is at most 25% larger than asked). A freed block goes to its bin's list; a request takes a block
 // of exactly its bin or calls cudaMalloc. The single stream makes immediate reuse safe.
 namespace {
+using FreeLists = std::unordered_map<size_t, std::vector<void*>>;
 
 struct Pool {
   std::mutex mu;
-  std::unordered_map<size_t, std::vector<void*>> free_blocks;
+  FreeLists free_blocks;
+  // The private pools of graph captures (runtime.h, Graph): id -> its free blocks. A block whose pool
+  // is no longer here is freed into the shared lists.
+  std::unordered_map<uint32_t, FreeLists> privates;
+  uint32_t next_private = 1;
   DeviceAllocatorStats stats;
 };
 
@@ -122,6 +136,9 @@ Pool& pool() {
   static Pool* p = new Pool();  // never destroyed: tensors may outlive static destructors
   return *p;
 }
+
+// The private pool this thread's capture allocates from (0: none, the shared pool).
+thread_local uint32_t t_capture_pool = 0;
 
 size_t bin_size(size_t bytes) {
   if (bytes == 0) bytes = 1;
@@ -141,24 +158,32 @@ void release_locked(Pool& p) {
   p.free_blocks.clear();
 }
 
+// A free block of exactly `want` bytes from `lists`, or null.
+void* take(FreeLists& lists, size_t want) {
+  auto it = lists.find(want);
+  if (it == lists.end() || it->second.empty()) return nullptr;
+  void* ptr = it->second.back();
+  it->second.pop_back();
+  return ptr;
+}
+
 }  // namespace
 
 Block device_alloc(size_t bytes) {
   const size_t want = bin_size(bytes);
   Pool& p = pool();
   std::lock_guard lock(p.mu);
-  auto it = p.free_blocks.find(want);
-  if (it != p.free_blocks.end() && !it->second.empty()) {
-    void* ptr = it->second.back();
-    it->second.pop_back();
+  const uint32_t id = t_capture_pool;
+  void* ptr = id ? take(p.privates[id], want) : nullptr;
+  if (!ptr) ptr = take(p.free_blocks, want);  // a capture takes a cached block over for good
+  if (ptr) {
     p.stats.allocated += want;
     p.stats.peak = std::max(p.stats.peak, p.stats.allocated);
     ++p.stats.reuses;
-    return Block{ptr, want};
+    return Block{ptr, want, id};
   }
-  void* ptr = nullptr;
   cudaError_t e = cudaMalloc(&ptr, want);
-  if (e == cudaErrorMemoryAllocation) {
+  if (e == cudaErrorMemoryAllocation && !id) {  // a capture cannot wait for the stream
     cudaGetLastError();
     check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize");
     release_locked(p);
@@ -178,16 +203,40 @@ Block device_alloc(size_t bytes) {
   p.stats.reserved += want;
   p.stats.peak = std::max(p.stats.peak, p.stats.allocated);
   ++p.stats.device_mallocs;
-  return Block{ptr, want};
+  return Block{ptr, want, id};
 }
 
 void device_free(Block b) {
   if (!b.ptr) return;
   Pool& p = pool();
   std::lock_guard lock(p.mu);
-  p.free_blocks[b.bytes].push_back(b.ptr);
+  auto it = b.pool ? p.privates.find(b.pool) : p.privates.end();
+  (it != p.privates.end() ? it->second : p.free_blocks)[b.bytes].push_back(b.ptr);
   p.stats.allocated -= b.bytes;
 }
+
+namespace {
+// A new private pool for a capture.
+uint32_t open_private_pool() {
+  Pool& p = pool();
+  std::lock_guard lock(p.mu);
+  const uint32_t id = p.next_private++;
+  p.privates[id];
+  return id;
+}
+// Its free blocks back to the shared lists; blocks still held follow when they are freed.
+void close_private_pool(uint32_t id) {
+  Pool& p = pool();
+  std::lock_guard lock(p.mu);
+  auto it = p.privates.find(id);
+  if (it == p.privates.end()) return;
+  for (auto& [size, list] : it->second) {
+    auto& shared = p.free_blocks[size];
+    shared.insert(shared.end(), list.begin(), list.end());
+  }
+  p.privates.erase(it);
+}
+}  // namespace
 
 DeviceAllocatorStats device_allocator_stats() {
   Pool& p = pool();
@@ -210,14 +259,40 @@ void release_device_cache() {
 
 // ---------------------------------------------------------------------------------------------
 // Copies.
+namespace {
+// What the capture running on this thread keeps beside its graph: the pinned copies of host data.
+struct CaptureState {
+  std::vector<void*> pinned;
+};
+thread_local CaptureState* t_capture = nullptr;
+
+void refuse_in_capture(const char* what) {
+  if (t_capture)
+    throw Error(str(what, " inside a CUDA graph capture: the host would read the device before anything has run"));
+}
+
+// During a capture: the bytes into a pinned buffer the graph keeps, copied from there at every replay.
+void copy_h2d_captured(void* dst, const void* src, size_t bytes) {
+  void* host = nullptr;
+  check(cudaMallocHost(&host, bytes), "cudaMallocHost (a host-to-device copy in a CUDA graph capture)");
+  t_capture->pinned.push_back(host);
+  std::memcpy(host, src, bytes);
+  check(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream()), "cudaMemcpyAsync (captured)");
+}
+}  // namespace
+
+bool capturing() { return t_capture != nullptr; }
+
 void copy_h2d(void* dst, const void* src, size_t bytes) {
   if (!bytes) return;
+  if (t_capture) return copy_h2d_captured(dst, src, bytes);
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()), "cudaMemcpy host to device");
   check(cudaStreamSynchronize(stream()), "cudaMemcpy host to device");
 }
 
 void copy_d2h(void* dst, const void* src, size_t bytes) {
   if (!bytes) return;
+  refuse_in_capture("a device-to-host copy (item(), to(cpu))");
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream()), "cudaMemcpy device to host");
   check(cudaStreamSynchronize(stream()), "cudaMemcpy device to host (or an earlier kernel)");
 }
@@ -248,6 +323,7 @@ PinnedRing& ring() {
 
 void copy_h2d_pinned(void* dst, const void* src, size_t bytes) {
   if (!bytes) return;
+  if (t_capture) return copy_h2d_captured(dst, src, bytes);
   PinnedRing& r = ring();
   std::lock_guard lock(r.mu);
   PinnedRing::Slot& s = r.slots[r.next];
@@ -307,6 +383,78 @@ void convert(void* dst, DType dst_dtype, const void* src, DType src_dtype, int64
   check_launch("convert");
 }
 
-void synchronize() { check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize (a kernel failed)"); }
+void synchronize() {
+  refuse_in_capture("synchronize()");
+  check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize (a kernel failed)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// CUDA graphs.
+struct Graph::Impl {
+  cudaGraph_t graph{};
+  cudaGraphExec_t exec{};
+  uint32_t pool = 0;
+  CaptureState state;
+
+  void clear() {
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    exec = nullptr;
+    graph = nullptr;
+    if (pool) close_private_pool(pool);
+    pool = 0;
+    for (void* h : state.pinned) cudaFreeHost(h);
+    state.pinned.clear();
+  }
+};
+
+Graph::Graph() : impl_(std::make_unique<Impl>()) {}
+
+Graph::~Graph() {
+  if (impl_->exec) cudaStreamSynchronize(stream());  // a replay may still run
+  impl_->clear();
+}
+
+bool Graph::ready() const { return impl_->exec != nullptr; }
+
+std::string Graph::capture(const std::function<void()>& body) {
+  SEQLAB_CHECK(!t_capture, "Graph::capture: a capture is already running on this thread");
+  synchronize();
+  impl_->clear();
+  Impl& g = *impl_;
+  g.pool = open_private_pool();
+  std::string why;
+  cudaError_t e = cudaStreamBeginCapture(stream(), cudaStreamCaptureModeRelaxed);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    g.clear();
+    return str("cudaStreamBeginCapture: ", cudaGetErrorString(e));
+  }
+  t_capture_pool = g.pool;
+  t_capture = &g.state;
+  try {
+    body();
+  } catch (const std::exception& ex) {
+    why = ex.what();
+  }
+  t_capture = nullptr;
+  t_capture_pool = 0;
+  e = cudaStreamEndCapture(stream(), &g.graph);
+  if (e != cudaSuccess && why.empty()) why = str("cudaStreamEndCapture: ", cudaGetErrorString(e));
+  if (why.empty()) {
+    e = cudaGraphInstantiate(&g.exec, g.graph, 0);
+    if (e != cudaSuccess) why = str("cudaGraphInstantiate: ", cudaGetErrorString(e));
+  }
+  if (!why.empty()) {
+    cudaGetLastError();
+    g.clear();
+  }
+  return why;
+}
+
+void Graph::launch() {
+  SEQLAB_CHECK(impl_->exec, "Graph::launch: nothing captured");
+  check(cudaGraphLaunch(impl_->exec, stream()), "cudaGraphLaunch");
+}
 
 }  // namespace seqlab::cuda

@@ -9,6 +9,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -75,6 +77,41 @@ inline MatmulPrecision matmul_precision_of(std::string_view name) {
   return name == "high" ? MatmulPrecision::high : name == "medium" ? MatmulPrecision::medium : MatmulPrecision::highest;
 }
 /// Waits until every queued operation has finished; a kernel's error surfaces here at the latest.
+/// Throws while a Graph is being captured (nothing has run yet).
 void synchronize();
+
+/// A CUDA graph: the stream's work of one call of a function, recorded once and replayed with one
+/// launch (apps/graph_step.h captures a training step). While capture() runs, on its thread:
+///   - every device allocation comes from the graph's private pool (cached blocks of the shared pool
+///     move into it, else cudaMalloc); a block freed into it is handed out again only inside this
+///     capture, in the order the replay follows, so nothing outside the graph ever owns memory a
+///     replay writes. The pool goes back to the shared one when the Graph is destroyed; a block still
+///     held then (a parameter's gradient) goes back when it is freed.
+///   - a host-to-device copy reads from a pinned buffer the graph keeps (a constant computed on the
+///     host from shapes is copied again, unchanged, at every replay);
+///   - reading the device on the host (copy_d2h, item(), to(cpu), synchronize) and drawing a random
+///     seed on the host (dropout) throw: the capture fails and says why.
+/// The replay runs the captured kernels with the captured arguments on the captured addresses: inputs
+/// that change between replays go into tensors allocated before the capture, outside it.
+class Graph {
+ public:
+  Graph();
+  ~Graph();
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  /// Records the stream work of body() (nothing runs on the device) and instantiates it. Returns ""
+  /// or why it could not be captured (body's exception or the runtime's error); the stream and the
+  /// allocator are back to normal either way and the graph stays empty.
+  std::string capture(const std::function<void()>& body);
+  bool ready() const;
+  /// Queues one replay on the stream.
+  void launch();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+/// True while this thread is inside Graph::capture.
+bool capturing();
 
 }  // namespace seqlab::cuda

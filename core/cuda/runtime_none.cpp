@@ -38,6 +38,14 @@ void set_matmul_precision(MatmulPrecision p) {
 }
 MatmulPrecision matmul_precision() { return MatmulPrecision::highest; }
 bool multi_tensor() { return false; }
+
+struct Graph::Impl {};
+Graph::Graph() : impl_(std::make_unique<Impl>()) {}
+Graph::~Graph() = default;
+std::string Graph::capture(const std::function<void()>&) { return "seqlab was built without CUDA"; }
+bool Graph::ready() const { return false; }
+void Graph::launch() { unavailable(); }
+bool capturing() { return false; }
 void set_multi_tensor(bool) {}
 
 }  // namespace seqlab::cuda
