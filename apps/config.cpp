@@ -207,6 +207,10 @@ void read_train(Reader& r, TrainConfig& t) {
     r.fail("matmul_precision", "\"highest\" with device = \"" + t.device +
                "\" (\"high\", TF32, and \"medium\", bfloat16, are GPU tensor-core modes)",
            r.find("matmul_precision"));
+  t.cuda_graph = r.get_bool("cuda_graph", t.cuda_graph);
+  if (t.device != "cuda" && t.cuda_graph)
+    r.fail("cuda_graph", "false with device = \"" + t.device + "\" (a CUDA graph replays GPU work)",
+           r.find("cuda_graph"));
   t.max_steps = r.get_int("max_steps", t.max_steps, 0);
   t.checkpoint_every = r.get_int("checkpoint_every", t.checkpoint_every, 0);
   t.steps = r.get_int("steps", t.steps, 0);

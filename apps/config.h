@@ -96,6 +96,7 @@ struct TrainConfig {
   int64_t threads = 0;          // 0: all cores (or --threads)
   std::string device = "cpu";   // where the model trains: cpu | cuda (docs/GPU.md)
   std::string matmul_precision = "highest";  // cuda: highest (strict fp32 GEMMs) | high (TF32) | medium (bf16 tensor cores)
+  bool cuda_graph = false;      // cuda: each training step replayed as one CUDA graph (apps/graph_step.h)
   int64_t max_steps = 0;        // per-epoch step cap; 0 = the whole training set
   int64_t steps = 0;            // budget: the run ends after this many optimizer steps (epochs no limit); 0 = off
   double time_budget = 0;       // budget: the run ends once its training time reaches this many seconds; 0 = off

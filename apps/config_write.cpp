@@ -102,6 +102,7 @@ std::string emit(const Config& c, const std::vector<size_t>& models, bool multi,
   os << "threads = " << t.threads << "\n";
   os << "device = " << quote(t.device) << "\n";
   os << "matmul_precision = " << quote(t.matmul_precision) << "\n";
+  os << "cuda_graph = " << (t.cuda_graph ? "true" : "false") << "\n";
   os << "max_steps = " << t.max_steps << "\n";
   os << "checkpoint_every = " << t.checkpoint_every << "\n";
   os << "steps = " << t.steps << "\n";

@@ -24,6 +24,7 @@
 
 #include "apps/checkpoint.h"
 #include "apps/distributed.h"
+#include "apps/graph_step.h"
 #include "apps/progress.h"
 #include "apps/run.h"
 #include "apps/run_state.h"
@@ -224,7 +225,18 @@ class Training {
     StepPolicy policy{.grad_clip = c_.optim.grad_clip, .reducer = reducer_.get(), .stop = stop_requested()};
     if (opt_.observer)
       policy.after_backward = [this](const nn::Module& m) { opt_.observer->after_backward(m, st_.global_step + 1); };
-    const StepOutcome so = train_step(*model_, *optimizer_, batch, task_->objective(), policy);
+    StepOutcome so;
+    if (c_.train.cuda_graph) {
+      if (!graphed_) graphed_ = std::make_unique<GraphedStep>(*model_, *optimizer_, task_->objective(), policy);
+      so = (*graphed_)(batch);
+      if (!graph_told_ && (graphed_->captured() || !graphed_->why_eager().empty())) {
+        graph_told_ = true;
+        if (graphed_->captured()) spdlog::info("[{}] [train] cuda_graph: the training step is one CUDA graph", mc_.name);
+        else spdlog::warn("[{}] [train] cuda_graph: steps run eagerly: {}", mc_.name, graphed_->why_eager());
+      }
+    } else {
+      so = train_step(*model_, *optimizer_, batch, task_->objective(), policy);
+    }
     // A NaN/Inf loss or gradient never reaches the parameters: stop (checkpoint-last.h5 keeps the
     // last good state) or skip the step.
     if (!so.applied) {
@@ -374,6 +386,8 @@ class Training {
   int64_t n_params_ = 0;
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<dist::GradientReducer> reducer_;
+  std::unique_ptr<GraphedStep> graphed_;  // [train] cuda_graph: made at the first step
+  bool graph_told_ = false;
   std::unique_ptr<Task> task_;
   int64_t steps_per_epoch_ = 0;
   std::unique_ptr<optim::Schedule> schedule_;

@@ -8,7 +8,8 @@
 # scan-chunked-tests and scan-chunked-time: the two halves of scan-chunked; step-profile (the kernels
 # of one training step under Nsight Compute: how many, and their GPU time; STEP_PROFILE picks the cases);
 # tests-tiled (the whole cuda suite with SEQLAB_SCAN_FWD=tiled: the chunked forward is the default since
-# session 15); bf16 (--matmul-precision medium and PyTorch's bfloat16 autocast, ETTh1 h96 against fp32).
+# session 15); graph (the training step as one CUDA graph: its tests, eager and replayed steps side by
+# side); bf16 (--matmul-precision medium and PyTorch's bfloat16 autocast, ETTh1 h96 against fp32).
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
@@ -147,6 +148,35 @@ for part in $parts; do
         echo "etth1 h96 $p: rc=$?"; cp runs/gpu_etth1_h96_$p/results.csv "$out/etth1_h96_$p.csv" 2>/dev/null
         tail -7 "$out/etth1_h96_$p.log"
       done ;;
+    graph)
+      # The training step as one CUDA graph (apps/graph_step.h): its cuda tests, then the step at short
+      # and medium lengths eager and replayed, twice each, same run.
+      timeout 200 build/portable/tests/seqlab_cuda_tests -tc='*graph*' >"$out/cuda_tests_graph.log" 2>&1
+      echo "cuda graph tests: rc=$?"; grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED" "$out/cuda_tests_graph.log" | head -30
+      for mode in eager graph eager graph; do
+        flag=; [ $mode = graph ] && flag=--cuda-graph
+        timeout 150 $bin bench --device cuda $flag --models ${GRAPH_MODELS:-lstm,transformer,s4d,mamba} \
+          --seq-lens ${GRAPH_LENS:-96,720} --steps 20 --warmup 5 >"$out/bench_$mode.log" 2>&1
+        echo "bench $mode: rc=$?"; grep -E '^(lstm|transformer|s4d|mamba) |CUDA graph' "$out/bench_$mode.log"
+      done ;;
+    rnn)
+      # The lstm/gru recurrences with the gates of a unit in one warp (the default since session 16)
+      # against the two-phase kernels (SEQLAB_RNN_FWD/BWD=two-phase): the rnn cuda tests on both, then
+      # the lstm step on both and PyTorch's cuDNN LSTM, same run.
+      timeout 200 build/portable/tests/seqlab_cuda_tests -tc='*rnn*' >"$out/cuda_tests_rnn.log" 2>&1
+      echo "cuda rnn tests (lanes): rc=$?"; grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED" "$out/cuda_tests_rnn.log" | head -30
+      SEQLAB_RNN_FWD=two-phase SEQLAB_RNN_BWD=two-phase timeout 200 build/portable/tests/seqlab_cuda_tests -tc='*rnn*' \
+        >"$out/cuda_tests_rnn_two_phase.log" 2>&1
+      echo "cuda rnn tests (two-phase): rc=$?"; grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED" "$out/cuda_tests_rnn_two_phase.log" | head -10
+      for v in lanes two-phase lanes; do
+        SEQLAB_RNN_FWD=$v SEQLAB_RNN_BWD=$v timeout 100 $bin bench --device cuda --models lstm \
+          --seq-lens ${RNN_LENS:-96,720,2880,8192} --steps 10 --warmup 3 >"$out/bench_lstm_$v.log" 2>&1
+        echo "bench lstm $v: rc=$?"; grep -E '^lstm ' "$out/bench_lstm_$v.log"
+      done
+      env -u LD_LIBRARY_PATH timeout 120 python3 bench/pytorch_reference.py --device cuda --models lstm \
+        --seq-lens ${RNN_LENS:-96,720,2880,8192} --steps 10 --warmup 3 --max-seconds 30 --csv "$out/torch_lstm.csv" \
+        >"$out/torch_lstm.log" 2>&1
+      echo "torch lstm: rc=$?"; tail -6 "$out/torch_lstm.log" ;;
     step-profile)
       # Where a training step's time goes: every kernel of `bench` under Nsight Compute with 1 and with
       # 2 timed steps; the difference is one step's kernels and their summed GPU time (against the

@@ -340,6 +340,20 @@ TEST_CASE("apps/config: embed_init_std and tie_embeddings (token tasks) and matm
               "[train] matmul_precision: expected one of");
 }
 
+TEST_CASE("apps/config: cuda_graph is read, written and refused on the CPU") {
+  const std::string ih = "[data]\ntask = \"induction-heads\"\nseq_len = 16\n[model]\ntype = \"mamba\"\nd_model = 8\n";
+  Config c = parse_config(ih + "[train]\ndevice = \"cuda\"\ncuda_graph = true\n", "configs/x.toml");
+  CHECK(c.train.cuda_graph);
+  const std::string once = to_toml(c);
+  CHECK(contains(once, "\ncuda_graph = true\n"));
+  CHECK(to_toml(parse_config(once, "configs/x.toml")) == once);
+  CHECK_FALSE(parse_config(ih, "configs/x.toml").train.cuda_graph);
+  CHECK(contains(to_toml(parse_config(ih, "configs/x.toml")), "\ncuda_graph = false\n"));
+  CHECK_ERROR(error_of_text(ih + "[train]\ncuda_graph = true\n"),
+              "[train] cuda_graph: expected false with device = \"cpu\"");
+  CHECK_ERROR(error_of_text(ih + "[train]\ndevice = \"cuda\"\ncuda_graph = 1\n"), "[train] cuda_graph: expected");
+}
+
 TEST_CASE("model: embed_init_std scales the token embedding's initial values") {
   nn::ModelOptions o;
   o.layer = "gru";
