@@ -52,14 +52,21 @@ __device__ __forceinline__ BlockRange block_range(const TensorBlocks& tb, int64_
   return {t, lo, min(tb.n[t], lo + per_block)};
 }
 
+// This block's share of a multi-tensor Adam launch.
 template <typename T>
-__global__ void adam_many_kernel(TensorBlocks tb, TensorPointers<4> ptrs, AdamScalars<T> s) {
+__device__ __forceinline__ void adam_many_block(const TensorBlocks& tb, const TensorPointers<4>& ptrs,
+                                                const AdamScalars<T>& s) {
   const BlockRange r = block_range(tb, kElemsPerBlock);
   T* p = static_cast<T*>(ptrs.p[0][r.t]);
   const T* g = static_cast<const T*>(ptrs.p[1][r.t]);
   T* m = static_cast<T*>(ptrs.p[2][r.t]);
   T* v = static_cast<T*>(ptrs.p[3][r.t]);
   for (int64_t i = r.lo + threadIdx.x; i < r.hi; i += blockDim.x) adam_element(p, g, m, v, i, s);
+}
+
+template <typename T>
+__global__ void adam_many_kernel(TensorBlocks tb, TensorPointers<4> ptrs, AdamScalars<T> s) {
+  adam_many_block(tb, ptrs, s);
 }
 
 // adam_many_kernel with the step's scalars read from the device (b1c, b2, b2c, eps, step_size, bc2s,
@@ -69,13 +76,8 @@ template <typename T>
 __global__ void adam_many_gated_kernel(TensorBlocks tb, TensorPointers<4> ptrs, const double* __restrict__ sc,
                                        const double* __restrict__ gate) {
   if (!isfinite(gate[0]) || !isfinite(gate[1])) return;
-  const AdamScalars<T> s{T(sc[0]), T(sc[1]), T(sc[2]), T(sc[3]), T(sc[4]), T(sc[5]), T(sc[6]), T(sc[7]), sc[8] != 0};
-  const BlockRange r = block_range(tb, kElemsPerBlock);
-  T* p = static_cast<T*>(ptrs.p[0][r.t]);
-  const T* g = static_cast<const T*>(ptrs.p[1][r.t]);
-  T* m = static_cast<T*>(ptrs.p[2][r.t]);
-  T* v = static_cast<T*>(ptrs.p[3][r.t]);
-  for (int64_t i = r.lo + threadIdx.x; i < r.hi; i += blockDim.x) adam_element(p, g, m, v, i, s);
+  adam_many_block(tb, ptrs, AdamScalars<T>{T(sc[0]), T(sc[1]), T(sc[2]), T(sc[3]), T(sc[4]), T(sc[5]), T(sc[6]),
+                                            T(sc[7]), sc[8] != 0});
 }
 
 template <typename T>

@@ -489,6 +489,51 @@ __global__ void __launch_bounds__(256, 1)
   cp_async_wait<0>();
 }
 
+// The gate gradients of one (row, unit k) at step t, lstm or gru, from its ring slot sl (stride RH:
+// dy, the gates, then c_t and c_{t-1} or h_{t-1}) and dh_t: into gx (and gh, gru) at k + gate H and
+// into sd at k + gate Hp (da_h for the recurrent product); dcr (lstm: dc_t in, dc_{t-1} out) and carry
+// (gru: dh_t z, the part of dh_{t-1} that is not in da_h W_hh; 0 for the lstm).
+template <typename T>
+__device__ __forceinline__ void unit_gate_grads(RnnCell cell, const T* sl, int RH, int t, T dht, T& dcr, T& carry,
+                                                T* gx, T* gh, T* sd, int H, int Hp, int k) {
+  carry = T(0);
+  if (cell == RnnCell::lstm) {
+    const T ig = sl[RH], fg = sl[2 * RH], gg = sl[3 * RH], og = sl[4 * RH];
+    const T tc = dtanh(sl[5 * RH]);
+    const T cp = t > 0 ? sl[6 * RH] : T(0);  // c_{-1} = 0: df = 0
+    const T dct = dcr + dht * og * (T(1) - tc * tc);
+    const T ai = dct * gg * ig * (T(1) - ig);
+    const T af = dct * cp * fg * (T(1) - fg);
+    const T ag = dct * ig * (T(1) - gg * gg);
+    const T ao = dht * tc * og * (T(1) - og);
+    gx[k] = ai;
+    gx[H + k] = af;
+    gx[2 * H + k] = ag;
+    gx[3 * H + k] = ao;
+    sd[k] = ai;
+    sd[Hp + k] = af;
+    sd[2 * Hp + k] = ag;
+    sd[3 * Hp + k] = ao;
+    dcr = dct * fg;
+  } else {  // gru
+    const T rg = sl[RH], zg = sl[2 * RH], ng = sl[3 * RH], hnv = sl[4 * RH];
+    const T hp = t > 0 ? sl[5 * RH] : T(0);  // h_{-1} = 0
+    const T dan = dht * (T(1) - zg) * (T(1) - ng * ng);
+    const T dar = dan * hnv * rg * (T(1) - rg);
+    const T daz = dht * (hp - ng) * zg * (T(1) - zg);
+    gx[k] = dar;
+    gh[k] = dar;
+    gx[H + k] = daz;
+    gh[H + k] = daz;
+    gx[2 * H + k] = dan;
+    gh[2 * H + k] = dan * rg;
+    sd[k] = dar;
+    sd[Hp + k] = daz;
+    sd[2 * Hp + k] = dan * rg;
+    carry = dht * zg;
+  }
+}
+
 // The backward steps t = t0 + L - 1 .. t0 of rows b0 .. b0 + rows - 1 (b0 = R blockIdx.x): the same
 // maths as backward_step_kernel followed by dh_{t-1} (+)= da_h W_hh. dh, dc (B, H) carry the state in
 // from the later chunk and out to the earlier one. Shared memory (elements of T):
@@ -576,41 +621,9 @@ __global__ void __launch_bounds__(KC > 0 ? 256 : 1024, 1)
         const T v = dht * (T(1) - yv * yv);
         gx[ij] = v;
         sd[ij] = v;
-      } else if (cell == RnnCell::lstm) {
-        const T ig = sl[RH], fg = sl[2 * RH], gg = sl[3 * RH], og = sl[4 * RH];
-        const T tc = dtanh(sl[5 * RH]);
-        const T cp = t > 0 ? sl[6 * RH] : T(0);  // c_{-1} = 0: df = 0
-        const T dct = dcr + dht * og * (T(1) - tc * tc);
-        const T ai = dct * gg * ig * (T(1) - ig);
-        const T af = dct * cp * fg * (T(1) - fg);
-        const T ag = dct * ig * (T(1) - gg * gg);
-        const T ao = dht * tc * og * (T(1) - og);
-        gx[ij] = ai;
-        gx[H + ij] = af;
-        gx[2 * H + ij] = ag;
-        gx[3 * H + ij] = ao;
-        sd[ij] = ai;
-        sd[Hp + ij] = af;
-        sd[2 * Hp + ij] = ag;
-        sd[3 * Hp + ij] = ao;
-        dcr = dct * fg;
-      } else {  // gru
-        const T rg = sl[RH], zg = sl[2 * RH], ng = sl[3 * RH], hnv = sl[4 * RH];
-        const T hp = t > 0 ? sl[5 * RH] : T(0);  // h_{-1} = 0
-        const T dan = dht * (T(1) - zg) * (T(1) - ng * ng);
-        const T dar = dan * hnv * rg * (T(1) - rg);
-        const T daz = dht * (hp - ng) * zg * (T(1) - zg);
-        T* gh = dgh + crow * GH;
-        gx[ij] = dar;
-        gh[ij] = dar;
-        gx[H + ij] = daz;
-        gh[H + ij] = daz;
-        gx[2 * H + ij] = dan;
-        gh[2 * H + ij] = dan * rg;
-        sd[ij] = dar;
-        sd[Hp + ij] = daz;
-        sd[2 * Hp + ij] = dan * rg;
-        carry = dht * zg;
+      } else {
+        unit_gate_grads(cell, sl, RH, t, dht, dcr, carry, gx, cell == RnnCell::gru ? dgh + crow * GH : nullptr, sd,
+                        H, Hp, ij);
       }
     }
     __syncthreads();  // da_h of step t complete; sp read
@@ -712,43 +725,8 @@ __global__ void __launch_bounds__(256, 1)
       const int64_t crow = static_cast<int64_t>(b0 + r) * L + (t - t0);
       T* gx = dgx + crow * GH;
       T* sd = cur + r * 4 * Hp;
-      carry[r] = T(0);
-      if (cell == RnnCell::lstm) {
-        const T ig = sl[RH], fg = sl[2 * RH], gg = sl[3 * RH], og = sl[4 * RH];
-        const T tc = dtanh(sl[5 * RH]);
-        const T cp = t > 0 ? sl[6 * RH] : T(0);  // c_{-1} = 0: df = 0
-        const T dct = dcr[r] + dht * og * (T(1) - tc * tc);
-        const T ai = dct * gg * ig * (T(1) - ig);
-        const T af = dct * cp * fg * (T(1) - fg);
-        const T ag = dct * ig * (T(1) - gg * gg);
-        const T ao = dht * tc * og * (T(1) - og);
-        gx[k] = ai;
-        gx[H + k] = af;
-        gx[2 * H + k] = ag;
-        gx[3 * H + k] = ao;
-        sd[k] = ai;
-        sd[Hp + k] = af;
-        sd[2 * Hp + k] = ag;
-        sd[3 * Hp + k] = ao;
-        dcr[r] = dct * fg;
-      } else {  // gru
-        const T rg = sl[RH], zg = sl[2 * RH], ng = sl[3 * RH], hnv = sl[4 * RH];
-        const T hp = t > 0 ? sl[5 * RH] : T(0);  // h_{-1} = 0
-        const T dan = dht * (T(1) - zg) * (T(1) - ng * ng);
-        const T dar = dan * hnv * rg * (T(1) - rg);
-        const T daz = dht * (hp - ng) * zg * (T(1) - zg);
-        T* gh = dgh + crow * GH;
-        gx[k] = dar;
-        gh[k] = dar;
-        gx[H + k] = daz;
-        gh[H + k] = daz;
-        gx[2 * H + k] = dan;
-        gh[2 * H + k] = dan * rg;
-        sd[k] = dar;
-        sd[Hp + k] = daz;
-        sd[2 * Hp + k] = dan * rg;
-        carry[r] = dht * zg;
-      }
+      unit_gate_grads(cell, sl, RH, t, dht, dcr[r], carry[r], gx, cell == RnnCell::gru ? dgh + crow * GH : nullptr, sd,
+                      H, Hp, k);
     }
   }
   if (t0 > 0) {  // dh_{t0-1}, dc_{t0-1} for the chunk before
@@ -844,60 +822,32 @@ PersistentPlan plan_persistent(RnnCell cell, const Dims& d, bool backward) {
   return p;
 }
 
-// forward_lanes_kernel's plan (kc = -1: it does not apply: tanh cells, W_hh not in registers, or
-// 4 H > 256 threads), unless SEQLAB_RNN_FWD=two-phase asks for forward_persistent_kernel.
-template <typename T>
-PersistentPlan plan_lanes(RnnCell cell, const Dims& d) {
-  PersistentPlan p;
-  static const bool two_phase = [] {
-    const char* e = std::getenv("SEQLAB_RNN_FWD");
-    const std::string v = e ? e : "";
-    SEQLAB_CHECK(v.empty() || v == "lanes" || v == "two-phase", "environment variable SEQLAB_RNN_FWD = '", v,
-                 "': expected lanes (the default) or two-phase");
-    return v == "two-phase";
-  }();
-  const int64_t H = d.H, Hp = (H + 3) / 4 * 4, threads = (4 * H + 31) / 32 * 32;
-  const int kc = H <= 16 ? 16 : H <= 32 ? 32 : std::is_same_v<T, float> && H <= 64 ? 64 : 0;
-  if (two_phase || cell == RnnCell::tanh || kc == 0 || threads > 256) return p;
-  const DeviceLimits lim = device_limits();
-  const int64_t R0 = std::clamp<int64_t>((d.B + lim.sms - 1) / lim.sms, 1, kMaxRows);
-  for (int64_t R = std::min<int64_t>(R0, d.B); R >= 1; --R)
-    for (int64_t D : {8, 4, 2}) {
-      const int64_t bytes = (2 * R * Hp + D * R * 4 * H) * static_cast<int64_t>(sizeof(T));
-      if (bytes > lim.smem_optin) continue;
-      p.kc = kc;
-      p.R = static_cast<int>(R);
-      p.D = static_cast<int>(D);
-      p.Hp = static_cast<int>(Hp);
-      p.threads = static_cast<int>(threads);
-      p.grid = static_cast<unsigned>((d.B + R - 1) / R);
-      p.smem = static_cast<size_t>(bytes);
-      return p;
-    }
-  return p;
+// The plan of forward_lanes_kernel (backward = false) or backward_lanes_kernel; kc = -1 where they do
+// not apply (tanh cells, W_hh not in registers, 4 H > 256 threads) or SEQLAB_RNN_FWD / SEQLAB_RNN_BWD =
+// two-phase asks for forward_persistent_kernel / backward_persistent_kernel.
+bool two_phase_asked(const char* var) {
+  const char* e = std::getenv(var);
+  const std::string v = e ? e : "";
+  SEQLAB_CHECK(v.empty() || v == "lanes" || v == "two-phase", "environment variable ", var, " = '", v,
+               "': expected lanes (the default) or two-phase");
+  return v == "two-phase";
 }
 
-// backward_lanes_kernel's plan, under the same conditions as plan_lanes (SEQLAB_RNN_BWD=two-phase asks
-// for backward_persistent_kernel).
 template <typename T>
-PersistentPlan plan_lanes_backward(RnnCell cell, const Dims& d) {
+PersistentPlan plan_lanes(RnnCell cell, const Dims& d, bool backward) {
+  static const bool two_phase_fwd = two_phase_asked("SEQLAB_RNN_FWD");
+  static const bool two_phase_bwd = two_phase_asked("SEQLAB_RNN_BWD");
   PersistentPlan p;
-  static const bool two_phase = [] {
-    const char* e = std::getenv("SEQLAB_RNN_BWD");
-    const std::string v = e ? e : "";
-    SEQLAB_CHECK(v.empty() || v == "lanes" || v == "two-phase", "environment variable SEQLAB_RNN_BWD = '", v,
-                 "': expected lanes (the default) or two-phase");
-    return v == "two-phase";
-  }();
   const int64_t H = d.H, Hp = (H + 3) / 4 * 4, threads = (4 * H + 31) / 32 * 32;
   const int kc = H <= 16 ? 16 : H <= 32 ? 32 : std::is_same_v<T, float> && H <= 64 ? 64 : 0;
-  if (two_phase || cell == RnnCell::tanh || kc == 0 || threads > 256) return p;
-  const int64_t S = cell == RnnCell::lstm ? 7 : 6;
+  if ((backward ? two_phase_bwd : two_phase_fwd) || cell == RnnCell::tanh || kc == 0 || threads > 256) return p;
+  const int64_t S = cell == RnnCell::lstm ? 7 : 6;  // backward ring values per unit
   const DeviceLimits lim = device_limits();
   const int64_t R0 = std::clamp<int64_t>((d.B + lim.sms - 1) / lim.sms, 1, kMaxRows);
   for (int64_t R = std::min<int64_t>(R0, d.B); R >= 1; --R)
     for (int64_t D : {8, 4, 2}) {
-      const int64_t bytes = (2 * R * 4 * Hp + D * S * R * H) * static_cast<int64_t>(sizeof(T));
+      const int64_t elems = backward ? 2 * R * 4 * Hp + D * S * R * H : 2 * R * Hp + D * R * 4 * H;
+      const int64_t bytes = elems * static_cast<int64_t>(sizeof(T));
       if (bytes > lim.smem_optin) continue;
       p.kc = kc;
       p.R = static_cast<int>(R);
@@ -952,7 +902,7 @@ void forward_impl(RnnCell cell, const Dims& d, const Tensor& x, const Tensor& w_
   add_bias_kernel<T><<<blocks_for(B * T_ * GH, kThreads), kThreads, 0, stream()>>>(
       proj, B * T_, GH, ldp, bih, bhh, cell == RnnCell::gru ? 2 * H : GH);
   check_launch("rnn_forward: add_bias_kernel");
-  const PersistentPlan lanes = plan_lanes<T>(cell, d);
+  const PersistentPlan lanes = plan_lanes<T>(cell, d, false);
   const PersistentPlan plan = lanes.kc > 0 ? lanes : plan_persistent<T>(cell, d, false);
   if (lanes.kc > 0) {
     dispatch_kc<T>(plan.kc, [&]<int KC>() {
@@ -1019,7 +969,7 @@ void backward_impl(RnnCell cell, const Dims& d, const Tensor& dy_t, const Tensor
   T* dw_hh = g.dw_hh.defined() ? ptr<T>(g.dw_hh) : nullptr;
   double* db_x = db_x_t.defined() ? ptr<double>(db_x_t) : nullptr;
   double* db_h = db_h_t.defined() ? ptr<double>(db_h_t) : nullptr;
-  const PersistentPlan lanes = plan_lanes_backward<T>(cell, d);
+  const PersistentPlan lanes = plan_lanes<T>(cell, d, true);
   const PersistentPlan plan = plan_persistent<T>(cell, d, true);
   const int64_t n_tchunks = (T_ + Tc - 1) / Tc;
   // Row-tile partials of the bias gradients, max_tiles rows per time chunk (core/cuda/column_reduce.cuh)

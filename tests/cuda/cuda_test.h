@@ -11,6 +11,7 @@
 #include "core/cuda/runtime.h"
 #include "core/random.h"
 #include "core/tensor.h"
+#include "layers/model.h"
 
 namespace seqlab::test {
 
@@ -22,6 +23,24 @@ inline bool no_gpu() {
 }
 #define SEQLAB_REQUIRE_GPU() \
   if (::seqlab::test::no_gpu()) return
+
+/// A small model of one family: 2 blocks, d_model 16, 3 channels, T = 24, horizon 6. The transformer's
+/// dropout is `dropout` (0 by default: the device draws its masks from another generator, Philox, so
+/// only a model without dropout can match the CPU step for step).
+inline nn::ModelOptions small_model(const std::string& type, double dropout = 0.0) {
+  nn::ModelOptions mo;
+  mo.layer = type;
+  mo.in_channels = 3;
+  mo.out_channels = 3;
+  mo.d_model = 16;
+  mo.n_layers = 2;
+  mo.seq_len = 24;
+  mo.pred_len = 6;
+  mo.head = "last";
+  mo.layer_args = nn::LayerArgs("cuda test '" + type + "'");
+  if (type == "transformer") mo.layer_args.set("n_heads", int64_t{2}).set("dropout", dropout);
+  return mo;
+}
 
 /// A CPU tensor of uniform values in [lo, hi) from a fixed seed.
 inline Tensor rand_cpu(const Shape& s, uint64_t seed, DType d = DType::f32, double lo = -1, double hi = 1) {

@@ -21,21 +21,10 @@ using namespace seqlab::test;
 
 namespace {
 
-// 2 blocks, d_model 16, 3 channels, T = 24, horizon 6; dropout as given (transformer only).
+// small_model (cuda_test.h) on the GPU in training mode, from seed 7.
 std::shared_ptr<nn::SequenceModel> build(const std::string& type, double dropout = 0.0) {
-  nn::ModelOptions mo;
-  mo.layer = type;
-  mo.in_channels = 3;
-  mo.out_channels = 3;
-  mo.d_model = 16;
-  mo.n_layers = 2;
-  mo.seq_len = 24;
-  mo.pred_len = 6;
-  mo.head = "last";
-  mo.layer_args = nn::LayerArgs("cuda graph test '" + type + "'");
-  if (type == "transformer") mo.layer_args.set("n_heads", int64_t{2}).set("dropout", dropout);
   manual_seed(7);
-  auto m = std::make_shared<nn::SequenceModel>(mo);
+  auto m = std::make_shared<nn::SequenceModel>(small_model(type, dropout));
   m->to(Device::cuda);
   m->train();
   return m;

@@ -31,24 +31,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A small model of one family: 2 blocks, d_model 16, 3 channels, T = 24, horizon 6, no dropout.
-nn::ModelOptions small_model(const std::string& type) {
-  nn::ModelOptions mo;
-  mo.layer = type;
-  mo.in_channels = 3;
-  mo.out_channels = 3;
-  mo.d_model = 16;
-  mo.n_layers = 2;
-  mo.seq_len = 24;
-  mo.pred_len = 6;
-  mo.head = "last";
-  mo.layer_args = nn::LayerArgs("cuda test '" + type + "'");
-  // No dropout: the device draws its masks from another generator (Philox), so only a model without
-  // dropout can match the CPU step for step.
-  if (type == "transformer") mo.layer_args.set("n_heads", int64_t{2}).set("dropout", 0.0);
-  return mo;
-}
-
 std::shared_ptr<nn::SequenceModel> build(const std::string& type, Device dev) {
   manual_seed(7);
   auto m = std::make_shared<nn::SequenceModel>(small_model(type));
