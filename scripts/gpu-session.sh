@@ -159,24 +159,6 @@ for part in $parts; do
           --seq-lens ${GRAPH_LENS:-96,720} --steps 20 --warmup 5 >"$out/bench_$mode.log" 2>&1
         echo "bench $mode: rc=$?"; grep -E '^(lstm|transformer|s4d|mamba) |CUDA graph' "$out/bench_$mode.log"
       done ;;
-    rnn)
-      # The lstm/gru recurrences with the gates of a unit in one warp (the default since session 16)
-      # against the two-phase kernels (SEQLAB_RNN_FWD/BWD=two-phase): the rnn cuda tests on both, then
-      # the lstm step on both and PyTorch's cuDNN LSTM, same run.
-      timeout 200 build/portable/tests/seqlab_cuda_tests -tc='*rnn*' >"$out/cuda_tests_rnn.log" 2>&1
-      echo "cuda rnn tests (lanes): rc=$?"; grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED" "$out/cuda_tests_rnn.log" | head -30
-      SEQLAB_RNN_FWD=two-phase SEQLAB_RNN_BWD=two-phase timeout 200 build/portable/tests/seqlab_cuda_tests -tc='*rnn*' \
-        >"$out/cuda_tests_rnn_two_phase.log" 2>&1
-      echo "cuda rnn tests (two-phase): rc=$?"; grep -E "^\[doctest\] (test cases|assertions)|ERROR|FAILED" "$out/cuda_tests_rnn_two_phase.log" | head -10
-      for v in lanes two-phase lanes; do
-        SEQLAB_RNN_FWD=$v SEQLAB_RNN_BWD=$v timeout 100 $bin bench --device cuda --models lstm \
-          --seq-lens ${RNN_LENS:-96,720,2880,8192} --steps 10 --warmup 3 >"$out/bench_lstm_$v.log" 2>&1
-        echo "bench lstm $v: rc=$?"; grep -E '^lstm ' "$out/bench_lstm_$v.log"
-      done
-      env -u LD_LIBRARY_PATH timeout 120 python3 bench/pytorch_reference.py --device cuda --models lstm \
-        --seq-lens ${RNN_LENS:-96,720,2880,8192} --steps 10 --warmup 3 --max-seconds 30 --csv "$out/torch_lstm.csv" \
-        >"$out/torch_lstm.log" 2>&1
-      echo "torch lstm: rc=$?"; tail -6 "$out/torch_lstm.log" ;;
     step-profile)
       # Where a training step's time goes: every kernel of `bench` under Nsight Compute with 1 and with
       # 2 timed steps; the difference is one step's kernels and their summed GPU time (against the

@@ -2,6 +2,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "core/cuda/common.cuh"
 #include "core/cuda/multi_tensor.h"
@@ -16,18 +17,53 @@ struct AdamScalars {
   bool decay;
 };
 
-// One element of Adam/AdamW: the single-tensor and the multi-tensor kernels share it, so both give
-// the same bits.
+// IEEE operations that ptxas may not fuse into FMAs (a plain mul.f32 feeding an add.f32 may be fused
+// in one kernel and not in another, depending on scheduling).
+template <typename T>
+__device__ __forceinline__ T mul_rn(T a, T b) {
+  if constexpr (std::is_same_v<T, float>) return __fmul_rn(a, b);
+  else return __dmul_rn(a, b);
+}
+template <typename T>
+__device__ __forceinline__ T add_rn(T a, T b) {
+  if constexpr (std::is_same_v<T, float>) return __fadd_rn(a, b);
+  else return __dadd_rn(a, b);
+}
+template <typename T>
+__device__ __forceinline__ T sub_rn(T a, T b) {
+  if constexpr (std::is_same_v<T, float>) return __fsub_rn(a, b);
+  else return __dsub_rn(a, b);
+}
+template <typename T>
+__device__ __forceinline__ T div_rn(T a, T b) {
+  if constexpr (std::is_same_v<T, float>) return __fdiv_rn(a, b);
+  else return __ddiv_rn(a, b);
+}
+template <typename T>
+__device__ __forceinline__ T fma_rn(T a, T b, T c) {
+  if constexpr (std::is_same_v<T, float>) return __fmaf_rn(a, b, c);
+  else return __fma_rn(a, b, c);
+}
+template <typename T>
+__device__ __forceinline__ T sqrt_rn(T a) {
+  if constexpr (std::is_same_v<T, float>) return __fsqrt_rn(a);
+  else return __dsqrt_rn(a);
+}
+
+// One element of Adam/AdamW, every operation spelled out with its rounding: the single-tensor, the
+// multi-tensor and the device-gated kernels (a CUDA graph's step) share it and give the same bits
+// whatever ptxas schedules around it (a run of the training step as a graph must match the eager
+// run bit for bit; with the plain operators the decoupled decay's multiply was fused differently).
 template <typename T>
 __device__ __forceinline__ void adam_element(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m,
                                              T* __restrict__ v, int64_t i, const AdamScalars<T>& s) {
   T pi = p[i];
-  if (s.decay) pi *= s.shrink;
-  const T gi = s.l2 != T(0) ? g[i] + s.l2 * pi : g[i];
+  if (s.decay) pi = mul_rn(pi, s.shrink);
+  const T gi = s.l2 != T(0) ? fma_rn(s.l2, pi, g[i]) : g[i];
   T mi = m[i], vi = v[i];
-  mi += s.b1c * (gi - mi);  // lerp, as torch
-  vi = s.b2 * vi + s.b2c * gi * gi;
-  pi -= s.step_size * mi / (sqrt(vi) / s.bc2s + s.eps);
+  mi = fma_rn(s.b1c, sub_rn(gi, mi), mi);  // lerp, as torch
+  vi = fma_rn(mul_rn(s.b2c, gi), gi, mul_rn(s.b2, vi));
+  pi = sub_rn(pi, div_rn(mul_rn(s.step_size, mi), add_rn(div_rn(sqrt_rn(vi), s.bc2s), s.eps)));
   m[i] = mi;
   v[i] = vi;
   p[i] = pi;

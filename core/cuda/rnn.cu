@@ -12,10 +12,8 @@
 //             (one GEMM each over the chunk's B*L rows) and the bias sums in double by fixed-order
 //             column sums (no atomics: a run is bit-identical to itself).
 #include <algorithm>
-#include <cstdlib>
 #include <map>
 #include <mutex>
-#include <string>
 #include <type_traits>
 
 #include "core/cuda/column_reduce.cuh"
@@ -397,143 +395,6 @@ __global__ void __launch_bounds__(KC > 0 ? 256 : 1024, 1)
   cp_async_wait<0>();
 }
 
-// The lstm and gru forward with the gates of a unit in one warp: thread 4 j + g (g < G) owns row
-// g H + j of W_hh (registers, KC >= H) and computes gate g of unit j; the four lanes of unit j meet by
-// shuffles, and lane 4 j does the state update itself (c_t, h_t for each of the block's rows). One
-// block barrier a step (h_t complete) instead of forward_persistent_kernel's two, and the state
-// update is spread over every warp instead of the first few. The same per-element maths, so the same
-// values as forward_persistent_kernel up to the compiler's contractions. Shared memory (elements of T):
-//   sh   2 x (R, Hp): h_{t-1} and h_t (alternating), zero beyond H
-//   ring D x (R, 4H): the input projections of steps t .. t + D - 2 (slot index g H + j)
-template <typename T, int KC>
-__global__ void __launch_bounds__(256, 1)
-    forward_lanes_kernel(RnnCell cell, int B, int T_, int H, int R, int D, int Hp, const T* __restrict__ whh,
-                         const T* proj, int ldp, const T* __restrict__ h0, const T* __restrict__ c0,
-                         const T* __restrict__ bhh, T* y, T* gates, T* c) {
-  extern __shared__ __align__(16) unsigned char rnn_smem[];
-  const int G = cell == RnnCell::lstm ? 4 : 3, FH = 4 * H, tid = threadIdx.x, nth = blockDim.x;
-  T* const sh = reinterpret_cast<T*>(rnn_smem);
-  T* const ring = sh + 2 * R * Hp;
-  const int b0 = blockIdx.x * R, rows = min(R, B - b0);
-  const int j = tid >> 2, g = tid & 3, lead = (threadIdx.x & 31) & ~3;
-  const bool unit = j < H && g < G;  // an idle lane (gru's fourth, padding) still joins the shuffles
-  const int u = g * H + j;           // this lane's row of W_hh and column of the projection
-  T w[KC];
-#pragma unroll
-  for (int m = 0; m < KC; ++m) w[m] = unit && m < H ? whh[static_cast<int64_t>(u) * H + m] : T(0);
-  for (int e = tid; e < 2 * R * Hp; e += nth) {
-    const int r = e / Hp, m = e - r * Hp;  // r >= R: the second buffer
-    sh[e] = h0 && r < rows && m < H ? h0[static_cast<int64_t>(b0 + r) * H + m] : T(0);
-  }
-  const T bn = cell == RnnCell::gru && unit && g == 2 && bhh ? bhh[u] : T(0);  // b_hn
-  T creg[kMaxRows];
-#pragma unroll
-  for (int r = 0; r < kMaxRows; ++r)
-    creg[r] = cell == RnnCell::lstm && unit && g == 0 && r < rows && c0 ? c0[static_cast<int64_t>(b0 + r) * H + j]
-                                                                         : T(0);
-  auto prefetch = [&](int t) {
-    if (unit && t < T_) {
-      T* dst = ring + (t & (D - 1)) * R * FH + u;
-      for (int r = 0; r < rows; ++r)
-        cp_async_elt(dst + r * FH, proj + (static_cast<int64_t>(b0 + r) * T_ + t) * ldp + u);
-    }
-    cp_async_commit();
-  };
-  for (int t = 0; t < D - 1; ++t) prefetch(t);
-
-  const unsigned full = 0xffffffffu;
-  for (int t = 0; t < T_; ++t) {
-    cp_async_wait_ring(D);
-    __syncthreads();  // h_{t-1} complete; every thread is past step t - 1
-    prefetch(t + D - 1);
-    const T* hp = sh + (t & 1) * R * Hp;
-    T* hn = sh + ((t + 1) & 1) * R * Hp;
-    const T* slot = ring + (t & (D - 1)) * R * FH + u;
-#pragma unroll
-    for (int r = 0; r < kMaxRows; ++r) {
-      if (r >= rows) break;
-      const T a = rec_dot<T, KC>(w, nullptr, 0, 0, hp + r * Hp, Hp);
-      const T pre = unit ? slot[r * FH] : T(0);
-      const int64_t row = static_cast<int64_t>(b0 + r) * T_ + t;
-      T v, hnv = T(0);
-      if (cell == RnnCell::lstm) {
-        v = g == 2 ? dtanh(pre + a) : dsigmoid(pre + a);
-        if (unit) gates[row * FH + u] = v;
-      } else if (g < 2) {  // gru r, z
-        v = dsigmoid(pre + a);
-        if (unit) gates[row * FH + u] = v;
-      } else {  // gru n: its input part and hn = W_hn h + b_hn
-        v = pre;
-        hnv = a + bn;
-        if (unit && g == 2) gates[row * FH + 3 * H + j] = hnv;
-      }
-      const T v1 = __shfl_sync(full, v, lead + 1), v2 = __shfl_sync(full, v, lead + 2);
-      const T v3 = __shfl_sync(full, cell == RnnCell::lstm ? v : hnv, lead + (cell == RnnCell::lstm ? 3 : 2));
-      if (unit && g == 0) {
-        T h;
-        if (cell == RnnCell::lstm) {  // v, v1, v2, v3 = i, f, g, o
-          const T ct = v1 * creg[r] + v * v2;
-          creg[r] = ct;
-          c[row * H + j] = ct;
-          h = v3 * dtanh(ct);
-        } else {  // v, v1 = r, z; v2 = the n gate's input part, v3 = hn
-          const T ng = dtanh(v2 + v * v3);
-          gates[row * FH + 2 * H + j] = ng;
-          h = (T(1) - v1) * ng + v1 * hp[r * Hp + j];
-        }
-        y[row * H + j] = h;
-        hn[r * Hp + j] = h;
-      }
-    }
-  }
-  cp_async_wait<0>();
-}
-
-// The gate gradients of one (row, unit k) at step t, lstm or gru, from its ring slot sl (stride RH:
-// dy, the gates, then c_t and c_{t-1} or h_{t-1}) and dh_t: into gx (and gh, gru) at k + gate H and
-// into sd at k + gate Hp (da_h for the recurrent product); dcr (lstm: dc_t in, dc_{t-1} out) and carry
-// (gru: dh_t z, the part of dh_{t-1} that is not in da_h W_hh; 0 for the lstm).
-template <typename T>
-__device__ __forceinline__ void unit_gate_grads(RnnCell cell, const T* sl, int RH, int t, T dht, T& dcr, T& carry,
-                                                T* gx, T* gh, T* sd, int H, int Hp, int k) {
-  carry = T(0);
-  if (cell == RnnCell::lstm) {
-    const T ig = sl[RH], fg = sl[2 * RH], gg = sl[3 * RH], og = sl[4 * RH];
-    const T tc = dtanh(sl[5 * RH]);
-    const T cp = t > 0 ? sl[6 * RH] : T(0);  // c_{-1} = 0: df = 0
-    const T dct = dcr + dht * og * (T(1) - tc * tc);
-    const T ai = dct * gg * ig * (T(1) - ig);
-    const T af = dct * cp * fg * (T(1) - fg);
-    const T ag = dct * ig * (T(1) - gg * gg);
-    const T ao = dht * tc * og * (T(1) - og);
-    gx[k] = ai;
-    gx[H + k] = af;
-    gx[2 * H + k] = ag;
-    gx[3 * H + k] = ao;
-    sd[k] = ai;
-    sd[Hp + k] = af;
-    sd[2 * Hp + k] = ag;
-    sd[3 * Hp + k] = ao;
-    dcr = dct * fg;
-  } else {  // gru
-    const T rg = sl[RH], zg = sl[2 * RH], ng = sl[3 * RH], hnv = sl[4 * RH];
-    const T hp = t > 0 ? sl[5 * RH] : T(0);  // h_{-1} = 0
-    const T dan = dht * (T(1) - zg) * (T(1) - ng * ng);
-    const T dar = dan * hnv * rg * (T(1) - rg);
-    const T daz = dht * (hp - ng) * zg * (T(1) - zg);
-    gx[k] = dar;
-    gh[k] = dar;
-    gx[H + k] = daz;
-    gh[H + k] = daz;
-    gx[2 * H + k] = dan;
-    gh[2 * H + k] = dan * rg;
-    sd[k] = dar;
-    sd[Hp + k] = daz;
-    sd[2 * Hp + k] = dan * rg;
-    carry = dht * zg;
-  }
-}
-
 // The backward steps t = t0 + L - 1 .. t0 of rows b0 .. b0 + rows - 1 (b0 = R blockIdx.x): the same
 // maths as backward_step_kernel followed by dh_{t-1} (+)= da_h W_hh. dh, dc (B, H) carry the state in
 // from the later chunk and out to the earlier one. Shared memory (elements of T):
@@ -621,9 +482,41 @@ __global__ void __launch_bounds__(KC > 0 ? 256 : 1024, 1)
         const T v = dht * (T(1) - yv * yv);
         gx[ij] = v;
         sd[ij] = v;
-      } else {
-        unit_gate_grads(cell, sl, RH, t, dht, dcr, carry, gx, cell == RnnCell::gru ? dgh + crow * GH : nullptr, sd,
-                        H, Hp, ij);
+      } else if (cell == RnnCell::lstm) {
+        const T ig = sl[RH], fg = sl[2 * RH], gg = sl[3 * RH], og = sl[4 * RH];
+        const T tc = dtanh(sl[5 * RH]);
+        const T cp = t > 0 ? sl[6 * RH] : T(0);  // c_{-1} = 0: df = 0
+        const T dct = dcr + dht * og * (T(1) - tc * tc);
+        const T ai = dct * gg * ig * (T(1) - ig);
+        const T af = dct * cp * fg * (T(1) - fg);
+        const T ag = dct * ig * (T(1) - gg * gg);
+        const T ao = dht * tc * og * (T(1) - og);
+        gx[ij] = ai;
+        gx[H + ij] = af;
+        gx[2 * H + ij] = ag;
+        gx[3 * H + ij] = ao;
+        sd[ij] = ai;
+        sd[Hp + ij] = af;
+        sd[2 * Hp + ij] = ag;
+        sd[3 * Hp + ij] = ao;
+        dcr = dct * fg;
+      } else {  // gru
+        const T rg = sl[RH], zg = sl[2 * RH], ng = sl[3 * RH], hnv = sl[4 * RH];
+        const T hp = t > 0 ? sl[5 * RH] : T(0);  // h_{-1} = 0
+        const T dan = dht * (T(1) - zg) * (T(1) - ng * ng);
+        const T dar = dan * hnv * rg * (T(1) - rg);
+        const T daz = dht * (hp - ng) * zg * (T(1) - zg);
+        T* gh = dgh + crow * GH;
+        gx[ij] = dar;
+        gh[ij] = dar;
+        gx[H + ij] = daz;
+        gh[H + ij] = daz;
+        gx[2 * H + ij] = dan;
+        gh[2 * H + ij] = dan * rg;
+        sd[ij] = dar;
+        sd[Hp + ij] = daz;
+        sd[2 * Hp + ij] = dan * rg;
+        carry = dht * zg;
       }
     }
     __syncthreads();  // da_h of step t complete; sp read
@@ -642,104 +535,6 @@ __global__ void __launch_bounds__(KC > 0 ? 256 : 1024, 1)
       for (int g = 1; g < G; ++g) dsum += sp[ir * GH + g * H + ij];
       dh[bj] = dsum + carry;
       if (cell == RnnCell::lstm) dc[bj] = dcr;
-    }
-  }
-  cp_async_wait<0>();
-}
-
-// The lstm and gru backward steps with the lanes of forward_lanes_kernel: thread 4 k + g (g < G) owns
-// column block g of W_hh's column k (w[m] = W_hh[g H + m][k]). Per step: [wait, sync] every lane: its
-// dot product with the previous step's da_h of gate g, the four lanes' sum by shuffles (dh_t's
-// recurrent part for unit k); lane 4 k: dh_t = dy + that + carry, the gate gradients into dgx (dgh) and
-// into this step's da_h buffer. One block barrier a step instead of backward_persistent_kernel's two
-// (da_h is double-buffered). Shared memory (elements of T):
-//   sdg  2 x (R, 4, Hp): da_h of a step, by gate (zero beyond H and for the gru's fourth gate)
-//   ring D x (S, R H): as backward_persistent_kernel's
-template <typename T, int KC>
-__global__ void __launch_bounds__(256, 1)
-    backward_lanes_kernel(RnnCell cell, int B, int T_, int H, int R, int D, int Hp, int t0, int L,
-                          const T* __restrict__ whh, const T* __restrict__ dy, const T* __restrict__ y,
-                          const T* __restrict__ gates, const T* __restrict__ c, T* dh, T* dc, T* dgx, T* dgh) {
-  extern __shared__ __align__(16) unsigned char rnn_smem[];
-  const int G = cell == RnnCell::lstm ? 4 : 3, GH = G * H, tid = threadIdx.x, nth = blockDim.x, RH = R * H;
-  const int S = cell == RnnCell::lstm ? 7 : 6, SDG = R * 4 * Hp;  // one da_h buffer
-  T* const sdg = reinterpret_cast<T*>(rnn_smem);
-  T* const ring = sdg + 2 * SDG;
-  const int b0 = blockIdx.x * R, rows = min(R, B - b0);
-  const int k = tid >> 2, g = tid & 3, lead = (threadIdx.x & 31) & ~3;
-  const bool unit = k < H && g < G, item = k < H && g == 0;
-  T w[KC];
-#pragma unroll
-  for (int m = 0; m < KC; ++m) w[m] = unit && m < H ? whh[(static_cast<int64_t>(g) * H + m) * H + k] : T(0);
-  for (int e = tid; e < 2 * SDG; e += nth) sdg[e] = T(0);
-  T carry[kMaxRows], dcr[kMaxRows];  // lane 4 k: the part of dh_t not in da_h W_hh, and dc_t, per row
-#pragma unroll
-  for (int r = 0; r < kMaxRows; ++r) {
-    const int64_t bk = static_cast<int64_t>(b0 + r) * H + k;
-    carry[r] = item && r < rows ? dh[bk] : T(0);
-    dcr[r] = cell == RnnCell::lstm && item && r < rows ? dc[bk] : T(0);
-  }
-
-  auto prefetch = [&](int s) {
-    if (item && s < L) {
-      const int t = t0 + L - 1 - s;
-      for (int r = 0; r < rows; ++r) {
-        const int64_t row = static_cast<int64_t>(b0 + r) * T_ + t;
-        T* dst = ring + (s & (D - 1)) * S * RH + r * H + k;
-        cp_async_elt(dst, dy + row * H + k);
-        for (int q = 0; q < 4; ++q) cp_async_elt(dst + (1 + q) * RH, gates + row * 4 * H + q * H + k);
-        if (cell == RnnCell::lstm) {
-          cp_async_elt(dst + 5 * RH, c + row * H + k);
-          if (t > 0) cp_async_elt(dst + 6 * RH, c + (row - 1) * H + k);
-        } else if (t > 0) {
-          cp_async_elt(dst + 5 * RH, y + (row - 1) * H + k);
-        }
-      }
-    }
-    cp_async_commit();
-  };
-  for (int s = 0; s < D - 1; ++s) prefetch(s);
-
-  const unsigned full = 0xffffffffu;
-  // sum over the gates of unit k's column block products with da_h (buffer `from`), row r, in lane 4 k
-  auto recurrent = [&](const T* from, int r) {
-    const T p = rec_dot<T, KC>(w, nullptr, 0, 0, from + (r * 4 + g) * Hp, Hp);
-    const T p1 = __shfl_sync(full, p, lead + 1), p2 = __shfl_sync(full, p, lead + 2),
-            p3 = __shfl_sync(full, p, lead + 3);
-    return (p + p1) + (p2 + p3);
-  };
-  for (int s = 0; s < L; ++s) {
-    const int t = t0 + L - 1 - s;
-    cp_async_wait_ring(D);
-    __syncthreads();  // da_h of step t + 1 complete; every thread is past step t + 1
-    prefetch(s + D - 1);
-    const T* prev = sdg + ((s + 1) & 1) * SDG;  // step t + 1's (zero at s = 0)
-    T* cur = sdg + (s & 1) * SDG;
-#pragma unroll
-    for (int r = 0; r < kMaxRows; ++r) {
-      if (r >= rows) break;
-      const T rec = recurrent(prev, r);
-      if (!item) continue;
-      const T* sl = ring + (s & (D - 1)) * S * RH + r * H + k;
-      const T dht = sl[0] + (rec + carry[r]);
-      const int64_t crow = static_cast<int64_t>(b0 + r) * L + (t - t0);
-      T* gx = dgx + crow * GH;
-      T* sd = cur + r * 4 * Hp;
-      unit_gate_grads(cell, sl, RH, t, dht, dcr[r], carry[r], gx, cell == RnnCell::gru ? dgh + crow * GH : nullptr, sd,
-                      H, Hp, k);
-    }
-  }
-  if (t0 > 0) {  // dh_{t0-1}, dc_{t0-1} for the chunk before
-    __syncthreads();
-    const T* prev = sdg + ((L + 1) & 1) * SDG;  // the last step's
-#pragma unroll
-    for (int r = 0; r < kMaxRows; ++r) {
-      if (r >= rows) break;
-      const T rec = recurrent(prev, r);
-      if (!item) continue;
-      const int64_t bk = static_cast<int64_t>(b0 + r) * H + k;
-      dh[bk] = rec + carry[r];
-      if (cell == RnnCell::lstm) dc[bk] = dcr[r];
     }
   }
   cp_async_wait<0>();
@@ -822,45 +617,6 @@ PersistentPlan plan_persistent(RnnCell cell, const Dims& d, bool backward) {
   return p;
 }
 
-// The plan of forward_lanes_kernel (backward = false) or backward_lanes_kernel; kc = -1 where they do
-// not apply (tanh cells, W_hh not in registers, 4 H > 256 threads) or SEQLAB_RNN_FWD / SEQLAB_RNN_BWD =
-// two-phase asks for forward_persistent_kernel / backward_persistent_kernel.
-bool two_phase_asked(const char* var) {
-  const char* e = std::getenv(var);
-  const std::string v = e ? e : "";
-  SEQLAB_CHECK(v.empty() || v == "lanes" || v == "two-phase", "environment variable ", var, " = '", v,
-               "': expected lanes (the default) or two-phase");
-  return v == "two-phase";
-}
-
-template <typename T>
-PersistentPlan plan_lanes(RnnCell cell, const Dims& d, bool backward) {
-  static const bool two_phase_fwd = two_phase_asked("SEQLAB_RNN_FWD");
-  static const bool two_phase_bwd = two_phase_asked("SEQLAB_RNN_BWD");
-  PersistentPlan p;
-  const int64_t H = d.H, Hp = (H + 3) / 4 * 4, threads = (4 * H + 31) / 32 * 32;
-  const int kc = H <= 16 ? 16 : H <= 32 ? 32 : std::is_same_v<T, float> && H <= 64 ? 64 : 0;
-  if ((backward ? two_phase_bwd : two_phase_fwd) || cell == RnnCell::tanh || kc == 0 || threads > 256) return p;
-  const int64_t S = cell == RnnCell::lstm ? 7 : 6;  // backward ring values per unit
-  const DeviceLimits lim = device_limits();
-  const int64_t R0 = std::clamp<int64_t>((d.B + lim.sms - 1) / lim.sms, 1, kMaxRows);
-  for (int64_t R = std::min<int64_t>(R0, d.B); R >= 1; --R)
-    for (int64_t D : {8, 4, 2}) {
-      const int64_t elems = backward ? 2 * R * 4 * Hp + D * S * R * H : 2 * R * Hp + D * R * 4 * H;
-      const int64_t bytes = elems * static_cast<int64_t>(sizeof(T));
-      if (bytes > lim.smem_optin) continue;
-      p.kc = kc;
-      p.R = static_cast<int>(R);
-      p.D = static_cast<int>(D);
-      p.Hp = static_cast<int>(Hp);
-      p.threads = static_cast<int>(threads);
-      p.grid = static_cast<unsigned>((d.B + R - 1) / R);
-      p.smem = static_cast<size_t>(bytes);
-      return p;
-    }
-  return p;
-}
-
 // Calls f.template operator()<KC>() for the plan's kc (double: no 64).
 template <typename T, typename F>
 void dispatch_kc(int kc, F&& f) {
@@ -902,20 +658,8 @@ void forward_impl(RnnCell cell, const Dims& d, const Tensor& x, const Tensor& w_
   add_bias_kernel<T><<<blocks_for(B * T_ * GH, kThreads), kThreads, 0, stream()>>>(
       proj, B * T_, GH, ldp, bih, bhh, cell == RnnCell::gru ? 2 * H : GH);
   check_launch("rnn_forward: add_bias_kernel");
-  const PersistentPlan lanes = plan_lanes<T>(cell, d, false);
-  const PersistentPlan plan = lanes.kc > 0 ? lanes : plan_persistent<T>(cell, d, false);
-  if (lanes.kc > 0) {
-    dispatch_kc<T>(plan.kc, [&]<int KC>() {
-      if constexpr (KC > 0) {
-        auto kernel = forward_lanes_kernel<T, KC>;
-        allow_smem(kernel, plan.smem, "rnn_forward: cudaFuncSetAttribute");
-        kernel<<<plan.grid, plan.threads, plan.smem, stream()>>>(
-            cell, static_cast<int>(B), static_cast<int>(T_), static_cast<int>(H), plan.R, plan.D, plan.Hp, whh,
-            proj, static_cast<int>(ldp), h0p, c0p, bhh, y, gates, c);
-        check_launch("rnn_forward: forward_lanes_kernel");
-      }
-    });
-  } else if (plan.kc >= 0) {
+  const PersistentPlan plan = plan_persistent<T>(cell, d, false);
+  if (plan.kc >= 0) {
     dispatch_kc<T>(plan.kc, [&]<int KC>() {
       auto kernel = forward_persistent_kernel<T, KC>;
       allow_smem(kernel, plan.smem, "rnn_forward: cudaFuncSetAttribute");
@@ -969,7 +713,6 @@ void backward_impl(RnnCell cell, const Dims& d, const Tensor& dy_t, const Tensor
   T* dw_hh = g.dw_hh.defined() ? ptr<T>(g.dw_hh) : nullptr;
   double* db_x = db_x_t.defined() ? ptr<double>(db_x_t) : nullptr;
   double* db_h = db_h_t.defined() ? ptr<double>(db_h_t) : nullptr;
-  const PersistentPlan lanes = plan_lanes<T>(cell, d, true);
   const PersistentPlan plan = plan_persistent<T>(cell, d, true);
   const int64_t n_tchunks = (T_ + Tc - 1) / Tc;
   // Row-tile partials of the bias gradients, max_tiles rows per time chunk (core/cuda/column_reduce.cuh)
@@ -978,18 +721,7 @@ void backward_impl(RnnCell cell, const Dims& d, const Tensor& dy_t, const Tensor
   const Tensor pb_h = db_h ? zeros({n_tchunks * max_tiles, GH}, DType::f64) : Tensor();
   for (int64_t tc = n_tchunks - 1; tc >= 0; --tc) {
     const int64_t t0 = tc * Tc, t1 = std::min(T_, t0 + Tc), L = t1 - t0;
-    if (lanes.kc > 0) {
-      dispatch_kc<T>(lanes.kc, [&]<int KC>() {
-        if constexpr (KC > 0) {
-          auto kernel = backward_lanes_kernel<T, KC>;
-          allow_smem(kernel, lanes.smem, "rnn_backward: cudaFuncSetAttribute");
-          kernel<<<lanes.grid, lanes.threads, lanes.smem, stream()>>>(
-              cell, static_cast<int>(B), static_cast<int>(T_), static_cast<int>(H), lanes.R, lanes.D, lanes.Hp,
-              static_cast<int>(t0), static_cast<int>(L), w_hh, dy, y, gates, c, dh, dc, dgx, dgh);
-          check_launch("rnn_backward: backward_lanes_kernel");
-        }
-      });
-    } else if (plan.kc >= 0) {
+    if (plan.kc >= 0) {
       dispatch_kc<T>(plan.kc, [&]<int KC>() {
         auto kernel = backward_persistent_kernel<T, KC>;
         allow_smem(kernel, plan.smem, "rnn_backward: cudaFuncSetAttribute");

@@ -180,7 +180,9 @@ TEST_CASE("cuda nn: TF32 and bfloat16 GEMMs (set_matmul_precision) - close to fl
   CHECK(worst(strict_b) < 1e-4);
   CHECK(worst(t32) > 1e-4);
   CHECK(worst(t32) < 5e-2);
-  CHECK(worst(bf) > worst(t32));
+  // CUBLAS_COMPUTE_32F_FAST_16BF allows bfloat16 and cuBLAS may still pick a TF32 kernel: on an H100
+  // (session 16) this 2-D product gave TF32's error exactly, the batched one bfloat16's.
+  CHECK(worst(bf) >= worst(t32));
   CHECK(worst(bf) < 0.3);
   CHECK(worst(bf_b) > 1e-3);
   CHECK(worst(bf_b) < 0.3);
