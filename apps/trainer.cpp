@@ -226,7 +226,10 @@ class Training {
     if (opt_.observer)
       policy.after_backward = [this](const nn::Module& m) { opt_.observer->after_backward(m, st_.global_step + 1); };
     StepOutcome so;
-    if (c_.train.cuda_graph) {
+    // A graph's policy is fixed when it is made; the data-parallel stop flag changes every step, so
+    // those runs (and observed ones) take the eager step.
+    const bool graphable = !policy.reducer && !policy.after_backward;
+    if (c_.train.cuda_graph && graphable) {
       if (!graphed_) graphed_ = std::make_unique<GraphedStep>(*model_, *optimizer_, task_->objective(), policy);
       so = (*graphed_)(batch);
       if (!graph_told_ && (graphed_->captured() || !graphed_->why_eager().empty())) {
@@ -235,6 +238,10 @@ class Training {
         else spdlog::warn("[{}] [train] cuda_graph: steps run eagerly: {}", mc_.name, graphed_->why_eager());
       }
     } else {
+      if (c_.train.cuda_graph && !graph_told_) {
+        graph_told_ = true;
+        spdlog::warn("[{}] [train] cuda_graph: steps run eagerly: data-parallel training or an observer", mc_.name);
+      }
       so = train_step(*model_, *optimizer_, batch, task_->objective(), policy);
     }
     // A NaN/Inf loss or gradient never reaches the parameters: stop (checkpoint-last.h5 keeps the
