@@ -10,23 +10,14 @@
 #include "layers/model.h"
 #include "optim/adam.h"
 #include "testing.h"
+#include "tests/cuda/cuda_test.h"  // small_model
 
 using namespace seqlab;
 
 TEST_CASE("graph step: on a CPU model every step is train_step and the reason is given") {
   auto build = [] {
-    nn::ModelOptions mo;
-    mo.layer = "mamba";
-    mo.in_channels = 3;
-    mo.out_channels = 3;
-    mo.d_model = 8;
-    mo.n_layers = 1;
-    mo.seq_len = 12;
-    mo.pred_len = 4;
-    mo.head = "last";
-    mo.layer_args = nn::LayerArgs("graph step test");
     manual_seed(3);
-    return std::make_shared<nn::SequenceModel>(mo);
+    return std::make_shared<nn::SequenceModel>(test::small_model("mamba"));
   };
   auto a = build(), b = build();
   optim::AdamW oa(a->named_parameters(), {.lr = 1e-2});
@@ -34,7 +25,7 @@ TEST_CASE("graph step: on a CPU model every step is train_step and the reason is
   app::GraphedStep step(*b, ob, app::mse_objective(), {.grad_clip = 1.0});
   for (int s = 0; s < 3; ++s) {
     manual_seed(100 + s);
-    const data::Batch batch{randn({2, 12, 3}, 0, 1), randn({2, 4, 3}, 0, 1), 2};
+    const data::Batch batch{randn({2, 24, 3}, 0, 1), randn({2, 6, 3}, 0, 1), 2};
     const app::StepOutcome ra = app::train_step(*a, oa, batch, app::mse_objective(), {.grad_clip = 1.0});
     const app::StepOutcome rb = step(batch);
     CHECK(rb.applied);

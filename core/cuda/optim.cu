@@ -2,7 +2,6 @@
 #include <atomic>
 #include <cstdlib>
 #include <string>
-#include <type_traits>
 
 #include "core/cuda/common.cuh"
 #include "core/cuda/multi_tensor.h"
@@ -19,36 +18,18 @@ struct AdamScalars {
 
 // IEEE operations that ptxas may not fuse into FMAs (a plain mul.f32 feeding an add.f32 may be fused
 // in one kernel and not in another, depending on scheduling).
-template <typename T>
-__device__ __forceinline__ T mul_rn(T a, T b) {
-  if constexpr (std::is_same_v<T, float>) return __fmul_rn(a, b);
-  else return __dmul_rn(a, b);
-}
-template <typename T>
-__device__ __forceinline__ T add_rn(T a, T b) {
-  if constexpr (std::is_same_v<T, float>) return __fadd_rn(a, b);
-  else return __dadd_rn(a, b);
-}
-template <typename T>
-__device__ __forceinline__ T sub_rn(T a, T b) {
-  if constexpr (std::is_same_v<T, float>) return __fsub_rn(a, b);
-  else return __dsub_rn(a, b);
-}
-template <typename T>
-__device__ __forceinline__ T div_rn(T a, T b) {
-  if constexpr (std::is_same_v<T, float>) return __fdiv_rn(a, b);
-  else return __ddiv_rn(a, b);
-}
-template <typename T>
-__device__ __forceinline__ T fma_rn(T a, T b, T c) {
-  if constexpr (std::is_same_v<T, float>) return __fmaf_rn(a, b, c);
-  else return __fma_rn(a, b, c);
-}
-template <typename T>
-__device__ __forceinline__ T sqrt_rn(T a) {
-  if constexpr (std::is_same_v<T, float>) return __fsqrt_rn(a);
-  else return __dsqrt_rn(a);
-}
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+__device__ __forceinline__ float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+__device__ __forceinline__ double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+__device__ __forceinline__ float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+__device__ __forceinline__ double div_rn(double a, double b) { return __ddiv_rn(a, b); }
+__device__ __forceinline__ float fma_rn(float a, float b, float c) { return __fmaf_rn(a, b, c); }
+__device__ __forceinline__ double fma_rn(double a, double b, double c) { return __fma_rn(a, b, c); }
+__device__ __forceinline__ float sqrt_rn(float a) { return __fsqrt_rn(a); }
+__device__ __forceinline__ double sqrt_rn(double a) { return __dsqrt_rn(a); }
 
 // One element of Adam/AdamW, every operation spelled out with its rounding: the single-tensor, the
 // multi-tensor and the device-gated kernels (a CUDA graph's step) share it and give the same bits
