@@ -6,6 +6,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/cuda/block_cache.h"
 #include "core/cuda/common.cuh"
 
 namespace seqlab::cuda {
@@ -120,15 +121,9 @@ MatmulPrecision matmul_precision() { return g_precision.load(); }
 // is at most 25% larger than asked). A freed block goes to its bin's list; a request takes a block
 // of exactly its bin or calls cudaMalloc. The single stream makes immediate reuse safe.
 namespace {
-using FreeLists = std::unordered_map<size_t, std::vector<void*>>;
-
 struct Pool {
   std::mutex mu;
-  FreeLists free_blocks;
-  // The private pools of graph captures (runtime.h, Graph): id -> its free blocks. A block whose pool
-  // is no longer here is freed into the shared lists.
-  std::unordered_map<uint32_t, FreeLists> privates;
-  uint32_t next_private = 1;
+  BlockCache cache;  // the shared free lists and the graph captures' private ones (block_cache.h)
   DeviceAllocatorStats stats;
 };
 
@@ -149,22 +144,13 @@ size_t bin_size(size_t bytes) {
 }
 
 void release_locked(Pool& p) {
-  for (auto& [size, list] : p.free_blocks) {
+  for (auto& [size, list] : p.cache.shared()) {
     for (void* ptr : list) {
       cudaFree(ptr);
       p.stats.reserved -= size;
     }
   }
-  p.free_blocks.clear();
-}
-
-// A free block of exactly `want` bytes from `lists`, or null.
-void* take(FreeLists& lists, size_t want) {
-  auto it = lists.find(want);
-  if (it == lists.end() || it->second.empty()) return nullptr;
-  void* ptr = it->second.back();
-  it->second.pop_back();
-  return ptr;
+  p.cache.shared().clear();
 }
 
 }  // namespace
@@ -174,8 +160,7 @@ Block device_alloc(size_t bytes) {
   Pool& p = pool();
   std::lock_guard lock(p.mu);
   const uint32_t id = t_capture_pool;
-  void* ptr = id ? take(p.privates[id], want) : nullptr;
-  if (!ptr) ptr = take(p.free_blocks, want);  // a capture takes a cached block over for good
+  void* ptr = p.cache.take(id, want);  // a capture takes a shared cached block over for good
   if (ptr) {
     p.stats.allocated += want;
     p.stats.peak = std::max(p.stats.peak, p.stats.allocated);
@@ -210,31 +195,20 @@ void device_free(Block b) {
   if (!b.ptr) return;
   Pool& p = pool();
   std::lock_guard lock(p.mu);
-  auto it = b.pool ? p.privates.find(b.pool) : p.privates.end();
-  (it != p.privates.end() ? it->second : p.free_blocks)[b.bytes].push_back(b.ptr);
+  p.cache.give(b.pool, b.ptr, b.bytes);
   p.stats.allocated -= b.bytes;
 }
 
 namespace {
-// A new private pool for a capture.
 uint32_t open_private_pool() {
   Pool& p = pool();
   std::lock_guard lock(p.mu);
-  const uint32_t id = p.next_private++;
-  p.privates[id];
-  return id;
+  return p.cache.open();
 }
-// Its free blocks back to the shared lists; blocks still held follow when they are freed.
 void close_private_pool(uint32_t id) {
   Pool& p = pool();
   std::lock_guard lock(p.mu);
-  auto it = p.privates.find(id);
-  if (it == p.privates.end()) return;
-  for (auto& [size, list] : it->second) {
-    auto& shared = p.free_blocks[size];
-    shared.insert(shared.end(), list.begin(), list.end());
-  }
-  p.privates.erase(it);
+  p.cache.close(id);
 }
 }  // namespace
 
