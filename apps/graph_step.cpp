@@ -54,6 +54,7 @@ std::string GraphedStep::capture(const data::Batch& batch) {
     const double* scalars = static_cast<const double*>(scalars_.device_ptr());
     grads_.clear();
     grad_names_.clear();
+    grad_params_.clear();
     return graph_.capture([&] {
       opt_.zero_grad();
       Tensor loss = objective_.loss(model_.forward(x_), y_);
@@ -94,6 +95,8 @@ StepOutcome GraphedStep::replay() {
   double h[3];
   cuda::copy_d2h(h, ctl_.device_ptr(), sizeof h);
   ++replays_;
+  for (size_t i = 0; i < grads_.size(); ++i)  // an eager step in between left its own gradients there
+    if (!grad_params_[i].grad().shares_storage(grads_[i])) grad_params_[i].set_grad(grads_[i]);
   StepOutcome so;
   so.loss = h[0];
   if constexpr (kCuda)

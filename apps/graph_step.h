@@ -13,7 +13,9 @@
 // where the graph cannot hold them, and why_eager() says why: a CPU model, data-parallel reduction or
 // an after_backward observer, an optimizer without a device step (SGD), multi-tensor launches off,
 // dropout (its seed is drawn on the host), anything in the model that reads the device on the host,
-// and a batch of other shapes (the last short batch of an epoch: that step alone).
+// and a batch of other shapes (the last short batch of an epoch: that step alone). The parameters and
+// the optimizer's state must stay where they are (loading a checkpoint copies into them: fine); after
+// a replay each parameter's grad() is the graph's gradient again.
 #pragma once
 #include <memory>
 #include <string>
@@ -53,6 +55,7 @@ class GraphedStep {
   std::vector<double> host_scalars_;
   std::vector<std::string> grad_names_;  // the parameters whose gradients the graph computes
   std::vector<Tensor> grads_;            // those gradients (the graph's addresses)
+  std::vector<Tensor> grad_params_;      // their parameters
 };
 
 }  // namespace seqlab::app
