@@ -13,7 +13,8 @@
 # Environment: LENS (96,720,2880,8192), MODELS (lstm,transformer,s4d,mamba), STEPS (10), WARMUP (3),
 #   COMPILE (1; 0: no torch.compile rows), COMPILE_LENS (LENS, longest first), COMPILE_DYNAMIC (0; 1:
 #   torch.compile(dynamic=True)), BUDGET_S (420: the whole script), BIN (build/portable/seqlab),
-#   PYTHON (python3), ANCHOR_DIR (.anchors/mamba_ssm_selective_scan, an ignored path: carry it)
+#   PYTHON (python3), ANCHOR_DIR (.anchors/mamba_ssm_selective_scan, an ignored path: carry it),
+#   GRAPH (0; 1: seqlab's steps as CUDA graph replays, bench --cuda-graph)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-/tmp/gpu-bench}
@@ -26,6 +27,9 @@ STEPS=${STEPS:-10} WARMUP=${WARMUP:-3}
 # the longest go first
 COMPILE_LENS=${COMPILE_LENS:-$(tr , '\n' <<<"$LENS" | sort -rn | paste -sd, -)}
 COMPILE_DYNAMIC=${COMPILE_DYNAMIC:-0} COMPILE=${COMPILE:-1}
+GRAPH=${GRAPH:-0}
+graph_flag=()
+[[ $GRAPH == 1 ]] && graph_flag=(--cuda-graph)
 BUDGET_S=${BUDGET_S:-420}
 BIN=${BIN:-build/portable/seqlab}
 PY=${PYTHON:-python3}
@@ -98,8 +102,8 @@ if [[ ",$MODELS," == *,mamba,* ]]; then
 fi
 
 # 3. seqlab (its CSV is rewritten after every case, so a stopped run keeps what it measured)
-step seqlab 150 "$out/seqlab.log" env LD_LIBRARY_PATH="$seqlab_ld" "$BIN" bench --device cuda --models "$MODELS" \
-  --seq-lens "$LENS" --steps "$STEPS" --warmup "$WARMUP" --csv "$out/seqlab.csv"
+step seqlab 150 "$out/seqlab.log" env LD_LIBRARY_PATH="$seqlab_ld" "$BIN" bench --device cuda "${graph_flag[@]}" \
+  --models "$MODELS" --seq-lens "$LENS" --steps "$STEPS" --warmup "$WARMUP" --csv "$out/seqlab.csv"
 rows "$out/seqlab.log"
 
 # 4. PyTorch, one process per case (the CSVs are written row by row)
@@ -131,9 +135,10 @@ if ((COMPILE)); then
 fi
 
 # the table: every CSV that exists, whatever stopped early
-timeout 30 "${PYENV[@]}" - "$out" "$LENS" "$MODELS" <<'EOF' | tee "$out/table.md"
+timeout 30 "${PYENV[@]}" - "$out" "$LENS" "$MODELS" "$GRAPH" <<'EOF' | tee "$out/table.md"
 import csv, glob, os, re, sys
 out, lens, models = sys.argv[1], [int(t) for t in sys.argv[2].split(",")], sys.argv[3].split(",")
+graph = sys.argv[4] == "1"
 
 def load(*names):
     rows = {}
@@ -161,7 +166,8 @@ print()
 print(f"Device-to-device copy: {bw.group(1) + ' GB/s' if bw else 'not measured'}; fused scan check: "
       f"{check.group(1) if check else 'not run'}; transformer SDPA backend (eager): {', '.join(sdpa) or 'unknown'}. "
       f"Step ms (median, CUDA events for PyTorch) and peak device MiB (seqlab: its pool's peak; PyTorch: "
-      f"max_memory_allocated). Strict fp32. ratio = seqlab / the fastest PyTorch column.")
+      f"max_memory_allocated). Strict fp32. ratio = seqlab / the fastest PyTorch column."
+      + (" seqlab's steps are CUDA graph replays (--cuda-graph)." if graph else ""))
 print()
 print("| model | T | seqlab ms | torch eager ms | torch fused-scan ms | torch compile ms | seqlab / best torch "
       "| seqlab MiB | eager MiB | fused MiB | compile MiB |")
