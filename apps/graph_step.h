@@ -9,10 +9,11 @@
 //
 // The first step runs eagerly (it warms cuBLAS, cuFFT and the kernels' attributes), the second is
 // captured (core/cuda/runtime.h, Graph) and every later step with a batch of the same shapes is a
-// replay: the same kernels on the same addresses, so the same bits as the eager step. Steps stay eager
+// replay: the same kernels on the same addresses, so the same bits as the eager step (dropout too: each
+// replay draws its masks' seeds from the same generators as the eager step would). Steps stay eager
 // where the graph cannot hold them, and why_eager() says why: a CPU model, data-parallel reduction or
 // an after_backward observer, an optimizer without a device step (SGD), multi-tensor launches off,
-// dropout (its seed is drawn on the host), anything in the model that reads the device on the host,
+// anything in the model that reads the device on the host,
 // and a batch of other shapes (the last short batch of an epoch: that step alone). The parameters and
 // the optimizer's state must stay where they are (loading a checkpoint copies into them: fine); after
 // a replay each parameter's grad() is the graph's gradient again.

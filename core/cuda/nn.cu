@@ -213,9 +213,12 @@ __host__ __device__ inline double uniform_of(uint64_t seed, uint64_t i) {
   return static_cast<double>(bits) * (1.0 / 9007199254740992.0);
 }
 
+// The seed is `seed`, or *seed_at when given (a CUDA graph's replay fills it: runtime.h, capture_seed).
 template <typename T>
-__global__ void dropout_kernel(T* __restrict__ m, int64_t n, uint64_t seed, double p, T keep) {
-  SEQLAB_CUDA_LOOP(i, n) m[i] = uniform_of(seed, static_cast<uint64_t>(i)) < p ? T(0) : keep;
+__global__ void dropout_kernel(T* __restrict__ m, int64_t n, uint64_t seed, const uint64_t* __restrict__ seed_at,
+                               double p, T keep) {
+  const uint64_t s = seed_at ? *seed_at : seed;
+  SEQLAB_CUDA_LOOP(i, n) m[i] = uniform_of(s, static_cast<uint64_t>(i)) < p ? T(0) : keep;
 }
 
 template <typename T>
@@ -473,15 +476,15 @@ double philox_uniform(uint64_t seed, uint64_t index) { return uniform_of(seed, i
 
 Tensor dropout_mask(const Shape& shape, DType dtype, double p, Generator& gen) {
   SEQLAB_CHECK(p >= 0 && p <= 1, "dropout: p must be in [0, 1], got ", p);
-  SEQLAB_CHECK(!capturing(), "dropout inside a CUDA graph capture: its mask's seed is drawn on the host, so every "
-               "replay would reuse one mask");
   Tensor mask = empty(shape, dtype);
-  const uint64_t seed = gen.next_u64();  // one draw per call, whatever the size
+  // one draw per call, whatever the size; in a CUDA graph capture, each replay draws it
+  const uint64_t* seed_at = capturing() ? capture_seed(gen) : nullptr;
+  const uint64_t seed = seed_at ? 0 : gen.next_u64();
   dispatch_float(dtype, "dropout", [&]<typename T>() {
     const T keep = p < 1 ? static_cast<T>(1.0 / (1.0 - p)) : T(0);
     const int64_t n = mask.numel();
     if (n == 0) return;
-    dropout_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(ptr<T>(mask), n, seed, p, keep);
+    dropout_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(ptr<T>(mask), n, seed, seed_at, p, keep);
     check_launch("dropout");
   });
   return mask;

@@ -8,6 +8,7 @@
 
 #include "core/cuda/block_cache.h"
 #include "core/cuda/common.cuh"
+#include "core/random.h"
 
 namespace seqlab::cuda {
 
@@ -237,6 +238,12 @@ namespace {
 // What the capture running on this thread keeps beside its graph: the pinned copies of host data.
 struct CaptureState {
   std::vector<void*> pinned;
+  // The seeds of the captured work: one device block of kMaxSeeds, the generator of each slot, and the
+  // host copy launch() draws into.
+  static constexpr size_t kMaxSeeds = 512;
+  Block seeds;
+  std::vector<Generator*> seed_gens;
+  std::vector<uint64_t> seed_host;
 };
 thread_local CaptureState* t_capture = nullptr;
 
@@ -256,6 +263,16 @@ void copy_h2d_captured(void* dst, const void* src, size_t bytes) {
 }  // namespace
 
 bool capturing() { return t_capture != nullptr; }
+
+const uint64_t* capture_seed(Generator& gen) {
+  SEQLAB_CHECK(t_capture, "capture_seed outside a CUDA graph capture");
+  CaptureState& c = *t_capture;
+  SEQLAB_CHECK(c.seed_gens.size() < CaptureState::kMaxSeeds, "more than ", CaptureState::kMaxSeeds,
+               " random seeds (dropout masks) in one CUDA graph capture");
+  if (!c.seeds.ptr) c.seeds = device_alloc(CaptureState::kMaxSeeds * sizeof(uint64_t));  // the capture's pool
+  c.seed_gens.push_back(&gen);
+  return static_cast<const uint64_t*>(c.seeds.ptr) + (c.seed_gens.size() - 1);
+}
 
 void copy_h2d(void* dst, const void* src, size_t bytes) {
   if (!bytes) return;
@@ -379,6 +396,10 @@ struct Graph::Impl {
     pool = 0;
     for (void* h : state.pinned) cudaFreeHost(h);
     state.pinned.clear();
+    device_free(state.seeds);  // into the pool closed above: back to the shared lists
+    state.seeds = Block{};
+    state.seed_gens.clear();
+    state.seed_host.clear();
   }
 };
 
@@ -428,6 +449,12 @@ std::string Graph::capture(const std::function<void()>& body) {
 
 void Graph::launch() {
   SEQLAB_CHECK(impl_->exec, "Graph::launch: nothing captured");
+  CaptureState& c = impl_->state;
+  if (!c.seed_gens.empty()) {  // this replay's seeds, drawn as the eager calls would draw them
+    c.seed_host.resize(c.seed_gens.size());
+    for (size_t i = 0; i < c.seed_gens.size(); ++i) c.seed_host[i] = c.seed_gens[i]->next_u64();
+    copy_h2d_pinned(c.seeds.ptr, c.seed_host.data(), c.seed_host.size() * sizeof(uint64_t));
+  }
   check(cudaGraphLaunch(impl_->exec, stream()), "cudaGraphLaunch");
 }
 

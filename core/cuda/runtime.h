@@ -17,6 +17,10 @@
 #include "core/allocator.h"
 #include "core/dtype.h"
 
+namespace seqlab {
+class Generator;
+}
+
 namespace seqlab::cuda {
 
 /// True when seqlab was compiled with its CUDA part (SEQLAB_CUDA=ON).
@@ -89,8 +93,11 @@ void synchronize();
 ///     held then (a parameter's gradient) goes back when it is freed.
 ///   - a host-to-device copy reads from a pinned buffer the graph keeps (a constant computed on the
 ///     host from shapes is copied again, unchanged, at every replay);
-///   - reading the device on the host (copy_d2h, item(), to(cpu), synchronize) and drawing a random
-///     seed on the host (dropout) throw: the capture fails and says why.
+///   - reading the device on the host (copy_d2h, item(), to(cpu), synchronize) throws: the capture
+///     fails and says why;
+///   - a random seed (dropout's mask) is read from device memory (capture_seed) that launch() fills
+///     before each replay by drawing from the same generators in the same order as the eager calls
+///     would, so a replay's masks are the eager step's.
 /// The replay runs the captured kernels with the captured arguments on the captured addresses: inputs
 /// that change between replays go into tensors allocated before the capture, outside it.
 class Graph {
@@ -104,7 +111,7 @@ class Graph {
   /// allocator are back to normal either way and the graph stays empty.
   std::string capture(const std::function<void()>& body);
   bool ready() const;
-  /// Queues one replay on the stream.
+  /// Queues one replay on the stream (after drawing its seeds, if the captured work has any).
   void launch();
 
  private:
@@ -113,5 +120,8 @@ class Graph {
 };
 /// True while this thread is inside Graph::capture.
 bool capturing();
+/// During a capture: the device address of a 64-bit seed that every replay draws from `gen` (in the
+/// order of these calls) before it runs: what an eager call's gen.next_u64() would have drawn.
+const uint64_t* capture_seed(Generator& gen);
 
 }  // namespace seqlab::cuda

@@ -46,6 +46,7 @@ std::string Graph::capture(const std::function<void()>&) { return "seqlab was bu
 bool Graph::ready() const { return false; }
 void Graph::launch() { unavailable(); }
 bool capturing() { return false; }
+const uint64_t* capture_seed(Generator&) { unavailable(); }
 void set_multi_tensor(bool) {}
 
 }  // namespace seqlab::cuda

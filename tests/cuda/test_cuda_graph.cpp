@@ -1,7 +1,7 @@
 // The training step captured as a CUDA graph (apps/graph_step.h) against the eager step on the same
 // model, batches and seed: the same losses and the same parameter bits step for step, for each
 // family; a non-finite batch skipped on the device as the eager step skips it; a batch of another shape
-// run eagerly between replays; the steps that cannot be captured (dropout, SGD) say why and stay eager.
+// run eagerly between replays; dropout replayed with the eager step's masks; SGD says why and stays eager.
 #include <cmath>
 #include <memory>
 #include <string>
@@ -112,16 +112,26 @@ TEST_CASE("cuda graph: a non-finite batch is skipped on the device and a short b
   }
 }
 
-TEST_CASE("cuda graph: dropout and SGD steps stay eager and say why") {
+TEST_CASE("cuda graph: dropout is replayed with the eager step's masks - SGD stays eager and says why") {
   SEQLAB_REQUIRE_GPU();
   {
-    auto m = build("transformer", 0.1);
-    optim::AdamW opt(m->named_parameters(), {.lr = 1e-3});
-    app::GraphedStep step(*m, opt, app::mse_objective(), {.grad_clip = 1.0});
-    for (int s = 0; s < 3; ++s) CHECK(step(batch(s)).applied);
-    CHECK_FALSE(step.captured());
-    CHECK(step.why_eager().find("dropout") != std::string::npos);
-    CHECK(opt.step_count() == 3);
+    // Both runs draw their masks' seeds from the default generator, from the same state: a replay
+    // draws them before it runs, as many and in the same order as the eager step.
+    auto eager = build("transformer", 0.1), graphed = build("transformer", 0.1);
+    optim::AdamW oe(eager->named_parameters(), {.lr = 1e-3});
+    optim::AdamW og(graphed->named_parameters(), {.lr = 1e-3});
+    std::vector<double> le, lg;
+    manual_seed(100);
+    for (int s = 0; s < 5; ++s)
+      le.push_back(app::train_step(*eager, oe, batch(s), app::mse_objective(), {.grad_clip = 1.0}).loss);
+    manual_seed(100);
+    app::GraphedStep step(*graphed, og, app::mse_objective(), {.grad_clip = 1.0});
+    for (int s = 0; s < 5; ++s) lg.push_back(step(batch(s)).loss);
+    INFO("why eager: " << step.why_eager());
+    CHECK(step.captured());
+    CHECK(step.replays() == 4);
+    CHECK(lg == le);
+    CHECK(all_values(*graphed) == all_values(*eager));
   }
   {
     auto m = build("mamba");
