@@ -9,8 +9,9 @@
 //
 // The first step runs eagerly (it warms cuBLAS, cuFFT and the kernels' attributes), the second is
 // captured (core/cuda/runtime.h, Graph) and every later step with a batch of the same shapes is a
-// replay: the same kernels on the same addresses, so the same bits as the eager step (dropout too: each
-// replay draws its masks' seeds from the same generators as the eager step would). Steps stay eager
+// replay: the same kernels on the same addresses, meant to give the eager step's bits (dropout too: each
+// replay draws its masks' seeds from the same generators as the eager step would; docs/GPU.md, session
+// 16, says what a GPU has checked so far). Steps stay eager
 // where the graph cannot hold them, and why_eager() says why: a CPU model, data-parallel reduction or
 // an after_backward observer, an optimizer without a device step (SGD), multi-tensor launches off,
 // anything in the model that reads the device on the host,
